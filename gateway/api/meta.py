@@ -1,0 +1,76 @@
+"""GET /v1/models, /healthz and /readyz."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from starlette.responses import JSONResponse
+
+from gateway.state import GatewayState, get_state
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+def _entry(model_id: str, owned_by: str, **extra: Any) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": owned_by, **extra}
+
+
+@router.get("/v1/models")
+async def list_models(state: GatewayState = Depends(get_state)) -> JSONResponse:
+    policy = state.policy.current.policy
+    data: list[dict[str, Any]] = []
+    for route in policy.routes:
+        kind = "auto" if route.auto else f"tier/{route.tier}"
+        data.append(_entry(route.name, "tierwise", tierwise={"kind": "route", "routes_to": kind}))
+    for tier in policy.tiers:
+        fake = all(d.provider == "fake" for d in tier.deployments)
+        data.append(
+            _entry(
+                f"tier/{tier.name}",
+                "tierwise-fake" if fake else "tierwise",
+                tierwise={"kind": "tier", "available": state.tier_available(policy, tier.name), "fake": fake},
+            )
+        )
+        for dep in tier.deployments:
+            reason = state.unavailable_reason(dep.name, policy)
+            data.append(
+                _entry(
+                    dep.name,
+                    "tierwise-fake" if dep.provider == "fake" else "tierwise",
+                    tierwise={
+                        "kind": "deployment",
+                        "tier": tier.name,
+                        "model": dep.model,
+                        "fake": dep.provider == "fake",
+                        "available": reason is None,
+                        "unavailable_reason": reason,
+                    },
+                )
+            )
+    return JSONResponse({"object": "list", "data": data})
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(state: GatewayState = Depends(get_state)) -> JSONResponse:
+    policy = state.policy.current.policy
+    tiers = {t.name: state.tier_available(policy, t.name) for t in policy.tiers}
+    degraded: list[str] = []
+    if state.ledger.degraded:
+        degraded.append(state.ledger.degraded)
+    if state.policy.last_error:
+        degraded.append("last policy reload was rejected: " + state.policy.last_error.splitlines()[0])
+    for tier, ok in tiers.items():
+        if not ok:
+            degraded.append(f"tier {tier} has no available deployment")
+    router_info = {"loaded": state.router is not None, "version": getattr(state.router, "version", None)}
+    ready = any(tiers.values())
+    body = {"ready": ready, "tiers": tiers, "router": router_info, "degraded": degraded, **state.extras.get("ready", {})}
+    return JSONResponse(body, status_code=200 if ready else 503)

@@ -1,0 +1,170 @@
+"""The app factory: builds every dependency explicitly and hangs it on ``app.state.tierwise``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+from gateway.api import chat, meta
+from gateway.dispatch import Dispatcher
+from gateway.errors import GatewayError, envelope
+from gateway.ledger import LedgerWriter, create_schema, make_engine
+from gateway.policy.loader import LoadedPolicy, load_policy
+from gateway.policy.models import Policy
+from gateway.policy.store import PolicyStore
+from gateway.providers.base import Provider
+from gateway.providers.fake import create_fake_app
+from gateway.providers.openai_compatible import OpenAICompatibleProvider
+from gateway.providers.server_thread import ServerThread
+from gateway.resolve import Resolver, RouterLike
+from gateway.settings import Settings
+from gateway.state import GatewayState
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("tierwise")
+
+RouterFactory = Callable[[LoadedPolicy], RouterLike | None]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    router: RouterLike | None = None,
+    router_factory: RouterFactory | None = None,
+    extra_routers: list[Any] | None = None,
+) -> FastAPI:
+    """Build the gateway.
+
+    ``router`` injects a ready router (tests share one, since loading the encoder takes
+    seconds); ``router_factory`` builds it from the policy at start. Nothing is loaded
+    before the app starts.
+    """
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await _build_state(settings, router, router_factory)
+        app.state.tierwise = state
+        tasks = [asyncio.create_task(state.policy.watch(settings.policy_poll_interval_s), name="policy-watch")]
+        state.policy.install_sighup()
+        state.ledger.start()
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await state.ledger.close()  # every queued row is written (or spooled) before exit
+            for provider in {id(p): p for p in state.extras["providers"].values()}.values():
+                await provider.aclose()
+            if state.fake_server is not None:
+                state.fake_server.stop()
+            state.ledger.engine.dispose()
+
+    app = FastAPI(title="Tierwise", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.include_router(chat.router)
+    app.include_router(meta.router)
+    for extra in extra_routers or []:
+        app.include_router(extra)
+    _install_error_handlers(app)
+    return app
+
+
+async def _build_state(
+    settings: Settings, router: RouterLike | None, router_factory: RouterFactory | None
+) -> GatewayState:
+    loaded = load_policy(settings.policy_path)
+    store = PolicyStore(loaded)
+    fake_server: ServerThread | None = None
+    bases: dict[str, str] = {}
+    if _uses(loaded.policy, "fake"):
+        fake_server = ServerThread(create_fake_app())
+        url = fake_server.start()
+        log.warning(
+            "FAKE PROVIDER: deployments %s answer from the built-in fake at %s; their replies are not a model's",
+            [d.name for t in loaded.policy.tiers for d in t.deployments if d.provider == "fake"],
+            url,
+        )
+    openai_compatible = OpenAICompatibleProvider({})
+    providers: dict[str, Provider] = {"openai_compatible": openai_compatible, "fake": openai_compatible}
+
+    def refresh(new: LoadedPolicy) -> None:
+        for tier in new.policy.tiers:
+            for dep in tier.deployments:
+                if dep.provider == "fake" and fake_server is not None:
+                    bases[dep.name] = fake_server.url + "/v1"
+        openai_compatible.set_bases(dict(bases))
+        if _uses(new.policy, "litellm") and "litellm" not in providers:
+            from gateway.providers.litellm_provider import LitellmProvider  # noqa: PLC0415 - import only if used
+
+            providers["litellm"] = LitellmProvider()
+
+    refresh(loaded)
+    store.on_change(refresh)
+
+    engine = make_engine(settings.database_url)
+    await asyncio.to_thread(create_schema, engine)
+    ledger = LedgerWriter(engine, settings.spool_path, settings.ledger_batch_size, settings.ledger_flush_interval_s)
+    dispatcher = Dispatcher(providers)
+
+    if router is None and router_factory is not None and settings.load_router:
+        router = await asyncio.to_thread(router_factory, loaded)
+    state = GatewayState(
+        settings=settings,
+        policy=store,
+        dispatcher=dispatcher,
+        ledger=ledger,
+        resolver=Resolver(router, lambda p, t: False),
+        router=router,
+        fake_server=fake_server,
+    )
+    state.resolver = Resolver(router, state.tier_available)
+    state.extras["providers"] = providers
+    _log_availability(state, loaded.policy)
+    return state
+
+
+def _uses(policy: Policy, provider: str) -> bool:
+    return any(d.provider == provider for t in policy.tiers for d in t.deployments)
+
+
+def _log_availability(state: GatewayState, policy: Policy) -> None:
+    for tier in policy.tiers:
+        for dep in tier.deployments:
+            reason = state.unavailable_reason(dep.name, policy)
+            if reason:
+                log.warning("deployment %s (tier %s) is unavailable: %s", dep.name, tier.name, reason)
+        if not state.tier_available(policy, tier.name):
+            log.warning("tier %s is unavailable; routing skips it", tier.name)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
+        return JSONResponse(exc.to_envelope(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = ".".join(str(p) for p in err["loc"])
+        return JSONResponse(envelope(f"{loc}: {err['msg']}", "invalid_request_error", loc, None), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return JSONResponse(
+            envelope(str(exc.detail), "invalid_request_error", None, code), status_code=exc.status_code
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")  # the trace goes to our log, never to the client
+        return JSONResponse(envelope("internal error in the gateway", "server_error", None, "internal_error"), status_code=500)

@@ -1,0 +1,44 @@
+"""The spend ledger's table: one row per request that reached (or tried to reach) an upstream."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlmodel import Field, SQLModel
+
+__all__ = ["LedgerEntry"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LedgerEntry(SQLModel, table=True):
+    __tablename__ = "requests"
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: str = Field(index=True, unique=True, max_length=64)
+    created_at: datetime = Field(default_factory=_now, index=True)
+    api_key_id: str | None = Field(default=None, index=True, max_length=64)
+    route: str | None = Field(default=None, index=True, max_length=128)
+    requested_model: str = Field(max_length=256)
+    tier: str | None = Field(default=None, index=True, max_length=64)
+    deployment: str | None = Field(default=None, max_length=128)
+    upstream_model: str | None = Field(default=None, max_length=256)
+    # The router's own choice (it may differ from ``tier`` after a fallback or an unavailable tier).
+    router_tier: str | None = Field(default=None, max_length=64)
+    router_scores: str | None = None  # JSON: tier -> predicted quality
+    router_version: str | None = Field(default=None, max_length=128)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_estimated: bool = False
+    cost_usd: float = 0.0
+    # What the same tokens would have cost on the frontier tier: the base of "savings".
+    frontier_cost_usd: float = 0.0
+    ttft_ms: float | None = None
+    latency_ms: float = 0.0
+    status_code: int = 200
+    stream: bool = False
+    attempts: int = 0
+    fallbacks: str | None = None  # JSON list of what happened on the way
+    error_type: str | None = Field(default=None, max_length=64)

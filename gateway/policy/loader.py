@@ -1,0 +1,100 @@
+"""Load a policy file into a validated, priced snapshot, with errors that name file and path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from gateway.policy.models import Policy, Price
+from gateway.pricing import PriceMap, litellm_price_map
+
+__all__ = ["LoadedPolicy", "PolicyError", "format_loc", "load_policy"]
+
+
+class PolicyError(Exception):
+    """A policy that cannot be used; ``str()`` lists every problem as ``file: path: message``."""
+
+    def __init__(self, source: str, problems: Sequence[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        lines = [f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}" for loc, msg in self.problems]
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """An immutable snapshot: in-flight requests keep the one they started with."""
+
+    policy: Policy
+    prices: dict[str, Price]  # deployment name -> price
+    source: Path
+    mtime_ns: int
+
+    def price(self, deployment: str) -> Price:
+        return self.prices[deployment]
+
+
+def format_loc(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def load_policy(path: Path, price_map: PriceMap | None = None) -> LoadedPolicy:
+    source = str(path)
+    try:
+        text = path.read_text()
+        mtime_ns = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise PolicyError(source, [("", f"cannot read policy: {exc.strerror or exc}")]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(source, [("", f"invalid YAML: {exc}")]) from exc
+    if not isinstance(data, dict):
+        raise PolicyError(source, [("", "a policy must be a YAML mapping")])
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        problems = [(format_loc(err["loc"]), _message(err)) for err in exc.errors()]
+        raise PolicyError(source, problems) from exc
+
+    prices, problems = _resolve_prices(policy, price_map or litellm_price_map())
+    if problems:
+        raise PolicyError(source, problems)
+    return LoadedPolicy(policy=policy, prices=prices, source=path, mtime_ns=mtime_ns)
+
+
+def _message(err: object) -> str:
+    assert isinstance(err, dict)
+    msg = str(err.get("msg", "invalid"))
+    if err.get("type") == "extra_forbidden":
+        return "unknown key (not part of the policy schema)"
+    return msg.removeprefix("Value error, ")
+
+
+def _resolve_prices(policy: Policy, price_map: PriceMap) -> tuple[dict[str, Price], list[tuple[str, str]]]:
+    prices: dict[str, Price] = {}
+    problems: list[tuple[str, str]] = []
+    for ti, tier in enumerate(policy.tiers):
+        for di, dep in enumerate(tier.deployments):
+            price = price_map.price_for(dep)
+            if price is None:
+                problems.append(
+                    (
+                        f"tiers[{ti}].deployments[{di}].price",
+                        f"no known price for model {dep.model!r}: set price.input_per_1m and "
+                        "price.output_per_1m (0 for a local model)",
+                    )
+                )
+            else:
+                prices[dep.name] = price
+    return prices, problems

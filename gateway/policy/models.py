@@ -1,0 +1,187 @@
+"""The policy file's schema: one pydantic tree, unknown keys rejected, frozen once loaded."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "CalibrationTarget",
+    "Deployment",
+    "DispatchConfig",
+    "Limits",
+    "Policy",
+    "Price",
+    "Route",
+    "RouterConfig",
+    "Tier",
+]
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(_Strict):
+    """USD per one million tokens."""
+
+    input_per_1m: float = Field(ge=0)
+    output_per_1m: float = Field(ge=0)
+
+
+class Deployment(_Strict):
+    name: str = Field(pattern=_NAME)
+    # A litellm model string. ``openai/<m>`` with an ``api_base`` is any OpenAI-compatible
+    # server (llama.cpp, vLLM, Ollama) and takes the byte-passthrough fast path;
+    # ``fake/<behaviour>`` is the built-in fake provider; anything else goes through litellm.
+    model: str = Field(min_length=1)
+    api_base: str | None = None
+    # The *name* of the environment variable holding the key, never the key itself.
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    price: Price | None = None
+
+    @property
+    def provider(self) -> Literal["fake", "openai_compatible", "litellm"]:
+        if self.model.startswith("fake/"):
+            return "fake"
+        if self.model.startswith("openai/") or self.api_base is not None and "/" not in self.model:
+            return "openai_compatible"
+        return "litellm"
+
+    @property
+    def upstream_model(self) -> str:
+        """The model name the upstream server expects."""
+        if self.provider in ("fake", "openai_compatible") and "/" in self.model:
+            return self.model.split("/", 1)[1]
+        return self.model
+
+
+class Tier(_Strict):
+    name: str = Field(pattern=_NAME)
+    deployments: list[Deployment] = Field(min_length=1)
+    description: str = ""
+
+
+class Route(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    # ``auto`` asks the router; ``tier`` pins the route (and is the fallback for ``auto``
+    # when the router is disabled or not loaded).
+    auto: bool = False
+    tier: str | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _auto_or_pinned(self) -> Route:
+        if not self.auto and self.tier is None:
+            raise ValueError("a route must set `auto: true` or name a `tier`")
+        return self
+
+
+class CalibrationTarget(_Strict):
+    """The policy owner's target in their own terms; exactly one is set."""
+
+    frontier_share: float | None = Field(default=None, ge=0, le=1)
+    quality: float | None = Field(default=None, gt=0, le=1.5)
+    max_cost_per_1k_usd: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CalibrationTarget:
+        given = [v for v in (self.frontier_share, self.quality, self.max_cost_per_1k_usd) if v is not None]
+        if len(given) != 1:
+            raise ValueError("set exactly one of frontier_share, quality, max_cost_per_1k_usd")
+        return self
+
+
+class RouterConfig(_Strict):
+    enabled: bool = True
+    # ``default`` is the artifact shipped with Tierwise; otherwise a directory path,
+    # relative to the policy file.
+    artifact: str = "default"
+    # Map each policy tier to the artifact tier whose estimator stands for it.
+    tier_map: dict[str, str] = Field(default_factory=dict)
+    target: CalibrationTarget | None = None
+    # Written by ``tierwise router calibrate``: the cost penalty of the decision rule.
+    cost_weight: float | None = Field(default=None, ge=0)
+    # The part of a long prompt that decides: its last N characters (questions come last).
+    max_chars: int = Field(default=2000, ge=64)
+    cache_size: int = Field(default=4096, ge=0)
+
+
+class DispatchConfig(_Strict):
+    # On a tier's exhaustion, try the next tier up.
+    fallback_up: bool = True
+    cooldown_s: float = Field(default=30.0, ge=0)
+    backoff_base_s: float = Field(default=0.1, ge=0)
+    backoff_max_s: float = Field(default=2.0, ge=0)
+    # A Retry-After longer than this moves on to the next deployment instead of waiting.
+    max_retry_after_s: float = Field(default=5.0, ge=0)
+
+
+class Limits(_Strict):
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+
+
+class Policy(_Strict):
+    version: Literal[1] = 1
+    tiers: list[Tier] = Field(min_length=1)
+    routes: list[Route] = Field(min_length=1)
+    router: RouterConfig | None = None
+    dispatch: DispatchConfig = DispatchConfig()
+    limits: Limits = Limits()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        tier_names = [t.name for t in self.tiers]
+        _unique(tier_names, "tier")
+        _unique([d.name for t in self.tiers for d in t.deployments], "deployment")
+        _unique([r.name for r in self.routes], "route")
+        for route in self.routes:
+            if route.tier is not None and route.tier not in tier_names:
+                raise ValueError(f"route {route.name!r} names unknown tier {route.tier!r} (tiers: {tier_names})")
+            if route.auto and self.router is None and route.tier is None:
+                raise ValueError(f"route {route.name!r} is auto but the policy has no `router` section and no `tier`")
+        if self.router is not None:
+            for ours in self.router.tier_map:
+                if ours not in tier_names:
+                    raise ValueError(f"router.tier_map names unknown tier {ours!r}")
+        return self
+
+    # Lookups used on the hot path are cheap: tiers are few.
+    def tier(self, name: str) -> Tier:
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        raise KeyError(name)
+
+    def tier_index(self, name: str) -> int:
+        return [t.name for t in self.tiers].index(name)
+
+    def route(self, name: str) -> Route | None:
+        for route in self.routes:
+            if route.name == name:
+                return route
+        return None
+
+    def deployment(self, name: str) -> tuple[Tier, Deployment] | None:
+        for tier in self.tiers:
+            for dep in tier.deployments:
+                if dep.name == name:
+                    return tier, dep
+        return None
+
+    @property
+    def frontier(self) -> Tier:
+        return self.tiers[-1]
+
+
+def _unique(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"duplicate {what} name {name!r}")
+        seen.add(name)

@@ -1,0 +1,243 @@
+"""The built-in fake provider: a real OpenAI-compatible HTTP app whose behaviour is picked
+by model name, for tests, demos and benchmarks with no network.
+
+Models (prefix ``fake/`` in a policy):
+
+    echo                   replies "[fake echo] <last user message>"
+    fixed                  a fixed reply
+    slow, slow-<ms>        echo after a delay (default 2000 ms)
+    error-500              HTTP 500
+    rate-limited-429[-<s>] HTTP 429 with Retry-After (default 1 s)
+    flaky                  every other call fails with 500, starting with the first
+    malformed-stream       a stream whose second chunk is not JSON (non-stream: invalid JSON)
+    never-ending-stream    a stream that never finishes
+
+Every reply is marked as fake, so nobody mistakes it for a model's answer. Tools,
+``response_format``, ``n`` and ``stop`` are honoured so passthrough can be tested.
+``GET /stats`` returns how many completions each model served and the last request seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+__all__ = ["FAKE_MODELS", "create_fake_app", "message_text"]
+
+FAKE_MODELS = (
+    "echo",
+    "fixed",
+    "slow",
+    "error-500",
+    "rate-limited-429",
+    "flaky",
+    "malformed-stream",
+    "never-ending-stream",
+)
+FIXED_REPLY = "[fake] This is a fixed reply from the Tierwise fake provider."
+
+
+def message_text(content: Any) -> str:
+    """Text of an OpenAI message ``content`` (a string or a list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def _count(text: str) -> int:
+    return max(1, len(text.split()))
+
+
+class _FakeState:
+    def __init__(self) -> None:
+        self.served: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self.last_request: dict[str, Any] = {}
+        self.ids = itertools.count(1)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": "fake_error", "param": None, "code": str(status)}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _reply_for(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]] | None]:
+    """The content (or tool calls) the fake answers with."""
+    messages = body.get("messages") or []
+    last_user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), {})
+    text = message_text(last_user.get("content"))
+    model = str(body.get("model", ""))
+    tools = body.get("tools")
+    if tools and body.get("tool_choice") != "none":
+        choice = body.get("tool_choice")
+        fn = tools[0].get("function", {})
+        if isinstance(choice, dict):
+            wanted = choice.get("function", {}).get("name")
+            fn = next((t["function"] for t in tools if t.get("function", {}).get("name") == wanted), fn)
+        required = fn.get("parameters", {}).get("required", [])
+        args = orjson.dumps({k: "fake" for k in required}).decode()
+        call = {"id": "call_fake_1", "type": "function", "function": {"name": fn.get("name", "tool"), "arguments": args}}
+        return "", [call]
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") in ("json_object", "json_schema"):
+        return orjson.dumps({"fake": True, "echo": text}).decode(), None
+    content = FIXED_REPLY if model.startswith("fixed") else f"[fake echo] {text}"
+    for stop in _stops(body.get("stop")):
+        if stop and stop in content:
+            content = content[: content.index(stop)]
+    return content, None
+
+
+def _stops(stop: Any) -> list[str]:
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list):
+        return [s for s in stop if isinstance(s, str)]
+    return []
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    return sum(_count(message_text(m.get("content"))) for m in body.get("messages") or [] if isinstance(m, dict))
+
+
+def create_fake_app() -> Starlette:
+    state = _FakeState()
+
+    async def completions(request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return _error(400, "invalid JSON")
+        model = str(body.get("model", ""))
+        state.calls[model] += 1
+        state.last_request = {"body": body, "headers": dict(request.headers)}
+        behaviour = model.split("-")[0] if model.startswith(("slow", "flaky")) else model
+
+        if model == "error-500":
+            return _error(500, "fake upstream error (error-500)")
+        if model.startswith("rate-limited-429"):
+            wait = model.removeprefix("rate-limited-429").lstrip("-") or "1"
+            return _error(429, "fake rate limit", headers={"Retry-After": wait})
+        if behaviour == "flaky" and state.calls[model] % 2 == 1:
+            return _error(500, "fake flaky failure")
+        if behaviour == "slow":
+            ms = model.removeprefix("slow").lstrip("-").removesuffix("ms") or "2000"
+            await asyncio.sleep(int(ms) / 1000)
+
+        state.served[model] += 1
+        content, tool_calls = _reply_for(body)
+        n = int(body.get("n") or 1)
+        prompt_tokens = _prompt_tokens(body)
+        completion_tokens = _count(content) * n if content else 8
+        created = int(time.time())
+        rid = f"chatcmpl-fake-{next(state.ids)}"
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(
+                _stream(rid, model, created, content, tool_calls, n, include_usage, prompt_tokens, completion_tokens),
+                media_type="text/event-stream",
+            )
+        if model == "malformed-stream":
+            return Response(b'{"id": "broken", "choices": [', media_type="application/json")
+        message: dict[str, Any] = {"role": "assistant", "content": content or None}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        finish = "tool_calls" if tool_calls else "stop"
+        return JSONResponse(
+            {
+                "id": rid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": i, "message": message, "finish_reason": finish} for i in range(n)],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
+
+    async def _stream(
+        rid: str,
+        model: str,
+        created: int,
+        content: str,
+        tool_calls: list[dict[str, Any]] | None,
+        n: int,
+        include_usage: bool,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> AsyncIterator[bytes]:
+        def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
+            payload: dict[str, Any] = {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": choices,
+            }
+            if usage is not None:
+                payload["usage"] = usage
+            return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+        yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None} for i in range(n)])
+        if model == "malformed-stream":
+            yield b"data: {not json\n\n"
+            return
+        if model == "never-ending-stream":
+            while True:
+                yield chunk([{"index": 0, "delta": {"content": "more "}, "finish_reason": None}])
+                await asyncio.sleep(0.01)
+        if tool_calls:
+            delta = {"tool_calls": [{"index": 0, **tool_calls[0]}]}
+            yield chunk([{"index": 0, "delta": delta, "finish_reason": None}])
+            yield chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])
+        else:
+            words = content.split(" ")
+            for i in range(n):
+                for j, word in enumerate(words):
+                    piece = word if j == 0 else " " + word
+                    yield chunk([{"index": i, "delta": {"content": piece}, "finish_reason": None}])
+            yield chunk([{"index": i, "delta": {}, "finish_reason": "stop"} for i in range(n)])
+        if include_usage:
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
+            yield chunk([], usage)
+        yield b"data: [DONE]\n\n"
+
+    async def models(_: Request) -> Response:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "tierwise-fake"} for m in FAKE_MODELS]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def stats(_: Request) -> Response:
+        return JSONResponse({"served": dict(state.served), "calls": dict(state.calls), "last_request": state.last_request})
+
+    async def reset(_: Request) -> Response:
+        state.served.clear()
+        state.calls.clear()
+        return JSONResponse({"ok": True})
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", completions, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/stats", stats, methods=["GET"]),
+            Route("/reset", reset, methods=["POST"]),
+        ]
+    )

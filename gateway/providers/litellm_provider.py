@@ -1,0 +1,116 @@
+"""Providers that do not speak OpenAI's format (Anthropic, Bedrock, Gemini, ...), via litellm.
+
+litellm is imported when this provider is built, i.e. only when the policy has such a
+deployment: its import costs ~5 s and its per-call overhead is paid only where translation
+is actually needed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from gateway.policy.models import Deployment
+from gateway.providers.base import (
+    Completion,
+    Provider,
+    ProviderError,
+    UpstreamConnectError,
+    UpstreamHTTPError,
+    UpstreamStream,
+    UpstreamTimeout,
+    Usage,
+)
+from gateway.providers.openai_compatible import parse_retry_after
+
+__all__ = ["LitellmProvider"]
+
+# Keys litellm treats as call options rather than model parameters: never from a client.
+_CALL_KEYS = {"model", "messages", "stream", "stream_options", "api_base", "api_key", "base_url"}
+
+
+class LitellmProvider(Provider):
+    def __init__(self) -> None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm  # noqa: PLC0415 - deliberately lazy, see module docstring
+
+        litellm.drop_params = True  # a parameter one provider lacks is dropped, not an error
+        litellm.telemetry = False
+        self._litellm = litellm
+
+    def _map_error(self, exc: Exception) -> ProviderError:
+        lt = self._litellm
+        if isinstance(exc, lt.Timeout):
+            return UpstreamTimeout(str(exc)[:300])
+        if isinstance(exc, lt.APIConnectionError):
+            return UpstreamConnectError(str(exc)[:300])
+        status = getattr(exc, "status_code", None)
+        if isinstance(status, int):
+            response = getattr(exc, "response", None)
+            headers = getattr(response, "headers", None) or {}
+            return UpstreamHTTPError(status, str(getattr(exc, "message", exc))[:500], parse_retry_after(headers.get("retry-after")))
+        return UpstreamConnectError(f"{type(exc).__name__}: {str(exc)[:300]}")
+
+    def _kwargs(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        params = {k: v for k, v in body.items() if k not in _CALL_KEYS}
+        return {
+            "model": deployment.model,
+            "messages": body["messages"],
+            "api_base": deployment.api_base,
+            "api_key": api_key,
+            "timeout": deployment.timeout_s,
+            "num_retries": 0,  # retries and fallbacks are the dispatcher's
+            **params,
+        }
+
+    async def complete(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> Completion:
+        try:
+            resp = await self._litellm.acompletion(**self._kwargs(deployment, api_key, body))
+        except Exception as exc:  # litellm raises many types; all are mapped
+            raise self._map_error(exc) from exc
+        payload = resp.model_dump(exclude_none=True)
+        usage = payload.get("usage") or {}
+        return Completion(
+            body=orjson.dumps(payload),
+            usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)) if usage else None,
+        )
+
+    async def open_stream(
+        self, deployment: Deployment, api_key: str | None, body: dict[str, Any], include_usage: bool
+    ) -> UpstreamStream:
+        kwargs = self._kwargs(deployment, api_key, body)
+        try:
+            chunks = await self._litellm.acompletion(**kwargs, stream=True, stream_options={"include_usage": True})
+        except Exception as exc:
+            raise self._map_error(exc) from exc
+        stream = UpstreamStream(events=_nothing())
+        stream.events = self._events(chunks, stream, include_usage)
+        return stream
+
+    async def _events(self, chunks: Any, stream: UpstreamStream, include_usage: bool) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in chunks:
+                payload = chunk.model_dump(exclude_none=True)
+                usage = payload.get("usage")
+                if usage:
+                    stream.usage = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+                for choice in payload.get("choices") or []:
+                    stream.completion_chars += len((choice.get("delta") or {}).get("content") or "")
+                if usage and not payload.get("choices") and not include_usage:
+                    continue
+                if usage and not include_usage:
+                    payload.pop("usage", None)
+                yield b"data: " + orjson.dumps(payload) + b"\n\n"
+        except Exception as exc:
+            stream.error = type(exc).__name__
+            raise self._map_error(exc) from exc
+        stream.done = True
+        yield b"data: [DONE]\n\n"
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover

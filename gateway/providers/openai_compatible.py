@@ -1,0 +1,195 @@
+"""Any server that already speaks OpenAI's chat API (OpenAI, llama.cpp, vLLM, Ollama, the fake).
+
+The fast path: one pooled httpx client, the request body passed on with only ``model`` (and
+``stream_options`` for streams) changed, and the response bytes passed back. Stream events
+are parsed only to read usage and count text, never re-serialised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from gateway.policy.models import Deployment
+from gateway.providers.base import (
+    Completion,
+    Provider,
+    UpstreamConnectError,
+    UpstreamHTTPError,
+    UpstreamProtocolError,
+    UpstreamStream,
+    UpstreamTimeout,
+    Usage,
+)
+
+__all__ = ["OpenAICompatibleProvider", "parse_retry_after"]
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: rare from LLM APIs; fall back to our own backoff
+
+
+def _usage_of(payload: dict[str, Any]) -> Usage | None:
+    usage = payload.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    try:
+        return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        payload = orjson.loads(response.content)
+        err = payload.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:500]
+        if isinstance(err, str):
+            return err[:500]
+    except (orjson.JSONDecodeError, AttributeError):
+        pass
+    return response.text[:200] or response.reason_phrase
+
+
+class OpenAICompatibleProvider(Provider):
+    def __init__(self, base_url_for: dict[str, str], transport: httpx.AsyncBaseTransport | None = None) -> None:
+        # deployment name -> api_base; resolved by the caller from the policy (never the request)
+        self._base_url_for = base_url_for
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
+        self._client = httpx.AsyncClient(limits=limits, transport=transport, http2=False)
+
+    def set_bases(self, base_url_for: dict[str, str]) -> None:
+        self._base_url_for = base_url_for
+
+    def _request(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> httpx.Request:
+        base = self._base_url_for.get(deployment.name) or deployment.api_base
+        if base is None:
+            raise UpstreamConnectError(f"deployment {deployment.name} has no api_base")
+        headers = {"content-type": "application/json"}
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        timeout = httpx.Timeout(deployment.timeout_s, connect=min(5.0, deployment.timeout_s))
+        return self._client.build_request(
+            "POST", base.rstrip("/") + "/chat/completions", content=orjson.dumps(body), headers=headers, timeout=timeout
+        )
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"upstream timed out: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            raise UpstreamConnectError(f"cannot reach upstream: {type(exc).__name__}") from exc
+        if response.status_code >= 400:
+            try:
+                await response.aread()
+            except httpx.HTTPError:
+                pass
+            finally:
+                await response.aclose()
+            raise UpstreamHTTPError(
+                response.status_code, _error_message(response), parse_retry_after(response.headers.get("retry-after"))
+            )
+        return response
+
+    async def complete(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> Completion:
+        response = await self._send(self._request(deployment, api_key, {**body, "model": deployment.upstream_model}))
+        try:
+            content = await response.aread()
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout("upstream timed out while sending its answer") from exc
+        except httpx.TransportError as exc:
+            raise UpstreamConnectError(f"upstream connection broke: {type(exc).__name__}") from exc
+        finally:
+            await response.aclose()
+        try:
+            payload = orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamProtocolError("upstream answered with invalid JSON") from exc
+        if not isinstance(payload, dict) or "choices" not in payload:
+            raise UpstreamProtocolError("upstream answer has no `choices`")
+        return Completion(body=content, usage=_usage_of(payload))
+
+    async def open_stream(
+        self, deployment: Deployment, api_key: str | None, body: dict[str, Any], include_usage: bool
+    ) -> UpstreamStream:
+        upstream_body = {
+            **body,
+            "model": deployment.upstream_model,
+            "stream": True,
+            "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
+        }
+        response = await self._send(self._request(deployment, api_key, upstream_body))
+        stream = UpstreamStream(events=_empty())
+        stream.events = self._events(response, stream, include_usage)
+        return stream
+
+    async def _events(self, response: httpx.Response, stream: UpstreamStream, include_usage: bool) -> AsyncIterator[bytes]:
+        buffer = b""
+        try:
+            async for raw in response.aiter_raw():
+                buffer += raw.replace(b"\r\n", b"\n")
+                while b"\n\n" in buffer:
+                    event, buffer = buffer.split(b"\n\n", 1)
+                    keep = self._inspect(event, stream, include_usage)
+                    if keep:
+                        yield event + b"\n\n"
+                    if stream.done or stream.error:
+                        return
+            if buffer.strip() and not stream.done:
+                if self._inspect(buffer, stream, include_usage):
+                    yield buffer + b"\n\n"
+        except httpx.TimeoutException as exc:
+            stream.error = "upstream_timeout"
+            raise UpstreamTimeout("upstream stalled mid-stream") from exc
+        except httpx.TransportError as exc:
+            stream.error = "upstream_disconnected"
+            raise UpstreamConnectError("upstream connection broke mid-stream") from exc
+        finally:
+            await response.aclose()
+
+    @staticmethod
+    def _inspect(event: bytes, stream: UpstreamStream, include_usage: bool) -> bool:
+        """Read usage and text from one SSE event; False drops it (a usage chunk nobody asked for)."""
+        for line in event.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                stream.done = True
+                return True
+            try:
+                payload = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                stream.error = "malformed_stream"
+                return False
+            if not isinstance(payload, dict):
+                continue
+            usage = _usage_of(payload)
+            if usage is not None:
+                stream.usage = usage
+            choices = payload.get("choices") or []
+            for choice in choices:
+                delta = choice.get("delta") or {}
+                content = delta.get("content")
+                if isinstance(content, str):
+                    stream.completion_chars += len(content)
+                for call in delta.get("tool_calls") or []:
+                    stream.completion_chars += len(str((call.get("function") or {}).get("arguments") or ""))
+            if usage is not None and not choices and not include_usage:
+                return False
+        return True
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator

@@ -1,0 +1,135 @@
+"""Model name -> where the request goes: a route (auto or pinned), a tier, or one deployment.
+
+    auto / <route>     a route from the policy; ``auto`` routes ask the router
+    tier/<name>        a tier, pinned
+    <deployment>       one deployment by name, no fallback
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.errors import ModelNotFoundError, ServiceUnavailableError
+from gateway.policy.loader import LoadedPolicy
+from gateway.policy.models import Policy
+from gateway.providers.fake import message_text
+
+__all__ = ["Decision", "Resolution", "Resolver", "RouterLike", "prompt_text"]
+
+log = logging.getLogger("tierwise.resolve")
+
+
+class Decision(Protocol):
+    tier: str
+    scores: dict[str, float]
+    version: str
+
+
+class RouterLike(Protocol):
+    """What the gateway needs from ``router.Router``: one decision per prompt."""
+
+    version: str
+    tiers: Sequence[str]
+
+    def decide(self, text: str, *, cost_weight: float | None = None, allowed: Sequence[str] | None = None) -> Decision: ...
+
+
+@dataclass
+class Resolution:
+    route: str | None
+    tier: str
+    deployment: str | None = None
+    fallback: bool = True
+    router_tier: str | None = None
+    router_scores: dict[str, float] = field(default_factory=dict)
+    router_version: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def prompt_text(messages: Sequence[dict[str, Any]], max_chars: int) -> str:
+    """The part of a conversation that decides: the last user turn, its tail if long.
+
+    Questions come last (few-shot prompts, pasted documents followed by an ask), so the tail
+    of the last user message carries the difficulty; earlier turns mostly carry context.
+    """
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            text = message_text(message.get("content"))
+            if text:
+                return text[-max_chars:]
+    return message_text(messages[-1].get("content"))[-max_chars:] if messages else ""
+
+
+class Resolver:
+    def __init__(self, router: RouterLike | None, available: Callable[[Policy, str], bool]) -> None:
+        self.router = router
+        self._available = available  # (policy, tier name) -> has a usable deployment
+
+    async def resolve(self, loaded: LoadedPolicy, model: str, messages: Sequence[dict[str, Any]]) -> Resolution:
+        policy = loaded.policy
+        route = policy.route(model)
+        if route is not None:
+            if route.auto and self.router is not None and policy.router is not None and policy.router.enabled:
+                res = await self._ask_router(policy, route.name, messages)
+            elif route.tier is not None:
+                res = Resolution(route=route.name, tier=route.tier)
+            else:
+                raise ServiceUnavailableError(f"route {route.name!r} needs the router, which is not loaded")
+        elif model.startswith("tier/"):
+            name = model.removeprefix("tier/")
+            if name not in [t.name for t in policy.tiers]:
+                raise ModelNotFoundError(f"the model `{model}` does not exist", param="model")
+            res = Resolution(route=None, tier=name)
+        elif (found := policy.deployment(model)) is not None:
+            return Resolution(route=None, tier=found[0].name, deployment=model, fallback=False)
+        else:
+            raise ModelNotFoundError(f"the model `{model}` does not exist", param="model")
+        return self._nearest_available(policy, res)
+
+    async def _ask_router(self, policy: Policy, route: str, messages: Sequence[dict[str, Any]]) -> Resolution:
+        assert self.router is not None and policy.router is not None
+        cfg = policy.router
+        ours = [t.name for t in policy.tiers]
+        to_ours = _artifact_to_policy(ours, list(self.router.tiers), cfg.tier_map)
+        allowed = [a for a, p in to_ours.items() if self._available(policy, p)] or list(to_ours)
+        text = prompt_text(messages, cfg.max_chars)
+        # Encoding is CPU work (~ms); off the event loop so other requests keep flowing.
+        decision = await asyncio.to_thread(self.router.decide, text, cost_weight=cfg.cost_weight, allowed=allowed)
+        tier = to_ours[decision.tier]
+        return Resolution(
+            route=route,
+            tier=tier,
+            router_tier=tier,
+            router_scores={to_ours.get(k, k): round(v, 4) for k, v in decision.scores.items()},
+            router_version=decision.version,
+        )
+
+    def _nearest_available(self, policy: Policy, res: Resolution) -> Resolution:
+        if self._available(policy, res.tier):
+            return res
+        names = [t.name for t in policy.tiers]
+        i = names.index(res.tier)
+        # Up first (quality is kept), then down.
+        for j in [*range(i + 1, len(names)), *range(i - 1, -1, -1)]:
+            if self._available(policy, names[j]):
+                res.notes.append(f"tier {res.tier} unavailable -> {names[j]}")
+                res.tier = names[j]
+                return res
+        raise ServiceUnavailableError("no tier has an available deployment", code="no_available_tier")
+
+
+def _artifact_to_policy(ours: list[str], theirs: list[str], tier_map: dict[str, str]) -> dict[str, str]:
+    """Artifact tier -> policy tier: explicit map, else same names, else by rank (cheap..frontier)."""
+    if tier_map:
+        return {a: p for p, a in tier_map.items() if a in theirs}
+    if set(theirs) <= set(ours):
+        return {t: t for t in theirs}
+    out: dict[str, str] = {}
+    for i, a in enumerate(theirs):
+        j = round(i * (len(ours) - 1) / max(1, len(theirs) - 1))
+        out[a] = ours[j]
+    return out
