@@ -160,11 +160,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return JSONResponse(
-            envelope(str(exc.detail), "invalid_request_error", None, code), status_code=exc.status_code
-        )
+        return JSONResponse(envelope(str(exc.detail), "invalid_request_error", None, code), status_code=exc.status_code)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")  # the trace goes to our log, never to the client
-        return JSONResponse(envelope("internal error in the gateway", "server_error", None, "internal_error"), status_code=500)
+        return JSONResponse(
+            envelope("internal error in the gateway", "server_error", None, "internal_error"), status_code=500
+        )

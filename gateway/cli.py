@@ -56,7 +56,8 @@ def _policy_check(args: argparse.Namespace) -> int:
     for tier in p.tiers:
         for dep in tier.deployments:
             price = loaded.price(dep.name)
-            print(f"  {tier.name:<10} {dep.name:<24} {dep.model:<36} ${price.input_per_1m:g}/${price.output_per_1m:g} per 1M")
+            usd = f"${price.input_per_1m:g} in / ${price.output_per_1m:g} out per 1M tokens"
+            print(f"  {tier.name:<10} {dep.name:<24} {dep.model:<36} {usd}")
     return 0
 
 
@@ -65,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--policy", type=Path, default=Path(os.environ.get("TIERWISE_POLICY_PATH", "policies/default.yaml")))
+    serve.add_argument(
+        "--policy", type=Path, default=Path(os.environ.get("TIERWISE_POLICY_PATH", "policies/default.yaml"))
+    )
     serve.add_argument("--host", default=os.environ.get("TIERWISE_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("TIERWISE_PORT", "8000")))
     serve.add_argument("--workers", type=int, default=1)

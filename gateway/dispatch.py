@@ -135,7 +135,9 @@ class Dispatcher:
         attempted = Attempted()
         steps = [s for s in plan.steps if not self.cooling_down(s.deployment)] or list(plan.steps)
         if not steps:
-            raise DispatchFailed(UpstreamError("no deployment is available for this request", code="no_deployment"), attempted)
+            raise DispatchFailed(
+                UpstreamError("no deployment is available for this request", code="no_deployment"), attempted
+            )
         last: ProviderError | None = None
         for i, step in enumerate(steps):
             if i > 0 and step.tier != steps[i - 1].tier:
@@ -171,7 +173,8 @@ class Dispatcher:
     @staticmethod
     def _delay(exc: ProviderError, retry: int, config: DispatchConfig) -> float | None:
         if isinstance(exc, UpstreamHTTPError) and exc.retry_after is not None:
-            return exc.retry_after if exc.retry_after <= config.max_retry_after_s else None
+            wait: float = exc.retry_after
+            return wait if wait <= config.max_retry_after_s else None
         backoff = min(config.backoff_max_s, config.backoff_base_s * (2**retry))
         return backoff * (0.5 + random.random() / 2)  # jitter: replicas must not retry in lockstep
 

@@ -1,16 +1,16 @@
 """The gateway's exception tree, mapped once to OpenAI's error envelope.
 
-    GatewayError                      500 server_error
-    ├── InvalidRequestError           400 invalid_request_error
-    │   ├── ModelNotFoundError        404 model_not_found
-    │   └── PayloadTooLargeError      413 request_too_large
-    ├── AuthenticationError           401 invalid_api_key
-    ├── PermissionDeniedError         403 permission_denied
-    ├── RateLimitError                429 rate_limit_exceeded
-    │   └── QuotaExceededError        429 insufficient_quota
-    ├── ServiceUnavailableError       503 service_unavailable
-    └── UpstreamError                 502 upstream_error
-        └── UpstreamTimeoutError      504 upstream_timeout
+GatewayError                      500 server_error
+├── InvalidRequestError           400 invalid_request_error
+│   ├── ModelNotFoundError        404 model_not_found
+│   └── PayloadTooLargeError      413 request_too_large
+├── AuthenticationError           401 invalid_api_key
+├── PermissionDeniedError         403 permission_denied
+├── RateLimitError                429 rate_limit_exceeded
+│   └── QuotaExceededError        429 insufficient_quota
+├── ServiceUnavailableError       503 service_unavailable
+└── UpstreamError                 502 upstream_error
+    └── UpstreamTimeoutError      504 upstream_timeout
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class GatewayError(Exception):
 class InvalidRequestError(GatewayError):
     status_code = 400
     error_type = "invalid_request_error"
-    default_code = None
+    default_code: str | None = None
 
 
 class ModelNotFoundError(InvalidRequestError):

@@ -1,8 +1,8 @@
 """Model name -> where the request goes: a route (auto or pinned), a tier, or one deployment.
 
-    auto / <route>     a route from the policy; ``auto`` routes ask the router
-    tier/<name>        a tier, pinned
-    <deployment>       one deployment by name, no fallback
+auto / <route>     a route from the policy; ``auto`` routes ask the router
+tier/<name>        a tier, pinned
+<deployment>       one deployment by name, no fallback
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ class RouterLike(Protocol):
     version: str
     tiers: Sequence[str]
 
-    def decide(self, text: str, *, cost_weight: float | None = None, allowed: Sequence[str] | None = None) -> Decision: ...
+    def decide(
+        self, text: str, *, cost_weight: float | None = None, allowed: Sequence[str] | None = None
+    ) -> Decision: ...
 
 
 @dataclass

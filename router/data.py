@@ -60,8 +60,14 @@ def read_rows(paths: Iterable[Path]) -> list[Row]:
                             id=str(obj.get("id", f"{path}:{n}")),
                             source=str(obj.get("source", Path(path).stem)),
                             prompt=str(obj["prompt"]),
-                            scores={m: float(o["score"]) for m, o in outcomes.items() if o and o.get("score") is not None},
-                            costs={m: (None if o.get("cost_usd") is None else float(o["cost_usd"])) for m, o in outcomes.items() if o},
+                            scores={
+                                m: float(o["score"]) for m, o in outcomes.items() if o and o.get("score") is not None
+                            },
+                            costs={
+                                m: (None if o.get("cost_usd") is None else float(o["cost_usd"]))
+                                for m, o in outcomes.items()
+                                if o
+                            },
                         )
                     )
                 except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:

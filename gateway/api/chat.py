@@ -47,7 +47,11 @@ class _Call:
     def record(self, attempted: Attempted, usage: Usage | None, status: int, error_type: str | None) -> float:
         step = attempted.step
         usage = usage or Usage(0, 0)
-        cost = cost_usd(self.loaded.price(step.deployment.name), usage.prompt_tokens, usage.completion_tokens) if step else 0.0
+        cost = (
+            cost_usd(self.loaded.price(step.deployment.name), usage.prompt_tokens, usage.completion_tokens)
+            if step
+            else 0.0
+        )
         frontier = self.loaded.policy.frontier.deployments[0]
         counterfactual = cost_usd(self.loaded.price(frontier.name), usage.prompt_tokens, usage.completion_tokens)
         res = self.res

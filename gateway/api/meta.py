@@ -72,5 +72,11 @@ async def readyz(state: GatewayState = Depends(get_state)) -> JSONResponse:
             degraded.append(f"tier {tier} has no available deployment")
     router_info = {"loaded": state.router is not None, "version": getattr(state.router, "version", None)}
     ready = any(tiers.values())
-    body = {"ready": ready, "tiers": tiers, "router": router_info, "degraded": degraded, **state.extras.get("ready", {})}
+    body = {
+        "ready": ready,
+        "tiers": tiers,
+        "router": router_info,
+        "degraded": degraded,
+        **state.extras.get("ready", {}),
+    }
     return JSONResponse(body, status_code=200 if ready else 503)

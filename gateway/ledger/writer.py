@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import deque
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +42,8 @@ class LedgerWriter:
         self.written = 0
         self.spooled = 0
         self.degraded: str | None = None  # why writes are going to the spool, if they are
+        self.retry_interval_s = 2.0
+        self._last_replay_try = 0.0
 
     def record(self, row: dict[str, Any]) -> None:
         self._queue.append(row)
@@ -68,7 +71,11 @@ class LedgerWriter:
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
             await asyncio.to_thread(self._write_or_spool, batch)
-        if self.spool_path.exists() and self.spool_path.stat().st_size > 0:
+        replaying = self.spool_path.with_suffix(self.spool_path.suffix + ".replaying")
+        has_spool = replaying.exists() or (self.spool_path.exists() and self.spool_path.stat().st_size > 0)
+        # While degraded with nothing new to write, probe the database every few seconds.
+        if has_spool and (not self.degraded or time.monotonic() - self._last_replay_try > self.retry_interval_s):
+            self._last_replay_try = time.monotonic()
             await asyncio.to_thread(self._replay)
 
     async def close(self) -> None:
@@ -116,12 +123,18 @@ class LedgerWriter:
             fh.flush()
             os.fsync(fh.fileno())
         self.spooled += len(rows)
+        self._last_replay_try = time.monotonic()
 
     def _replay(self) -> None:
         # Rename first so rows spooled meanwhile land in a fresh file and nothing is read twice.
         replaying = self.spool_path.with_suffix(self.spool_path.suffix + ".replaying")
         if not replaying.exists():
             os.replace(self.spool_path, replaying)
+        elif self.spool_path.exists():
+            # An earlier replay was interrupted: fold newer spooled rows in behind it.
+            with replaying.open("ab") as out:
+                out.write(self.spool_path.read_bytes())
+            self.spool_path.unlink()
         rows = [_restore(orjson.loads(line)) for line in replaying.read_bytes().splitlines() if line.strip()]
         try:
             for i in range(0, len(rows), self.batch_size):

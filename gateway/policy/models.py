@@ -49,7 +49,7 @@ class Deployment(_Strict):
     def provider(self) -> Literal["fake", "openai_compatible", "litellm"]:
         if self.model.startswith("fake/"):
             return "fake"
-        if self.model.startswith("openai/") or self.api_base is not None and "/" not in self.model:
+        if self.model.startswith("openai/") or (self.api_base is not None and "/" not in self.model):
             return "openai_compatible"
         return "litellm"
 

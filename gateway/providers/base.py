@@ -1,10 +1,10 @@
 """What every provider gives the dispatcher, and the upstream failures it may raise.
 
-    ProviderError                 an upstream call failed
-    ├── UpstreamHTTPError         the upstream answered with an error status
-    ├── UpstreamTimeout           no answer in time
-    ├── UpstreamConnectError      could not reach it
-    └── UpstreamProtocolError     it answered with something that is not OpenAI's format
+ProviderError                 an upstream call failed
+├── UpstreamHTTPError         the upstream answered with an error status
+├── UpstreamTimeout           no answer in time
+├── UpstreamConnectError      could not reach it
+└── UpstreamProtocolError     it answered with something that is not OpenAI's format
 """
 
 from __future__ import annotations

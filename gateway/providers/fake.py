@@ -88,7 +88,11 @@ def _reply_for(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]] | None]:
             fn = next((t["function"] for t in tools if t.get("function", {}).get("name") == wanted), fn)
         required = fn.get("parameters", {}).get("required", [])
         args = orjson.dumps({k: "fake" for k in required}).decode()
-        call = {"id": "call_fake_1", "type": "function", "function": {"name": fn.get("name", "tool"), "arguments": args}}
+        call = {
+            "id": "call_fake_1",
+            "type": "function",
+            "function": {"name": fn.get("name", "tool"), "arguments": args},
+        }
         return "", [call]
     fmt = body.get("response_format") or {}
     if fmt.get("type") in ("json_object", "json_schema"):
@@ -123,7 +127,7 @@ def create_fake_app() -> Starlette:
         model = str(body.get("model", ""))
         state.calls[model] += 1
         state.last_request = {"body": body, "headers": dict(request.headers)}
-        behaviour = model.split("-")[0] if model.startswith(("slow", "flaky")) else model
+        behaviour = model.split("-", maxsplit=1)[0] if model.startswith(("slow", "flaky")) else model
 
         if model == "error-500":
             return _error(500, "fake upstream error (error-500)")
@@ -193,7 +197,9 @@ def create_fake_app() -> Starlette:
                 payload["usage"] = usage
             return b"data: " + orjson.dumps(payload) + b"\n\n"
 
-        yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None} for i in range(n)])
+        yield chunk(
+            [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None} for i in range(n)]
+        )
         if model == "malformed-stream":
             yield b"data: {not json\n\n"
             return
@@ -226,7 +232,9 @@ def create_fake_app() -> Starlette:
         return JSONResponse({"object": "list", "data": data})
 
     async def stats(_: Request) -> Response:
-        return JSONResponse({"served": dict(state.served), "calls": dict(state.calls), "last_request": state.last_request})
+        return JSONResponse(
+            {"served": dict(state.served), "calls": dict(state.calls), "last_request": state.last_request}
+        )
 
     async def reset(_: Request) -> Response:
         state.served.clear()

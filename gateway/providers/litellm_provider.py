@@ -51,7 +51,9 @@ class LitellmProvider(Provider):
         if isinstance(status, int):
             response = getattr(exc, "response", None)
             headers = getattr(response, "headers", None) or {}
-            return UpstreamHTTPError(status, str(getattr(exc, "message", exc))[:500], parse_retry_after(headers.get("retry-after")))
+            return UpstreamHTTPError(
+                status, str(getattr(exc, "message", exc))[:500], parse_retry_after(headers.get("retry-after"))
+            )
         return UpstreamConnectError(f"{type(exc).__name__}: {str(exc)[:300]}")
 
     def _kwargs(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +77,9 @@ class LitellmProvider(Provider):
         usage = payload.get("usage") or {}
         return Completion(
             body=orjson.dumps(payload),
-            usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)) if usage else None,
+            usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+            if usage
+            else None,
         )
 
     async def open_stream(

@@ -133,7 +133,9 @@ class OpenAICompatibleProvider(Provider):
         stream.events = self._events(response, stream, include_usage)
         return stream
 
-    async def _events(self, response: httpx.Response, stream: UpstreamStream, include_usage: bool) -> AsyncIterator[bytes]:
+    async def _events(
+        self, response: httpx.Response, stream: UpstreamStream, include_usage: bool
+    ) -> AsyncIterator[bytes]:
         buffer = b""
         try:
             async for raw in response.aiter_raw():
@@ -145,9 +147,8 @@ class OpenAICompatibleProvider(Provider):
                         yield event + b"\n\n"
                     if stream.done or stream.error:
                         return
-            if buffer.strip() and not stream.done:
-                if self._inspect(buffer, stream, include_usage):
-                    yield buffer + b"\n\n"
+            if buffer.strip() and not stream.done and self._inspect(buffer, stream, include_usage):
+                yield buffer + b"\n\n"
         except httpx.TimeoutException as exc:
             stream.error = "upstream_timeout"
             raise UpstreamTimeout("upstream stalled mid-stream") from exc

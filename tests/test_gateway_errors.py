@@ -1,0 +1,120 @@
+"""Bad input gets OpenAI's error envelope with the right status and names the field."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import GatewayFactory, fake_stats, three_tier_policy
+
+
+def assert_envelope(
+    r: httpx.Response, status: int, code: str | None = None, param: str | None = None
+) -> dict[str, str]:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["message"] and "Traceback" not in r.text
+    if code is not None:
+        assert err["code"] == code
+    if param is not None:
+        assert err["param"] == param
+    return dict(err)
+
+
+@pytest.fixture
+def gw_url(start_gateway: GatewayFactory, fake_upstream: str) -> str:
+    return start_gateway(three_tier_policy(fake_upstream, extra="limits: {max_body_bytes: 20000}")).v1
+
+
+def test_truncated_json(gw_url: str) -> None:
+    r = httpx.post(
+        gw_url + "/chat/completions",
+        content=b'{"model": "auto", "messages": [',
+        headers={"content-type": "application/json"},
+    )
+    assert "not valid JSON" in assert_envelope(r, 400)["message"]
+
+
+def test_not_an_object_and_empty(gw_url: str) -> None:
+    assert_envelope(httpx.post(gw_url + "/chat/completions", content=b"[1,2]"), 400)
+    assert_envelope(httpx.post(gw_url + "/chat/completions", content=b""), 400)
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": [{"role": "user", "content": "x"}]}, "model"),
+        ({"model": "auto", "messages": "hello"}, "messages"),
+        ({"model": "auto", "messages": []}, "messages"),
+        ({"model": "auto", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+        ({"model": "auto", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, "temperature"),
+        ({"model": "auto", "messages": [{"role": "user", "content": "x"}], "n": 0}, "n"),
+        ({"model": 42, "messages": [{"role": "user", "content": "x"}]}, "model"),
+    ],
+)
+def test_wrong_fields_name_the_field(gw_url: str, body: dict[str, object], param: str) -> None:
+    err = assert_envelope(httpx.post(gw_url + "/chat/completions", json=body), 400, param=param)
+    assert err["type"] == "invalid_request_error"
+
+
+def test_huge_body_is_413(gw_url: str) -> None:
+    body = {"model": "auto", "messages": [{"role": "user", "content": "x" * 50_000}]}
+    assert_envelope(httpx.post(gw_url + "/chat/completions", json=body), 413, code="request_too_large")
+
+
+def test_unknown_model_is_404_with_the_sdk(gw_url: str) -> None:
+    c = openai.OpenAI(base_url=gw_url, api_key="sk-local", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as info:
+        c.chat.completions.create(model="gpt-17", messages=[{"role": "user", "content": "x"}])
+    assert info.value.code == "model_not_found"
+    assert_envelope(info.value.response, 404, code="model_not_found", param="model")
+
+
+@pytest.mark.parametrize("key", ["api_base", "base_url", "api_key", "extra_headers"])
+def test_request_cannot_set_upstream_or_credentials(gw_url: str, key: str) -> None:
+    body = {"model": "cheap", "messages": [{"role": "user", "content": "x"}], key: "http://evil.example"}
+    assert_envelope(httpx.post(gw_url + "/chat/completions", json=body), 400, code="forbidden_parameter", param=key)
+
+
+def test_client_headers_never_reach_the_provider(
+    start_gateway: GatewayFactory, fake_upstream: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIERWISE_TEST_UPSTREAM_KEY", "sk-policy-key")
+    policy = three_tier_policy(fake_upstream).replace(
+        "name: local-a, model: openai/echo,",
+        "name: local-a, model: openai/echo, api_key_env: TIERWISE_TEST_UPSTREAM_KEY,",
+    )
+    gw = start_gateway(policy)
+    r = httpx.post(
+        gw.v1 + "/chat/completions",
+        json={"model": "cheap", "messages": [{"role": "user", "content": "x"}]},
+        headers={"authorization": "Bearer sk-client-secret", "x-forwarded-host": "evil", "openai-organization": "org"},
+    )
+    assert r.status_code == 200
+    seen = fake_stats(fake_upstream)["last_request"]["headers"]
+    assert seen["authorization"] == "Bearer sk-policy-key"
+    assert "x-forwarded-host" not in seen and "openai-organization" not in seen
+
+
+def test_unknown_path_and_method(gw_url: str) -> None:
+    base = gw_url.removesuffix("/v1")
+    assert_envelope(httpx.get(base + "/v1/nothing-here"), 404)
+    assert_envelope(httpx.get(gw_url + "/chat/completions"), 405)
+
+
+def test_models_and_health(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway((__import__("pathlib").Path(__file__).parents[1] / "policies" / "fake.yaml").read_text())
+    models = httpx.get(gw.v1 + "/models").json()["data"]
+    ids = {m["id"]: m for m in models}
+    assert {"auto", "cheap", "best", "tier/local", "tier/mid", "tier/frontier", "fake-mid"} <= set(ids)
+    # fake answers are labelled as such
+    assert ids["fake-mid"]["owned_by"] == "tierwise-fake" and ids["fake-mid"]["tierwise"]["fake"] is True
+    assert httpx.get(gw.url + "/healthz").json() == {"status": "ok"}
+    ready = httpx.get(gw.url + "/readyz").json()
+    assert ready["ready"] is True and ready["tiers"] == {"local": True, "mid": True, "frontier": True}
+    out = openai.OpenAI(base_url=gw.v1, api_key="x").chat.completions.create(
+        model="best", messages=[{"role": "user", "content": "are you real?"}]
+    )
+    assert (out.choices[0].message.content or "").startswith("[fake echo]")

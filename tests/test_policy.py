@@ -1,0 +1,194 @@
+"""Policy files: path-named errors, price resolution, the CLI check, live reload."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.policy import PolicyError, load_policy
+from tests.conftest import REPO, GatewayFactory, three_tier_policy
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems(tmp_path: Path, text: str) -> str:
+    with pytest.raises(PolicyError) as info:
+        load_policy(write(tmp_path, text))
+    return str(info.value)
+
+
+def test_shipped_policies_are_valid() -> None:
+    for path in sorted((REPO / "policies").rglob("*.yaml")):
+        loaded = load_policy(path)
+        assert loaded.policy.tiers, path
+
+
+def test_unknown_key_is_named_with_file_and_path(tmp_path: Path) -> None:
+    msg = problems(
+        tmp_path,
+        """
+        tiers:
+          - name: a
+            deployments: [{name: d, model: openai/x, api_base: "http://127.0.0.1:1/v1", price: {input_per_1m: 0, output_per_1m: 0}}]
+          - name: b
+            deployments:
+              - {name: e, model: openai/y, api_base: "http://127.0.0.1:1/v1", colour: blue, price: {input_per_1m: 0, output_per_1m: 0}}
+        routes: [{name: r, tier: a}]
+        """,
+    )
+    assert f"{tmp_path / 'p.yaml'}: tiers[1].deployments[0].colour: unknown key" in msg
+
+
+def test_bad_value_and_missing_field(tmp_path: Path) -> None:
+    msg = problems(
+        tmp_path,
+        """
+        tiers:
+          - name: a
+            deployments: [{name: d, api_base: "http://x/v1", timeout_s: -1, price: {input_per_1m: 0, output_per_1m: 0}}]
+        routes: [{name: r, tier: a}]
+        """,
+    )
+    assert "tiers[0].deployments[0].model: Field required" in msg
+    assert "tiers[0].deployments[0].timeout_s: Input should be greater than 0" in msg
+
+
+def test_price_unknown_to_litellm_must_be_set(tmp_path: Path) -> None:
+    base = """
+    tiers:
+      - name: a
+        deployments: [{name: d, model: anthropic/claude-3-5-haiku, api_key_env: ANTHROPIC_API_KEY%s}]
+    routes: [{name: r, tier: a}]
+    """
+    msg = problems(tmp_path, base % "")
+    assert "tiers[0].deployments[0].price: no known price for model 'anthropic/claude-3-5-haiku'" in msg
+    loaded = load_policy(write(tmp_path, base % ", price: {input_per_1m: 0.8, output_per_1m: 4}"))
+    assert loaded.price("d").output_per_1m == 4
+    # a model litellm's bundled map knows needs no override
+    known = load_policy(write(tmp_path, (base % "").replace("claude-3-5-haiku", "claude-haiku-4-5")))
+    assert known.price("d").input_per_1m == pytest.approx(1.0)
+
+
+def test_routes_must_name_existing_tiers(tmp_path: Path) -> None:
+    msg = problems(
+        tmp_path,
+        """
+        tiers:
+          - name: a
+            deployments: [{name: d, model: fake/echo, price: {input_per_1m: 0, output_per_1m: 0}}]
+        routes: [{name: r, tier: nowhere}]
+        """,
+    )
+    assert "route 'r' names unknown tier 'nowhere'" in msg
+
+
+def test_cli_policy_check(tmp_path: Path) -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "policy", "check", "policies/fake.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "OK" in ok.stdout and "fake-frontier" in ok.stdout
+    bad = write(tmp_path, "tiers: []\nroutes: []\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "policy", "check", str(bad)], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 1 and f"{bad}: tiers: List should have at least 1 item" in out.stderr
+
+
+def test_invalid_reload_keeps_old_policy_valid_reload_applies(
+    start_gateway: GatewayFactory, fake_upstream: str
+) -> None:
+    gw = start_gateway(three_tier_policy(fake_upstream))
+    body = {"model": "cheap", "messages": [{"role": "user", "content": "x"}]}
+    assert httpx.post(gw.v1 + "/chat/completions", json=body).status_code == 200
+
+    gw.policy_path.write_text("tiers: [ {name: broken\n")  # invalid YAML
+    time.sleep(0.5)
+    r = httpx.post(gw.v1 + "/chat/completions", json=body)
+    assert r.status_code == 200 and r.headers["x-tierwise-tier"] == "local"
+    ready = httpx.get(gw.url + "/readyz").json()
+    assert any("last policy reload was rejected" in d for d in ready["degraded"])
+
+    new = three_tier_policy(fake_upstream).replace("{name: cheap, tier: local}", "{name: cheap, tier: frontier}")
+    gw.policy_path.write_text(textwrap.dedent(new))
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        r = httpx.post(gw.v1 + "/chat/completions", json=body)
+        if r.headers["x-tierwise-tier"] == "frontier":
+            break
+        time.sleep(0.1)
+    assert r.headers["x-tierwise-tier"] == "frontier"
+    assert httpx.get(gw.url + "/readyz").json()["degraded"] == []
+
+
+def test_reload_does_not_drop_in_flight_requests(start_gateway: GatewayFactory, fake_upstream: str) -> None:
+    gw = start_gateway(three_tier_policy(fake_upstream, local="slow-800"))
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [
+            pool.submit(
+                httpx.post,
+                gw.v1 + "/chat/completions",
+                json={"model": "cheap", "messages": [{"role": "user", "content": "x"}]},
+                timeout=10,
+            )
+            for _ in range(4)
+        ]
+        time.sleep(0.2)
+        gw.policy_path.write_text(textwrap.dedent(three_tier_policy(fake_upstream, local="echo")))
+        results = [f.result() for f in futures]
+    assert all(r.status_code == 200 for r in results)
+
+
+def test_sighup_reloads(tmp_path: Path, fake_upstream: str) -> None:
+    """A real `tierwise serve` process: SIGHUP re-reads the policy."""
+    policy = write(tmp_path, three_tier_policy(fake_upstream))
+    env = {
+        **os.environ,
+        "TIERWISE_DATABASE_URL": f"sqlite:///{tmp_path / 'l.db'}",
+        "TIERWISE_POLICY_POLL_INTERVAL_S": "3600",
+    }
+    port = 18765
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--policy", str(policy), "--port", str(port), "--no-router"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        body = {"model": "cheap", "messages": [{"role": "user", "content": "x"}]}
+        for _ in range(200):
+            try:
+                if httpx.get(url + "/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert httpx.post(url + "/v1/chat/completions", json=body).headers["x-tierwise-tier"] == "local"
+        policy.write_text(
+            textwrap.dedent(
+                three_tier_policy(fake_upstream).replace("{name: cheap, tier: local}", "{name: cheap, tier: mid}")
+            )
+        )
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert httpx.post(url + "/v1/chat/completions", json=body).headers["x-tierwise-tier"] == "mid"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
