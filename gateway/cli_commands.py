@@ -1,13 +1,93 @@
-"""Sub-commands beyond serve/policy, each delegating to the module that owns the concept."""
+"""Sub-commands beyond serve/policy: the router's own, and those that join router and policy."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+from gateway.policy.loader import load_policy
+from router.cli import load_eval_data, log, offline, resolve_artifact
 
 __all__ = ["register"]
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from router.cli import register as register_router  # noqa: PLC0415 - argparse only, no heavy import
+def _calibrate(args: argparse.Namespace) -> int:
+    offline()
+    import numpy as np  # noqa: PLC0415
 
-    register_router(sub)
+    from router.calibrate import fit_cost_weight, write_cost_weight  # noqa: PLC0415
+    from router.core import Router, choose  # noqa: PLC0415
+    from router.evaluate import select_tiers  # noqa: PLC0415
+
+    policy_path = Path(args.policy)
+    cfg = load_policy(policy_path).policy.router
+    if cfg is None:
+        print(f"{policy_path}: no router section", file=sys.stderr)
+        return 1
+    target = cfg.target
+    if args.frontier_share is not None or args.quality is not None or args.max_cost_per_1k is not None:
+        from gateway.policy.models import CalibrationTarget  # noqa: PLC0415
+
+        target = CalibrationTarget(
+            frontier_share=args.frontier_share, quality=args.quality, max_cost_per_1k_usd=args.max_cost_per_1k
+        )
+    if target is None:
+        print(
+            f"{policy_path}: set router.target (or pass --frontier-share/--quality/--max-cost-per-1k)", file=sys.stderr
+        )
+        return 1
+    data = load_eval_data(args)
+    artifact = cfg.artifact if args.artifact is None else args.artifact
+    router = Router.load(
+        resolve_artifact(artifact)
+        if artifact == "default" or Path(artifact).is_absolute()
+        else policy_path.parent / artifact
+    )
+    cols = select_tiers(router.tiers, data.tiers)
+    log(f"calibrating on {len(data.rows)} rows of {args.data}")
+    quality, cost = router.score([r.prompt for r in data.rows], progress=True)
+    q, c = quality[:, cols], cost[:, cols]
+    weight = fit_cost_weight(
+        q,
+        c,
+        data.scores,
+        data.costs,
+        quality=target.quality,
+        frontier_share=target.frontier_share,
+        max_cost_per_1k_usd=target.max_cost_per_1k_usd,
+    )
+    ch = choose(q, c, weight)
+    idx = np.arange(len(ch))
+    share = float(np.mean(ch == len(cols) - 1))
+    rel_q = float(data.scores[idx, ch].mean() / data.scores[:, -1].mean())
+    rel_c = float(data.costs[idx, ch].sum() / data.costs[:, -1].sum())
+    print(
+        f"cost_weight={weight:.6g}: top-tier share {share:.1%}, "
+        f"quality {rel_q:.1%} of always-top, cost {rel_c:.1%} of always-top"
+    )
+    if not args.dry_run:
+        write_cost_weight(policy_path, weight)
+        print(f"wrote router.cost_weight to {policy_path}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from router.cli import register as register_router  # noqa: PLC0415 - argparse only, nothing heavy
+
+    rsub = register_router(sub)
+    c = rsub.add_parser("calibrate", help="turn the policy's router target into its cost weight")
+    c.add_argument("--policy", required=True)
+    c.add_argument("--data", required=True)
+    c.add_argument("--tiers", required=True)
+    c.add_argument("--artifact", default=None)
+    c.add_argument("--sources", default=None)
+    c.add_argument("--frontier-share", type=float, default=None)
+    c.add_argument("--quality", type=float, default=None)
+    c.add_argument("--max-cost-per-1k", type=float, default=None)
+    c.add_argument("--dry-run", action="store_true")
+    c.set_defaults(func=_calibrate)
+
+    from gateway.commands import register_more  # noqa: PLC0415
+
+    register_more(sub)

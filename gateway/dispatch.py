@@ -175,7 +175,7 @@ class Dispatcher:
         if isinstance(exc, UpstreamHTTPError) and exc.retry_after is not None:
             wait: float = exc.retry_after
             return wait if wait <= config.max_retry_after_s else None
-        backoff = min(config.backoff_max_s, config.backoff_base_s * (2**retry))
+        backoff: float = min(config.backoff_max_s, config.backoff_base_s * 2.0**retry)
         return backoff * (0.5 + random.random() / 2)  # jitter: replicas must not retry in lockstep
 
 

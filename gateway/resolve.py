@@ -24,16 +24,21 @@ log = logging.getLogger("tierwise.resolve")
 
 
 class Decision(Protocol):
-    tier: str
-    scores: dict[str, float]
-    version: str
+    @property
+    def tier(self) -> str: ...
+    @property
+    def scores(self) -> dict[str, float]: ...
+    @property
+    def version(self) -> str: ...
 
 
 class RouterLike(Protocol):
     """What the gateway needs from ``router.Router``: one decision per prompt."""
 
-    version: str
-    tiers: Sequence[str]
+    @property
+    def version(self) -> str: ...
+    @property
+    def tiers(self) -> Sequence[str]: ...
 
     def decide(
         self, text: str, *, cost_weight: float | None = None, allowed: Sequence[str] | None = None

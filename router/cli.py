@@ -1,11 +1,128 @@
-"""``tierwise router ...`` sub-commands (filled in by the router work)."""
+"""``tierwise router train | eval | calibrate``."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+import time
+from pathlib import Path
 
-__all__ = ["register"]
+__all__ = ["load_eval_data", "log", "main", "offline", "register", "resolve_artifact"]
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    return None
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def resolve_artifact(value: str) -> Path:
+    from router.artifact import default_artifact_dir  # noqa: PLC0415
+
+    return default_artifact_dir() if value == "default" else Path(value)
+
+
+def _train(args: argparse.Namespace) -> int:
+    offline()
+    from router.encoders import build_encoder  # noqa: PLC0415
+    from router.train import parse_data_spec, parse_tier_aliases, train  # noqa: PLC0415
+
+    log(f"loading encoder {args.encoder}")
+    encoder = build_encoder(args.encoder)
+    train(
+        [parse_data_spec(d) for d in args.data],
+        parse_tier_aliases(args.tiers),
+        Path(args.out),
+        encoder,
+        max_chars=args.max_chars,
+        c=args.c,
+        exclude_sources=args.exclude_sources,
+        calibrate_quality=args.calibrate_quality,
+        cache_dir=Path(args.cache) if args.cache else None,
+        progress=log,
+    )
+    return 0
+
+
+def load_eval_data(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from router.data import parse_tiers, read_rows, tier_matrix  # noqa: PLC0415
+
+    rows = read_rows([Path(args.data)])
+    if args.sources:
+        prefixes = args.sources.split(",")
+        rows = [r for r in rows if any(r.source.startswith(p) for p in prefixes)]
+    return tier_matrix(rows, parse_tiers(args.tiers))
+
+
+def _eval(args: argparse.Namespace) -> int:
+    offline()
+    from router.core import Router  # noqa: PLC0415
+    from router.evaluate import evaluate, print_table, select_tiers, write_json, write_png  # noqa: PLC0415
+
+    data = load_eval_data(args)
+    if not data.rows:
+        print(f"{args.data}: no rows have every model named in --tiers", file=sys.stderr)
+        return 1
+    log(f"{len(data.rows)} rows ({data.skipped} skipped); loading router {args.artifact}")
+    router = Router.load(resolve_artifact(args.artifact))
+    cols = select_tiers(router.tiers, data.tiers)
+    log(f"scoring with estimators {[router.tiers[c] for c in cols]} for tiers {data.tiers}")
+    feats = router.features([r.prompt for r in data.rows], progress=True)
+    quality, cost = router.score_features(feats)
+    result = evaluate(data, feats, quality[:, cols], cost[:, cols], progress=log)
+    print_table(result)
+    if args.json:
+        write_json(result, Path(args.json))
+        log(f"wrote {args.json}")
+    png = Path(args.png) if args.png else Path("bench/out") / f"cost_quality_{Path(args.data).stem}.png"
+    write_png(result, png, title=f"{Path(args.data).name}: {' < '.join(data.tiers)}")
+    log(f"wrote {png}")
+    return 0
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Add ``router train`` and ``router eval``; returns the sub-parsers so others can add to them."""
+    router = sub.add_parser("router", help="train, evaluate and calibrate the router")
+    rsub = router.add_subparsers(dest="router_command", required=True)
+
+    t = rsub.add_parser("train", help="train a router artifact from routing-outcome files")
+    t.add_argument("--data", nargs="+", required=True, help="outcome JSONL files; FILE:W weights a file's rows")
+    t.add_argument("--tiers", required=True, help="local=MODEL[|ALIAS],mid=...,frontier=... (cheapest first)")
+    t.add_argument("--out", required=True)
+    t.add_argument("--encoder", default="minilm-l6-v2")
+    t.add_argument("--max-chars", type=int, default=1000, help="the tail of the prompt the encoder sees")
+    t.add_argument("--c", type=float, default=1.0, help="inverse regularisation of the quality estimators")
+    t.add_argument("--exclude-sources", nargs="*", default=[], help="source prefixes held out of training")
+    t.add_argument(
+        "--calibrate-quality", type=float, default=0.95, help="default cost weight: this share of frontier quality"
+    )
+    t.add_argument("--cache", default=None, help="directory to cache embeddings in")
+    t.set_defaults(func=_train)
+
+    e = rsub.add_parser("eval", help="router vs baselines on an outcome file")
+    e.add_argument("--data", required=True)
+    e.add_argument("--artifact", default="default")
+    e.add_argument("--tiers", required=True, help="tier=MODEL,... cheapest first; two tiers for APGR/CPT")
+    e.add_argument("--sources", default=None, help="only rows whose source starts with one of these (comma-separated)")
+    e.add_argument("--json", default=None)
+    e.add_argument("--png", default=None)
+    e.set_defaults(func=_eval)
+    return rsub
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m router.cli")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""The router: one scoring method (predicted quality and cost per tier) plus one knob.
+
+Decision rule: pick the tier that maximises ``quality - cost_weight * cost``, where quality
+is the tier's predicted chance of a good answer and cost is its predicted cost relative to an
+average frontier call. ``cost_weight = 0`` always takes the best predicted tier; a large one
+always the cheapest. ``tierwise router calibrate`` turns a policy target into this number.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from router.artifact import Artifact, load_artifact
+from router.data import prompt_for_routing
+from router.encoders import Encoder, build_encoder
+from router.estimators import F32, text_features
+
+__all__ = ["Decision", "Router", "choose"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    tier: str
+    scores: dict[str, float]  # predicted quality per tier
+    costs: dict[str, float]  # predicted relative cost per tier
+    version: str
+
+
+def choose(quality: F32, cost: F32, cost_weight: float, allowed: Sequence[int] | None = None) -> npt.NDArray[np.int_]:
+    """Row-wise argmax of quality - cost_weight * cost over the allowed tiers."""
+    utility = quality - np.float32(cost_weight) * cost
+    if allowed is not None and len(allowed) < quality.shape[1]:
+        mask = np.full(quality.shape[1], -np.inf, dtype=np.float32)
+        mask[list(allowed)] = 0.0
+        utility = utility + mask
+    out: npt.NDArray[np.int_] = np.argmax(utility, axis=1)
+    return out
+
+
+class Router:
+    def __init__(self, artifact: Artifact, encoder: Encoder, cache_size: int = 4096) -> None:
+        if encoder.name != artifact.encoder:
+            raise ValueError(f"artifact was trained with encoder {artifact.encoder!r}, got {encoder.name!r}")
+        self.artifact = artifact
+        self.encoder = encoder
+        self._cache: OrderedDict[str, F32] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self.default_cost_weight = float(artifact.meta.get("cost_weight", 0.35))
+
+    @classmethod
+    def load(cls, path: Path, *, encoder: Encoder | None = None, cache_size: int = 4096) -> Router:
+        artifact = load_artifact(path)
+        return cls(artifact, encoder or build_encoder(artifact.encoder), cache_size=cache_size)
+
+    @property
+    def tiers(self) -> list[str]:
+        return self.artifact.tiers
+
+    @property
+    def version(self) -> str:
+        return self.artifact.version
+
+    def features(self, texts: Sequence[str], *, progress: bool = False, batch_size: int = 64) -> F32:
+        tails = [prompt_for_routing(t, self.artifact.max_chars) for t in texts]
+        emb = self.encoder.encode(tails, batch_size=batch_size, progress=progress)
+        out: F32 = np.hstack([emb, text_features([len(prompt_for_routing(t, 10**9)) for t in texts])]).astype(
+            np.float32
+        )
+        return out
+
+    def score(self, texts: Sequence[str], *, progress: bool = False) -> tuple[F32, F32]:
+        """(quality, cost) arrays of shape (len(texts), tiers)."""
+        f = self.features(texts, progress=progress)
+        return self.artifact.models.quality(f), self.artifact.models.cost(f)
+
+    def score_features(self, features: F32) -> tuple[F32, F32]:
+        return self.artifact.models.quality(features), self.artifact.models.cost(features)
+
+    def _cached_features(self, text: str) -> F32:
+        with self._lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+                return hit
+        feats = self.features([text])
+        if self._cache_size:
+            with self._lock:
+                self._cache[text] = feats
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return feats
+
+    def decide(self, text: str, *, cost_weight: float | None = None, allowed: Sequence[str] | None = None) -> Decision:
+        quality, cost = self.score_features(self._cached_features(text))
+        idx = [self.tiers.index(t) for t in allowed] if allowed is not None else None
+        weight = self.default_cost_weight if cost_weight is None else cost_weight
+        pick = int(choose(quality, cost, weight, idx)[0])
+        return Decision(
+            tier=self.tiers[pick],
+            scores={t: float(quality[0, i]) for i, t in enumerate(self.tiers)},
+            costs={t: float(cost[0, i]) for i, t in enumerate(self.tiers)},
+            version=self.version,
+        )
+
+    def warm(self, texts: Sequence[str] = ("warm up",)) -> None:
+        """Run the encoder once so the first request does not pay for lazy initialisation."""
+        self.features(list(texts))
+
+
+ProgressFn = Callable[[str], None]

@@ -1,0 +1,282 @@
+"""The router on real data with the real encoder: train, round-trip, refuse tampering,
+evaluate, calibrate, and route end to end through the gateway."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from router import ArtifactError, Router, default_artifact_dir, load_artifact
+from router.calibrate import fit_cost_weight, write_cost_weight
+from router.core import choose
+from router.data import parse_tiers, read_rows, tier_matrix
+from router.encoders import Encoder, build_encoder
+from router.metrics import aiq, apgr_cpt, cost_at_quality, hull
+from router.train import DataSpec, parse_tier_aliases, train
+from tests.conftest import REPO, GatewayFactory, require_shared_data
+
+RB_TIERS = "local=mistralai/mistral-7b-chat,mid=mistralai/mixtral-8x7b-chat,frontier=gpt-4-1106-preview"
+
+
+@pytest.fixture(scope="session")
+def encoder() -> Encoder:
+    return build_encoder("minilm-l6-v2")
+
+
+@pytest.fixture(scope="session")
+def default_router(encoder: Encoder) -> Router:
+    return Router.load(default_artifact_dir(), encoder=encoder)
+
+
+@pytest.fixture(scope="session")
+def slices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small slices of the shared data: a train slice and a disjoint held-out slice."""
+    data = require_shared_data()
+    out = tmp_path_factory.mktemp("slices")
+    lines = (data / "routerbench_train.jsonl").read_text().splitlines()
+    rng = np.random.default_rng(7)
+    order = rng.permutation(len(lines))
+    (out / "train.jsonl").write_text("\n".join(lines[i] for i in order[:500]) + "\n")
+    (out / "heldout.jsonl").write_text("\n".join(lines[i] for i in order[500:800]) + "\n")
+    mmlu = (data / "mmlu_train.jsonl").read_text().splitlines()
+    (out / "mmlu.jsonl").write_text("\n".join(mmlu[::40]) + "\n")
+    return {"train": out / "train.jsonl", "heldout": out / "heldout.jsonl", "mmlu": out / "mmlu.jsonl"}
+
+
+@pytest.fixture(scope="session")
+def small_artifact(slices: dict[str, Path], encoder: Encoder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("artifact") / "small"
+    tiers = parse_tier_aliases(
+        "local=mistralai/mistral-7b-chat,mid=mistralai/mixtral-8x7b-chat|mistralai/Mixtral-8x7B-Instruct-v0.1,frontier=gpt-4-1106-preview"
+    )
+    train([DataSpec(slices["train"]), DataSpec(slices["mmlu"], 0.1)], tiers, out, encoder, progress=lambda _: None)
+    return out
+
+
+def test_metrics_on_known_points() -> None:
+    pts = [(0.1, 0.5), (0.5, 0.8), (1.0, 0.9), (0.6, 0.6)]
+    assert hull(pts) == [(0.1, 0.5), (0.5, 0.8), (1.0, 0.9)]
+    assert cost_at_quality(pts, 0.85) == pytest.approx(0.75)
+    assert cost_at_quality(pts, 0.95) is None
+    assert 0.5 < aiq(pts, 1.0) < 0.9
+    weak, strong = np.array([0, 0, 1, 1.0]), np.array([1, 1, 1, 1.0])
+    apgr, (c50, c80) = apgr_cpt(strong - weak, weak, strong)  # a perfect ranking
+    assert apgr > 0.7 and c50 == 0.25 and c80 == 0.5
+
+
+def test_artifact_round_trips_and_is_typed(small_artifact: Path, encoder: Encoder, slices: dict[str, Path]) -> None:
+    meta = json.loads((small_artifact / "meta.json").read_text())
+    assert meta["encoder"] == "minilm-l6-v2" and meta["tiers"] == ["local", "mid", "frontier"]
+    assert {d["file"] for d in meta["training_data"]} == {"train.jsonl", "mmlu.jsonl"}
+    assert all(len(d["sha256"]) == 64 for d in meta["training_data"])
+    router = Router.load(small_artifact, encoder=encoder)
+    prompts = [r.prompt for r in read_rows([slices["heldout"]])[:20]]
+    q1, c1 = router.score(prompts)
+    copy = small_artifact.parent / "copy"
+    shutil.copytree(small_artifact, copy)
+    q2, c2 = Router.load(copy, encoder=encoder).score(prompts)
+    np.testing.assert_array_equal(q1, q2)
+    np.testing.assert_array_equal(c1, c2)
+    assert ((q1 >= 0) & (q1 <= 1)).all() and (c1 > 0).all()
+    # the frontier tier is predicted to be better on average than the local tier on benchmark prompts
+    assert q1[:, 2].mean() > q1[:, 0].mean()
+
+
+def test_tampered_or_corrupt_artifact_is_refused(small_artifact: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(small_artifact, bad)
+    data = bytearray((bad / "model.npz").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bad / "model.npz").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        load_artifact(bad)
+    shutil.rmtree(bad)
+    shutil.copytree(small_artifact, bad)
+    meta = json.loads((bad / "meta.json").read_text())
+    meta["tiers"] = ["a", "b"]  # re-labelled without retraining: shapes no longer match
+    (bad / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="shape"):
+        load_artifact(bad)
+    (bad / "meta.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="unreadable"):
+        load_artifact(bad)
+    with pytest.raises(ArtifactError, match="not a router artifact"):
+        load_artifact(tmp_path / "nowhere")
+
+
+def test_calibration_hits_target_share_on_held_out_rows(
+    small_artifact: Path, encoder: Encoder, slices: dict[str, Path]
+) -> None:
+    router = Router.load(small_artifact, encoder=encoder)
+    rows = read_rows([slices["heldout"]])
+    calib, held = rows[:150], rows[150:]
+    q, c = router.score([r.prompt for r in calib])
+    weight = fit_cost_weight(q, c, frontier_share=0.3)
+    qh, ch = router.score([r.prompt for r in held])
+    share = float(np.mean(choose(qh, ch, weight) == 2))
+    assert abs(share - 0.3) <= 0.10, share  # stated tolerance: +-10 points on 150 unseen rows
+
+    data = tier_matrix(calib, parse_tiers(RB_TIERS))
+    w95 = fit_cost_weight(q, c, data.scores, data.costs, quality=0.95)
+    pick = choose(q, c, w95)
+    assert data.scores[np.arange(len(pick)), pick].mean() >= 0.95 * data.scores[:, -1].mean() - 1e-9
+
+
+def test_write_cost_weight_keeps_comments(tmp_path: Path) -> None:
+    p = tmp_path / "p.yaml"
+    p.write_text("# top comment\ntiers: []\nrouter:\n  artifact: default  # keep me\n  cost_weight: 0.5\nroutes: []\n")
+    write_cost_weight(p, 0.125)
+    text = p.read_text()
+    assert "# top comment" in text and "# keep me" in text and "cost_weight: 0.125" in text and "0.5" not in text
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_eval_cli_on_unseen_file_json_and_png(small_artifact: Path, slices: dict[str, Path], tmp_path: Path) -> None:
+    out_json, out_png = tmp_path / "eval.json", tmp_path / "curve.png"
+    # a file with a row lacking a named model, to check skipping
+    text = slices["heldout"].read_text().splitlines()[:120]
+    broken = json.loads(text[0])
+    broken["outcomes"].pop("gpt-4-1106-preview")
+    (tmp_path / "f.jsonl").write_text("\n".join([json.dumps(broken), *text[1:]]) + "\n")
+    r = _cli(
+        "router",
+        "eval",
+        "--data",
+        str(tmp_path / "f.jsonl"),
+        "--artifact",
+        str(small_artifact),
+        "--tiers",
+        RB_TIERS,
+        "--json",
+        str(out_json),
+        "--png",
+        str(out_png),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "tierwise" in r.stdout and "oracle" in r.stdout
+    got = json.loads(out_json.read_text())
+    assert got["n"] == 119 and got["skipped"] == 1
+    assert {"tierwise", "random", "always-local", "always-frontier", "length", "knn", "oracle"} <= set(got["routers"])
+    for metrics in got["routers"].values():
+        assert set(metrics) == {"apgr", "cpt50", "cpt80", "cost_at_95", "cost_at_97", "aiq"}
+        for v in metrics.values():
+            assert v is None or 0 <= v <= 1.5
+    assert got["routers"]["always-frontier"]["cost_at_95"] == pytest.approx(1.0)
+    assert out_png.stat().st_size > 10_000
+
+    # two tiers, a file without costs (MMLU): APGR and CPT are defined; tiers named freely
+    r = _cli(
+        "router",
+        "eval",
+        "--data",
+        str(slices["mmlu"]),
+        "--artifact",
+        str(small_artifact),
+        "--tiers",
+        "weak=mistralai/Mixtral-8x7B-Instruct-v0.1,strong=gpt-4-1106-preview",
+        "--json",
+        str(out_json),
+        "--png",
+        str(out_png),
+    )
+    assert r.returncode == 0, r.stderr
+    two = json.loads(out_json.read_text())["routers"]
+    assert two["tierwise"]["apgr"] is not None and two["random"]["cpt50"] is not None
+    assert two["oracle"]["apgr"] > two["tierwise"]["apgr"]
+
+
+def test_train_cli_writes_artifact(slices: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "art"
+    r = _cli(
+        "router",
+        "train",
+        "--data",
+        str(slices["heldout"]),
+        "--tiers",
+        "local=mistralai/mistral-7b-chat,frontier=gpt-4-1106-preview",
+        "--out",
+        str(out),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "fitting quality estimator for tier local" in r.stderr  # progress is shown
+    assert load_artifact(out).tiers == ["local", "frontier"]
+
+
+def test_calibrate_cli_writes_policy(small_artifact: Path, slices: dict[str, Path], tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    text = (REPO / "policies" / "fake.yaml").read_text().replace("artifact: default", f"artifact: {small_artifact}")
+    policy.write_text(text)
+    r = _cli(
+        "router",
+        "calibrate",
+        "--policy",
+        str(policy),
+        "--data",
+        str(slices["heldout"]),
+        "--tiers",
+        RB_TIERS,
+        "--frontier-share",
+        "0.25",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "top-tier share" in r.stdout
+    assert "written by `tierwise router calibrate`" in policy.read_text()
+    assert _cli("policy", "check", str(policy)).returncode == 0
+
+
+@pytest.fixture
+def routed_gateway(start_gateway: GatewayFactory, default_router: Router) -> Iterator[str]:
+    policy = (REPO / "policies" / "fake.yaml").read_text()
+    yield start_gateway(policy, router=default_router).v1
+
+
+def test_auto_route_easy_and_hard_prompts_differ(routed_gateway: str) -> None:
+    c = openai.OpenAI(base_url=routed_gateway, api_key="x", max_retries=0)
+    easy = c.chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[
+            {
+                "role": "user",
+                "content": "Sarah was a much better surgeon than Maria so _ always got the harder cases. Option1: Sarah Option2: Maria",
+            }
+        ],
+    )
+    hard = c.chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[
+            {"role": "user", "content": "Write a function to find the longest common subsequence of three strings."}
+        ],
+    )
+    tiers = ["local", "mid", "frontier"]
+    e, h = easy.headers["x-tierwise-tier"], hard.headers["x-tierwise-tier"]
+    assert tiers.index(e) < tiers.index(h), (e, h)
+    for raw in (easy, hard):
+        assert raw.headers["x-tierwise-router-version"].startswith("minilm-l6-v2-")
+        assert "frontier=" in raw.headers["x-tierwise-router-scores"]
+
+
+def test_auto_route_ledgers_router_fields(start_gateway: GatewayFactory, default_router: Router) -> None:
+    gw = start_gateway((REPO / "policies" / "fake.yaml").read_text(), router=default_router)
+    raw = openai.OpenAI(base_url=gw.v1, api_key="x").chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[{"role": "user", "content": "Which gas do plants absorb?\nA) oxygen\nB) carbon dioxide\nAnswer:"}],
+    )
+    row = gw.rows("request_id = ?", (raw.headers["x-tierwise-request-id"],))[0]
+    assert row["route"] == "auto" and row["router_tier"] == row["tier"]
+    assert set(json.loads(row["router_scores"])) == {"local", "mid", "frontier"}
+    assert row["router_version"] == default_router.version
+    assert httpx.get(gw.url + "/readyz").json()["router"] == {"loaded": True, "version": default_router.version}
