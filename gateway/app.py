@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -16,6 +17,7 @@ from starlette.responses import JSONResponse
 from gateway.api import chat, meta
 from gateway.dispatch import Dispatcher
 from gateway.errors import GatewayError, envelope
+from gateway.health import probe_once, watch_local_servers
 from gateway.ledger import LedgerWriter, create_schema, make_engine
 from gateway.policy.loader import LoadedPolicy, load_policy
 from gateway.policy.models import Policy
@@ -54,7 +56,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = await _build_state(settings, router, router_factory)
         app.state.tierwise = state
-        tasks = [asyncio.create_task(state.policy.watch(settings.policy_poll_interval_s), name="policy-watch")]
+        tasks = [
+            asyncio.create_task(state.policy.watch(settings.policy_poll_interval_s), name="policy-watch"),
+            asyncio.create_task(watch_local_servers(state), name="local-health"),
+        ]
         state.policy.install_sighup()
         state.ledger.start()
         try:
@@ -128,6 +133,8 @@ async def _build_state(
     )
     state.resolver = Resolver(router, state.tier_available)
     state.extras["providers"] = providers
+    async with httpx.AsyncClient() as client:
+        await probe_once(state, client)
     _log_availability(state, loaded.policy)
     return state
 
@@ -144,6 +151,16 @@ def _log_availability(state: GatewayState, policy: Policy) -> None:
                 log.warning("deployment %s (tier %s) is unavailable: %s", dep.name, tier.name, reason)
         if not state.tier_available(policy, tier.name):
             log.warning("tier %s is unavailable; routing skips it", tier.name)
+    available = [t.name for t in policy.tiers if state.tier_available(policy, t.name)]
+    if len(available) == 1:
+        keys = sorted({d.api_key_env for t in policy.tiers for d in t.deployments if d.api_key_env})
+        log.warning(
+            "only tier %s is available: every request will be served by it (set %s to enable the others)",
+            available[0],
+            " or ".join(keys) or "the missing provider keys",
+        )
+    elif not available:
+        log.error("no tier is available: requests will fail with 503 until a deployment is reachable")
 
 
 def _install_error_handlers(app: FastAPI) -> None:

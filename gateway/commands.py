@@ -1,11 +1,34 @@
-"""More sub-commands (dashboard, demo traffic, local model, keys), registered as they land."""
+"""More sub-commands: the local model, the dashboard, demo traffic."""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 
 __all__ = ["register_more"]
 
 
+def _local_serve(args: argparse.Namespace) -> int:
+    from gateway.local_model import LocalModelSupervisor  # noqa: PLC0415
+
+    supervisor = LocalModelSupervisor.from_env()
+    took = supervisor.start()
+    cfg = supervisor.config
+    print(f"local model {cfg.alias} ready at {cfg.base_url} in {took:.1f}s (Ctrl-C stops it)")
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        supervisor.stop()
+    return 0
+
+
 def register_more(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    return None
+    local = sub.add_parser("local", help="the local model server (llama.cpp + SmolLM2)")
+    lsub = local.add_subparsers(dest="local_command", required=True)
+    serve = lsub.add_parser("serve", help="start and supervise the local model server on loopback")
+    serve.set_defaults(func=_local_serve)

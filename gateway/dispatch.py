@@ -13,7 +13,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -92,8 +92,16 @@ class Dispatcher:
     def cooling_down(self, deployment: Deployment) -> bool:
         return self._cooldown_until.get(deployment.name, 0.0) > self._clock()
 
-    def plan(self, loaded: LoadedPolicy, tier: str, *, deployment: str | None = None, fallback: bool = True) -> Plan:
-        """The deployments to try, in order, starting at ``tier``; credentials missing are skipped."""
+    def plan(
+        self,
+        loaded: LoadedPolicy,
+        tier: str,
+        *,
+        deployment: str | None = None,
+        fallback: bool = True,
+        down: Container[str] = (),
+    ) -> Plan:
+        """The deployments to try, in order, from ``tier`` up; those without credentials or down are skipped."""
         policy = loaded.policy
         if deployment is not None:
             found = policy.deployment(deployment)
@@ -106,7 +114,7 @@ class Dispatcher:
             PlanStep(t.name, dep, loaded.price(dep.name))
             for t in policy.tiers[start:stop]
             for dep in t.deployments
-            if self.has_credentials(dep)
+            if self.has_credentials(dep) and dep.name not in down
         ]
         return Plan(steps, tier)
 

