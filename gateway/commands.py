@@ -27,7 +27,60 @@ def _local_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(args.port),
+        "--server.address",
+        args.host,
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    print(
+        f"dashboard on http://{args.host}:{args.port} reading {os.environ.get('TIERWISE_DATABASE_URL', 'sqlite:///tierwise.db')}"
+    )
+    return subprocess.call(cmd)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from gateway.demo import load_prompts, run_demo  # noqa: PLC0415
+
+    shared = Path(args.shared) if args.shared else Path(__file__).resolve().parents[2] / "shared" / "data" / "routing"
+    prompts = load_prompts(shared)
+    print(f"sending {args.requests} requests ({len(prompts)} distinct prompts) to {args.base_url}")
+    counts = asyncio.run(run_demo(args.base_url, args.requests, args.concurrency, prompts))
+    print(f"done: {counts}")
+    return 0
+
+
 def register_more(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dash = sub.add_parser("dashboard", help="the Streamlit dashboard (read-only, same database as the gateway)")
+    dash.add_argument("--host", default="127.0.0.1")
+    dash.add_argument("--port", type=int, default=8501)
+    dash.set_defaults(func=_dashboard)
+    demo = sub.add_parser("demo-traffic", help="send a realistic mix of prompts through a running gateway")
+    demo.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
+    demo.add_argument("--requests", type=int, default=200)
+    demo.add_argument("--concurrency", type=int, default=8)
+    demo.add_argument("--shared", default=None, help="routing data directory to draw prompts from")
+    demo.set_defaults(func=_demo)
+
     local = sub.add_parser("local", help="the local model server (llama.cpp + SmolLM2)")
     lsub = local.add_subparsers(dest="local_command", required=True)
     serve = lsub.add_parser("serve", help="start and supervise the local model server on loopback")
