@@ -5,20 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from gateway.api import chat, meta
+from gateway.api import admin, chat, meta
 from gateway.dispatch import Dispatcher
 from gateway.errors import GatewayError, envelope
 from gateway.health import probe_once, watch_local_servers
-from gateway.ledger import LedgerWriter, create_schema, make_engine
+from gateway.keys import Guard, KeyStore, Limiter, MemoryLimiter
+from gateway.ledger import LedgerEntry, LedgerWriter, create_schema, make_engine
 from gateway.policy.loader import LoadedPolicy, load_policy
 from gateway.policy.models import Policy
 from gateway.policy.store import PolicyStore
@@ -70,6 +75,8 @@ def create_app(
             await state.ledger.close()  # every queued row is written (or spooled) before exit
             for provider in {id(p): p for p in state.extras["providers"].values()}.values():
                 await provider.aclose()
+            if state.guard is not None:
+                await state.guard.limiter.aclose()
             if state.fake_server is not None:
                 state.fake_server.stop()
             state.ledger.engine.dispose()
@@ -77,6 +84,7 @@ def create_app(
     app = FastAPI(title="Tierwise", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(chat.router)
     app.include_router(meta.router)
+    app.include_router(admin.router)
     for extra in extra_routers or []:
         app.include_router(extra)
     _install_error_handlers(app)
@@ -133,10 +141,52 @@ async def _build_state(
     )
     state.resolver = Resolver(router, state.tier_available)
     state.extras["providers"] = providers
+    state.guard = await _build_guard(settings, engine, loaded.policy)
     async with httpx.AsyncClient() as client:
         await probe_once(state, client)
     _log_availability(state, loaded.policy)
     return state
+
+
+async def _build_guard(settings: Settings, engine: Engine, policy: Policy) -> Guard:
+    store = KeyStore(engine)
+    await asyncio.to_thread(store.create_schema)
+    limiter: Limiter
+    if settings.redis_url:
+        from gateway.keys.redis_limiter import RedisLimiter  # noqa: PLC0415
+
+        limiter = RedisLimiter(settings.redis_url)
+    else:
+        limiter = MemoryLimiter()
+    master = settings.master_key.get_secret_value() if settings.master_key else None
+    guard = Guard(store, limiter, master, fail_open=policy.limits.on_limiter_error == "open")
+    if not await asyncio.to_thread(store.any_keys):
+        log.warning("no API keys configured: the gateway runs open and serves loopback clients only")
+    try:
+        for key_id, day, month in await asyncio.to_thread(_spend_so_far, engine):
+            await limiter.seed(key_id, day, month, time.time())
+    except Exception as exc:  # the limits store may be down at start; requests will say so
+        log.error("could not seed budget counters from the ledger: %s", type(exc).__name__)
+    return guard
+
+
+def _spend_so_far(engine: Engine) -> list[tuple[str, float, float]]:
+    """Each key's spend today and this month (UTC), from the ledger."""
+    now = datetime.now(UTC)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = day.replace(day=1)
+    t = LedgerEntry.__table__  # type: ignore[attr-defined]
+    q = (
+        select(
+            t.c.api_key_id,
+            func.coalesce(func.sum(case((t.c.created_at >= day, t.c.cost_usd), else_=0.0)), 0.0),
+            func.coalesce(func.sum(t.c.cost_usd), 0.0),
+        )
+        .where(and_(t.c.api_key_id.is_not(None), t.c.created_at >= month))
+        .group_by(t.c.api_key_id)
+    )
+    with engine.connect() as conn:
+        return [(str(k), float(d), float(m)) for k, d, m in conn.execute(q)]
 
 
 def _uses(policy: Policy, provider: str) -> bool:

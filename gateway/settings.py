@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -29,3 +29,7 @@ class Settings(BaseSettings):
     # Load the router (sentence-transformers, ~10 s) at start; off for tests that do not route.
     load_router: bool = True
     log_level: str = "info"
+    # Shared counters for budgets and rate limits across replicas; in-process when unset.
+    redis_url: str | None = None
+    # Guards /admin; never logged (SecretStr).
+    master_key: SecretStr | None = None

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 
 from gateway.dispatch import Dispatcher
+from gateway.keys.guard import Guard
 from gateway.ledger.writer import LedgerWriter
 from gateway.policy.models import Policy
 from gateway.policy.store import PolicyStore
@@ -30,6 +31,7 @@ class GatewayState:
     resolver: Resolver
     router: RouterLike | None = None
     fake_server: ServerThread | None = None
+    guard: Guard | None = None
     # Deployments found unreachable by the start-up probe (local servers that are down).
     down: set[str] = field(default_factory=set)
     extras: dict[str, Any] = field(default_factory=dict)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import uuid
 from pathlib import Path
@@ -11,26 +10,10 @@ from pathlib import Path
 import openai
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
 
 from gateway.ledger import LedgerWriter, create_schema, make_engine
 from gateway.settings import Settings
 from tests.conftest import GatewayFactory, three_tier_policy
-
-PG_URL = os.environ.get("TIERWISE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _pg_or_skip() -> None:
-    engine = make_engine(PG_URL)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("select 1"))
-    except OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL must be available in CI: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
-    finally:
-        engine.dispose()
 
 
 def _row(rid: str) -> dict[str, object]:
@@ -46,14 +29,13 @@ def test_sqlite_is_in_wal_mode(start_gateway: GatewayFactory, fake_upstream: str
     assert sqlite3.connect(gw.db_path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_postgres_ledger_end_to_end(start_gateway: GatewayFactory, fake_upstream: str) -> None:
-    _pg_or_skip()
-    gw = start_gateway(three_tier_policy(fake_upstream), database_url=PG_URL)
+def test_postgres_ledger_end_to_end(start_gateway: GatewayFactory, fake_upstream: str, pg_url: str) -> None:
+    gw = start_gateway(three_tier_policy(fake_upstream), database_url=pg_url)
     raw = openai.OpenAI(base_url=gw.v1, api_key="x").chat.completions.with_raw_response.create(
         model="tier/frontier", messages=[{"role": "user", "content": "postgres please"}]
     )
     rid = raw.headers["x-tierwise-request-id"]
-    engine = make_engine(PG_URL)
+    engine = make_engine(pg_url)
     try:
         for _ in range(100):
             with engine.connect() as conn:

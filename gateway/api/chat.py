@@ -13,8 +13,9 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
 from gateway.chat_request import parse_chat_request, read_json_body
-from gateway.dispatch import Attempted, DispatchFailed
+from gateway.dispatch import Attempted, DispatchFailed, Plan
 from gateway.errors import GatewayError
+from gateway.keys import Guard, Identity, Reservation
 from gateway.policy.loader import LoadedPolicy
 from gateway.pricing import cost_usd
 from gateway.providers.base import ProviderError, UpstreamStream, Usage, estimate_tokens
@@ -39,10 +40,31 @@ class _Call:
         self.started = time.perf_counter()
         self.ttft_ms: float | None = None
         self.res: Resolution | None = None
-        self.api_key_id: str | None = None
+        self.identity: Identity | None = None
+        self.reservation: Reservation | None = None
+
+    @property
+    def api_key_id(self) -> str | None:
+        return self.identity.key_id if self.identity else None
 
     def prompt_estimate(self) -> int:
         return sum(estimate_tokens(message_text(m.get("content"))) for m in self.body.get("messages", []))
+
+    def worst_case_usd(self, plan: Plan, default_max_tokens: int) -> float:
+        """The most this call can cost on any deployment it may reach (for budget reservation)."""
+        chars = sum(len(message_text(m.get("content"))) for m in self.body.get("messages", []))
+        prompt = chars // 2 + 16  # generous: 2 characters a token
+        out = int(self.body.get("max_completion_tokens") or self.body.get("max_tokens") or default_max_tokens)
+        out *= int(self.body.get("n") or 1)
+        return max((cost_usd(s.price, prompt, out) for s in plan.steps), default=0.0)
+
+    async def finish(self, attempted: Attempted, usage: Usage | None, status: int, error_type: str | None) -> float:
+        """Ledger the call and settle its budget reservation with what it really cost."""
+        cost = self.record(attempted, usage, status, error_type)
+        if self.state.guard is not None:
+            tokens = (usage.prompt_tokens + usage.completion_tokens) if usage else 0
+            await self.state.guard.settle(self.identity, self.reservation, cost, tokens)
+        return cost
 
     def record(self, attempted: Attempted, usage: Usage | None, status: int, error_type: str | None) -> float:
         step = attempted.step
@@ -100,15 +122,25 @@ class _Call:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request, state: GatewayState = Depends(get_state)) -> Response:
+    guard = state.guard
+    identity = await guard.authenticate(request) if guard is not None else None
     loaded = state.policy.current
     body = await read_json_body(request, loaded.policy.limits.max_body_bytes)
     chat = parse_chat_request(body)
     call = _Call(state, loaded, body, chat.stream)
-    call.api_key_id = getattr(request.state, "api_key_id", None)
+    call.identity = identity
     call.res = await state.resolver.resolve(loaded, chat.model, body["messages"])
+    Guard.authorize(identity, {chat.model, call.res.route or chat.model, f"tier/{call.res.tier}"}, call.res.tier)
     plan = state.dispatcher.plan(
         loaded, call.res.tier, deployment=call.res.deployment, fallback=call.res.fallback, down=state.down
     )
+    if identity is not None and identity.allowed_tiers is not None:
+        plan = Plan([s for s in plan.steps if s.tier in identity.allowed_tiers], plan.requested_tier)
+    if guard is not None:
+        await guard.admit(identity)
+        call.reservation = await guard.reserve(
+            identity, call.worst_case_usd(plan, loaded.policy.limits.budget_default_max_tokens)
+        )
     # The client's ``model`` is a route name, not the upstream's; providers set their own.
     upstream_body = {k: v for k, v in body.items() if k != "stream_options"}
     config = loaded.policy.dispatch
@@ -120,7 +152,7 @@ async def chat_completions(request: Request, state: GatewayState = Depends(get_s
     except DispatchFailed as failed:
         err = failed.error
         status = err.status_code if isinstance(err, GatewayError) else 502
-        call.record(failed.attempted, None, status, failed.attempted.error_type or type(err).__name__)
+        await call.finish(failed.attempted, None, status, failed.attempted.error_type or type(err).__name__)
         if isinstance(err, GatewayError):
             err.headers.update(call.headers(failed.attempted))
         raise err from failed
@@ -133,7 +165,7 @@ async def chat_completions(request: Request, state: GatewayState = Depends(get_s
     usage = completion.usage
     if usage is None:
         usage = Usage(call.prompt_estimate(), estimate_tokens(completion.body.decode(errors="ignore")), estimated=True)
-    cost = call.record(attempted, usage, 200, None)
+    cost = await call.finish(attempted, usage, 200, None)
     headers = call.headers(attempted)
     headers["x-tierwise-cost-usd"] = f"{cost:.8f}"
     return Response(completion.body, media_type="application/json", headers=headers)
@@ -165,7 +197,7 @@ async def _relay(call: _Call, stream: UpstreamStream, attempted: Attempted) -> A
             usage = stream.usage
             if usage is None:
                 usage = Usage(call.prompt_estimate(), (stream.completion_chars + 3) // 4, estimated=True)
-            call.record(attempted, usage, status, error_type)
+            await call.finish(attempted, usage, status, error_type)
 
 
 def _error_event(message: str, code: str) -> bytes:

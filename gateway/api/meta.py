@@ -65,6 +65,8 @@ async def readyz(state: GatewayState = Depends(get_state)) -> JSONResponse:
     degraded: list[str] = []
     if state.ledger.degraded:
         degraded.append(state.ledger.degraded)
+    if state.guard is not None and state.guard.degraded:
+        degraded.append(state.guard.degraded)
     if state.policy.last_error:
         degraded.append("last policy reload was rejected: " + state.policy.last_error.splitlines()[0])
     for tier, ok in tiers.items():

@@ -124,6 +124,10 @@ class DispatchConfig(_Strict):
 
 class Limits(_Strict):
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    # When the budget/rate-limit store (Redis) is unreachable: refuse requests, or let them through.
+    on_limiter_error: Literal["closed", "open"] = "closed"
+    # Worst case reserved against a budget when a request sets no max_tokens.
+    budget_default_max_tokens: int = Field(default=4096, ge=1)
 
 
 class Policy(_Strict):

@@ -1,0 +1,97 @@
+"""A fast mock OpenAI-compatible upstream for benchmarks: fixed small answers, optional fixed
+latency, streaming with a usage chunk. Raw ASGI, so the mock is never the bottleneck.
+
+    python bench/mock_upstream.py --port 9100 [--latency-ms 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+import uvicorn
+
+BODY = json.dumps(
+    {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "mock",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello from the mock upstream."},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18},
+    }
+).encode()
+
+
+def _chunk(content: str | None, finish: str | None = None, usage: bool = False) -> bytes:
+    payload: dict[str, Any] = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": "mock"}
+    payload["choices"] = (
+        [] if usage else [{"index": 0, "delta": {"content": content} if content else {}, "finish_reason": finish}]
+    )
+    if usage:
+        payload["usage"] = {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18}
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+STREAM = [_chunk(w) for w in ("Hello", " from", " the", " mock", " upstream.")] + [
+    _chunk(None, "stop"),
+    _chunk(None, usage=True),
+    b"data: [DONE]\n\n",
+]
+MODELS = json.dumps(
+    {"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "bench"}]}
+).encode()
+
+
+def make_app(latency_s: float) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        more = True
+        while more:
+            msg = await receive()
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+        if scope["path"].endswith("/models"):
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+            )
+            await send({"type": "http.response.body", "body": MODELS})
+            return
+        if latency_s:
+            await asyncio.sleep(latency_s)
+        if b'"stream":true' in body.replace(b" ", b""):
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
+            )
+            for piece in STREAM:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": BODY})
+
+    return app
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=9100)
+    ap.add_argument("--latency-ms", type=float, default=0.0)
+    args = ap.parse_args()
+    uvicorn.run(
+        make_app(args.latency_ms / 1000), host="127.0.0.1", port=args.port, log_level="warning", access_log=False
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""/admin/keys: create, list, update, revoke virtual keys (master key from the environment)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import JSONResponse
+
+from gateway.errors import AuthenticationError, ModelNotFoundError, PermissionDeniedError
+from gateway.state import GatewayState, get_state
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/admin")
+
+
+class KeyFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    owner: str = Field(default="", max_length=200)
+    team: str = Field(default="", max_length=200)
+    allowed_routes: list[str] | None = None
+    allowed_tiers: list[str] | None = None
+    budget_daily_usd: float | None = Field(default=None, ge=0)
+    budget_monthly_usd: float | None = Field(default=None, ge=0)
+    rpm_limit: int | None = Field(default=None, ge=1)
+    tpm_limit: int | None = Field(default=None, ge=1)
+    expires_at: datetime | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def _master(request: Request, state: GatewayState = Depends(get_state)) -> GatewayState:
+    guard = state.guard
+    if guard is None or not guard.master_key:
+        raise PermissionDeniedError("the admin API is disabled: set TIERWISE_MASTER_KEY to enable it")
+    if not guard.is_master(request):
+        raise AuthenticationError("the admin API needs the master key")
+    return state
+
+
+@router.post("/keys")
+async def create_key(fields: KeyFields, state: GatewayState = Depends(_master)) -> JSONResponse:
+    assert state.guard is not None
+    key, info = await asyncio.to_thread(state.guard.store.create, **fields.model_dump(exclude_unset=True))
+    # The only time the key itself is ever returned.
+    return JSONResponse({"key": key, **info}, status_code=201)
+
+
+@router.get("/keys")
+async def list_keys(state: GatewayState = Depends(_master)) -> dict[str, Any]:
+    assert state.guard is not None
+    return {"data": await asyncio.to_thread(state.guard.store.list)}
+
+
+@router.patch("/keys/{key_id}")
+async def update_key(key_id: str, fields: KeyFields, state: GatewayState = Depends(_master)) -> dict[str, Any]:
+    assert state.guard is not None
+    info = await asyncio.to_thread(state.guard.store.update, key_id, **fields.model_dump(exclude_unset=True))
+    if info is None:
+        raise ModelNotFoundError(f"no key {key_id}", code="key_not_found")
+    return info
+
+
+@router.delete("/keys/{key_id}")
+async def revoke_key(key_id: str, state: GatewayState = Depends(_master)) -> dict[str, Any]:
+    assert state.guard is not None
+    if not await asyncio.to_thread(state.guard.store.revoke, key_id):
+        raise ModelNotFoundError(f"no key {key_id}", code="key_not_found")
+    return {"id": key_id, "revoked": True}
+
+
+@router.get("/keys/{key_id}/spend")
+async def key_spend(key_id: str, state: GatewayState = Depends(_master)) -> dict[str, Any]:
+    import time  # noqa: PLC0415
+
+    assert state.guard is not None
+    day, month = await state.guard.limiter.spent(key_id, time.time())
+    return {"id": key_id, "spent_today_usd": day, "spent_month_usd": month}

@@ -1,0 +1,156 @@
+"""Per-request enforcement: who is calling, may they use this route and tier, are they within
+their rate limits, and is there budget for the worst case of this call."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from starlette.requests import Request
+
+from gateway.errors import (
+    AuthenticationError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RateLimitError,
+    ServiceUnavailableError,
+)
+from gateway.keys.limiter import Limiter, Reservation
+from gateway.keys.models import KEY_PREFIX
+from gateway.keys.store import Identity, KeyStore
+
+__all__ = ["Guard"]
+
+log = logging.getLogger("tierwise.keys")
+T = TypeVar("T")
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host in ("localhost", "testclient")
+
+
+class Guard:
+    def __init__(self, store: KeyStore, limiter: Limiter, master_key: str | None, fail_open: bool = False) -> None:
+        self.store = store
+        self.limiter = limiter
+        self.master_key = master_key
+        self.fail_open = fail_open
+        self.degraded: str | None = None
+
+    # -- identity ---------------------------------------------------------------------------
+    async def authenticate(self, request: Request) -> Identity | None:
+        """The caller's identity; None in open mode (no keys exist: loopback clients only)."""
+        token = _bearer(request)
+        # A Tierwise key is always checked, even while this replica still believes no keys exist
+        # (another replica may have just created it): it must never be served as anonymous.
+        any_keys = True if token.startswith(KEY_PREFIX) else self.store.cached_any_keys()
+        if any_keys is None:  # only then pay for a thread hop and a query
+            any_keys = await asyncio.to_thread(self.store.any_keys)
+        if not any_keys:
+            client = request.client.host if request.client else None
+            if not _is_loopback(client):
+                raise AuthenticationError("this gateway has no API keys yet and only serves loopback clients")
+            return None
+        if not token:
+            raise AuthenticationError("missing API key: send `Authorization: Bearer <key>`")
+        hit, identity = self.store.cached_lookup(token)
+        if not hit:
+            identity = await asyncio.to_thread(self.store.lookup, token)
+        if identity is None:
+            raise AuthenticationError("invalid or revoked API key")  # never echo the key
+        if identity.expires_at is not None and _aware(identity.expires_at) <= datetime.now(UTC):
+            raise AuthenticationError("API key has expired", code="expired_api_key")
+        return identity
+
+    def is_master(self, request: Request) -> bool:
+        token = _bearer(request)
+        return bool(self.master_key and token and hmac.compare_digest(token.encode(), self.master_key.encode()))
+
+    @staticmethod
+    def authorize(identity: Identity | None, names: set[str], tier: str) -> None:
+        if identity is None:
+            return
+        if identity.allowed_routes is not None and not (names & identity.allowed_routes):
+            raise PermissionDeniedError(f"this key may not use model `{sorted(names)[0]}`", param="model")
+        if identity.allowed_tiers is not None and tier not in identity.allowed_tiers:
+            raise PermissionDeniedError(f"this key may not use tier `{tier}`", param="model")
+
+    # -- limits -----------------------------------------------------------------------------
+    async def _guarded(self, what: str, call: Callable[[], Awaitable[T]], default: T) -> T:
+        """Run a limits-store call; on failure fail open (``default``) or closed (503) per policy."""
+        try:
+            result = await call()
+        except (OSError, ConnectionError, TimeoutError, Exception) as exc:  # redis raises its own tree
+            if isinstance(exc, (RateLimitError, QuotaExceededError)):
+                raise
+            self.degraded = (
+                f"limits store unavailable ({type(exc).__name__}); failing {'open' if self.fail_open else 'closed'}"
+            )
+            log.error("%s: %s", what, self.degraded)
+            if self.fail_open:
+                return default
+            raise ServiceUnavailableError("budget and rate-limit store unavailable; try again shortly") from exc
+        self.degraded = None
+        return result
+
+    async def admit(self, identity: Identity | None) -> None:
+        if identity is None or (identity.rpm_limit is None and identity.tpm_limit is None):
+            return
+        now = time.time()
+        wait = await self._guarded(
+            "rate check",
+            lambda: self.limiter.check_rate(identity.key_id, identity.rpm_limit, identity.tpm_limit, now),
+            None,
+        )
+        if wait is not None:
+            raise RateLimitError(
+                f"rate limit reached for this key "
+                f"({identity.rpm_limit} requests / {identity.tpm_limit} tokens per minute)",
+                headers={"retry-after": str(max(1, round(wait)))},
+            )
+
+    async def reserve(self, identity: Identity | None, worst_usd: float) -> Reservation | None:
+        if identity is None or (identity.budget_daily_usd is None and identity.budget_monthly_usd is None):
+            return None
+        now = time.time()
+        sentinel: Reservation | None = Reservation(identity.key_id, 0, "", "")
+        res: Reservation | None = await self._guarded(
+            "budget reservation",
+            lambda: self.limiter.reserve(
+                identity.key_id, worst_usd, identity.budget_daily_usd, identity.budget_monthly_usd, now
+            ),
+            sentinel,
+        )
+        if res is None:
+            raise QuotaExceededError(
+                "budget exhausted for this key: the worst-case cost of this request does not fit", param=None
+            )
+        return None if res is sentinel else res
+
+    async def settle(
+        self, identity: Identity | None, reservation: Reservation | None, actual_usd: float, tokens: int
+    ) -> None:
+        if reservation is not None:
+            await self._guarded("budget settlement", lambda: self.limiter.settle(reservation, actual_usd), None)
+        if identity is not None and identity.tpm_limit is not None and tokens:
+            await self._guarded(
+                "token count", lambda: self.limiter.add_tokens(identity.key_id, tokens, time.time()), None
+            )
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else ""
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)

@@ -1,0 +1,119 @@
+"""Budgets and rate limits per key: reserve the worst case atomically, settle the real cost.
+
+Two backends behind one small base class: in-process (single node; every operation runs
+without an ``await`` inside, so it is atomic on the event loop) and Redis (several replicas;
+each check-and-add is one Lua script, so it is atomic across them). Money is counted in
+integer micro-dollars so concurrent additions never lose a fraction.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import time
+from dataclasses import dataclass
+
+__all__ = ["Limiter", "MemoryLimiter", "Reservation", "day_month", "to_micros"]
+
+
+def to_micros(usd: float) -> int:
+    return math.ceil(usd * 1_000_000 - 1e-9)
+
+
+def day_month(now: float) -> tuple[str, str]:
+    t = time.gmtime(now)
+    return time.strftime("%Y%m%d", t), time.strftime("%Y%m", t)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    key_id: str
+    micros: int
+    day: str
+    month: str
+
+
+class Limiter(abc.ABC):
+    @abc.abstractmethod
+    async def check_rate(self, key_id: str, rpm: int | None, tpm: int | None, now: float) -> float | None:
+        """Count one request; None if allowed, else seconds until the window frees up."""
+
+    @abc.abstractmethod
+    async def add_tokens(self, key_id: str, tokens: int, now: float) -> None: ...
+
+    @abc.abstractmethod
+    async def reserve(
+        self, key_id: str, usd: float, daily: float | None, monthly: float | None, now: float
+    ) -> Reservation | None:
+        """Reserve ``usd`` if it fits both budgets; None if it does not."""
+
+    @abc.abstractmethod
+    async def settle(self, reservation: Reservation, actual_usd: float) -> None: ...
+
+    @abc.abstractmethod
+    async def spent(self, key_id: str, now: float) -> tuple[float, float]:
+        """USD spent (settled plus reserved) today and this month."""
+
+    @abc.abstractmethod
+    async def seed(self, key_id: str, day_usd: float, month_usd: float, now: float) -> None:
+        """Start counters from the ledger's sums, where the backend has none yet."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional
+        pass
+
+    @staticmethod
+    def retry_after(now: float) -> float:
+        return 60.0 - (now % 60.0)
+
+
+class MemoryLimiter(Limiter):
+    def __init__(self) -> None:
+        self._money: dict[tuple[str, str], int] = {}
+        self._reqs: dict[tuple[str, int], int] = {}
+        self._tokens: dict[tuple[str, int], int] = {}
+
+    async def check_rate(self, key_id: str, rpm: int | None, tpm: int | None, now: float) -> float | None:
+        minute = int(now // 60)
+        reqs = self._reqs.get((key_id, minute), 0)
+        if rpm is not None and reqs + 1 > rpm:
+            return self.retry_after(now)
+        if tpm is not None and self._tokens.get((key_id, minute), 0) >= tpm:
+            return self.retry_after(now)
+        self._reqs[(key_id, minute)] = reqs + 1
+        for k in [k for k in self._reqs if k[1] < minute - 1]:
+            self._reqs.pop(k, None)
+            self._tokens.pop(k, None)
+        return None
+
+    async def add_tokens(self, key_id: str, tokens: int, now: float) -> None:
+        k = (key_id, int(now // 60))
+        self._tokens[k] = self._tokens.get(k, 0) + tokens
+
+    async def reserve(
+        self, key_id: str, usd: float, daily: float | None, monthly: float | None, now: float
+    ) -> Reservation | None:
+        day, month = day_month(now)
+        amount = to_micros(usd)
+        d, m = self._money.get((key_id, day), 0), self._money.get((key_id, month), 0)
+        if daily is not None and d + amount > to_micros(daily):
+            return None
+        if monthly is not None and m + amount > to_micros(monthly):
+            return None
+        self._money[(key_id, day)] = d + amount
+        self._money[(key_id, month)] = m + amount
+        return Reservation(key_id, amount, day, month)
+
+    async def settle(self, reservation: Reservation, actual_usd: float) -> None:
+        delta = to_micros(actual_usd) - reservation.micros
+        for period in (reservation.day, reservation.month):
+            k = (reservation.key_id, period)
+            self._money[k] = self._money.get(k, 0) + delta
+
+    async def spent(self, key_id: str, now: float) -> tuple[float, float]:
+        day, month = day_month(now)
+        return self._money.get((key_id, day), 0) / 1e6, self._money.get((key_id, month), 0) / 1e6
+
+    async def seed(self, key_id: str, day_usd: float, month_usd: float, now: float) -> None:
+        day, month = day_month(now)
+        self._money.setdefault((key_id, day), to_micros(day_usd))
+        self._money.setdefault((key_id, month), to_micros(month_usd))

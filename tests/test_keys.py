@@ -1,0 +1,315 @@
+"""Keys, budgets and rate limits: single node, and two replicas sharing PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from sqlalchemy import text
+
+from gateway.ledger import make_engine
+from gateway.providers.fake import create_fake_app
+from gateway.providers.server_thread import ServerThread
+from tests.conftest import REPO, GatewayFactory, fake_stats, three_tier_policy
+from tests.tcp_proxy import TcpProxy
+
+MASTER = "sk-master-test-0123456789"
+
+
+@pytest.fixture
+def keyed(start_gateway: GatewayFactory, fake_upstream: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TIERWISE_MASTER_KEY", MASTER)
+    gw = start_gateway(three_tier_policy(fake_upstream))
+    return gw
+
+
+def admin(gw_url: str, method: str, path: str, **kw: object) -> httpx.Response:
+    return httpx.request(method, gw_url + "/admin" + path, headers={"authorization": f"Bearer {MASTER}"}, **kw)  # type: ignore[arg-type]
+
+
+def chat(gw_v1: str, key: str, model: str = "cheap", **extra: object) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "hello budget"}], **extra}
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(gw_v1 + "/chat/completions", json=body, headers=headers, timeout=30)
+
+
+def test_admin_api_needs_master_key(keyed) -> None:  # type: ignore[no-untyped-def]
+    r = httpx.post(keyed.url + "/admin/keys", json={"owner": "x"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    r = httpx.post(keyed.url + "/admin/keys", json={"owner": "x"}, headers={"authorization": "Bearer wrong"})
+    assert r.status_code == 401
+    r = admin(keyed.url, "POST", "/keys", json={"owner": "x", "colour": "blue"})
+    assert r.status_code == 400 and "colour" in r.json()["error"]["message"]
+
+
+def test_key_lifecycle_and_hash_only_storage(keyed, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.DEBUG)
+    created = admin(keyed.url, "POST", "/keys", json={"owner": "alice", "team": "search", "metadata": {"app": "bot"}})
+    assert created.status_code == 201
+    info = created.json()
+    key = info["key"]
+    assert key.startswith("sk-tw-") and len(key) > 40 and "key_hash" not in info
+    listed = admin(keyed.url, "GET", "/keys").json()["data"]
+    assert [k["id"] for k in listed] == [info["id"]]
+    assert key not in json.dumps(listed) and listed[0]["key_hint"].endswith(key[-4:])
+
+    ok = openai.OpenAI(base_url=keyed.v1, api_key=key, max_retries=0).chat.completions.with_raw_response.create(
+        model="cheap", messages=[{"role": "user", "content": "x"}]
+    )
+    row = keyed.rows("request_id = ?", (ok.headers["x-tierwise-request-id"],))[0]
+    assert row["api_key_id"] == info["id"]
+
+    bad = chat(keyed.v1, key + "x")
+    assert bad.status_code == 401 and key not in bad.text
+    assert chat(keyed.v1, "").status_code == 401
+
+    assert admin(keyed.url, "DELETE", f"/keys/{info['id']}").json()["revoked"] is True
+    r = chat(keyed.v1, key)
+    assert r.status_code == 401 and r.json()["error"]["message"] == "invalid or revoked API key"
+
+    # the key is nowhere: not in the database file, the ledger or the logs
+    keyed.rows()
+    time.sleep(0.3)
+    raw = b"".join(p.read_bytes() for p in keyed.db_path.parent.glob("ledger.db*"))
+    assert key.encode() not in raw
+    assert all(key not in rec.getMessage() for rec in caplog.records)
+
+
+def test_route_and_tier_permissions(keyed) -> None:  # type: ignore[no-untyped-def]
+    key = admin(keyed.url, "POST", "/keys", json={"allowed_routes": ["cheap"], "allowed_tiers": ["local"]}).json()[
+        "key"
+    ]
+    assert chat(keyed.v1, key, "cheap").status_code == 200
+    r = chat(keyed.v1, key, "tier/frontier")
+    assert r.status_code == 403 and r.json()["error"]["code"] == "permission_denied"
+
+
+def test_rate_limit_429_with_retry_after(keyed) -> None:  # type: ignore[no-untyped-def]
+    _away_from_minute_boundary()
+    key = admin(keyed.url, "POST", "/keys", json={"rpm_limit": 3}).json()["key"]
+    codes = [chat(keyed.v1, key).status_code for _ in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
+    r = chat(keyed.v1, key)
+    assert r.json()["error"]["code"] == "rate_limit_exceeded" and 1 <= int(r.headers["retry-after"]) <= 60
+
+
+def test_budget_exhausted_is_429_insufficient_quota_streaming_included(keyed) -> None:  # type: ignore[no-untyped-def]
+    # frontier: $2.5 / $10 per 1M tokens; a call with max_tokens=100 reserves < $0.0011 and costs ~$0.00005
+    info = admin(keyed.url, "POST", "/keys", json={"budget_daily_usd": 0.0004}).json()
+    key = info["key"]
+    served, refused = 0, 0
+    for i in range(40):
+        stream = i % 2 == 1
+        body = {
+            "model": "tier/frontier",
+            "max_tokens": 20,
+            "stream": stream,
+            "messages": [{"role": "user", "content": "one two three four"}],
+        }
+        with httpx.stream(
+            "POST", keyed.v1 + "/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+        ) as r:
+            r.read()
+            if r.status_code == 200:
+                served += 1
+            else:
+                assert r.status_code == 429
+                err = json.loads(r.text)["error"]
+                assert err["code"] == "insufficient_quota" and err["type"] == "insufficient_quota"
+                refused += 1
+    assert served > 0 and refused > 0
+    rows = keyed.rows("api_key_id = ? AND status_code = 200", (info["id"],), wait_for=served)
+    assert len(rows) == served
+    assert {r["stream"] for r in rows} == {0, 1}  # streamed calls spent budget too
+    ledger_spend = sum(r["cost_usd"] for r in rows)
+    spent = admin(keyed.url, "GET", f"/keys/{info['id']}/spend").json()
+    assert spent["spent_today_usd"] == pytest.approx(ledger_spend, abs=2e-6 * served)  # micro-dollar rounding
+    assert ledger_spend <= 0.0004
+
+
+def test_open_mode_without_keys(start_gateway: GatewayFactory, fake_upstream: str) -> None:
+    gw = start_gateway(three_tier_policy(fake_upstream))
+    assert chat(gw.v1, "anything").status_code == 200  # loopback client, no keys: open
+
+
+def _away_from_minute_boundary() -> None:
+    if time.time() % 60 > 50:  # fixed one-minute windows: do not straddle a boundary
+        time.sleep(61 - time.time() % 60)
+
+
+# -- two replicas on PostgreSQL + Redis ------------------------------------------------------
+
+
+class Replicas:
+    def __init__(self, tmp: Path, policy: str, db_url: str, redis_url: str | None, n: int = 2) -> None:
+        self.policy = tmp / "policy.yaml"
+        self.policy.write_text(textwrap.dedent(policy))
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.urls: list[str] = []
+        for i in range(n):
+            port = _free_port()
+            env = {
+                **os.environ,
+                "TIERWISE_DATABASE_URL": db_url,
+                "TIERWISE_MASTER_KEY": MASTER,
+                "TIERWISE_SPOOL_PATH": str(tmp / f"spool-{i}.jsonl"),
+                "TIERWISE_LEDGER_FLUSH_INTERVAL_S": "0.05",
+            }
+            if redis_url:
+                env["TIERWISE_REDIS_URL"] = redis_url
+            log = (tmp / f"replica-{i}.log").open("wb")
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "gateway.cli",
+                        "serve",
+                        "--policy",
+                        str(self.policy),
+                        "--port",
+                        str(port),
+                        "--no-router",
+                    ],
+                    cwd=REPO,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            self.urls.append(f"http://127.0.0.1:{port}")
+        for url in self.urls:
+            _wait(url + "/healthz")
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait(timeout=20)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(url: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} never became healthy")
+
+
+@pytest.fixture
+def own_upstream() -> Iterator[str]:
+    server = ServerThread(create_fake_app())
+    server.start()
+    yield server.url
+    server.stop()
+
+
+def _pg_rows(url: str, sql: str, **params: object) -> list[tuple[object, ...]]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def test_budget_holds_under_concurrency_across_two_replicas(
+    tmp_path: Path, own_upstream: str, pg_url: str, redis_url: str
+) -> None:
+    reps = Replicas(tmp_path, three_tier_policy(own_upstream), pg_url, redis_url)
+    try:
+        # worst case per call: ~ (prompt ~30 tok x $2.5 + 20 tok x $10) / 1M = ~$0.000275; budget ~3 calls
+        budget = 0.0009
+        info = admin(reps.urls[0], "POST", "/keys", json={"budget_daily_usd": budget}).json()
+        key = info["key"]
+        body = {
+            "model": "tier/frontier",
+            "max_tokens": 20,
+            "messages": [{"role": "user", "content": "spend some of my budget please"}],
+        }
+
+        def fire(i: int) -> int:
+            url = reps.urls[i % 2] + "/v1/chat/completions"
+            return httpx.post(url, json=body, headers={"authorization": f"Bearer {key}"}, timeout=30).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(50) as pool:
+            codes = list(pool.map(fire, range(50)))
+        served = codes.count(200)
+        assert served >= 1 and set(codes) <= {200, 429}
+        time.sleep(1.0)  # let both replicas flush their ledgers
+        rows = _pg_rows(
+            pg_url,
+            "select count(*), coalesce(sum(cost_usd), 0), max(cost_usd) from requests where api_key_id = :k and status_code = 200",
+            k=info["id"],
+        )
+        n, total, one = rows[0]
+        assert n == served == fake_stats(own_upstream)["served"]["echo"]  # ledger == the upstream's own count
+        assert float(total) <= budget + float(one)  # overspend at most one request's cost
+    finally:
+        reps.stop()
+
+
+def test_rate_limit_across_two_replicas(tmp_path: Path, own_upstream: str, pg_url: str, redis_url: str) -> None:
+    reps = Replicas(tmp_path, three_tier_policy(own_upstream), pg_url, redis_url)
+    try:
+        key = admin(reps.urls[0], "POST", "/keys", json={"rpm_limit": 10}).json()["key"]
+        _away_from_minute_boundary()
+        codes = [chat(reps.urls[i % 2] + "/v1", key).status_code for i in range(24)]
+        # stated tolerance: exactly the limit within one fixed minute window, shared by both replicas
+        assert codes.count(200) == 10 and codes.count(429) == 14
+    finally:
+        reps.stop()
+
+
+def test_database_outage_loses_no_ledger_rows(tmp_path: Path, own_upstream: str, pg_url: str) -> None:
+    pg_port = int(pg_url.rsplit(":", maxsplit=1)[-1].split("/", maxsplit=1)[0])
+    proxy = TcpProxy(pg_port)
+    via_proxy = pg_url.replace(f":{pg_port}/", f":{proxy.port}/")
+    reps = Replicas(tmp_path, three_tier_policy(own_upstream), via_proxy, None, n=1)
+    url = reps.urls[0]
+    try:
+        ids = [chat(url + "/v1", "none").headers["x-tierwise-request-id"] for _ in range(5)]
+        proxy.cut()
+        during = []
+        for _ in range(20):
+            r = chat(url + "/v1", "none")
+            assert r.status_code == 200  # serving goes on while the ledger database is away
+            during.append(r.headers["x-tierwise-request-id"])
+        time.sleep(1.0)
+        ready = httpx.get(url + "/readyz").json()
+        assert any("ledger database unavailable" in d for d in ready["degraded"]), ready
+        proxy.restore()
+        ids += during
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            got = {r[0] for r in _pg_rows(pg_url, "select request_id from requests")}
+            if set(ids) <= got:
+                break
+            time.sleep(0.5)
+        assert set(ids) <= got, f"missing {len(set(ids) - got)} rows"
+        assert httpx.get(url + "/readyz").json()["degraded"] == []
+    finally:
+        reps.stop()
+        proxy.close()
