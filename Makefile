@@ -45,8 +45,13 @@ dashboard: setup
 demo: setup
 	$(VENV)/bin/tierwise demo-traffic
 
+# Gateway benchmark vs LiteLLM proxy (its own venv under bench/), plus router and local-model figures.
 bench: setup
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	test -x bench/.venv-litellm/bin/litellm || ($(PYTHON) -m venv bench/.venv-litellm && bench/.venv-litellm/bin/pip install 'litellm[proxy]==1.106.2')
 	$(PY) bench/run.py
+	$(PY) bench/router_latency.py
+	$(PY) bench/local_model.py
 
 # Rebuild the shipped router artifact from ../shared/data/routing, reproducibly.
 router-artifact: setup

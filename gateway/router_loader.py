@@ -17,10 +17,11 @@ def artifact_dir(loaded: LoadedPolicy) -> Path | None:
     cfg = loaded.policy.router
     if cfg is None or not cfg.enabled:
         return None
-    if cfg.artifact == "default":
-        from router.artifact import default_artifact_dir  # noqa: PLC0415
+    from router.artifact import default_artifact_dir  # noqa: PLC0415
 
-        return default_artifact_dir()
+    shipped = default_artifact_dir().parent / cfg.artifact
+    if "/" not in cfg.artifact and shipped.is_dir():  # a shipped artifact by name: default, static
+        return shipped
     path = Path(cfg.artifact)
     return path if path.is_absolute() else loaded.source.parent / path
 

@@ -23,7 +23,8 @@ def offline() -> None:
 def resolve_artifact(value: str) -> Path:
     from router.artifact import default_artifact_dir  # noqa: PLC0415
 
-    return default_artifact_dir() if value == "default" else Path(value)
+    shipped = default_artifact_dir().parent / value
+    return shipped if "/" not in value and shipped.is_dir() else Path(value)
 
 
 def _train(args: argparse.Namespace) -> int:

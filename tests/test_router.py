@@ -33,8 +33,19 @@ def encoder() -> Encoder:
 
 
 @pytest.fixture(scope="session")
-def default_router(encoder: Encoder) -> Router:
-    return Router.load(default_artifact_dir(), encoder=encoder)
+def default_router() -> Router:
+    """The shipped default artifact (static encoder distilled from MiniLM)."""
+    return Router.load(default_artifact_dir())
+
+
+def test_shipped_artifacts_load_and_agree_on_tiers(encoder: Encoder) -> None:
+    default = Router.load(default_artifact_dir())
+    minilm = Router.load(default_artifact_dir().parent / "minilm", encoder=encoder)
+    assert default.artifact.encoder == "static-minilm-l6-v2" and minilm.artifact.encoder == "minilm-l6-v2"
+    assert default.tiers == minilm.tiers == ["local", "mid", "frontier"]
+    for r in (default, minilm):
+        provenance = {d["file"] for d in r.artifact.meta["training_data"]}
+        assert "routerbench_train.jsonl" in provenance and "routerbench_dev.jsonl" not in provenance
 
 
 @pytest.fixture(scope="session")
@@ -246,26 +257,19 @@ def routed_gateway(start_gateway: GatewayFactory, default_router: Router) -> Ite
 
 def test_auto_route_easy_and_hard_prompts_differ(routed_gateway: str) -> None:
     c = openai.OpenAI(base_url=routed_gateway, api_key="x", max_retries=0)
-    easy = c.chat.completions.with_raw_response.create(
-        model="auto",
-        messages=[
-            {
-                "role": "user",
-                "content": "Sarah was a much better surgeon than Maria so _ always got the harder cases. Option1: Sarah Option2: Maria",
-            }
-        ],
+    # an easy science multiple-choice question (mid models get these right) vs. a Winogrande-style
+    # coreference puzzle (where the outcome data shows a large frontier advantage)
+    easy_q = "Which of these is a renewable resource?\nA) coal\nB) wind\nC) oil\nD) natural gas\nAnswer:"
+    hard_q = (
+        "Sarah was a much better surgeon than Maria so _ always got the harder cases. Option1: Sarah Option2: Maria"
     )
-    hard = c.chat.completions.with_raw_response.create(
-        model="auto",
-        messages=[
-            {"role": "user", "content": "Write a function to find the longest common subsequence of three strings."}
-        ],
-    )
+    easy = c.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": easy_q}])
+    hard = c.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": hard_q}])
     tiers = ["local", "mid", "frontier"]
     e, h = easy.headers["x-tierwise-tier"], hard.headers["x-tierwise-tier"]
     assert tiers.index(e) < tiers.index(h), (e, h)
     for raw in (easy, hard):
-        assert raw.headers["x-tierwise-router-version"].startswith("minilm-l6-v2-")
+        assert raw.headers["x-tierwise-router-version"].startswith("static-minilm-l6-v2-")
         assert "frontier=" in raw.headers["x-tierwise-router-scores"]
 
 

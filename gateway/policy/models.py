@@ -99,8 +99,9 @@ class CalibrationTarget(_Strict):
 
 class RouterConfig(_Strict):
     enabled: bool = True
-    # ``default`` is the artifact shipped with Tierwise; otherwise a directory path,
-    # relative to the policy file.
+    # A shipped artifact by name (``default``: static encoder distilled from MiniLM, sub-millisecond
+    # decisions; ``minilm``: MiniLM itself, a little cheaper routing, 13-70 ms a decision) or a
+    # directory path, relative to the policy file.
     artifact: str = "default"
     # Map each policy tier to the artifact tier whose estimator stands for it.
     tier_map: dict[str, str] = Field(default_factory=dict)

@@ -24,7 +24,13 @@ def _builtin() -> None:
 
         return MiniLMEncoder()
 
+    def static() -> Encoder:
+        from router.encoders.static import StaticEncoder  # noqa: PLC0415
+
+        return StaticEncoder()
+
     register_encoder("minilm-l6-v2", minilm)
+    register_encoder("static-minilm-l6-v2", static)
 
 
 def available_encoders() -> list[str]:
