@@ -56,6 +56,7 @@ bench: setup
 # Rebuild the shipped router artifact from ../shared/data/routing, reproducibly.
 router-artifact: setup
 	$(PY) -m router.build_default
+	$(PY) -m router.build_default --encoder minilm-l6-v2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
