@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from gateway.errors import InvalidRequestError, PayloadTooLargeError
+from gateway.errors import ClientGoneError, InvalidRequestError, PayloadTooLargeError
 from gateway.policy.loader import format_loc
 
 __all__ = ["ChatRequest", "FORBIDDEN_KEYS", "parse_chat_request", "read_json_body"]
@@ -72,11 +72,14 @@ async def read_json_body(request: Request, max_bytes: int) -> dict[str, Any]:
         raise PayloadTooLargeError(f"request body is {declared} bytes; the limit is {max_bytes}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLargeError(f"request body exceeds the limit of {max_bytes} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLargeError(f"request body exceeds the limit of {max_bytes} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise ClientGoneError("the client went away while sending its request") from exc
     raw = b"".join(chunks)
     if not raw:
         raise InvalidRequestError("request body is empty; expected a JSON object")

@@ -9,6 +9,7 @@ GatewayError                      500 server_error
 ├── RateLimitError                429 rate_limit_exceeded
 │   └── QuotaExceededError        429 insufficient_quota
 ├── ServiceUnavailableError       503 service_unavailable
+├── ClientGoneError               499 client_closed_request (nobody is left to read it)
 └── UpstreamError                 502 upstream_error
     └── UpstreamTimeoutError      504 upstream_timeout
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "AuthenticationError",
+    "ClientGoneError",
     "GatewayError",
     "InvalidRequestError",
     "ModelNotFoundError",
@@ -103,6 +105,12 @@ class ServiceUnavailableError(GatewayError):
     status_code = 503
     error_type = "server_error"
     default_code = "service_unavailable"
+
+
+class ClientGoneError(GatewayError):
+    status_code = 499
+    error_type = "invalid_request_error"
+    default_code = "client_closed_request"
 
 
 class UpstreamError(GatewayError):
