@@ -170,3 +170,15 @@ def test_dashboard_renders_in_chromium(dashboard_server: str) -> None:
     assert any(m.startswith("Spend") for m in probes["metrics"])
     assert probes["charts"] >= 3
     assert shot.stat().st_size > 50_000
+
+
+def test_demo_traffic_populates_the_ledger(start_gateway, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from gateway.demo import SAMPLE_PROMPTS, run_demo
+
+    gw = start_gateway((REPO / "policies" / "fake.yaml").read_text())
+    counts = asyncio.run(run_demo(gw.v1, 30, 4, list(SAMPLE_PROMPTS)))
+    assert sum(counts.values()) == 30 and set(counts) <= {"local", "mid", "frontier"}
+    rows = gw.rows(wait_for=30)
+    assert len(rows) == 30 and len({r["route"] for r in rows}) >= 2  # a mix of routes, all ledgered

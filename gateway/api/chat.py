@@ -130,6 +130,14 @@ async def chat_completions(request: Request, state: GatewayState = Depends(get_s
     call = _Call(state, loaded, body, chat.stream)
     call.identity = identity
     call.res = await state.resolver.resolve(loaded, chat.model, body["messages"])
+    limits = loaded.policy.limits
+    if guard is not None and limits.budget_steer_below is not None and call.res.deployment is None:
+        left = await guard.budget_left(identity)
+        if left is not None and left < limits.budget_steer_below:
+            steer = limits.budget_steer_tier or loaded.policy.tiers[0].name
+            if steer != call.res.tier:
+                call.res.notes.append(f"budget {left:.0%} left: steered {call.res.tier} -> {steer}")
+                call.res.tier = steer
     Guard.authorize(identity, {chat.model, call.res.route or chat.model, f"tier/{call.res.tier}"}, call.res.tier)
     plan = state.dispatcher.plan(
         loaded, call.res.tier, deployment=call.res.deployment, fallback=call.res.fallback, down=state.down

@@ -118,6 +118,20 @@ class Guard:
                 headers={"retry-after": str(max(1, round(wait)))},
             )
 
+    async def budget_left(self, identity: Identity | None) -> float | None:
+        """The smaller share of the daily and monthly budget still unspent (None: no budget)."""
+        if identity is None or (identity.budget_daily_usd is None and identity.budget_monthly_usd is None):
+            return None
+        day, month = await self._guarded(
+            "spend lookup", lambda: self.limiter.spent(identity.key_id, time.time()), (0.0, 0.0)
+        )
+        shares = [
+            1 - spent / limit
+            for spent, limit in ((day, identity.budget_daily_usd), (month, identity.budget_monthly_usd))
+            if limit
+        ]
+        return min(shares) if shares else None
+
     async def reserve(self, identity: Identity | None, worst_usd: float) -> Reservation | None:
         if identity is None or (identity.budget_daily_usd is None and identity.budget_monthly_usd is None):
             return None

@@ -129,6 +129,10 @@ class Limits(_Strict):
     on_limiter_error: Literal["closed", "open"] = "closed"
     # Worst case reserved against a budget when a request sets no max_tokens.
     budget_default_max_tokens: int = Field(default=4096, ge=1)
+    # Near the end of its budget, a key's requests are steered to a cheaper tier: when less than
+    # this share of its daily or monthly budget is left, use ``budget_steer_tier`` (default: cheapest).
+    budget_steer_below: float | None = Field(default=None, gt=0, lt=1)
+    budget_steer_tier: str | None = None
 
 
 class Policy(_Strict):
@@ -150,6 +154,8 @@ class Policy(_Strict):
                 raise ValueError(f"route {route.name!r} names unknown tier {route.tier!r} (tiers: {tier_names})")
             if route.auto and self.router is None and route.tier is None:
                 raise ValueError(f"route {route.name!r} is auto but the policy has no `router` section and no `tier`")
+        if self.limits.budget_steer_tier is not None and self.limits.budget_steer_tier not in tier_names:
+            raise ValueError(f"limits.budget_steer_tier names unknown tier {self.limits.budget_steer_tier!r}")
         if self.router is not None:
             for ours in self.router.tier_map:
                 if ours not in tier_names:
