@@ -19,7 +19,24 @@ import torch
 
 from router import Router, default_artifact_dir
 
-WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "engineers", "argue", "about", "caching", "strategies"]
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "seven",
+    "engineers",
+    "argue",
+    "about",
+    "caching",
+    "strategies",
+]
 
 
 def prompt(tokens: int, salt: int) -> str:

@@ -149,8 +149,7 @@ async def _build_state(
 
 
 async def _build_guard(settings: Settings, engine: Engine, policy: Policy) -> Guard:
-    store = KeyStore(engine)
-    await asyncio.to_thread(store.create_schema)
+    store = KeyStore(engine)  # its table comes with the ledger's migrations
     limiter: Limiter
     if settings.redis_url:
         from gateway.keys.redis_limiter import RedisLimiter  # noqa: PLC0415

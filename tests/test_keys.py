@@ -315,9 +315,13 @@ def test_database_outage_loses_no_ledger_rows(tmp_path: Path, own_upstream: str,
         proxy.close()
 
 
-def test_near_budget_end_requests_are_steered_to_a_cheaper_tier(start_gateway: GatewayFactory, fake_upstream: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_near_budget_end_requests_are_steered_to_a_cheaper_tier(
+    start_gateway: GatewayFactory, fake_upstream: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TIERWISE_MASTER_KEY", MASTER)
-    gw = start_gateway(three_tier_policy(fake_upstream, extra="limits: {budget_steer_below: 0.95, budget_steer_tier: local}"))
+    gw = start_gateway(
+        three_tier_policy(fake_upstream, extra="limits: {budget_steer_below: 0.95, budget_steer_tier: local}")
+    )
     info = admin(gw.url, "POST", "/keys", json={"budget_daily_usd": 0.0005}).json()
     first = chat(gw.v1, info["key"], "tier/frontier", max_tokens=20)
     assert first.headers["x-tierwise-tier"] == "frontier"  # plenty of budget left

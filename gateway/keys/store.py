@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
 from gateway.keys.models import ApiKey, hash_key, new_key
 
@@ -74,9 +74,6 @@ class KeyStore:
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, Identity | None]] = {}
         self._any: tuple[float, bool] = (0.0, False)
-
-    def create_schema(self) -> None:
-        SQLModel.metadata.create_all(self.engine, tables=[ApiKey.__table__])  # type: ignore[attr-defined]
 
     def create(self, **fields: Any) -> tuple[str, dict[str, Any]]:
         key = new_key()

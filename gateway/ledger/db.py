@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
-from sqlmodel import SQLModel, create_engine
-
-from gateway.ledger.models import LedgerEntry
+from sqlmodel import create_engine
 
 __all__ = ["create_schema", "make_engine", "normalise_url"]
 
@@ -39,5 +38,19 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_LOCK_ID = 7_264_190_311  # pg advisory lock: replicas starting together migrate one at a time
+
+
 def create_schema(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine, tables=[LedgerEntry.__table__])  # type: ignore[attr-defined]
+    """Bring the database to the newest schema with Alembic (SQLite and PostgreSQL alike)."""
+    from alembic import command  # noqa: PLC0415
+    from alembic.config import Config  # noqa: PLC0415
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_ID})
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
