@@ -102,10 +102,11 @@ class Resolver:
         cfg = policy.router
         ours = [t.name for t in policy.tiers]
         to_ours = _artifact_to_policy(ours, list(self.router.tiers), cfg.tier_map)
-        allowed = [a for a, p in to_ours.items() if self._available(policy, p)] or list(to_ours)
         text = prompt_text(messages, cfg.max_chars)
-        # Encoding is CPU work (~ms); off the event loop so other requests keep flowing.
-        decision = await asyncio.to_thread(self.router.decide, text, cost_weight=cfg.cost_weight, allowed=allowed)
+        # The router chooses among all tiers so its real choice is recorded; an unavailable choice
+        # is then moved to the nearest available tier by the caller, with a note in the ledger.
+        # Encoding is CPU work; off the event loop so other requests keep flowing.
+        decision = await asyncio.to_thread(self.router.decide, text, cost_weight=cfg.cost_weight, allowed=list(to_ours))
         tier = to_ours[decision.tier]
         return Resolution(
             route=route,

@@ -284,3 +284,29 @@ def test_auto_route_ledgers_router_fields(start_gateway: GatewayFactory, default
     assert set(json.loads(row["router_scores"])) == {"local", "mid", "frontier"}
     assert row["router_version"] == default_router.version
     assert httpx.get(gw.url + "/readyz").json()["router"] == {"loaded": True, "version": default_router.version}
+
+
+def test_router_choice_recorded_when_its_tier_is_unavailable(
+    start_gateway: GatewayFactory, default_router: Router
+) -> None:
+    import os
+
+    os.environ.pop("TIERWISE_TEST_ABSENT_KEY", None)
+    policy = (
+        (REPO / "policies" / "fake.yaml")
+        .read_text()
+        .replace(
+            "      - name: fake-frontier\n        model: fake/echo\n",
+            "      - name: fake-frontier\n        model: fake/echo\n        api_key_env: TIERWISE_TEST_ABSENT_KEY\n",
+        )
+    )
+    gw = start_gateway(policy, router=default_router)
+    hard = "Sarah was a much better surgeon than Maria so _ always got the harder cases. Option1: Sarah Option2: Maria"
+    raw = openai.OpenAI(base_url=gw.v1, api_key="x").chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": hard}]
+    )
+    assert raw.headers["x-tierwise-router-tier"] == "frontier"  # what the router wanted
+    assert raw.headers["x-tierwise-tier"] == "mid"  # the nearest available tier served
+    row = gw.rows("request_id = ?", (raw.headers["x-tierwise-request-id"],))[0]
+    assert row["router_tier"] == "frontier" and row["tier"] == "mid"
+    assert "tier frontier unavailable -> mid" in json.loads(row["fallbacks"])
