@@ -329,3 +329,33 @@ def test_near_budget_end_requests_are_steered_to_a_cheaper_tier(
     assert second.headers["x-tierwise-tier"] == "local"
     row = gw.rows("request_id = ?", (second.headers["x-tierwise-request-id"],))[0]
     assert "steered frontier -> local" in row["fallbacks"]
+
+
+def test_keys_cli_wraps_the_admin_api(keyed) -> None:  # type: ignore[no-untyped-def]
+    env = {**os.environ, "TIERWISE_MASTER_KEY": MASTER}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "keys", "--url", keyed.url, *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+
+    made = cli("create", "--owner", "bob", "--budget-daily", "1.5", "--rpm", "60")
+    assert made.returncode == 0, made.stderr
+    info = json.loads(made.stdout)
+    assert info["key"].startswith("sk-tw-") and info["budget_daily_usd"] == 1.5 and "not shown again" in made.stderr
+    listed = json.loads(cli("list").stdout)["data"]
+    assert [k["owner"] for k in listed] == ["bob"] and info["key"] not in json.dumps(listed)
+    assert json.loads(cli("revoke", info["id"]).stdout)["revoked"] is True
+    assert chat(keyed.v1, info["key"]).status_code == 401
+    missing = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "keys", "list"],
+        cwd=REPO,
+        env={k: v for k, v in env.items() if k != "TIERWISE_MASTER_KEY"},
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2
