@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ class LedgerWriter:
         self.spooled = 0
         self.degraded: str | None = None  # why writes are going to the spool, if they are
         self.retry_interval_s = 2.0
+        # One writer thread: the database connection stays on one thread, writes stay in order.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
         self._last_replay_try = 0.0
 
     def record(self, row: dict[str, Any]) -> None:
@@ -70,13 +73,13 @@ class LedgerWriter:
         """Write everything queued now (and replay the spool if the database is back)."""
         while self._queue:
             batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
-            await asyncio.to_thread(self._write_or_spool, batch)
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._write_or_spool, batch)
         replaying = self.spool_path.with_suffix(self.spool_path.suffix + ".replaying")
         has_spool = replaying.exists() or (self.spool_path.exists() and self.spool_path.stat().st_size > 0)
         # While degraded with nothing new to write, probe the database every few seconds.
         if has_spool and (not self.degraded or time.monotonic() - self._last_replay_try > self.retry_interval_s):
             self._last_replay_try = time.monotonic()
-            await asyncio.to_thread(self._replay)
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._replay)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -86,6 +89,7 @@ class LedgerWriter:
             except asyncio.CancelledError:
                 pass
         await self.flush()
+        self._thread.shutdown(wait=True)
 
     # -- worker-thread side ---------------------------------------------------------------
     def _insert(self, rows: list[dict[str, Any]]) -> None:
