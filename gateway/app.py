@@ -31,7 +31,7 @@ from gateway.providers.base import Provider
 from gateway.providers.fake import create_fake_app
 from gateway.providers.openai_compatible import OpenAICompatibleProvider
 from gateway.providers.server_thread import ServerThread
-from gateway.resolve import Resolver, RouterLike
+from gateway.resolve import RouterLike
 from gateway.settings import Settings
 from gateway.state import GatewayState
 
@@ -135,11 +135,9 @@ async def _build_state(
         policy=store,
         dispatcher=dispatcher,
         ledger=ledger,
-        resolver=Resolver(router, lambda p, t: False),
         router=router,
         fake_server=fake_server,
     )
-    state.resolver = Resolver(router, state.tier_available)
     state.extras["providers"] = providers
     state.guard = await _build_guard(settings, engine, loaded.policy)
     async with httpx.AsyncClient() as client:

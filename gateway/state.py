@@ -28,13 +28,17 @@ class GatewayState:
     policy: PolicyStore
     dispatcher: Dispatcher
     ledger: LedgerWriter
-    resolver: Resolver
     router: RouterLike | None = None
     fake_server: ServerThread | None = None
     guard: Guard | None = None
     # Deployments found unreachable by the start-up probe (local servers that are down).
     down: set[str] = field(default_factory=set)
     extras: dict[str, Any] = field(default_factory=dict)
+    # Derived: the resolver asks this state which tiers are available.
+    resolver: Resolver = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.resolver = Resolver(self.router, self.tier_available)
 
     def deployment_available(self, name: str, policy: Policy) -> bool:
         found = policy.deployment(name)

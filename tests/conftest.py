@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import textwrap
 import time
@@ -24,6 +25,13 @@ from gateway.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "routing"
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for servers the tests start as subprocesses)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def require_shared_data() -> Path:

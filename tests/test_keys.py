@@ -21,7 +21,7 @@ from sqlalchemy import text
 from gateway.ledger import make_engine
 from gateway.providers.fake import create_fake_app
 from gateway.providers.server_thread import ServerThread
-from tests.conftest import REPO, GatewayFactory, fake_stats, three_tier_policy
+from tests.conftest import REPO, GatewayFactory, fake_stats, free_port, three_tier_policy
 from tests.tcp_proxy import TcpProxy
 
 MASTER = "sk-master-test-0123456789"
@@ -158,7 +158,7 @@ class Replicas:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.urls: list[str] = []
         for i in range(n):
-            port = _free_port()
+            port = free_port()
             env = {
                 **os.environ,
                 "TIERWISE_DATABASE_URL": db_url,
@@ -197,14 +197,6 @@ class Replicas:
             p.terminate()
         for p in self.procs:
             p.wait(timeout=20)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(url: str, timeout_s: float = 60) -> None:

