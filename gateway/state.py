@@ -61,6 +61,8 @@ class GatewayState:
         return None
 
 
-def get_state(request: Request) -> GatewayState:
+async def get_state(request: Request) -> GatewayState:
+    # async on purpose: FastAPI runs a plain ``def`` dependency in a thread pool, a thread
+    # hop on every request for a dictionary lookup.
     state: GatewayState = request.app.state.tierwise
     return state

@@ -32,7 +32,7 @@ class KeyFields(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
-def _master(request: Request, state: GatewayState = Depends(get_state)) -> GatewayState:
+async def _master(request: Request, state: GatewayState = Depends(get_state)) -> GatewayState:
     guard = state.guard
     if guard is None or not guard.master_key:
         raise PermissionDeniedError("the admin API is disabled: set TIERWISE_MASTER_KEY to enable it")
