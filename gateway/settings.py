@@ -31,5 +31,8 @@ class Settings(BaseSettings):
     log_level: str = "info"
     # Shared counters for budgets and rate limits across replicas; in-process when unset.
     redis_url: str | None = None
+    # FastAPI's native OpenTelemetry (spans, metrics, logs through the global providers). Off by
+    # default: even unconfigured it costs a provider lookup per request on the hot path.
+    otel: bool = False
     # Guards /admin; never logged (SecretStr).
     master_key: SecretStr | None = None

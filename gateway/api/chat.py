@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,7 +37,7 @@ class _Call:
         self.loaded = loaded
         self.body = body
         self.stream = stream
-        self.request_id = "req_" + uuid.uuid4().hex[:24]
+        self.request_id = "req_" + secrets.token_hex(12)
         self.started = time.perf_counter()
         self.ttft_ms: float | None = None
         self.res: Resolution | None = None

@@ -4,6 +4,7 @@ their rate limits, and is there budget for the worst case of this call."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import ipaddress
 import logging
@@ -31,6 +32,7 @@ log = logging.getLogger("tierwise.keys")
 T = TypeVar("T")
 
 
+@functools.lru_cache(maxsize=1024)  # ip_address() parsing showed up in the per-request profile
 def _is_loopback(host: str | None) -> bool:
     try:
         return host is not None and ipaddress.ip_address(host).is_loopback
