@@ -44,6 +44,10 @@ class RouterLike(Protocol):
         self, text: str, *, cost_weight: float | None = None, allowed: Sequence[str] | None = None
     ) -> Decision: ...
 
+    def decides_inline(self, text: str) -> bool:
+        """True when deciding is cheap enough for the event loop (cached, or a static encoder)."""
+        ...
+
 
 @dataclass
 class Resolution:
@@ -105,8 +109,13 @@ class Resolver:
         text = prompt_text(messages, cfg.max_chars)
         # The router chooses among all tiers so its real choice is recorded; an unavailable choice
         # is then moved to the nearest available tier by the caller, with a note in the ledger.
-        # Encoding is CPU work; off the event loop so other requests keep flowing.
-        decision = await asyncio.to_thread(self.router.decide, text, cost_weight=cfg.cost_weight, allowed=list(to_ours))
+        allowed = list(to_ours)
+        if self.router.decides_inline(text):
+            # Sub-millisecond: a thread hop would cost more than it saves.
+            decision = self.router.decide(text, cost_weight=cfg.cost_weight, allowed=allowed)
+        else:
+            # A transformer encoder takes tens of ms: off the event loop so other requests flow.
+            decision = await asyncio.to_thread(self.router.decide, text, cost_weight=cfg.cost_weight, allowed=allowed)
         tier = to_ours[decision.tier]
         return Resolution(
             route=route,

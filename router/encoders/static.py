@@ -28,6 +28,7 @@ def static_vectors_path() -> Path:
 
 class StaticEncoder:
     name = "static-minilm-l6-v2"
+    inline = True  # a tokenizer call and an average: under 0.5 ms up to 2k tokens (bench/router_latency.py)
 
     def __init__(self, vectors: Path | None = None, max_tokens: int = 512) -> None:
         from tokenizers import Tokenizer  # noqa: PLC0415 - fast Rust tokenizer, no torch
