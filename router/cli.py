@@ -1,4 +1,4 @@
-"""``tierwise router train | eval | calibrate``."""
+"""``tierwise router train | eval | cv | calibrate``."""
 
 from __future__ import annotations
 
@@ -85,6 +85,30 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cv(args: argparse.Namespace) -> int:
+    offline()
+    from router.crossval import cross_validate  # noqa: PLC0415
+    from router.encoders import build_encoder  # noqa: PLC0415
+    from router.evaluate import print_table, write_json  # noqa: PLC0415
+    from router.train import parse_data_spec, parse_tier_aliases  # noqa: PLC0415
+
+    log(f"loading encoder {args.encoder}")
+    result = cross_validate(
+        [parse_data_spec(d) for d in args.data],
+        parse_tier_aliases(args.tiers),
+        args.eval_tiers,
+        build_encoder(args.encoder),
+        folds=args.folds,
+        exclude_sources=args.exclude_sources,
+        progress=log,
+    )
+    print_table(result)
+    if args.json:
+        write_json(result, Path(args.json))
+        log(f"wrote {args.json}")
+    return 0
+
+
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
@@ -114,6 +138,16 @@ def register(
     e.add_argument("--json", default=None)
     e.add_argument("--png", default=None)
     e.set_defaults(func=_eval)
+
+    v = rsub.add_parser("cv", help="k-fold cross-validation of the training recipe on the first --data file")
+    v.add_argument("--data", nargs="+", required=True, help="the file to split, then auxiliary files (FILE:W)")
+    v.add_argument("--tiers", required=True, help="training tiers, as for train")
+    v.add_argument("--eval-tiers", required=True, help="tier=MODEL,... of the first file to judge on")
+    v.add_argument("--encoder", default="static-minilm-l6-v2")
+    v.add_argument("--folds", type=int, default=5)
+    v.add_argument("--exclude-sources", nargs="*", default=[])
+    v.add_argument("--json", default=None)
+    v.set_defaults(func=_cv)
     return rsub
 
 

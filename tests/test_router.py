@@ -227,6 +227,33 @@ def test_train_cli_writes_artifact(slices: dict[str, Path], tmp_path: Path) -> N
     assert load_artifact(out).tiers == ["local", "frontier"]
 
 
+def test_cv_cli_pools_out_of_fold_predictions(slices: dict[str, Path], tmp_path: Path) -> None:
+    out_json = tmp_path / "cv.json"
+    r = _cli(
+        "router",
+        "cv",
+        "--data",
+        str(slices["train"]),
+        f"{slices['mmlu']}:0.1",
+        "--tiers",
+        RB_TIERS,
+        "--eval-tiers",
+        RB_TIERS,
+        "--folds",
+        "3",
+        "--json",
+        str(out_json),
+    )
+    assert r.returncode == 0, r.stderr
+    assert "fold 3/3" in r.stderr  # progress is shown
+    got = json.loads(out_json.read_text())
+    assert got["n"] == 500  # every row of the split file is judged once, out of fold
+    ours, frontier = got["routers"]["tierwise"], got["routers"]["always-frontier"]
+    assert ours["aiq"] is not None and frontier["cost_at_95"] == pytest.approx(1.0)
+    # trained only on the other folds, it still beats always-frontier on cost at 95% quality
+    assert ours["cost_at_95"] is not None and ours["cost_at_95"] < 0.9
+
+
 def test_calibrate_cli_writes_policy(small_artifact: Path, slices: dict[str, Path], tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     text = (REPO / "policies" / "fake.yaml").read_text().replace("artifact: default", f"artifact: {small_artifact}")
