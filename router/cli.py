@@ -100,6 +100,7 @@ def _cv(args: argparse.Namespace) -> int:
         build_encoder(args.encoder),
         folds=args.folds,
         exclude_sources=args.exclude_sources,
+        cache_dir=Path(args.cache) if args.cache else None,
         progress=log,
     )
     print_table(result)
@@ -147,6 +148,7 @@ def register(
     v.add_argument("--folds", type=int, default=5)
     v.add_argument("--exclude-sources", nargs="*", default=[])
     v.add_argument("--json", default=None)
+    v.add_argument("--cache", default=None, help="directory to cache embeddings in (auxiliary files hit it)")
     v.set_defaults(func=_cv)
     return rsub
 

@@ -35,6 +35,7 @@ def cross_validate(
     folds: int = 5,
     seed: int = 1,
     exclude_sources: Sequence[str] = (),
+    cache_dir: Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> EvalResult:
     main, aux = data[0], list(data[1:])
@@ -61,6 +62,7 @@ def cross_validate(
                 Path(tmp) / f"artifact{k}",
                 encoder,
                 exclude_sources=exclude_sources,
+                cache_dir=cache_dir,
                 progress=lambda _: None,
             )
             router = Router(artifact, encoder, cache_size=0)
