@@ -7,6 +7,10 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from router.evaluate import EvalResult
 
 __all__ = ["load_eval_data", "log", "main", "offline", "register", "resolve_artifact"]
 
@@ -62,7 +66,7 @@ def load_eval_data(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _eval(args: argparse.Namespace) -> int:
     offline()
     from router.core import Router  # noqa: PLC0415
-    from router.evaluate import evaluate, print_table, select_tiers, write_json, write_png  # noqa: PLC0415
+    from router.evaluate import evaluate, select_tiers, write_png  # noqa: PLC0415
 
     data = load_eval_data(args)
     if not data.rows:
@@ -75,21 +79,26 @@ def _eval(args: argparse.Namespace) -> int:
     feats = router.features([r.prompt for r in data.rows], progress=True)
     quality, cost = router.score_features(feats)
     result = evaluate(data, feats, quality[:, cols], cost[:, cols], progress=log)
-    print_table(result)
-    if args.json:
-        write_json(result, Path(args.json))
-        log(f"wrote {args.json}")
+    _report(result, args.json)
     png = Path(args.png) if args.png else Path("bench/out") / f"cost_quality_{Path(args.data).stem}.png"
     write_png(result, png, title=f"{Path(args.data).name}: {' < '.join(data.tiers)}")
     log(f"wrote {png}")
     return 0
 
 
+def _report(result: EvalResult, json_path: str | None) -> None:
+    from router.evaluate import print_table, write_json  # noqa: PLC0415
+
+    print_table(result)
+    if json_path:
+        write_json(result, Path(json_path))
+        log(f"wrote {json_path}")
+
+
 def _cv(args: argparse.Namespace) -> int:
     offline()
     from router.crossval import cross_validate  # noqa: PLC0415
     from router.encoders import build_encoder  # noqa: PLC0415
-    from router.evaluate import print_table, write_json  # noqa: PLC0415
     from router.train import parse_data_spec, parse_tier_aliases  # noqa: PLC0415
 
     log(f"loading encoder {args.encoder}")
@@ -103,10 +112,7 @@ def _cv(args: argparse.Namespace) -> int:
         cache_dir=Path(args.cache) if args.cache else None,
         progress=log,
     )
-    print_table(result)
-    if args.json:
-        write_json(result, Path(args.json))
-        log(f"wrote {args.json}")
+    _report(result, args.json)
     return 0
 
 

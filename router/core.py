@@ -100,7 +100,7 @@ class Router:
 
     def decides_inline(self, text: str) -> bool:
         """Cheap enough to run on the caller's event loop: cached, or an encoder marked ``inline``."""
-        return bool(getattr(self.encoder, "inline", False)) or text in self._cache
+        return self.encoder.inline or text in self._cache
 
     def decide(self, text: str, *, cost_weight: float | None = None, allowed: Sequence[str] | None = None) -> Decision:
         quality, cost = self.score_features(self._cached_features(text))

@@ -211,6 +211,8 @@ async def _relay(call: _Call, stream: UpstreamStream, attempted: Attempted) -> A
             await call.finish(attempted, usage, status, error_type)
 
 
+# ``gateway.app._Gateway`` serves POST here without the router; this registration still answers
+# other methods on the path with 405.
 router.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
 
 

@@ -20,5 +20,7 @@ class Encoder(Protocol):
 
     name: str
     dim: int
+    # Fast enough (well under a millisecond) to encode on the gateway's event loop.
+    inline: bool
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> Vectors: ...

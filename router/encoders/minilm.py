@@ -26,6 +26,7 @@ def minilm_path() -> Path:
 class MiniLMEncoder:
     name = "minilm-l6-v2"
     dim = 384
+    inline = False  # tens of milliseconds a prompt: the gateway runs it in a thread
 
     def __init__(self, threads: int | None = None, max_seq_length: int = 256) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
