@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -36,7 +39,8 @@ def render(
     exe = chromium_path()
     assert exe, "chromium is not installed"
     port = _free_port()
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes can still be writing the throwaway profile as it is removed.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [
                 exe,
@@ -55,6 +59,7 @@ def render(
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: teardown stops the helpers too
         )
         try:
             deadline = time.monotonic() + 20
@@ -105,5 +110,6 @@ def render(
                 screenshot.write_bytes(base64.b64decode(shot["data"]))
                 return probes
         finally:
-            proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=10)
