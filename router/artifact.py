@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from router.estimators import TierModels
+from router.estimators import LENGTH_SCALE, TierModels
 
 __all__ = ["Artifact", "ArtifactError", "default_artifact_dir", "load_artifact", "save_artifact"]
 
@@ -33,6 +33,7 @@ class Artifact:
     encoder: str
     max_chars: int
     meta: dict[str, Any] = field(default_factory=dict)
+    length_scale: float = LENGTH_SCALE  # how log length enters the features (see estimators)
 
     @property
     def tiers(self) -> list[str]:
@@ -64,6 +65,7 @@ def save_artifact(artifact: Artifact, out: Path) -> Path:
         "format": FORMAT,
         "encoder": artifact.encoder,
         "max_chars": artifact.max_chars,
+        "length_scale": artifact.length_scale,
         "tiers": m.tiers,
         "feature_dim": int(m.quality_w.shape[1]),
         "model_sha256": digest,
@@ -110,4 +112,11 @@ def load_artifact(path: Path) -> Artifact:
     models = TierModels(
         [str(t) for t in tiers], arrays["quality_w"], arrays["quality_b"], arrays["cost_w"], arrays["cost_b"]
     )
-    return Artifact(models=models, encoder=str(meta["encoder"]), max_chars=int(meta.get("max_chars", 1000)), meta=meta)
+    return Artifact(
+        models=models,
+        encoder=str(meta["encoder"]),
+        max_chars=int(meta.get("max_chars", 1000)),
+        meta=meta,
+        # Artifacts written before the scale was recorded used 0.1.
+        length_scale=float(meta.get("length_scale", 0.1)),
+    )

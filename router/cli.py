@@ -108,6 +108,7 @@ def _cv(args: argparse.Namespace) -> int:
         args.eval_tiers,
         build_encoder(args.encoder),
         folds=args.folds,
+        c=args.c,
         exclude_sources=args.exclude_sources,
         cache_dir=Path(args.cache) if args.cache else None,
         progress=log,
@@ -129,7 +130,7 @@ def register(
     t.add_argument("--out", required=True)
     t.add_argument("--encoder", default="minilm-l6-v2")
     t.add_argument("--max-chars", type=int, default=1000, help="the tail of the prompt the encoder sees")
-    t.add_argument("--c", type=float, default=1.0, help="inverse regularisation of the quality estimators")
+    t.add_argument("--c", type=float, default=0.3, help="inverse regularisation of the quality estimators")
     t.add_argument("--exclude-sources", nargs="*", default=[], help="source prefixes held out of training")
     t.add_argument(
         "--calibrate-quality", type=float, default=0.95, help="default cost weight: this share of frontier quality"
@@ -152,6 +153,7 @@ def register(
     v.add_argument("--eval-tiers", required=True, help="tier=MODEL,... of the first file to judge on")
     v.add_argument("--encoder", default="static-minilm-l6-v2")
     v.add_argument("--folds", type=int, default=5)
+    v.add_argument("--c", type=float, default=0.3, help="as for train")
     v.add_argument("--exclude-sources", nargs="*", default=[])
     v.add_argument("--json", default=None)
     v.add_argument("--cache", default=None, help="directory to cache embeddings in (auxiliary files hit it)")

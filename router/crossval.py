@@ -20,6 +20,7 @@ import numpy as np
 from router.core import Router
 from router.data import Row, parse_tiers, read_rows, tier_matrix
 from router.encoders import Encoder
+from router.estimators import DEFAULT_C
 from router.evaluate import EvalResult, evaluate, select_tiers
 from router.train import DataSpec, train
 
@@ -33,6 +34,7 @@ def cross_validate(
     encoder: Encoder,
     *,
     folds: int = 5,
+    c: float = DEFAULT_C,
     seed: int = 1,
     exclude_sources: Sequence[str] = (),
     cache_dir: Path | None = None,
@@ -61,6 +63,7 @@ def cross_validate(
                 tiers,
                 Path(tmp) / f"artifact{k}",
                 encoder,
+                c=c,
                 exclude_sources=exclude_sources,
                 cache_dir=cache_dir,
                 progress=lambda _: None,
@@ -69,8 +72,8 @@ def cross_validate(
             cols = select_tiers(router.tiers, list(named))
             test = [r.prompt for r, f in zip(rows, fold, strict=True) if f == k]
             feats = router.features(test)
-            q, c = router.score_features(feats)
-            quality[fold == k], cost[fold == k] = q[:, cols], c[:, cols]
+            q, cst = router.score_features(feats)
+            quality[fold == k], cost[fold == k] = q[:, cols], cst[:, cols]
             if features is None:
                 features = np.zeros((len(rows), feats.shape[1]), np.float32)
             features[fold == k] = feats

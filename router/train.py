@@ -23,7 +23,7 @@ from router.artifact import Artifact, save_artifact
 from router.calibrate import fit_cost_weight
 from router.data import Row, read_rows
 from router.encoders import Encoder
-from router.estimators import F32, TrainingSet, fit_tier_models, text_features
+from router.estimators import DEFAULT_C, F32, LENGTH_SCALE, TrainingSet, fit_tier_models, text_features
 
 __all__ = ["DataSpec", "embed_rows", "parse_data_spec", "parse_tier_aliases", "train"]
 
@@ -58,7 +58,12 @@ def _stderr(msg: str) -> None:
 
 
 def embed_rows(
-    rows: Sequence[Row], encoder: Encoder, max_chars: int, cache_dir: Path | None = None, progress: bool = True
+    rows: Sequence[Row],
+    encoder: Encoder,
+    max_chars: int,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    length_scale: float = LENGTH_SCALE,
 ) -> F32:
     """Features for rows (embedding of the tail + scalars), cached on disk by content hash."""
     from router.data import prompt_for_routing  # noqa: PLC0415
@@ -74,7 +79,7 @@ def embed_rows(
             cached.parent.mkdir(parents=True, exist_ok=True)
             np.save(cached, emb, allow_pickle=False)
     lengths = [len(prompt_for_routing(r.prompt, 10**9)) for r in rows]
-    out: F32 = np.hstack([emb, text_features(lengths)]).astype(np.float32)
+    out: F32 = np.hstack([emb, text_features(lengths, length_scale)]).astype(np.float32)
     return out
 
 
@@ -114,7 +119,8 @@ def train(
     encoder: Encoder,
     *,
     max_chars: int = 1000,
-    c: float = 1.0,
+    c: float = DEFAULT_C,
+    length_scale: float = LENGTH_SCALE,
     exclude_sources: Sequence[str] = (),
     calibrate_quality: float | None = 0.95,
     cache_dir: Path | None = None,
@@ -128,7 +134,7 @@ def train(
     for spec in data:
         rows = [r for r in read_rows([spec.path]) if not any(r.source.startswith(s) for s in exclude_sources)]
         progress(f"{spec.path.name}: {len(rows)} rows (weight {spec.weight}); embedding with {encoder.name}")
-        feats = embed_rows(rows, encoder, max_chars, cache_dir)
+        feats = embed_rows(rows, encoder, max_chars, cache_dir, length_scale=length_scale)
         used = {}
         for tier, aliases in tiers.items():
             ts = _tier_set(rows, feats, aliases, spec.weight)
@@ -200,7 +206,7 @@ def train(
             "quality": "LogisticRegression",
             "C": c,
             "cost": "Ridge(log cost)",
-            "features": "embedding(tail) + log length",
+            "features": f"embedding(tail) + {length_scale:g} * log1p(length)",
         },
         "cost_weight": cost_weight,
         "calibration": calibration,
@@ -210,7 +216,7 @@ def train(
             "MMLU outcomes lm-sys/RouteLLM (Apache-2.0)"
         ),
     }
-    artifact = Artifact(models=models, encoder=encoder.name, max_chars=max_chars, meta=meta)
+    artifact = Artifact(models=models, encoder=encoder.name, max_chars=max_chars, meta=meta, length_scale=length_scale)
     save_artifact(artifact, out)
     progress(f"wrote {out} (version {artifact.version}) in {time.time() - started:.0f}s")
     return artifact

@@ -27,6 +27,31 @@ from tests.conftest import REPO, GatewayFactory, require_shared_data
 RB_TIERS = "local=mistralai/mistral-7b-chat,mid=mistralai/mixtral-8x7b-chat,frontier=gpt-4-1106-preview"
 
 
+def _winogrande(sentence: str, a: str, b: str) -> str:
+    return (
+        f"Please answer with the letter of the correct answer.\n\n{sentence}\nA) {a}\nB) {b}\n"
+        'Print only a single choice from "A" or "B" without explanation. Answer:'
+    )
+
+
+# A few-shot Winogrande coreference prompt in the form RouterBench measured (GPT-4's largest lead
+# over Mixtral). The same puzzle asked bare is short and chat-like, and the router sends it to mid.
+HARD_PROMPT = "\n\n".join(
+    [
+        _winogrande(
+            "The trophy doesn't fit into the brown suitcase because _ is too large.", "the trophy", "the suitcase"
+        )
+        + "\nA",
+        _winogrande("Jane gave Joan candy because _ was hungry.", "Jane", "Joan") + "\nB",
+        _winogrande(
+            "The councilmen refused the marchers a permit because _ feared violence.", "the councilmen", "the marchers"
+        )
+        + "\nA",
+        _winogrande("Sarah was a much better surgeon than Maria so _ always got the harder cases.", "Sarah", "Maria"),
+    ]
+)
+
+
 @pytest.fixture(scope="session")
 def encoder() -> Encoder:
     return build_encoder("minilm-l6-v2")
@@ -73,6 +98,17 @@ def small_artifact(slices: dict[str, Path], encoder: Encoder, tmp_path_factory: 
     return out
 
 
+def test_tail_with_its_length_scores_like_the_whole_prompt(default_router: Router) -> None:
+    # The gateway hands the router the last 2,000 characters of a long turn plus the turn's length;
+    # the length feature was trained on whole prompts, so that must score as the whole prompt does.
+    doc = "Background paragraph on the quarterly figures. " * 200 + "\nWhich quarter had the highest margin?"
+    tail = doc[-2000:]
+    whole = default_router.features([doc])
+    np.testing.assert_allclose(default_router.features([tail], lengths=[len(doc)]), whole, rtol=1e-6)
+    assert not np.allclose(default_router.features([tail]), whole)  # the tail alone looks shorter
+    assert default_router.decide(tail, length=len(doc)).scores == default_router.decide(doc).scores
+
+
 def test_metrics_on_known_points() -> None:
     pts = [(0.1, 0.5), (0.5, 0.8), (1.0, 0.9), (0.6, 0.6)]
     assert hull(pts) == [(0.1, 0.5), (0.5, 0.8), (1.0, 0.9)]
@@ -98,6 +134,11 @@ def test_artifact_round_trips_and_is_typed(small_artifact: Path, encoder: Encode
     np.testing.assert_array_equal(q1, q2)
     np.testing.assert_array_equal(c1, c2)
     assert ((q1 >= 0) & (q1 <= 1)).all() and (c1 > 0).all()
+    # an artifact written before the length scale was recorded keeps the scale it was trained with
+    assert meta["length_scale"] == 1.0
+    del meta["length_scale"]
+    (copy / "meta.json").write_text(json.dumps(meta))
+    assert load_artifact(copy).length_scale == 0.1
     # the frontier tier is predicted to be better on average than the local tier on benchmark prompts
     assert q1[:, 2].mean() > q1[:, 0].mean()
 
@@ -284,12 +325,9 @@ def routed_gateway(start_gateway: GatewayFactory, default_router: Router) -> Ite
 
 def test_auto_route_easy_and_hard_prompts_differ(routed_gateway: str) -> None:
     c = openai.OpenAI(base_url=routed_gateway, api_key="x", max_retries=0)
-    # an easy science multiple-choice question (mid models get these right) vs. a Winogrande-style
-    # coreference puzzle (where the outcome data shows a large frontier advantage)
+    # an easy science multiple-choice question (mid models get these right) vs. HARD_PROMPT
     easy_q = "Which of these is a renewable resource?\nA) coal\nB) wind\nC) oil\nD) natural gas\nAnswer:"
-    hard_q = (
-        "Sarah was a much better surgeon than Maria so _ always got the harder cases. Option1: Sarah Option2: Maria"
-    )
+    hard_q = HARD_PROMPT
     easy = c.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": easy_q}])
     hard = c.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": hard_q}])
     tiers = ["local", "mid", "frontier"]
@@ -328,9 +366,8 @@ def test_router_choice_recorded_when_its_tier_is_unavailable(
         )
     )
     gw = start_gateway(policy, router=default_router)
-    hard = "Sarah was a much better surgeon than Maria so _ always got the harder cases. Option1: Sarah Option2: Maria"
     raw = openai.OpenAI(base_url=gw.v1, api_key="x").chat.completions.with_raw_response.create(
-        model="auto", messages=[{"role": "user", "content": hard}]
+        model="auto", messages=[{"role": "user", "content": HARD_PROMPT}]
     )
     assert raw.headers["x-tierwise-router-tier"] == "frontier"  # what the router wanted
     assert raw.headers["x-tierwise-tier"] == "mid"  # the nearest available tier served
