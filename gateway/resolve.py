@@ -41,10 +41,15 @@ class RouterLike(Protocol):
     def tiers(self) -> Sequence[str]: ...
 
     def decide(
-        self, text: str, *, cost_weight: float | None = None, allowed: Sequence[str] | None = None
+        self,
+        text: str,
+        *,
+        length: int | None = None,
+        cost_weight: float | None = None,
+        allowed: Sequence[str] | None = None,
     ) -> Decision: ...
 
-    def decides_inline(self, text: str) -> bool:
+    def decides_inline(self, text: str, length: int | None = None) -> bool:
         """True when deciding is cheap enough for the event loop (cached, or a static encoder)."""
         ...
 
@@ -61,18 +66,22 @@ class Resolution:
     notes: list[str] = field(default_factory=list)
 
 
-def prompt_text(messages: Sequence[dict[str, Any]], max_chars: int) -> str:
-    """The part of a conversation that decides: the last user turn, its tail if long.
+def prompt_text(messages: Sequence[dict[str, Any]], max_chars: int) -> tuple[str, int]:
+    """The part of a conversation that decides: the last user turn, its tail if long, and
+    that turn's whole length (the router's length feature was trained on whole prompts).
 
     Questions come last (few-shot prompts, pasted documents followed by an ask), so the tail
     of the last user message carries the difficulty; earlier turns mostly carry context.
     """
+    text = ""
     for message in reversed(messages):
         if message.get("role") == "user":
             text = message_text(message.get("content"))
             if text:
-                return text[-max_chars:]
-    return message_text(messages[-1].get("content"))[-max_chars:] if messages else ""
+                break
+    else:
+        text = message_text(messages[-1].get("content")) if messages else ""
+    return text[-max_chars:], len(text)
 
 
 class Resolver:
@@ -106,16 +115,18 @@ class Resolver:
         cfg = policy.router
         ours = [t.name for t in policy.tiers]
         to_ours = _artifact_to_policy(ours, list(self.router.tiers), cfg.tier_map)
-        text = prompt_text(messages, cfg.max_chars)
+        text, length = prompt_text(messages, cfg.max_chars)
         # The router chooses among all tiers so its real choice is recorded; an unavailable choice
         # is then moved to the nearest available tier by the caller, with a note in the ledger.
         allowed = list(to_ours)
-        if self.router.decides_inline(text):
+        if self.router.decides_inline(text, length):
             # Sub-millisecond: a thread hop would cost more than it saves.
-            decision = self.router.decide(text, cost_weight=cfg.cost_weight, allowed=allowed)
+            decision = self.router.decide(text, length=length, cost_weight=cfg.cost_weight, allowed=allowed)
         else:
             # A transformer encoder takes tens of ms: off the event loop so other requests flow.
-            decision = await asyncio.to_thread(self.router.decide, text, cost_weight=cfg.cost_weight, allowed=allowed)
+            decision = await asyncio.to_thread(
+                self.router.decide, text, length=length, cost_weight=cfg.cost_weight, allowed=allowed
+            )
         tier = to_ours[decision.tier]
         return Resolution(
             route=route,

@@ -50,7 +50,7 @@ class Router:
             raise ValueError(f"artifact was trained with encoder {artifact.encoder!r}, got {encoder.name!r}")
         self.artifact = artifact
         self.encoder = encoder
-        self._cache: OrderedDict[str, F32] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int | None], F32] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self.default_cost_weight = float(artifact.meta.get("cost_weight", 0.35))
@@ -68,12 +68,21 @@ class Router:
     def version(self) -> str:
         return self.artifact.version
 
-    def features(self, texts: Sequence[str], *, progress: bool = False, batch_size: int = 64) -> F32:
+    def features(
+        self,
+        texts: Sequence[str],
+        *,
+        lengths: Sequence[int | None] | None = None,
+        progress: bool = False,
+        batch_size: int = 64,
+    ) -> F32:
+        """Embedding of each text's tail plus its length. ``lengths`` gives the length of the
+        whole prompt when the caller passes only its tail (the gateway does, to bound the cache)."""
         tails = [prompt_for_routing(t, self.artifact.max_chars) for t in texts]
         emb = self.encoder.encode(tails, batch_size=batch_size, progress=progress)
-        out: F32 = np.hstack([emb, text_features([len(prompt_for_routing(t, 10**9)) for t in texts])]).astype(
-            np.float32
-        )
+        given = lengths if lengths is not None else [None] * len(texts)
+        full = [n if n is not None else len(prompt_for_routing(t, 10**9)) for t, n in zip(texts, given, strict=True)]
+        out: F32 = np.hstack([emb, text_features(full, self.artifact.length_scale)]).astype(np.float32)
         return out
 
     def score(self, texts: Sequence[str], *, progress: bool = False) -> tuple[F32, F32]:
@@ -84,26 +93,35 @@ class Router:
     def score_features(self, features: F32) -> tuple[F32, F32]:
         return self.artifact.models.quality(features), self.artifact.models.cost(features)
 
-    def _cached_features(self, text: str) -> F32:
+    def _cached_features(self, text: str, length: int | None) -> F32:
+        key = (text, length)
         with self._lock:
-            hit = self._cache.get(text)
+            hit = self._cache.get(key)
             if hit is not None:
-                self._cache.move_to_end(text)
+                self._cache.move_to_end(key)
                 return hit
-        feats = self.features([text])
+        feats = self.features([text], lengths=[length])
         if self._cache_size:
             with self._lock:
-                self._cache[text] = feats
+                self._cache[key] = feats
                 if len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         return feats
 
-    def decides_inline(self, text: str) -> bool:
+    def decides_inline(self, text: str, length: int | None = None) -> bool:
         """Cheap enough to run on the caller's event loop: cached, or an encoder marked ``inline``."""
-        return self.encoder.inline or text in self._cache
+        return self.encoder.inline or (text, length) in self._cache
 
-    def decide(self, text: str, *, cost_weight: float | None = None, allowed: Sequence[str] | None = None) -> Decision:
-        quality, cost = self.score_features(self._cached_features(text))
+    def decide(
+        self,
+        text: str,
+        *,
+        length: int | None = None,
+        cost_weight: float | None = None,
+        allowed: Sequence[str] | None = None,
+    ) -> Decision:
+        """``text`` may be the tail of a longer prompt whose full ``length`` is given."""
+        quality, cost = self.score_features(self._cached_features(text, length))
         idx = [self.tiers.index(t) for t in allowed] if allowed is not None else None
         weight = self.default_cost_weight if cost_weight is None else cost_weight
         pick = int(choose(quality, cost, weight, idx)[0])
