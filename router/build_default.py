@@ -1,6 +1,6 @@
 """Rebuild the shipped artifact (``router/artifacts/default``) from ../shared/data/routing.
 
-    python -m router.build_default [--data-dir DIR] [--cache DIR] [--encoder minilm-l6-v2] [--cv]
+    python -m router.build_default [--data-dir DIR] [--cache DIR] [--encoder minilm-l6-v2] [--cv | --cv-subjects]
 
 ``default`` uses the static encoder distilled from MiniLM (decisions in ~0.4 ms, no torch at serve
 time); ``minilm`` runs MiniLM itself (~6 points cheaper at 95% quality on RouterBench dev, 13-70 ms
@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="default: router/artifacts/default (static) or /minilm")
     parser.add_argument("--cv", action="store_true", help="5-fold CV of this recipe on routerbench_train instead")
     parser.add_argument(
+        "--cv-subjects",
+        action="store_true",
+        help="instead: CV over whole MMLU subjects (all 40; each fold's subjects unseen), mid vs frontier",
+    )
+    parser.add_argument(
         "--encoder", default="static-minilm-l6-v2", help="static-minilm-l6-v2 (default) or minilm-l6-v2"
     )
     args = parser.parse_args(argv)
@@ -66,10 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     ]
     from router.cli import main as cli  # noqa: PLC0415
 
+    cache = ["--cache", args.cache] if args.cache else []
+    if args.cv_subjects:
+        mid, frontier = (t.split("=")[1].split("|")[-1] for t in TIERS.split(",")[1:])
+        cmd = ["router", "cv", "--data", files[1], files[0], *files[2:], "--tiers", TIERS, "--by-source"]
+        cmd += ["--eval-tiers", f"mid={mid},frontier={frontier}", "--encoder", args.encoder, *cache]
+        return cli(cmd)
     if args.cv:
         evaluated = ",".join(t.split("|")[0] for t in TIERS.split(","))
         cmd = ["router", "cv", "--data", *files, "--tiers", TIERS, "--eval-tiers", evaluated, "--encoder", args.encoder]
-        cmd += ["--exclude-sources", *HELD_OUT_MMLU] + (["--cache", args.cache] if args.cache else [])
+        cmd += ["--exclude-sources", *HELD_OUT_MMLU, *cache]
         return cli(cmd)
     out = args.out or str(
         default_artifact_dir().parent / ("default" if args.encoder.startswith("static") else "minilm")

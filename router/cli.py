@@ -109,6 +109,7 @@ def _cv(args: argparse.Namespace) -> int:
         build_encoder(args.encoder),
         folds=args.folds,
         c=args.c,
+        by_source=args.by_source,
         exclude_sources=args.exclude_sources,
         cache_dir=Path(args.cache) if args.cache else None,
         progress=log,
@@ -154,6 +155,7 @@ def register(
     v.add_argument("--encoder", default="static-minilm-l6-v2")
     v.add_argument("--folds", type=int, default=5)
     v.add_argument("--c", type=float, default=0.3, help="as for train")
+    v.add_argument("--by-source", action="store_true", help="folds of whole sources (tasks unseen in training)")
     v.add_argument("--exclude-sources", nargs="*", default=[])
     v.add_argument("--json", default=None)
     v.add_argument("--cache", default=None, help="directory to cache embeddings in (auxiliary files hit it)")

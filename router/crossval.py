@@ -1,8 +1,9 @@
 """K-fold cross-validation of the training recipe on one outcome file.
 
-    tierwise router cv --data FILE [AUX[:W]...] --tiers ... --eval-tiers ... [--folds 5]
+    tierwise router cv --data FILE [AUX[:W]...] --tiers ... --eval-tiers ... [--folds 5] [--by-source]
 
-The first file is split into folds; each fold is scored by an artifact trained, with the same
+The first file is split into folds (random rows, or with ``--by-source`` whole sources, so that
+each fold's tasks are unseen); each fold is scored by an artifact trained, with the same
 recipe as ``router train``, on the other folds plus every auxiliary file. The out-of-fold
 predictions are pooled and judged like ``router eval``. A 443-row dev split moves several
 points between runs of equal merit; this uses every row of the (larger) training file.
@@ -35,6 +36,7 @@ def cross_validate(
     *,
     folds: int = 5,
     c: float = DEFAULT_C,
+    by_source: bool = False,
     seed: int = 1,
     exclude_sources: Sequence[str] = (),
     cache_dir: Path | None = None,
@@ -46,7 +48,14 @@ def cross_validate(
     outcome = tier_matrix(rows, named)
     kept = {r.id for r in outcome.rows}
     rows = [r for r in rows if r.id in kept]
-    fold = np.random.default_rng(seed).integers(0, folds, len(rows))
+    if by_source:
+        # Whole sources per fold (MMLU subjects, say): the router is judged on tasks it never saw.
+        sources = sorted({r.source for r in rows})
+        order = np.random.default_rng(seed).permutation(len(sources))
+        fold_of = {sources[j]: i % folds for i, j in enumerate(order)}
+        fold = np.array([fold_of[r.source] for r in rows])
+    else:
+        fold = np.random.default_rng(seed).integers(0, folds, len(rows))
     quality = np.zeros((len(rows), len(named)), np.float32)
     cost = np.zeros_like(quality)
     features = None
@@ -57,7 +66,14 @@ def cross_validate(
                 for row, f in zip(rows, fold, strict=True):
                     if f != k:
                         fh.write(json.dumps(_as_json(row)) + "\n")
-            progress(f"fold {k + 1}/{folds}: training on {int((fold != k).sum())} rows + {len(aux)} auxiliary files")
+            unseen = (
+                f", {len({r.source for r, f in zip(rows, fold, strict=True) if f == k})} sources unseen"
+                if by_source
+                else ""
+            )
+            progress(
+                f"fold {k + 1}/{folds}: training on {int((fold != k).sum())} rows + {len(aux)} auxiliary files{unseen}"
+            )
             artifact = train(
                 [DataSpec(part, main.weight), *aux],
                 tiers,

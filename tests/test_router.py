@@ -295,6 +295,35 @@ def test_cv_cli_pools_out_of_fold_predictions(slices: dict[str, Path], tmp_path:
     assert ours["cost_at_95"] is not None and ours["cost_at_95"] < 0.9
 
 
+def test_cv_by_source_holds_out_whole_subjects(slices: dict[str, Path], tmp_path: Path) -> None:
+    out_json = tmp_path / "cv.json"
+    mmlu_tiers = "mid=mistralai/Mixtral-8x7B-Instruct-v0.1,frontier=gpt-4-1106-preview"
+    r = _cli(
+        "router",
+        "cv",
+        "--data",
+        str(slices["mmlu"]),
+        str(slices["train"]),
+        "--tiers",
+        "local=mistralai/mistral-7b-chat,mid=mistralai/mixtral-8x7b-chat|mistralai/Mixtral-8x7B-Instruct-v0.1,"
+        "frontier=gpt-4-1106-preview",
+        "--eval-tiers",
+        mmlu_tiers,
+        "--folds",
+        "4",
+        "--by-source",
+        "--json",
+        str(out_json),
+    )
+    assert r.returncode == 0, r.stderr
+    rows = read_rows([slices["mmlu"]])
+    subjects = len({row.source for row in rows})
+    unseen = [int(line.split(", ")[-1].split()[0]) for line in r.stderr.splitlines() if "sources unseen" in line]
+    assert len(unseen) == 4 and sum(unseen) == subjects  # every subject is held out exactly once
+    got = json.loads(out_json.read_text())
+    assert got["n"] == len(rows) and got["routers"]["tierwise"]["apgr"] is not None
+
+
 def test_calibrate_cli_writes_policy(small_artifact: Path, slices: dict[str, Path], tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     text = (REPO / "policies" / "fake.yaml").read_text().replace("artifact: default", f"artifact: {small_artifact}")
