@@ -21,7 +21,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     from router.evaluate import select_tiers  # noqa: PLC0415
 
     policy_path = Path(args.policy)
-    cfg = load_policy(policy_path).policy.router
+    loaded = load_policy(policy_path)
+    cfg = loaded.policy.router
     if cfg is None:
         print(f"{policy_path}: no router section", file=sys.stderr)
         return 1
@@ -47,6 +48,10 @@ def _calibrate(args: argparse.Namespace) -> int:
     cols = select_tiers(router.tiers, data.tiers)
     log(f"calibrating on {len(data.rows)} rows of {args.data}")
     quality, cost = router.score([r.prompt for r in data.rows], progress=True)
+    if cfg.price_aware:  # decide as the gateway will: at this policy's prices
+        from gateway.resolve import price_scale  # noqa: PLC0415
+
+        cost = cost * np.asarray(price_scale(router, loaded), dtype=np.float32)
     q, c = quality[:, cols], cost[:, cols]
     weight = fit_cost_weight(
         q,

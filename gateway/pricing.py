@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.policy.models import Deployment, Price
 
-__all__ = ["PriceMap", "cost_usd", "litellm_price_map"]
+__all__ = ["REFERENCE_CALL", "PriceMap", "cost_usd", "litellm_price_map", "reference_call_cost"]
 
 _MAP_FILE = "model_prices_and_context_window_backup.json"
 
@@ -67,3 +67,13 @@ def litellm_price_map() -> PriceMap:
 
 def cost_usd(price: Price, prompt_tokens: int, completion_tokens: int) -> float:
     return (prompt_tokens * price.input_per_1m + completion_tokens * price.output_per_1m) / 1e6
+
+
+# Prompt and completion tokens of the call used to compare tiers' prices as one number. Only the
+# ratios between tiers matter, and those move little with the mix (input and output prices
+# mostly keep a 1:4 to 1:5 ratio across a provider's line-up).
+REFERENCE_CALL = (750, 250)
+
+
+def reference_call_cost(price: Price) -> float:
+    return cost_usd(price, *REFERENCE_CALL)

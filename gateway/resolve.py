@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.errors import ModelNotFoundError, ServiceUnavailableError
 from gateway.policy.loader import LoadedPolicy
 from gateway.policy.models import Policy
+from gateway.pricing import reference_call_cost
 from gateway.providers.fake import message_text
 
-__all__ = ["Decision", "Resolution", "Resolver", "RouterLike", "prompt_text"]
+__all__ = ["Decision", "Resolution", "Resolver", "RouterLike", "price_scale", "prompt_text"]
 
 log = logging.getLogger("tierwise.resolve")
 
@@ -47,7 +48,12 @@ class RouterLike(Protocol):
         length: int | None = None,
         cost_weight: float | None = None,
         allowed: Sequence[str] | None = None,
+        cost_scale: Sequence[float] | None = None,
     ) -> Decision: ...
+
+    def cost_scale(self, relative_call_cost: Mapping[str, float | None]) -> list[float]:
+        """Factors that re-price the router's tiers to a policy's (see ``router.Router``)."""
+        ...
 
     def decides_inline(self, text: str, length: int | None = None) -> bool:
         """True when deciding is cheap enough for the event loop (cached, or a static encoder)."""
@@ -85,16 +91,23 @@ def prompt_text(messages: Sequence[dict[str, Any]], max_chars: int) -> tuple[str
 
 
 class Resolver:
-    def __init__(self, router: RouterLike | None, available: Callable[[Policy, str], bool]) -> None:
+    def __init__(
+        self,
+        router: RouterLike | None,
+        available: Callable[[Policy, str], bool],
+        deployment_available: Callable[[str, Policy], bool] = lambda _name, _policy: True,
+    ) -> None:
         self.router = router
         self._available = available  # (policy, tier name) -> has a usable deployment
+        self._deployment_available = deployment_available  # (deployment name, policy) -> usable
+        self._scale: tuple[LoadedPolicy, list[float]] | None = None  # for the current snapshot
 
     async def resolve(self, loaded: LoadedPolicy, model: str, messages: Sequence[dict[str, Any]]) -> Resolution:
         policy = loaded.policy
         route = policy.route(model)
         if route is not None:
             if route.auto and self.router is not None and policy.router is not None and policy.router.enabled:
-                res = await self._ask_router(policy, route.name, messages)
+                res = await self._ask_router(loaded, route.name, messages)
             elif route.tier is not None:
                 res = Resolution(route=route.name, tier=route.tier)
             else:
@@ -110,22 +123,31 @@ class Resolver:
             raise ModelNotFoundError(f"the model `{model}` does not exist", param="model")
         return self._nearest_available(policy, res)
 
-    async def _ask_router(self, policy: Policy, route: str, messages: Sequence[dict[str, Any]]) -> Resolution:
+    async def _ask_router(self, loaded: LoadedPolicy, route: str, messages: Sequence[dict[str, Any]]) -> Resolution:
+        policy = loaded.policy
         assert self.router is not None and policy.router is not None
         cfg = policy.router
         ours = [t.name for t in policy.tiers]
         to_ours = _artifact_to_policy(ours, list(self.router.tiers), cfg.tier_map)
+        scale = self._cost_scale(loaded) if cfg.price_aware else None
         text, length = prompt_text(messages, cfg.max_chars)
         # The router chooses among all tiers so its real choice is recorded; an unavailable choice
         # is then moved to the nearest available tier by the caller, with a note in the ledger.
         allowed = list(to_ours)
         if self.router.decides_inline(text, length):
             # Sub-millisecond: a thread hop would cost more than it saves.
-            decision = self.router.decide(text, length=length, cost_weight=cfg.cost_weight, allowed=allowed)
+            decision = self.router.decide(
+                text, length=length, cost_weight=cfg.cost_weight, allowed=allowed, cost_scale=scale
+            )
         else:
             # A transformer encoder takes tens of ms: off the event loop so other requests flow.
             decision = await asyncio.to_thread(
-                self.router.decide, text, length=length, cost_weight=cfg.cost_weight, allowed=allowed
+                self.router.decide,
+                text,
+                length=length,
+                cost_weight=cfg.cost_weight,
+                allowed=allowed,
+                cost_scale=scale,
             )
         tier = to_ours[decision.tier]
         return Resolution(
@@ -135,6 +157,13 @@ class Resolver:
             router_scores={to_ours.get(k, k): round(v, 4) for k, v in decision.scores.items()},
             router_version=decision.version,
         )
+
+    def _cost_scale(self, loaded: LoadedPolicy) -> list[float]:
+        if self._scale is None or self._scale[0] is not loaded:  # once per policy snapshot
+            assert self.router is not None
+            usable = self._deployment_available
+            self._scale = (loaded, price_scale(self.router, loaded, lambda name: usable(name, loaded.policy)))
+        return self._scale[1]
 
     def _nearest_available(self, policy: Policy, res: Resolution) -> Resolution:
         if self._available(policy, res.tier):
@@ -148,6 +177,24 @@ class Resolver:
                 res.tier = names[j]
                 return res
         raise ServiceUnavailableError("no tier has an available deployment", code="no_available_tier")
+
+
+def price_scale(
+    router: RouterLike, loaded: LoadedPolicy, usable: Callable[[str], bool] = lambda _name: True
+) -> list[float]:
+    """Factors on the router's predicted costs, per artifact tier, that price its tiers as the
+    policy does: a reference call on the deployment each tier would try first (its first usable
+    one, else its first), relative to the top tier's."""
+    policy = loaded.policy
+    cfg_map = policy.router.tier_map if policy.router is not None else {}
+    to_ours = _artifact_to_policy([t.name for t in policy.tiers], list(router.tiers), cfg_map)
+    first = {t.name: next((d for d in t.deployments if usable(d.name)), t.deployments[0]) for t in policy.tiers}
+    call = {name: reference_call_cost(loaded.price(dep.name)) for name, dep in first.items()}
+    top_tier = to_ours.get(router.tiers[-1])
+    top = call[top_tier] if top_tier is not None else 0.0
+    # Without a priced top tier there is nothing to compare against: training prices decide.
+    relative = {a: (call[p] / top if top > 0 else None) for a, p in to_ours.items()}
+    return router.cost_scale(relative)
 
 
 def _artifact_to_policy(ours: list[str], theirs: list[str], tier_map: dict[str, str]) -> dict[str, str]:

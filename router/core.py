@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +112,19 @@ class Router:
         """Cheap enough to run on the caller's event loop: cached, or an encoder marked ``inline``."""
         return self.encoder.inline or (text, length) in self._cache
 
+    def cost_scale(self, relative_call_cost: Mapping[str, float | None]) -> list[float]:
+        """Per-tier factors that re-price the cost model from its training prices to a policy's.
+
+        ``relative_call_cost`` is each tier's call cost as a fraction of the top tier's under the
+        policy's prices. A tier unpriced on either side keeps its training price (factor 1).
+        """
+        trained = self.artifact.meta.get("relative_call_cost") or {}
+        out = []
+        for tier in self.tiers:
+            new, old = relative_call_cost.get(tier), trained.get(tier)
+            out.append(float(new) / float(old) if new is not None and old else 1.0)
+        return out
+
     def decide(
         self,
         text: str,
@@ -119,9 +132,13 @@ class Router:
         length: int | None = None,
         cost_weight: float | None = None,
         allowed: Sequence[str] | None = None,
+        cost_scale: Sequence[float] | None = None,
     ) -> Decision:
-        """``text`` may be the tail of a longer prompt whose full ``length`` is given."""
+        """``text`` may be the tail of a longer prompt whose full ``length`` is given;
+        ``cost_scale`` (from :meth:`cost_scale`) prices the tiers as the policy does."""
         quality, cost = self.score_features(self._cached_features(text, length))
+        if cost_scale is not None:
+            cost = cost * np.asarray(cost_scale, dtype=np.float32)
         idx = [self.tiers.index(t) for t in allowed] if allowed is not None else None
         weight = self.default_cost_weight if cost_weight is None else cost_weight
         pick = int(choose(quality, cost, weight, idx)[0])

@@ -197,7 +197,15 @@ def train(
         )
         calibration = {"target_quality": calibrate_quality, "rows": int(hold.sum()), "cost_weight": cost_weight}
 
+    # Each tier's mean priced call relative to the top tier's: what the cost model learned
+    # prices to be, so a policy with other prices can re-scale it (Router.cost_scale).
+    means = [_mean_cost(ts) for ts in sets]
+    top_mean = means[-1]
+    relative_call_cost = {
+        t: (m / top_mean if m is not None and top_mean else None) for t, m in zip(tier_names, means, strict=True)
+    }
     meta = {
+        "relative_call_cost": relative_call_cost,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "tier_models": tiers,
         "training_data": provenance,
@@ -220,6 +228,13 @@ def train(
     save_artifact(artifact, out)
     progress(f"wrote {out} (version {artifact.version}) in {time.time() - started:.0f}s")
     return artifact
+
+
+def _mean_cost(ts: TrainingSet) -> float | None:
+    if ts.costs is None:
+        return None
+    ok = np.isfinite(ts.costs) & (ts.costs > 0)
+    return float(ts.costs[ok].mean()) if ok.sum() >= 20 else None
 
 
 def _holdout_sets(sets: list[TrainingSet], calib_features: F32, hold: np.ndarray) -> list[TrainingSet]:

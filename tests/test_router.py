@@ -367,6 +367,26 @@ def test_auto_route_easy_and_hard_prompts_differ(routed_gateway: str) -> None:
         assert "frontier=" in raw.headers["x-tierwise-router-scores"]
 
 
+def test_auto_route_weighs_the_policys_prices(start_gateway: GatewayFactory, default_router: Router) -> None:
+    # At gpt-4o-mini prices the easy question goes to mid; with mid priced above the frontier the
+    # same question goes to the frontier, unless the policy turns price awareness off.
+    fake = (REPO / "policies" / "fake.yaml").read_text()
+    mid_price = "price: {input_per_1m: 0.15, output_per_1m: 0.60}"
+    assert mid_price in fake
+    pricey = fake.replace(mid_price, "price: {input_per_1m: 30, output_per_1m: 120}")
+    blind = pricey.replace("  target: {quality: 0.95}\n", "  target: {quality: 0.95}\n  price_aware: false\n")
+    assert "price_aware" in blind
+    easy_q = "Which of these is a renewable resource?\nA) coal\nB) wind\nC) oil\nD) natural gas\nAnswer:"
+    chosen = []
+    for policy in (fake, pricey, blind):
+        gw = start_gateway(policy, router=default_router)
+        raw = openai.OpenAI(base_url=gw.v1, api_key="x", max_retries=0).chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": easy_q}]
+        )
+        chosen.append(raw.headers["x-tierwise-router-tier"])
+    assert chosen == ["mid", "frontier", "mid"]
+
+
 def test_auto_route_ledgers_router_fields(start_gateway: GatewayFactory, default_router: Router) -> None:
     gw = start_gateway((REPO / "policies" / "fake.yaml").read_text(), router=default_router)
     raw = openai.OpenAI(base_url=gw.v1, api_key="x").chat.completions.with_raw_response.create(

@@ -108,6 +108,9 @@ class RouterConfig(_Strict):
     target: CalibrationTarget | None = None
     # Written by ``tierwise router calibrate``: the cost penalty of the decision rule.
     cost_weight: float | None = Field(default=None, ge=0)
+    # Weigh tiers by this policy's prices (each tier's first deployment) rather than the prices
+    # of the models the router was trained on. Off: the training data's price ratios decide.
+    price_aware: bool = True
     # The part of a long prompt that decides: its last N characters (questions come last).
     max_chars: int = Field(default=2000, ge=64)
     cache_size: int = Field(default=4096, ge=0)
