@@ -65,7 +65,7 @@ def create_app(
         app.state.tierwise = state
         tasks = [
             asyncio.create_task(state.policy.watch(settings.policy_poll_interval_s), name="policy-watch"),
-            asyncio.create_task(watch_local_servers(state), name="local-health"),
+            asyncio.create_task(watch_local_servers(state, settings.local_probe_interval_s), name="local-health"),
         ]
         state.policy.install_sighup()
         state.ledger.start()

@@ -28,11 +28,22 @@ def _local(policy: Policy) -> list[Deployment]:
     ]
 
 
+# A probe that times out is a busy server as often as a dead one: llama.cpp's server answers
+# /models only between generations, so on a loaded machine one slow probe would send local
+# traffic to a paid tier. Refused connections and errors count at once; timeouts in a row.
+TIMEOUTS_BEFORE_DOWN = 3
+
+
 async def probe_once(state: GatewayState, client: httpx.AsyncClient) -> None:
     for dep in _local(state.policy.current.policy):
         assert dep.api_base is not None
         try:
             up = (await client.get(dep.api_base.rstrip("/") + "/models", timeout=2.0)).status_code < 500
+            state.probe_timeouts.pop(dep.name, None)
+        except httpx.TimeoutException:
+            state.probe_timeouts[dep.name] = misses = state.probe_timeouts.get(dep.name, 0) + 1
+            # not evidence either way until it repeats: keep the current state
+            up = dep.name not in state.down and misses < TIMEOUTS_BEFORE_DOWN
         except httpx.HTTPError:
             up = False
         if up and dep.name in state.down:

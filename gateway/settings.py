@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     # Where ledger rows go when the database cannot take them; replayed on recovery.
     spool_path: Path = Path("tierwise-ledger.spool.jsonl")
     policy_poll_interval_s: float = Field(default=1.0, gt=0)
+    # How often loopback model servers are probed (a timeout must repeat 3 times to count).
+    local_probe_interval_s: float = Field(default=5.0, gt=0)
     ledger_flush_interval_s: float = Field(default=0.2, gt=0)
     ledger_batch_size: int = Field(default=500, ge=1)
     # Load the router (sentence-transformers, ~10 s) at start; off for tests that do not route.

@@ -33,12 +33,14 @@ class GatewayState:
     guard: Guard | None = None
     # Deployments found unreachable by the start-up probe (local servers that are down).
     down: set[str] = field(default_factory=set)
+    # Probes in a row that timed out, per local deployment (see gateway.health).
+    probe_timeouts: dict[str, int] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     # Derived: the resolver asks this state which tiers are available.
     resolver: Resolver = field(init=False)
 
     def __post_init__(self) -> None:
-        self.resolver = Resolver(self.router, self.tier_available)
+        self.resolver = Resolver(self.router, self.tier_available, self.deployment_available)
 
     def deployment_available(self, name: str, policy: Policy) -> bool:
         found = policy.deployment(name)

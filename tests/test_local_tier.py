@@ -73,6 +73,26 @@ def test_local_server_down_is_skipped_and_comes_back(
     assert raw.headers["x-tierwise-tier"] == "mid"  # up first: quality is kept
 
 
+def test_local_server_that_answers_late_stays_in_use_until_it_keeps_timing_out(
+    start_gateway: GatewayFactory, fake_upstream: str
+) -> None:
+    # A listener that never answers: its probes time out, as a llama.cpp server busy generating does.
+    import socket
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        gw = start_gateway(
+            _policy(fake_upstream, f"http://127.0.0.1:{silent.getsockname()[1]}/v1"), local_probe_interval_s=0.1
+        )
+        assert httpx.get(gw.url + "/readyz").json()["tiers"]["local"] is True  # one slow probe is not "down"
+        deadline = time.monotonic() + 20
+        while httpx.get(gw.url + "/readyz").json()["tiers"]["local"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert httpx.get(gw.url + "/readyz").json()["tiers"]["local"] is False  # three in a row are
+
+
 @pytest.fixture(scope="module")
 def smollm2() -> Iterator[str]:
     if bundled_gguf() is None:
@@ -126,4 +146,4 @@ def test_real_local_model_through_gateway(start_gateway: GatewayFactory, smollm2
     ]
     assert "".join(pieces).strip()
     row = gw.rows("stream = 1")[0]
-    assert row["status_code"] == 200 and row["completion_tokens"] > 0 and row["cost_usd"] == 0
+    assert row["status_code"] == 200 and row["completion_tokens"] > 0 and row["cost_usd"] == 0, {k: row[k] for k in ("tier", "deployment", "fallbacks")}
