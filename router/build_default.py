@@ -3,8 +3,8 @@
     python -m router.build_default [--data-dir DIR] [--cache DIR] [--encoder minilm-l6-v2] [--cv | --cv-subjects]
 
 ``default`` uses the static encoder distilled from MiniLM (decisions in ~0.4 ms, no torch at serve
-time); ``minilm`` runs MiniLM itself (~6 points cheaper at 95% quality on RouterBench dev, 13-70 ms
-a decision on one thread). See the router issue's notes for the table behind that choice.
+time); ``minilm`` runs MiniLM itself (13-70 ms a decision on one thread; level with the static one
+under cross-validation). See the router issue's notes for the tables behind that choice.
 
 Deterministic for a given data set and library versions: the estimators are convex fits and
 the calibration split has a fixed seed. Eight MMLU subjects are held out of training so the

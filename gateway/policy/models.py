@@ -100,7 +100,7 @@ class CalibrationTarget(_Strict):
 class RouterConfig(_Strict):
     enabled: bool = True
     # A shipped artifact by name (``default``: static encoder distilled from MiniLM, sub-millisecond
-    # decisions; ``minilm``: MiniLM itself, a little cheaper routing, 13-70 ms a decision) or a
+    # decisions; ``minilm``: MiniLM itself, as good under cross-validation, 13-70 ms a decision) or a
     # directory path, relative to the policy file.
     artifact: str = "default"
     # Map each policy tier to the artifact tier whose estimator stands for it.
