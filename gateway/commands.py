@@ -29,7 +29,6 @@ def _local_serve(args: argparse.Namespace) -> int:
 
 def _dashboard(args: argparse.Namespace) -> int:
     import os  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
@@ -50,9 +49,12 @@ def _dashboard(args: argparse.Namespace) -> int:
         "false",
     ]
     print(
-        f"dashboard on http://{args.host}:{args.port} reading {os.environ.get('TIERWISE_DATABASE_URL', 'sqlite:///tierwise.db')}"
+        f"dashboard on http://{args.host}:{args.port} reading {os.environ.get('TIERWISE_DATABASE_URL', 'sqlite:///tierwise.db')}",
+        flush=True,
     )
-    return subprocess.call(cmd)
+    # Become streamlit rather than wait on it: a stop signal (docker, systemd, a test's teardown)
+    # must reach the server itself, or it lives on, orphaned, holding the port.
+    os.execv(sys.executable, cmd)
 
 
 def _demo(args: argparse.Namespace) -> int:

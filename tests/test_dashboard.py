@@ -21,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 from gateway.ledger import create_schema, make_engine
 from gateway.ledger.models import LedgerEntry
 from tests.browser import chromium_path, render
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 APP = str(REPO / "dashboard" / "app.py")
 
@@ -132,7 +132,7 @@ def test_dashboard_never_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def dashboard_server(tmp_path: Path) -> Iterator[str]:
     db = tmp_path / "ledger.db"
     seed(db, 500)
-    port = 18601
+    port = free_port()  # a fixed port collides with anything left listening there
     env = {
         **os.environ,
         "TIERWISE_DATABASE_URL": f"sqlite:///{db}",
@@ -153,9 +153,15 @@ def dashboard_server(tmp_path: Path) -> Iterator[str]:
                 break
         except httpx.HTTPError:
             time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail(f"the dashboard did not answer on {url} within 60 s")
     yield url
     proc.terminate()
     proc.wait(timeout=10)
+    # `tierwise dashboard` execs streamlit, so stopping the process stopped the server itself
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url + "/_stcore/health", timeout=2)
 
 
 def test_dashboard_renders_in_chromium(dashboard_server: str) -> None:
