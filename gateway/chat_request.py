@@ -1,109 +1,251 @@
 """Reading and checking a chat-completions request body.
 
-The body is validated for the fields the gateway itself relies on, with errors that name the
-field; everything else (tools, response_format, stop, n, temperature, ...) is passed through
-unchanged. Keys that would let a client steer where or how we call the provider are refused.
+Only the fields of OpenAI's chat-completions API are accepted (the allowlist is read from the
+``openai`` SDK's request types, so it follows the API), and each is checked against the SDK's
+type for it. Anything else is refused with ``unsupported_parameter`` naming the field, or
+dropped when the policy says so: a field we do not know could be an option of the library
+that calls the provider (litellm takes ``fallbacks``, ``api_base``, ``callbacks``, ...).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import types
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
-import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.requests import ClientDisconnect, Request
+from openai.types.chat import completion_create_params as _sdk
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import is_typeddict
 
-from gateway.errors import ClientGoneError, InvalidRequestError, PayloadTooLargeError
+from gateway.errors import InvalidRequestError
 from gateway.policy.loader import format_loc
 
-__all__ = ["ChatRequest", "FORBIDDEN_KEYS", "parse_chat_request", "read_json_body"]
+__all__ = ["CHAT_FIELDS", "MAX_DEPTH", "ChatRequest", "message_text", "parse_chat_request"]
 
-# Never taken from a request: upstream addresses, credentials and headers come from the policy
-# and the environment only.
-FORBIDDEN_KEYS = frozenset(
-    {
-        "api_base",
-        "base_url",
-        "api_key",
-        "api_version",
-        "extra_headers",
-        "headers",
-        "custom_llm_provider",
-        "organization",
-        "aws_access_key_id",
-        "aws_secret_access_key",
-        "vertex_credentials",
-        "metadata_api_key",
-    }
-)
+CHAT_FIELDS: frozenset[str] = frozenset(get_type_hints(_sdk.CompletionCreateParamsStreaming))
+"""Every top-level field of ``POST /v1/chat/completions`` in the installed SDK, ``stream`` included."""
+
+MAX_DEPTH = 64
+"""Nesting deeper than this is refused: nothing in the API needs it, and serialisers give up
+further down (orjson at 255), which would otherwise surface as a server error."""
+
+_TYPES = TypeAdapter(_sdk.CompletionCreateParamsBase)
 
 
-class _Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+@dataclass(frozen=True)
+class ChatRequest:
+    """A checked request: ``body`` holds only allowlisted fields, exactly as the client sent them."""
+
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    include_usage: bool
+    dropped: tuple[str, ...] = ()  # unknown fields removed under ``limits.unknown_fields: drop``
 
 
-class _StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    include_usage: bool = False
+def message_text(content: Any) -> str:
+    """Text of an OpenAI message ``content`` (a string or a list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
 
 
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: str = Field(min_length=1, max_length=256)
-    messages: list[_Message] = Field(min_length=1)
-    stream: bool = False
-    stream_options: _StreamOptions | None = None
-    n: int | None = Field(default=None, ge=1, le=16)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-
-    @property
-    def include_usage(self) -> bool:
-        return bool(self.stream_options and self.stream_options.include_usage)
-
-
-async def read_json_body(request: Request, max_bytes: int) -> dict[str, Any]:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLargeError(f"request body is {declared} bytes; the limit is {max_bytes}")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_bytes:
-                raise PayloadTooLargeError(f"request body exceeds the limit of {max_bytes} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect as exc:
-        raise ClientGoneError("the client went away while sending its request") from exc
-    raw = b"".join(chunks)
-    if not raw:
-        raise InvalidRequestError("request body is empty; expected a JSON object")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequestError("request body must be a JSON object")
-    return body
-
-
-def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
-    for key in body:
-        if key in FORBIDDEN_KEYS:
+def parse_chat_request(body: dict[str, Any], unknown: Literal["reject", "drop"] = "reject") -> ChatRequest:
+    dropped = tuple(k for k in body if k not in CHAT_FIELDS)
+    if dropped:
+        if unknown == "reject":
+            key = dropped[0]
             raise InvalidRequestError(
-                f"`{key}` cannot be set by a request: upstreams and credentials come from the gateway's policy",
+                f"`{key}` is not a chat-completions parameter this gateway accepts; "
+                "upstreams, credentials, timeouts and retries come from the gateway's policy",
                 param=key,
-                code="forbidden_parameter",
+                code="unsupported_parameter",
             )
+        body = {k: v for k, v in body.items() if k in CHAT_FIELDS}
+    _check_depth(body)
+    _check_shape(body)
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequestError("stream: must be true or false", param="stream")
     try:
-        return ChatRequest.model_validate(body)
+        _drain(_TYPES.validate_python(body, strict=True), (), body)
+    except _Invalid as exc:
+        raise InvalidRequestError(f"{exc.loc}: {exc.msg}", param=exc.loc) from None
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = format_loc(err["loc"])
-        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        raise InvalidRequestError(f"{loc}: {err['msg']}{more}", param=loc) from exc
+        loc, msg = _describe(exc, body, ())
+        raise InvalidRequestError(f"{loc}: {msg}", param=loc) from None
+    _check_bounds(body)
+    options = body.get("stream_options")
+    return ChatRequest(
+        body=body,
+        model=body["model"],
+        stream=bool(stream),
+        include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
+        dropped=dropped,
+    )
+
+
+# -- bounds the SDK's types do not carry ----------------------------------------------------
+_BOUNDS: dict[str, tuple[float, float]] = {
+    "temperature": (0, 2),
+    "top_p": (0, 1),
+    "n": (1, 16),
+    "max_tokens": (1, 10**7),
+    "max_completion_tokens": (1, 10**7),
+    "frequency_penalty": (-2, 2),
+    "presence_penalty": (-2, 2),
+    "top_logprobs": (0, 20),
+}
+
+
+def _check_shape(body: Mapping[str, Any]) -> None:
+    """The two fields everything else hangs on, with plainer messages than a union's errors."""
+    model = body.get("model")
+    if not isinstance(model, str) or not 1 <= len(model) <= 256:
+        raise InvalidRequestError("model: must be a string of 1 to 256 characters", param="model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError("messages: must be a list holding at least one message", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise InvalidRequestError(f"messages[{i}]: must be an object", param=f"messages[{i}]")
+
+
+def _check_bounds(body: Mapping[str, Any]) -> None:
+    for key, (lo, hi) in _BOUNDS.items():
+        value = body.get(key)
+        if value is not None and not lo <= value <= hi:
+            raise InvalidRequestError(f"{key}: must be between {lo:g} and {hi:g}", param=key)
+
+
+def _check_depth(value: Any) -> None:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidRequestError(f"request body is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
+
+
+# -- validation against the SDK's types, with errors that name the field -------------------
+class _Invalid(Exception):
+    def __init__(self, loc: str, msg: str) -> None:
+        self.loc, self.msg = loc, msg
+
+
+def _drain(value: Any, path: tuple[int | str, ...], root: Any) -> None:
+    """The SDK types iterables as ``Iterable[...]``, which pydantic validates lazily: walk the
+    result so every element is checked, keeping the path for the error message."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _drain(item, (*path, key), root)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _drain(item, (*path, i), root)
+    elif isinstance(value, Iterator):
+        i = 0
+        while True:
+            try:
+                item = next(value)
+            except StopIteration:
+                return
+            except ValidationError as exc:
+                # pydantic's locations start at the item's index already
+                loc, msg = _describe(exc, _value_at(root, path), path)
+                raise _Invalid(loc, msg) from None
+            _drain(item, (*path, i), root)
+            i += 1
+
+
+def _value_at(root: Any, path: Iterable[int | str]) -> Any:
+    node = root
+    for part in path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _describe(exc: ValidationError, value: Any, prefix: tuple[int | str, ...]) -> tuple[str, str]:
+    """The most useful of pydantic's errors: unions report one error per member, so keep the
+    errors of the member the value itself names (its ``role`` or ``type``)."""
+    errors = exc.errors()
+    mismatches: list[tuple[tuple[int | str, ...], str, Any, str]] = []
+    for err in errors:
+        mismatch = _mismatch(err["loc"], value)
+        if mismatch is None:
+            return format_loc([*prefix, *(p for p in err["loc"] if not _is_tag(p))]), str(err["msg"])
+        if mismatch[1]:
+            mismatches.append(mismatch)
+    if mismatches:  # no member matches: the discriminator itself is wrong
+        where, key, got, _ = mismatches[0]
+        allowed = sorted({_TAGS[tag][1] for w, _, _, tag in mismatches if w == where})
+        return format_loc([*prefix, *where, key]), f"{got!r} is not one of {', '.join(map(repr, allowed))}"
+    err = errors[0]
+    return format_loc([*prefix, *(p for p in err["loc"] if not _is_tag(p))]), str(err["msg"])
+
+
+def _mismatch(loc: tuple[int | str, ...], value: Any) -> tuple[tuple[int | str, ...], str, Any, str] | None:
+    """None if the union branches named in ``loc`` match the value; else where they diverge
+    (path, discriminator key or "" for a str/list branch, the value's own, the branch)."""
+    node: Any = value
+    where: tuple[int | str, ...] = ()
+    for part in loc:
+        if isinstance(part, str) and part in _TAGS:
+            key, expected = _TAGS[part]
+            got = node.get(key) if isinstance(node, dict) else None
+            if got != expected:
+                return where, key, got, part
+            continue
+        if isinstance(part, str) and _is_tag(part):
+            scalar = part == "str" or part.startswith("literal[")
+            if scalar != isinstance(node, (str, int, float)):
+                return where, "", node, part
+            continue
+        where = (*where, part)
+        node = _value_at(node, [part])
+    return None
+
+
+def _is_tag(part: int | str) -> bool:
+    """Union-branch labels pydantic puts in error locations (class names, ``str``, ``list[...]``)."""
+    return isinstance(part, str) and (part in _TAGS or part[:1].isupper() or "[" in part or part == "str")
+
+
+def _discriminators() -> dict[str, tuple[str, str]]:
+    """TypedDict name -> (key, literal) for every union in the SDK's request types whose members
+    each fix one key to a literal (messages by ``role``, content parts and tools by ``type``)."""
+    out: dict[str, tuple[str, str]] = {}
+    seen: set[int] = set()
+
+    def visit(tp: Any) -> None:
+        if id(tp) in seen:
+            return
+        seen.add(id(tp))
+        origin = get_origin(tp)
+        if origin in (Union, types.UnionType):
+            members = [m for m in get_args(tp) if is_typeddict(m)]
+            for m in members:
+                for key, ann in get_type_hints(m).items():
+                    literal = get_origin(ann) is Literal and len(get_args(ann)) == 1
+                    if literal and isinstance(get_args(ann)[0], str) and all(key in get_type_hints(o) for o in members):
+                        out[m.__name__] = (key, get_args(ann)[0])
+                        break
+        if is_typeddict(tp):
+            for ann in get_type_hints(tp).values():
+                visit(ann)
+        for arg in get_args(tp):
+            visit(arg)
+
+    visit(_sdk.CompletionCreateParamsBase)
+    return out
+
+
+_TAGS = _discriminators()

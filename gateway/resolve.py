@@ -13,11 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gateway.chat_request import message_text
 from gateway.errors import ModelNotFoundError, ServiceUnavailableError
 from gateway.policy.loader import LoadedPolicy
 from gateway.policy.models import Policy
 from gateway.pricing import reference_call_cost
-from gateway.providers.fake import message_text
 
 __all__ = ["Decision", "Resolution", "Resolver", "RouterLike", "price_scale", "prompt_text"]
 

@@ -75,7 +75,7 @@ def test_unknown_model_is_404_with_the_sdk(gw_url: str) -> None:
 @pytest.mark.parametrize("key", ["api_base", "base_url", "api_key", "extra_headers"])
 def test_request_cannot_set_upstream_or_credentials(gw_url: str, key: str) -> None:
     body = {"model": "cheap", "messages": [{"role": "user", "content": "x"}], key: "http://evil.example"}
-    assert_envelope(httpx.post(gw_url + "/chat/completions", json=body), 400, code="forbidden_parameter", param=key)
+    assert_envelope(httpx.post(gw_url + "/chat/completions", json=body), 400, code="unsupported_parameter", param=key)
 
 
 def test_client_headers_never_reach_the_provider(

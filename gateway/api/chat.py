@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -13,20 +14,21 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from gateway.chat_request import parse_chat_request, read_json_body
+from gateway.api.body import read_json_body
+from gateway.chat_request import message_text, parse_chat_request
 from gateway.dispatch import Attempted, DispatchFailed, Plan
 from gateway.errors import GatewayError
 from gateway.keys import Guard, Identity, Reservation
 from gateway.policy.loader import LoadedPolicy
 from gateway.pricing import cost_usd
 from gateway.providers.base import ProviderError, UpstreamStream, Usage, estimate_tokens
-from gateway.providers.fake import message_text
 from gateway.resolve import Resolution
 from gateway.state import GatewayState
 
 __all__ = ["router"]
 
 router = APIRouter()
+log = logging.getLogger("tierwise.chat")
 
 
 class _Call:
@@ -129,7 +131,10 @@ async def chat_completions(request: Request) -> Response:
     identity = await guard.authenticate(request) if guard is not None else None
     loaded = state.policy.current
     body = await read_json_body(request, loaded.policy.limits.max_body_bytes)
-    chat = parse_chat_request(body)
+    chat = parse_chat_request(body, loaded.policy.limits.unknown_fields)
+    if chat.dropped:
+        log.info("dropped unknown request fields %s (policy limits.unknown_fields: drop)", list(chat.dropped))
+    body = chat.body
     call = _Call(state, loaded, body, chat.stream)
     call.identity = identity
     call.res = await state.resolver.resolve(loaded, chat.model, body["messages"])

@@ -128,6 +128,9 @@ class DispatchConfig(_Strict):
 
 class Limits(_Strict):
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    # A request field that is not part of OpenAI's chat-completions API: refused (400
+    # unsupported_parameter) or dropped and logged. Either way it never reaches a provider.
+    unknown_fields: Literal["reject", "drop"] = "reject"
     # When the budget/rate-limit store (Redis) is unreachable: refuse requests, or let them through.
     on_limiter_error: Literal["closed", "open"] = "closed"
     # Worst case reserved against a budget when a request sets no max_tokens.

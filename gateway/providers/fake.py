@@ -14,7 +14,10 @@ Models (prefix ``fake/`` in a policy):
 
 Every reply is marked as fake, so nobody mistakes it for a model's answer. Tools,
 ``response_format``, ``n`` and ``stop`` are honoured so passthrough can be tested.
-``GET /stats`` returns how many completions each model served and the last request seen.
+``POST /v1/messages`` answers the same way in Anthropic's Messages format, so deployments
+served through litellm (``anthropic/...`` with this server as ``api_base``) can be tested.
+``GET /stats`` returns how many completions each model served, the last request seen and
+every request's method, path, headers and body.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-__all__ = ["FAKE_MODELS", "create_fake_app", "message_text"]
+from gateway.chat_request import message_text
+
+__all__ = ["FAKE_MODELS", "create_fake_app"]
 
 FAKE_MODELS = (
     "echo",
@@ -47,15 +52,6 @@ FAKE_MODELS = (
 FIXED_REPLY = "[fake] This is a fixed reply from the Tierwise fake provider."
 
 
-def message_text(content: Any) -> str:
-    """Text of an OpenAI message ``content`` (a string or a list of parts)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
-
-
 def _count(text: str) -> int:
     return max(1, len(text.split()))
 
@@ -65,6 +61,14 @@ class _FakeState:
         self.served: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
         self.last_request: dict[str, Any] = {}
+        self.requests: list[dict[str, Any]] = []
+
+    def seen(self, request: Request, body: Any) -> None:
+        self.last_request = {"body": body, "headers": dict(request.headers)}
+        self.requests.append(
+            {"method": request.method, "path": request.url.path, "headers": dict(request.headers), "body": body}
+        )
+        del self.requests[:-1000]
         self.ids = itertools.count(1)
 
 
@@ -126,7 +130,7 @@ def create_fake_app() -> Starlette:
             return _error(400, "invalid JSON")
         model = str(body.get("model", ""))
         state.calls[model] += 1
-        state.last_request = {"body": body, "headers": dict(request.headers)}
+        state.seen(request, body)
         behaviour = model.split("-", maxsplit=1)[0] if model.startswith(("slow", "flaky")) else model
 
         if model == "error-500":
@@ -227,23 +231,74 @@ def create_fake_app() -> Starlette:
             yield chunk([], usage)
         yield b"data: [DONE]\n\n"
 
+    async def messages(request: Request) -> Response:
+        """Anthropic's Messages API, answering as ``echo`` does (text only)."""
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return _error(400, "invalid JSON")
+        state.seen(request, body)
+        model = str(body.get("model", ""))
+        state.calls[model] += 1
+        state.served[model] += 1
+        turns = [{"role": m.get("role"), "content": m.get("content")} for m in body.get("messages") or []]
+        text = f"[fake echo] {message_text(next((t['content'] for t in reversed(turns) if t['role'] == 'user'), ''))}"
+        usage = {"input_tokens": _prompt_tokens({"messages": turns}), "output_tokens": _count(text)}
+        mid = f"msg_fake_{next(state.ids)}"
+        if not body.get("stream"):
+            return JSONResponse(
+                {
+                    "id": mid,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [{"type": "text", "text": text}],
+                    "stop_reason": "end_turn",
+                    "stop_sequence": None,
+                    "usage": usage,
+                }
+            )
+
+        async def events() -> AsyncIterator[bytes]:
+            def event(kind: str, data: dict[str, Any]) -> bytes:
+                return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) + b"\n\n"
+
+            start = {"id": mid, "type": "message", "role": "assistant", "model": model, "content": []}
+            yield event("message_start", {"message": {**start, "usage": {**usage, "output_tokens": 1}}})
+            yield event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+            for j, word in enumerate(text.split(" ")):
+                piece = word if j == 0 else " " + word
+                yield event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
+            yield event("content_block_stop", {"index": 0})
+            yield event("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": usage})
+            yield event("message_stop", {})
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
     async def models(_: Request) -> Response:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "tierwise-fake"} for m in FAKE_MODELS]
         return JSONResponse({"object": "list", "data": data})
 
     async def stats(_: Request) -> Response:
         return JSONResponse(
-            {"served": dict(state.served), "calls": dict(state.calls), "last_request": state.last_request}
+            {
+                "served": dict(state.served),
+                "calls": dict(state.calls),
+                "last_request": state.last_request,
+                "requests": state.requests,
+            }
         )
 
     async def reset(_: Request) -> Response:
         state.served.clear()
         state.calls.clear()
+        state.requests.clear()
         return JSONResponse({"ok": True})
 
     return Starlette(
         routes=[
             Route("/v1/chat/completions", completions, methods=["POST"]),
+            Route("/v1/messages", messages, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/stats", stats, methods=["GET"]),
             Route("/reset", reset, methods=["POST"]),

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from gateway.chat_request import CHAT_FIELDS
 from gateway.policy.models import Deployment
 from gateway.providers.base import (
     Completion,
@@ -28,17 +29,19 @@ from gateway.providers.openai_compatible import parse_retry_after
 
 __all__ = ["LitellmProvider"]
 
-# Keys litellm treats as call options rather than model parameters: never from a client.
-_CALL_KEYS = {"model", "messages", "stream", "stream_options", "api_base", "api_key", "base_url"}
-
 
 class LitellmProvider(Provider):
     def __init__(self) -> None:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm  # noqa: PLC0415 - deliberately lazy, see module docstring
+        from litellm.types.utils import all_litellm_params  # noqa: PLC0415
 
         litellm.drop_params = True  # a parameter one provider lacks is dropped, not an error
         litellm.telemetry = False
+        # Bodies reach us allowlisted to OpenAI's fields; any of those that litellm also reads as
+        # its own option (``metadata`` today; whatever a future SDK adds) is withheld, so nothing
+        # a client sends can become a litellm setting (fallbacks, callbacks, credentials, ...).
+        self._own = frozenset(all_litellm_params) | {"model", "messages", "stream", "stream_options"}
         self._litellm = litellm
 
     def _map_error(self, exc: Exception) -> ProviderError:
@@ -57,15 +60,16 @@ class LitellmProvider(Provider):
         return UpstreamConnectError(f"{type(exc).__name__}: {str(exc)[:300]}")
 
     def _kwargs(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> dict[str, Any]:
-        params = {k: v for k, v in body.items() if k not in _CALL_KEYS}
+        params = {k: v for k, v in body.items() if k in CHAT_FIELDS and k not in self._own}
         return {
+            **params,
+            # From the policy only, and last, so nothing above can stand in for them.
             "model": deployment.model,
             "messages": body["messages"],
             "api_base": deployment.api_base,
             "api_key": api_key,
             "timeout": deployment.timeout_s,
             "num_retries": 0,  # retries and fallbacks are the dispatcher's
-            **params,
         }
 
     async def complete(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> Completion:

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from gateway.chat_request import CHAT_FIELDS
 from gateway.policy.models import Deployment
 from gateway.providers.base import (
     Completion,
@@ -95,8 +96,10 @@ class OpenAICompatibleProvider(Provider):
             total=None, sock_connect=min(5.0, deployment.timeout_s), sock_read=deployment.timeout_s
         )
         try:
+            # Only OpenAI's own fields travel on, whatever the caller hands us.
+            payload = {k: v for k, v in body.items() if k in CHAT_FIELDS}
             response = await self._client().post(
-                base.rstrip("/") + "/chat/completions", data=orjson.dumps(body), headers=headers, timeout=timeout
+                base.rstrip("/") + "/chat/completions", data=orjson.dumps(payload), headers=headers, timeout=timeout
             )
         except TimeoutError as exc:  # aiohttp's ServerTimeoutError is a TimeoutError too
             raise UpstreamTimeout(f"upstream timed out: {type(exc).__name__}") from exc
