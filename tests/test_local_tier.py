@@ -146,4 +146,6 @@ def test_real_local_model_through_gateway(start_gateway: GatewayFactory, smollm2
     ]
     assert "".join(pieces).strip()
     row = gw.rows("stream = 1")[0]
-    assert row["status_code"] == 200 and row["completion_tokens"] > 0 and row["cost_usd"] == 0, {k: row[k] for k in ("tier", "deployment", "fallbacks")}
+    assert row["status_code"] == 200 and row["completion_tokens"] > 0 and row["cost_usd"] == 0, {
+        k: row[k] for k in ("tier", "deployment", "fallbacks")
+    }
