@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from gateway.local_model import LocalModelConfig, LocalModelSupervisor, bundled_gguf
+from gateway.local.supervisor import LocalModelSupervisor, bundled_gguf
+from gateway.settings import LocalModelSettings
 
 PROMPTS = [
     "What is the capital of France?",
@@ -42,9 +43,9 @@ def main() -> None:
         port = s.getsockname()[1]
     gguf = bundled_gguf()
     assert gguf is not None, "install the [local] extra"
-    sup = LocalModelSupervisor(LocalModelConfig(model_path=gguf, port=port))
+    sup = LocalModelSupervisor(LocalModelSettings(model_path=gguf, port=port))
     cold = sup.start()
-    url = sup.config.base_url + "/chat/completions"
+    url = sup.base_url + "/chat/completions"
     ttfts, rates = [], []
     try:
         with httpx.Client(timeout=120) as http:
@@ -76,7 +77,7 @@ def main() -> None:
         sup.stop()
     result = {
         "model": gguf.name,
-        "threads": sup.config.threads,
+        "threads": sup.settings.threads,
         "cold_start_s": round(cold, 2),
         "ttft_ms_median": round(statistics.median(ttfts) * 1000, 1),
         "tokens_per_s_median": round(statistics.median(rates), 1),

@@ -6,22 +6,20 @@ tierwise dashboard            # same TIERWISE_DATABASE_URL / TIERWISE_POLICY_PAT
 from __future__ import annotations
 
 import json
-import os
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import altair as alt
 import pandas as pd
 import streamlit as st
-import yaml
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from dashboard import queries as q
 from dashboard.db import readonly_engine
+from gateway.policy.loader import LoadedPolicy, PolicyError, load_policy
+from gateway.settings import Settings
 
 WINDOWS = {
     "Last 15 minutes": timedelta(minutes=15),
@@ -149,8 +147,8 @@ def _charts(engine: Engine, f: q.Filters, window: timedelta | None) -> None:
 
 def _router_chart(engine: Engine, f: q.Filters) -> None:
     rows = q.router_scores(engine, f)
-    policy = _policy()
-    weight = ((policy or {}).get("router") or {}).get("cost_weight")
+    loaded = _policy()
+    weight = loaded.policy.router.cost_weight if loaded and loaded.policy.router else None
     if not rows:
         st.info('No auto-routed requests yet: send `model="auto"` to see the router\'s predicted quality per tier.')
         return
@@ -202,44 +200,45 @@ def _tables(engine: Engine, f: q.Filters) -> None:
         st.json({k: (str(v) if isinstance(v, datetime) else v) for k, v in detail.items()})
 
 
-def _policy() -> dict[str, Any] | None:
-    path = Path(os.environ.get("TIERWISE_POLICY_PATH", "policies/default.yaml"))
+def _policy() -> LoadedPolicy | None:
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        return load_policy(_settings().policy_path)
+    except PolicyError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _policy_section() -> None:
     with st.expander("Current policy", expanded=False):
-        policy = _policy()
-        if policy is None:
-            st.caption(f"No readable policy at {os.environ.get('TIERWISE_POLICY_PATH', 'policies/default.yaml')}.")
+        loaded = _policy()
+        if loaded is None:
+            st.caption(f"No valid policy at {_settings().policy_path}.")
             return
+        policy = loaded.policy
         rows = []
-        for tier in policy.get("tiers", []):
-            for dep in tier.get("deployments", []):
-                price = dep.get("price") or {}
+        for tier in policy.tiers:
+            for dep in tier.deployments:
+                price = loaded.price(dep.name)
                 rows.append(
                     {
-                        "tier": tier.get("name"),
-                        "deployment": dep.get("name"),
-                        "model": dep.get("model"),
-                        "$ in / 1M": price.get("input_per_1m", "litellm price map"),
-                        "$ out / 1M": price.get("output_per_1m", "litellm price map"),
-                        "key from": dep.get("api_key_env") or "–",
+                        "tier": tier.name,
+                        "deployment": dep.name,
+                        "model": dep.model,
+                        "$ in / 1M": price.input_per_1m,
+                        "$ out / 1M": price.output_per_1m,
+                        "price from": "policy" if dep.price is not None else "litellm price map",
+                        "key from": dep.api_key_env or "–",
                     }
                 )
         st.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True)
         st.write(
             "Routes:",
-            ", ".join(
-                f"`{r.get('name')}` → {'router' if r.get('auto') else 'tier ' + str(r.get('tier'))}"
-                for r in policy.get("routes", [])
-            ),
+            ", ".join(f"`{r.name}` → {'router' if r.auto else 'tier ' + str(r.tier)}" for r in policy.routes),
         )
-        st.write("Router:", policy.get("router") or "disabled")
+        st.write("Router:", policy.router.model_dump() if policy.router else "disabled")
+
+
+def _settings() -> Settings:
+    return Settings()  # read on every run: cheap, and the environment is the one source
 
 
 def _has_ledger(engine: Engine) -> bool:
@@ -252,7 +251,7 @@ def _has_ledger(engine: Engine) -> bool:
 def main() -> None:
     st.set_page_config(page_title="Tierwise", page_icon="💸", layout="wide")
     st.title("Tierwise — spend, savings and quality")
-    url = os.environ.get("TIERWISE_DATABASE_URL", "sqlite:///tierwise.db")
+    url = _settings().database_url
     engine = _engine(url)
     if not _has_ledger(engine):
         st.info(

@@ -5,35 +5,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.telemetry import TelemetryConfig
-from sqlalchemy import and_, case, func, select
 from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.api import admin, chat, meta
+from gateway.availability import Availability
+from gateway.clock import Clock, SystemClock
+from gateway.demo.fake_upstream import create_fake_app
+from gateway.demo.server_thread import ServerThread
 from gateway.dispatch import Dispatcher
 from gateway.errors import GatewayError, envelope
-from gateway.health import probe_once, watch_local_servers
 from gateway.keys import Guard, KeyStore, Limiter, MemoryLimiter
-from gateway.ledger import LedgerEntry, LedgerWriter, create_schema, make_engine
+from gateway.ledger import LedgerWriter, create_schema, make_engine
+from gateway.ledger.spend import spend_by_key
+from gateway.local.health import probe_once, watch_local_servers
+from gateway.pipeline import Pipeline
 from gateway.policy.loader import LoadedPolicy, load_policy
 from gateway.policy.models import Policy
 from gateway.policy.store import PolicyStore
 from gateway.providers.base import Provider
-from gateway.providers.fake import create_fake_app
 from gateway.providers.openai_compatible import OpenAICompatibleProvider
-from gateway.providers.server_thread import ServerThread
-from gateway.resolve import RouterLike
+from gateway.routing.resolve import Resolver, RouterLike
 from gateway.settings import Settings
 from gateway.state import GatewayState
 
@@ -43,13 +43,15 @@ log = logging.getLogger("tierwise")
 
 RouterFactory = Callable[[LoadedPolicy], RouterLike | None]
 
+CHAT_PATH = "/v1/chat/completions"
+
 
 def create_app(
     settings: Settings | None = None,
     *,
     router: RouterLike | None = None,
     router_factory: RouterFactory | None = None,
-    extra_routers: list[Any] | None = None,
+    clock: Clock | None = None,
 ) -> FastAPI:
     """Build the gateway.
 
@@ -61,11 +63,14 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = await _build_state(settings, router, router_factory)
+        state = await _build_state(settings, router, router_factory, clock or SystemClock())
         app.state.tierwise = state
         tasks = [
             asyncio.create_task(state.policy.watch(settings.policy_poll_interval_s), name="policy-watch"),
-            asyncio.create_task(watch_local_servers(state, settings.local_probe_interval_s), name="local-health"),
+            asyncio.create_task(
+                watch_local_servers(state.policy, state.availability, settings.local.probe_interval_s),
+                name="local-health",
+            ),
         ]
         state.policy.install_sighup()
         state.ledger.start()
@@ -75,10 +80,9 @@ def create_app(
             for task in tasks:
                 task.cancel()
             await state.ledger.close()  # every queued row is written (or spooled) before exit
-            for provider in {id(p): p for p in state.extras["providers"].values()}.values():
+            for provider in {id(p): p for p in state.providers.values()}.values():
                 await provider.aclose()
-            if state.guard is not None:
-                await state.guard.limiter.aclose()
+            await state.guard.limiter.aclose()
             if state.fake_server is not None:
                 state.fake_server.stop()
             state.ledger.engine.dispose()
@@ -87,17 +91,16 @@ def create_app(
     app = _Gateway(
         title="Tierwise", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, telemetry=telemetry
     )
-    app.include_router(chat.router)
+    # Served from ``_Gateway.__call__``; registered so other methods on the path get a 405.
+    app.add_route(CHAT_PATH, chat.chat_completions, methods=["POST"])
     app.include_router(meta.router)
     app.include_router(admin.router)
-    for extra in extra_routers or []:
-        app.include_router(extra)
     _install_error_handlers(app)
     return app
 
 
 async def _build_state(
-    settings: Settings, router: RouterLike | None, router_factory: RouterFactory | None
+    settings: Settings, router: RouterLike | None, router_factory: RouterFactory | None, clock: Clock
 ) -> GatewayState:
     loaded = load_policy(settings.policy_path)
     store = PolicyStore(loaded)
@@ -131,28 +134,42 @@ async def _build_state(
     engine = make_engine(settings.database_url)
     await asyncio.to_thread(create_schema, engine)
     ledger = LedgerWriter(engine, settings.spool_path, settings.ledger_batch_size, settings.ledger_flush_interval_s)
-    dispatcher = Dispatcher(providers)
+    dispatcher = Dispatcher(providers, settings.credential, clock)
+    availability = Availability(dispatcher)
 
     if router is None and router_factory is not None and settings.load_router:
         router = await asyncio.to_thread(router_factory, loaded)
+    guard = await _build_guard(settings, engine, loaded.policy, clock)
+    resolver = Resolver(router, availability.tier_available, availability.deployment_available)
+    pipeline = Pipeline(
+        policy=store,
+        resolver=resolver,
+        dispatcher=dispatcher,
+        availability=availability,
+        guard=guard,
+        ledger=ledger,
+        clock=clock,
+    )
     state = GatewayState(
         settings=settings,
         policy=store,
         dispatcher=dispatcher,
+        availability=availability,
+        guard=guard,
         ledger=ledger,
+        pipeline=pipeline,
+        providers=providers,
         router=router,
         fake_server=fake_server,
     )
-    state.extras["providers"] = providers
-    state.guard = await _build_guard(settings, engine, loaded.policy)
     async with httpx.AsyncClient() as client:
-        await probe_once(state, client)
-    _log_availability(state, loaded.policy)
+        await probe_once(store, availability, client)
+    _log_availability(availability, loaded.policy)
     return state
 
 
-async def _build_guard(settings: Settings, engine: Engine, policy: Policy) -> Guard:
-    store = KeyStore(engine)  # its table comes with the ledger's migrations
+async def _build_guard(settings: Settings, engine: Engine, policy: Policy, clock: Clock) -> Guard:
+    store = KeyStore(engine, clock=clock)  # its table comes with the ledger's migrations
     limiter: Limiter
     if settings.redis_url:
         from gateway.keys.redis_limiter import RedisLimiter  # noqa: PLC0415
@@ -161,49 +178,31 @@ async def _build_guard(settings: Settings, engine: Engine, policy: Policy) -> Gu
     else:
         limiter = MemoryLimiter()
     master = settings.master_key.get_secret_value() if settings.master_key else None
-    guard = Guard(store, limiter, master, fail_open=policy.limits.on_limiter_error == "open")
+    guard = Guard(store, limiter, master, fail_open=policy.limits.on_limiter_error == "open", clock=clock)
     if not await asyncio.to_thread(store.any_keys):
         log.warning("no API keys configured: the gateway runs open and serves loopback clients only")
     try:
-        for key_id, day, month in await asyncio.to_thread(_spend_so_far, engine):
-            await limiter.seed(key_id, day, month, time.time())
+        now = clock.now()
+        for key_id, day, month in await asyncio.to_thread(spend_by_key, engine, now):
+            await limiter.seed(key_id, day, month, now)
     except Exception as exc:  # the limits store may be down at start; requests will say so
         log.error("could not seed budget counters from the ledger: %s", type(exc).__name__)
     return guard
-
-
-def _spend_so_far(engine: Engine) -> list[tuple[str, float, float]]:
-    """Each key's spend today and this month (UTC), from the ledger."""
-    now = datetime.now(UTC)
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    month = day.replace(day=1)
-    t = LedgerEntry.__table__  # type: ignore[attr-defined]
-    q = (
-        select(
-            t.c.api_key_id,
-            func.coalesce(func.sum(case((t.c.created_at >= day, t.c.cost_usd), else_=0.0)), 0.0),
-            func.coalesce(func.sum(t.c.cost_usd), 0.0),
-        )
-        .where(and_(t.c.api_key_id.is_not(None), t.c.created_at >= month))
-        .group_by(t.c.api_key_id)
-    )
-    with engine.connect() as conn:
-        return [(str(k), float(d), float(m)) for k, d, m in conn.execute(q)]
 
 
 def _uses(policy: Policy, provider: str) -> bool:
     return any(d.provider == provider for t in policy.tiers for d in t.deployments)
 
 
-def _log_availability(state: GatewayState, policy: Policy) -> None:
+def _log_availability(availability: Availability, policy: Policy) -> None:
     for tier in policy.tiers:
         for dep in tier.deployments:
-            reason = state.unavailable_reason(dep.name, policy)
+            reason = availability.unavailable_reason(dep.name, policy)
             if reason:
                 log.warning("deployment %s (tier %s) is unavailable: %s", dep.name, tier.name, reason)
-        if not state.tier_available(policy, tier.name):
+        if not availability.tier_available(policy, tier.name):
             log.warning("tier %s is unavailable; routing skips it", tier.name)
-    available = [t.name for t in policy.tiers if state.tier_available(policy, t.name)]
+    available = [t.name for t in policy.tiers if availability.tier_available(policy, t.name)]
     if len(available) == 1:
         keys = sorted({d.api_key_env for t in policy.tiers for d in t.deployments if d.api_key_env})
         log.warning(
@@ -235,7 +234,7 @@ class _Gateway(FastAPI):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/v1/chat/completions" or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["path"] != CHAT_PATH or scope["method"] != "POST":
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self
@@ -261,6 +260,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return JSONResponse(envelope(str(exc.detail), "invalid_request_error", None, code), status_code=exc.status_code)
+        return JSONResponse(
+            envelope(str(exc.detail), "invalid_request_error", None, code),
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
 
     app.add_exception_handler(Exception, _unexpected)

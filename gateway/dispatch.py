@@ -1,22 +1,25 @@
 """Send a request to a tier: retries with backoff, Retry-After, cooldowns, fallback up the tiers.
 
-A plan is an ordered list of (tier, deployments). Within a deployment we retry retryable
-failures; a deployment that is exhausted cools down and the next one is tried; a tier that
-is exhausted hands over to the next tier up. Every step is written down in ``fallbacks`` so
-the ledger can say what happened.
+A plan is an ordered list of (tier, deployment) steps. Within a deployment, retryable failures
+are retried; when a deployment gives up, the next step is tried, and moving to a higher tier is
+written down in ``fallbacks`` (headers and ledger say so).
+
+Failures are classified by what caused them. The upstream saying the *request* is wrong (400,
+404, 413, 422) ends the dispatch with a 400 to the client: another deployment would say the same,
+and the deployment did nothing wrong. Everything else might be either, so a deployment is cooled
+down only when it fails several different requests in a row (a circuit breaker) — or at once when
+it refuses connections or our credentials — never because one odd request fails everywhere.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import random
-import time
 from collections.abc import Awaitable, Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from gateway.clock import Clock, SystemClock
 from gateway.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError
 from gateway.policy.loader import LoadedPolicy
 from gateway.policy.models import Deployment, DispatchConfig, Price
@@ -24,6 +27,7 @@ from gateway.providers.base import (
     Completion,
     Provider,
     ProviderError,
+    UpstreamConnectError,
     UpstreamHTTPError,
     UpstreamStream,
     UpstreamTimeout,
@@ -34,8 +38,10 @@ __all__ = ["Attempted", "DispatchFailed", "Dispatcher", "Plan", "PlanStep"]
 log = logging.getLogger("tierwise.dispatch")
 T = TypeVar("T")
 
-# Upstream 4xx that mean "the client's request is wrong": retrying or falling back won't help.
-_CLIENT_FAULT = {400, 413, 422}
+# The upstream says the request itself is wrong: no retry, no fallback, no cooldown.
+_REQUEST_FAULT = {400, 404, 413, 422}
+# The upstream refuses the gateway (bad key, no access): the deployment is unusable now.
+_CREDENTIAL_FAULT = {401, 403}
 
 
 @dataclass(frozen=True)
@@ -68,29 +74,52 @@ class DispatchFailed(Exception):
         self.attempted = attempted
 
 
+@dataclass
+class _Health:
+    failed_requests: int = 0  # consecutive requests this deployment gave up on
+    cool_until: float = 0.0
+    reason: str = ""
+    last_ok: float | None = None  # when it last answered a request
+
+
 class Dispatcher:
     def __init__(
         self,
         providers: Mapping[str, Provider],
-        env: Mapping[str, str] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        credential: Callable[[str], str | None],
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._providers = providers
-        self._env = env if env is not None else os.environ
-        self._clock = clock
-        self._sleep = sleep
-        self._cooldown_until: dict[str, float] = {}
+        self._credential = credential
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._health: dict[str, _Health] = {}
 
     # -- availability ---------------------------------------------------------------------
     def key_for(self, deployment: Deployment) -> str | None:
-        return self._env.get(deployment.api_key_env) if deployment.api_key_env else None
+        return self._credential(deployment.api_key_env) if deployment.api_key_env else None
 
     def has_credentials(self, deployment: Deployment) -> bool:
-        return deployment.api_key_env is None or bool(self._env.get(deployment.api_key_env))
+        return deployment.api_key_env is None or self.key_for(deployment) is not None
 
     def cooling_down(self, deployment: Deployment) -> bool:
-        return self._cooldown_until.get(deployment.name, 0.0) > self._clock()
+        health = self._health.get(deployment.name)
+        return health is not None and health.cool_until > self._clock.monotonic()
+
+    def served_within(self, name: str, seconds: float) -> bool:
+        """Whether the deployment answered a request in the last ``seconds`` (it is alive)."""
+        health = self._health.get(name)
+        return health is not None and health.last_ok is not None and self._clock.monotonic() - health.last_ok < seconds
+
+    def cooldowns(self) -> dict[str, str]:
+        """Deployments cooling down now, and why (for /readyz)."""
+        now = self._clock.monotonic()
+        return {
+            name: f"{h.reason}; {h.cool_until - now:.0f}s left"
+            for name, h in self._health.items()
+            if h.cool_until > now
+        }
 
     def plan(
         self,
@@ -141,7 +170,10 @@ class Dispatcher:
         self, plan: Plan, config: DispatchConfig, call: Callable[[PlanStep], Awaitable[T]]
     ) -> tuple[T, Attempted]:
         attempted = Attempted()
-        steps = [s for s in plan.steps if not self.cooling_down(s.deployment)] or list(plan.steps)
+        steps = [s for s in plan.steps if not self.cooling_down(s.deployment)]
+        for skipped in (s for s in plan.steps if s not in steps):
+            attempted.fallbacks.append(f"{skipped.deployment.name}: cooling down")
+        steps = steps or list(plan.steps)  # all cooling down: try anyway rather than refuse
         if not steps:
             raise DispatchFailed(
                 UpstreamError("no deployment is available for this request", code="no_deployment"), attempted
@@ -154,37 +186,57 @@ class Dispatcher:
             for retry in range(step.deployment.max_retries + 1):
                 attempted.attempts += 1
                 try:
-                    return await call(step), attempted
+                    result = await call(step)
                 except ProviderError as exc:
                     last = exc
                     attempted.error_type = _kind(exc)
                     attempted.fallbacks.append(f"{step.deployment.name}: {_kind(exc)}")
-                    if isinstance(exc, UpstreamHTTPError) and exc.status in _CLIENT_FAULT:
-                        err = InvalidRequestError(f"upstream rejected the request: {exc.upstream_message}")
+                    if isinstance(exc, UpstreamHTTPError) and exc.status in _REQUEST_FAULT:
+                        err = InvalidRequestError(
+                            f"the upstream model rejected the request ({exc.status}): {exc.upstream_message}",
+                            code="upstream_rejected_request",
+                        )
                         raise DispatchFailed(err, attempted) from exc
-                    if not exc.retryable or retry == step.deployment.max_retries:
+                    if _deployment_fault(exc) or not exc.retryable or retry == step.deployment.max_retries:
                         break
                     delay = self._delay(exc, retry, config)
                     if delay is None:
                         break  # Retry-After longer than we are willing to hold the client
-                    await self._sleep(delay)
-            self._cooldown_until[step.deployment.name] = self._clock() + config.cooldown_s
-            log.warning("deployment %s cooling down for %.0fs after: %s", step.deployment.name, config.cooldown_s, last)
+                    await self._clock.sleep(delay)
+                else:
+                    self._health[step.deployment.name] = _Health(last_ok=self._clock.monotonic())
+                    return result, attempted
+            assert last is not None
+            self._gave_up(step.deployment, last, config)
         assert last is not None
         final: UpstreamError
         if isinstance(last, UpstreamTimeout):
             final = UpstreamTimeoutError("the upstream model timed out")
         else:
-            final = UpstreamError(f"all upstream deployments failed; last error: {last}")
+            final = UpstreamError(f"every upstream deployment failed; the last one: {last.public_message}")
         raise DispatchFailed(final, attempted) from last
 
-    @staticmethod
-    def _delay(exc: ProviderError, retry: int, config: DispatchConfig) -> float | None:
+    def _gave_up(self, deployment: Deployment, exc: ProviderError, config: DispatchConfig) -> None:
+        health = self._health.setdefault(deployment.name, _Health())
+        health.failed_requests += 1
+        if _deployment_fault(exc) or health.failed_requests >= config.failures_before_cooldown:
+            health.cool_until = self._clock.monotonic() + config.cooldown_s
+            health.reason = f"{health.failed_requests} failed request(s), last: {exc.public_message}"
+            log.warning("deployment %s cooling down for %.0fs: %s", deployment.name, config.cooldown_s, health.reason)
+
+    def _delay(self, exc: ProviderError, retry: int, config: DispatchConfig) -> float | None:
         if isinstance(exc, UpstreamHTTPError) and exc.retry_after is not None:
             wait: float = exc.retry_after
             return wait if wait <= config.max_retry_after_s else None
         backoff: float = min(config.backoff_max_s, config.backoff_base_s * 2.0**retry)
-        return backoff * (0.5 + random.random() / 2)  # jitter: replicas must not retry in lockstep
+        return backoff * (0.5 + self._rng.random() / 2)  # jitter: replicas must not retry in lockstep
+
+
+def _deployment_fault(exc: ProviderError) -> bool:
+    """Failures no request can cause: the server is not there, or it refuses our credentials."""
+    if isinstance(exc, UpstreamConnectError):
+        return True
+    return isinstance(exc, UpstreamHTTPError) and exc.status in _CREDENTIAL_FAULT
 
 
 def _kind(exc: ProviderError) -> str:

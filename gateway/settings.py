@@ -1,17 +1,46 @@
-"""Process settings: everything that comes from the environment (URLs, ports, paths).
+"""Process settings: the one reader of the environment (URLs, ports, paths, secrets).
 
 What to route where lives in the policy file; secrets and addresses of our own
-infrastructure live here. Every variable is prefixed ``TIERWISE_``.
+infrastructure live here. Every variable is prefixed ``TIERWISE_``; provider keys are read
+by the name a policy gives (``api_key_env``), through :meth:`Settings.credential`.
+Relative paths are resolved against the working directory once, here, so every process (the
+gateway, its workers, the dashboard) means the same file.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["REPO_ROOT", "LocalModelSettings", "Settings", "offline_environment"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def offline_environment() -> None:
+    """Libraries that would otherwise reach for the network at import or first use: litellm's
+    price map (it fetches a newer one) and Hugging Face's hub. Nothing is downloaded at run time."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+class LocalModelSettings(BaseSettings):
+    """The bundled local model server (llama.cpp); ``TIERWISE_LOCAL_*``."""
+
+    model_config = SettingsConfigDict(env_prefix="TIERWISE_LOCAL_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=1, le=65535)
+    # A GGUF file; the bundled SmolLM2-135M-Instruct when unset.
+    model_path: Path | None = None
+    threads: int = Field(default_factory=lambda: min(2, os.cpu_count() or 2), ge=1)
+    ctx: int = Field(default=2048, ge=256)
+    # How often loopback model servers are probed (a timeout must repeat 3 times to count).
+    probe_interval_s: float = Field(default=5.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -19,16 +48,15 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    policy_path: Path = Path("policies/default.yaml")
+    workers: int = Field(default=1, ge=1)
+    policy_path: Path = REPO_ROOT / "policies" / "default.yaml"
     database_url: str = "sqlite:///tierwise.db"
-    # Where ledger rows go when the database cannot take them; replayed on recovery.
+    # Where ledger rows are journalled before the database has them (and wait while it is down).
     spool_path: Path = Path("tierwise-ledger.spool.jsonl")
     policy_poll_interval_s: float = Field(default=1.0, gt=0)
-    # How often loopback model servers are probed (a timeout must repeat 3 times to count).
-    local_probe_interval_s: float = Field(default=5.0, gt=0)
     ledger_flush_interval_s: float = Field(default=0.2, gt=0)
     ledger_batch_size: int = Field(default=500, ge=1)
-    # Load the router (sentence-transformers, ~10 s) at start; off for tests that do not route.
+    # Load the router at start; off for tests and `serve --no-router` (auto routes use their tier).
     load_router: bool = True
     log_level: str = "info"
     # Shared counters for budgets and rate limits across replicas; in-process when unset.
@@ -38,3 +66,29 @@ class Settings(BaseSettings):
     otel: bool = False
     # Guards /admin; never logged (SecretStr).
     master_key: SecretStr | None = None
+    local: LocalModelSettings = Field(default_factory=LocalModelSettings)
+
+    @field_validator("policy_path", "spool_path")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path.expanduser().resolve()
+
+    @field_validator("database_url")
+    @classmethod
+    def _absolute_sqlite(cls, url: str) -> str:
+        """``sqlite:///relative.db`` names a file in the working directory: make it absolute."""
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(Path(url.removeprefix(prefix)).resolve())
+        return url
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The ledger's file when the ledger is SQLite."""
+        prefix = "sqlite:///"
+        return Path(self.database_url.removeprefix(prefix)) if self.database_url.startswith(prefix) else None
+
+    @staticmethod
+    def credential(env_name: str) -> str | None:
+        """A provider key by the environment variable name a policy gives; never logged."""
+        return os.environ.get(env_name) or None

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gateway.providers.server_thread import ServerThread
+from gateway.demo.server_thread import ServerThread
 
 
 class CaptureServer:

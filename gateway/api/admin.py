@@ -10,8 +10,10 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
+from gateway.api.deps import get_state
 from gateway.errors import AuthenticationError, ModelNotFoundError, PermissionDeniedError
-from gateway.state import GatewayState, get_state
+from gateway.keys.guard import bearer_token
+from gateway.state import GatewayState
 
 __all__ = ["router"]
 
@@ -34,16 +36,15 @@ class KeyFields(BaseModel):
 
 async def _master(request: Request, state: GatewayState = Depends(get_state)) -> GatewayState:
     guard = state.guard
-    if guard is None or not guard.master_key:
+    if not guard.master_key:
         raise PermissionDeniedError("the admin API is disabled: set TIERWISE_MASTER_KEY to enable it")
-    if not guard.is_master(request):
+    if not guard.is_master(bearer_token(request.headers.get("authorization"))):
         raise AuthenticationError("the admin API needs the master key")
     return state
 
 
 @router.post("/keys")
 async def create_key(fields: KeyFields, state: GatewayState = Depends(_master)) -> JSONResponse:
-    assert state.guard is not None
     key, info = await asyncio.to_thread(state.guard.store.create, **fields.model_dump(exclude_unset=True))
     # The only time the key itself is ever returned.
     return JSONResponse({"key": key, **info}, status_code=201)
@@ -51,13 +52,11 @@ async def create_key(fields: KeyFields, state: GatewayState = Depends(_master)) 
 
 @router.get("/keys")
 async def list_keys(state: GatewayState = Depends(_master)) -> dict[str, Any]:
-    assert state.guard is not None
     return {"data": await asyncio.to_thread(state.guard.store.list)}
 
 
 @router.patch("/keys/{key_id}")
 async def update_key(key_id: str, fields: KeyFields, state: GatewayState = Depends(_master)) -> dict[str, Any]:
-    assert state.guard is not None
     info = await asyncio.to_thread(state.guard.store.update, key_id, **fields.model_dump(exclude_unset=True))
     if info is None:
         raise ModelNotFoundError(f"no key {key_id}", code="key_not_found")
@@ -66,7 +65,6 @@ async def update_key(key_id: str, fields: KeyFields, state: GatewayState = Depen
 
 @router.delete("/keys/{key_id}")
 async def revoke_key(key_id: str, state: GatewayState = Depends(_master)) -> dict[str, Any]:
-    assert state.guard is not None
     if not await asyncio.to_thread(state.guard.store.revoke, key_id):
         raise ModelNotFoundError(f"no key {key_id}", code="key_not_found")
     return {"id": key_id, "revoked": True}
@@ -74,8 +72,5 @@ async def revoke_key(key_id: str, state: GatewayState = Depends(_master)) -> dic
 
 @router.get("/keys/{key_id}/spend")
 async def key_spend(key_id: str, state: GatewayState = Depends(_master)) -> dict[str, Any]:
-    import time  # noqa: PLC0415
-
-    assert state.guard is not None
-    day, month = await state.guard.limiter.spent(key_id, time.time())
+    day, month = await state.guard.limiter.spent(key_id, state.guard.clock.now())
     return {"id": key_id, "spent_today_usd": day, "spent_month_usd": month}

@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from starlette.responses import JSONResponse
 
-from gateway.state import GatewayState, get_state
+from gateway.api.deps import get_state
+from gateway.state import GatewayState
 
 __all__ = ["router"]
 
@@ -31,11 +32,15 @@ async def list_models(state: GatewayState = Depends(get_state)) -> JSONResponse:
             _entry(
                 f"tier/{tier.name}",
                 "tierwise-fake" if fake else "tierwise",
-                tierwise={"kind": "tier", "available": state.tier_available(policy, tier.name), "fake": fake},
+                tierwise={
+                    "kind": "tier",
+                    "available": state.availability.tier_available(policy, tier.name),
+                    "fake": fake,
+                },
             )
         )
         for dep in tier.deployments:
-            reason = state.unavailable_reason(dep.name, policy)
+            reason = state.availability.unavailable_reason(dep.name, policy)
             data.append(
                 _entry(
                     dep.name,
@@ -61,24 +66,20 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(state: GatewayState = Depends(get_state)) -> JSONResponse:
     policy = state.policy.current.policy
-    tiers = {t.name: state.tier_available(policy, t.name) for t in policy.tiers}
+    tiers = {t.name: state.availability.tier_available(policy, t.name) for t in policy.tiers}
     degraded: list[str] = []
     if state.ledger.degraded:
         degraded.append(state.ledger.degraded)
-    if state.guard is not None and state.guard.degraded:
+    if state.guard.degraded:
         degraded.append(state.guard.degraded)
     if state.policy.last_error:
         degraded.append("last policy reload was rejected: " + state.policy.last_error.splitlines()[0])
     for tier, ok in tiers.items():
         if not ok:
             degraded.append(f"tier {tier} has no available deployment")
+    for name, why in state.dispatcher.cooldowns().items():
+        degraded.append(f"deployment {name} is cooling down: {why}")
     router_info = {"loaded": state.router is not None, "version": getattr(state.router, "version", None)}
     ready = any(tiers.values())
-    body = {
-        "ready": ready,
-        "tiers": tiers,
-        "router": router_info,
-        "degraded": degraded,
-        **state.extras.get("ready", {}),
-    }
+    body = {"ready": ready, "tiers": tiers, "router": router_info, "degraded": degraded}
     return JSONResponse(body, status_code=200 if ready else 503)

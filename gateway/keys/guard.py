@@ -4,17 +4,13 @@ their rate limits, and is there budget for the worst case of this call."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
-import ipaddress
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from starlette.requests import Request
-
+from gateway.clock import Clock, SystemClock
 from gateway.errors import (
     AuthenticationError,
     PermissionDeniedError,
@@ -25,41 +21,47 @@ from gateway.errors import (
 from gateway.keys.limiter import Limiter, Reservation
 from gateway.keys.models import KEY_PREFIX
 from gateway.keys.store import Identity, KeyStore
+from gateway.net import is_loopback
 
-__all__ = ["Guard"]
+__all__ = ["Guard", "bearer_token"]
 
 log = logging.getLogger("tierwise.keys")
 T = TypeVar("T")
 
 
-@functools.lru_cache(maxsize=1024)  # ip_address() parsing showed up in the per-request profile
-def _is_loopback(host: str | None) -> bool:
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host in ("localhost", "testclient")
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer ...`` header ("" when there is none)."""
+    header = authorization or ""
+    return header[7:].strip() if header[:7].lower() == "bearer " else ""
 
 
 class Guard:
-    def __init__(self, store: KeyStore, limiter: Limiter, master_key: str | None, fail_open: bool = False) -> None:
+    def __init__(
+        self,
+        store: KeyStore,
+        limiter: Limiter,
+        master_key: str | None,
+        fail_open: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
         self.store = store
         self.limiter = limiter
         self.master_key = master_key
         self.fail_open = fail_open
+        self.clock = clock or SystemClock()
         self.degraded: str | None = None
+        self.unsettled = 0  # settlements the limits store failed: counters need a re-seed
 
     # -- identity ---------------------------------------------------------------------------
-    async def authenticate(self, request: Request) -> Identity | None:
+    async def authenticate(self, token: str, client_host: str | None) -> Identity | None:
         """The caller's identity; None in open mode (no keys exist: loopback clients only)."""
-        token = _bearer(request)
         # A Tierwise key is always checked, even while this replica still believes no keys exist
         # (another replica may have just created it): it must never be served as anonymous.
         any_keys = True if token.startswith(KEY_PREFIX) else self.store.cached_any_keys()
         if any_keys is None:  # only then pay for a thread hop and a query
             any_keys = await asyncio.to_thread(self.store.any_keys)
         if not any_keys:
-            client = request.client.host if request.client else None
-            if not _is_loopback(client):
+            if not is_loopback(client_host):
                 raise AuthenticationError("this gateway has no API keys yet and only serves loopback clients")
             return None
         if not token:
@@ -69,12 +71,11 @@ class Guard:
             identity = await asyncio.to_thread(self.store.lookup, token)
         if identity is None:
             raise AuthenticationError("invalid or revoked API key")  # never echo the key
-        if identity.expires_at is not None and _aware(identity.expires_at) <= datetime.now(UTC):
+        if identity.expires_at is not None and _aware(identity.expires_at).timestamp() <= self.clock.now():
             raise AuthenticationError("API key has expired", code="expired_api_key")
         return identity
 
-    def is_master(self, request: Request) -> bool:
-        token = _bearer(request)
+    def is_master(self, token: str) -> bool:
         return bool(self.master_key and token and hmac.compare_digest(token.encode(), self.master_key.encode()))
 
     @staticmethod
@@ -107,7 +108,7 @@ class Guard:
     async def admit(self, identity: Identity | None) -> None:
         if identity is None or (identity.rpm_limit is None and identity.tpm_limit is None):
             return
-        now = time.time()
+        now = self.clock.now()
         wait = await self._guarded(
             "rate check",
             lambda: self.limiter.check_rate(identity.key_id, identity.rpm_limit, identity.tpm_limit, now),
@@ -125,7 +126,7 @@ class Guard:
         if identity is None or (identity.budget_daily_usd is None and identity.budget_monthly_usd is None):
             return None
         day, month = await self._guarded(
-            "spend lookup", lambda: self.limiter.spent(identity.key_id, time.time()), (0.0, 0.0)
+            "spend lookup", lambda: self.limiter.spent(identity.key_id, self.clock.now()), (0.0, 0.0)
         )
         shares = [
             1 - spent / limit
@@ -137,7 +138,7 @@ class Guard:
     async def reserve(self, identity: Identity | None, worst_usd: float) -> Reservation | None:
         if identity is None or (identity.budget_daily_usd is None and identity.budget_monthly_usd is None):
             return None
-        now = time.time()
+        now = self.clock.now()
         sentinel: Reservation | None = Reservation(identity.key_id, 0, "", "")
         res: Reservation | None = await self._guarded(
             "budget reservation",
@@ -155,17 +156,20 @@ class Guard:
     async def settle(
         self, identity: Identity | None, reservation: Reservation | None, actual_usd: float, tokens: int
     ) -> None:
-        if reservation is not None:
-            await self._guarded("budget settlement", lambda: self.limiter.settle(reservation, actual_usd), None)
-        if identity is not None and identity.tpm_limit is not None and tokens:
-            await self._guarded(
-                "token count", lambda: self.limiter.add_tokens(identity.key_id, tokens, time.time()), None
+        """Never raises: the request was served and ledgered, so a limits store that fails now must
+        not turn it into an error (a retrying client would pay twice). The reservation stays
+        counted, which errs on the safe side, until the counters are re-seeded from the ledger."""
+        try:
+            if reservation is not None:
+                await self.limiter.settle(reservation, actual_usd)
+            if identity is not None and identity.tpm_limit is not None and tokens:
+                await self.limiter.add_tokens(identity.key_id, tokens, self.clock.now())
+        except Exception as exc:  # redis raises its own tree; every failure is handled the same way
+            self.unsettled += 1
+            self.degraded = (
+                f"limits store failed during settlement ({type(exc).__name__}); counters re-seed from the ledger"
             )
-
-
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    return header[7:].strip() if header[:7].lower() == "bearer " else ""
+            log.error("budget settlement failed (%s); the request is in the ledger", type(exc).__name__)
 
 
 def _aware(dt: datetime) -> datetime:

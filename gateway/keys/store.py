@@ -6,7 +6,6 @@ import hmac
 import json
 import logging
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
+from gateway.clock import Clock, SystemClock
 from gateway.keys.models import ApiKey, hash_key, new_key
 
 __all__ = ["Identity", "KeyStore"]
@@ -69,9 +69,10 @@ def public(row: ApiKey) -> dict[str, Any]:
 class KeyStore:
     """Lookups are cached briefly (``ttl_s``): a revocation reaches other replicas within that time."""
 
-    def __init__(self, engine: Engine, ttl_s: float = 2.0) -> None:
+    def __init__(self, engine: Engine, ttl_s: float = 2.0, clock: Clock | None = None) -> None:
         self.engine = engine
         self.ttl_s = ttl_s
+        self.clock = clock or SystemClock()
         self._cache: dict[str, tuple[float, Identity | None]] = {}
         self._any: tuple[float, bool] = (0.0, False)
 
@@ -87,7 +88,7 @@ class KeyStore:
             s.add(row)
             s.commit()
             s.refresh(row)
-            self._any = (time.monotonic(), True)
+            self._any = (self.clock.monotonic(), True)
             return key, public(row)
 
     def list(self) -> list[dict[str, Any]]:
@@ -121,12 +122,12 @@ class KeyStore:
     def cached_any_keys(self) -> bool | None:
         """The cached answer, or None when it must be asked of the database (no I/O here)."""
         at, value = self._any
-        return value if value or time.monotonic() - at < self.ttl_s else None
+        return value if value or self.clock.monotonic() - at < self.ttl_s else None
 
     def cached_lookup(self, key: str) -> tuple[bool, Identity | None]:
         """(hit, identity) from the cache only (no I/O here)."""
         hit = self._cache.get(hash_key(key))
-        if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+        if hit is not None and self.clock.monotonic() - hit[0] < self.ttl_s:
             return True, hit[1]
         return False, None
 
@@ -141,13 +142,13 @@ class KeyStore:
             # The database is down: keep the last known answer (keys are rarely added) and retry later.
             log.warning("key store unreachable; keeping the last known key configuration")
             value = self._any[1]
-        self._any = (time.monotonic(), value)
+        self._any = (self.clock.monotonic(), value)
         return value
 
     def lookup(self, key: str) -> Identity | None:
         digest = hash_key(key)
         hit = self._cache.get(digest)
-        if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+        if hit is not None and self.clock.monotonic() - hit[0] < self.ttl_s:
             return hit[1]
         try:
             with Session(self.engine) as s:
@@ -160,7 +161,7 @@ class KeyStore:
         # constant-time comparison of the stored hash, on top of the indexed lookup
         if row is not None and hmac.compare_digest(row.key_hash, digest) and row.revoked_at is None:
             identity = Identity.of(row)
-        self._cache[digest] = (time.monotonic(), identity)
+        self._cache[digest] = (self.clock.monotonic(), identity)
         return identity
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlmodel import Field, SQLModel
 
-__all__ = ["LedgerEntry"]
+__all__ = ["LedgerEntry", "LedgerRow"]
 
 
 def _now() -> datetime:
@@ -42,3 +43,33 @@ class LedgerEntry(SQLModel, table=True):
     attempts: int = 0
     fallbacks: str | None = None  # JSON list of what happened on the way
     error_type: str | None = Field(default=None, max_length=64)
+
+
+@dataclass(slots=True)
+class LedgerRow:
+    """One request's row as the request path builds it: typed, cheap to make (no ORM instance),
+    and written by the ledger writer off the request path. Its fields are the table's columns."""
+
+    request_id: str
+    requested_model: str
+    created_at: datetime = field(default_factory=_now)
+    api_key_id: str | None = None
+    route: str | None = None
+    tier: str | None = None
+    deployment: str | None = None
+    upstream_model: str | None = None
+    router_tier: str | None = None
+    router_scores: str | None = None
+    router_version: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_estimated: bool = False
+    cost_usd: float = 0.0
+    frontier_cost_usd: float = 0.0
+    ttft_ms: float | None = None
+    latency_ms: float = 0.0
+    status_code: int = 200
+    stream: bool = False
+    attempts: int = 0
+    fallbacks: str | None = None
+    error_type: str | None = None

@@ -23,12 +23,13 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from gateway.ledger.models import LedgerEntry
+from gateway.ledger.models import LedgerEntry, LedgerRow
 
 __all__ = ["LedgerWriter"]
 
 log = logging.getLogger("tierwise.ledger")
 _TABLE = LedgerEntry.__table__  # type: ignore[attr-defined]
+_FIELDS = LedgerRow.__slots__
 
 
 class LedgerWriter:
@@ -37,7 +38,7 @@ class LedgerWriter:
         self.spool_path = spool_path
         self.batch_size = batch_size
         self.interval_s = interval_s
-        self._queue: deque[dict[str, Any]] = deque()
+        self._queue: deque[LedgerRow] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.written = 0
@@ -48,14 +49,10 @@ class LedgerWriter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
         self._last_replay_try = 0.0
 
-    def record(self, row: dict[str, Any]) -> None:
+    def record(self, row: LedgerRow) -> None:
         self._queue.append(row)
         if len(self._queue) >= self.batch_size:
             self._wakeup.set()
-
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
@@ -72,7 +69,7 @@ class LedgerWriter:
     async def flush(self) -> None:
         """Write everything queued now (and replay the spool if the database is back)."""
         while self._queue:
-            batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+            batch = [_as_dict(self._queue.popleft()) for _ in range(min(self.batch_size, len(self._queue)))]
             await asyncio.get_running_loop().run_in_executor(self._thread, self._write_or_spool, batch)
         replaying = self.spool_path.with_suffix(self.spool_path.suffix + ".replaying")
         has_spool = replaying.exists() or (self.spool_path.exists() and self.spool_path.stat().st_size > 0)
@@ -154,6 +151,10 @@ class LedgerWriter:
         self.written += len(rows)
         self.degraded = None
         log.warning("replayed %d spooled ledger rows", len(rows))
+
+
+def _as_dict(row: LedgerRow) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in _FIELDS}
 
 
 def _default(value: Any) -> Any:

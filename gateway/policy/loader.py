@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
 from gateway.policy.models import Policy, Price
-from gateway.pricing import PriceMap, litellm_price_map
+from gateway.policy.pricing import PriceMap, litellm_price_map
 
 __all__ = ["LoadedPolicy", "PolicyError", "format_loc", "load_policy"]
 
@@ -33,9 +33,14 @@ class LoadedPolicy:
     prices: dict[str, Price]  # deployment name -> price
     source: Path
     mtime_ns: int
+    output_caps: dict[str, int | None] = field(default_factory=dict)  # deployment name -> max output tokens
+    text: str = ""  # the file as read, for the snapshot the ledger keeps
 
     def price(self, deployment: str) -> Price:
         return self.prices[deployment]
+
+    def output_cap(self, deployment: str) -> int | None:
+        return self.output_caps.get(deployment)
 
 
 def format_loc(loc: Sequence[int | str]) -> str:
@@ -67,10 +72,12 @@ def load_policy(path: Path, price_map: PriceMap | None = None) -> LoadedPolicy:
         problems = [(format_loc(err["loc"]), _message(err)) for err in exc.errors()]
         raise PolicyError(source, problems) from exc
 
-    prices, problems = _resolve_prices(policy, price_map or litellm_price_map())
+    price_map = price_map or litellm_price_map()
+    prices, problems = _resolve_prices(policy, price_map)
     if problems:
         raise PolicyError(source, problems)
-    return LoadedPolicy(policy=policy, prices=prices, source=path, mtime_ns=mtime_ns)
+    caps = {d.name: price_map.output_cap(d) for t in policy.tiers for d in t.deployments}
+    return LoadedPolicy(policy=policy, prices=prices, source=path, mtime_ns=mtime_ns, output_caps=caps, text=text)
 
 
 def _message(err: object) -> str:

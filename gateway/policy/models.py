@@ -44,6 +44,10 @@ class Deployment(_Strict):
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
     price: Price | None = None
+    # Output tokens asked for when the client sets no limit (a small model left unbounded can
+    # ramble for thousands of tokens), and the most this deployment may be asked for at all.
+    default_max_tokens: int | None = Field(default=None, ge=1)
+    max_output_tokens: int | None = Field(default=None, ge=1)
 
     @property
     def provider(self) -> Literal["fake", "openai_compatible", "litellm"]:
@@ -124,6 +128,11 @@ class DispatchConfig(_Strict):
     backoff_max_s: float = Field(default=2.0, ge=0)
     # A Retry-After longer than this moves on to the next deployment instead of waiting.
     max_retry_after_s: float = Field(default=5.0, ge=0)
+    # A deployment is cooled down after failing this many different requests in a row (one
+    # request that fails everywhere says nothing about the deployment).
+    failures_before_cooldown: int = Field(default=3, ge=1)
+    # The longest a stream may run, start to end; then it is ended with an error event.
+    max_stream_s: float = Field(default=600.0, gt=0)
 
 
 class Limits(_Strict):

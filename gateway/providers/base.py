@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.policy.models import Deployment
+from gateway.usage import Usage
 
 __all__ = [
     "Completion",
@@ -26,46 +27,37 @@ __all__ = [
     "UpstreamStream",
     "UpstreamTimeout",
     "Usage",
-    "estimate_tokens",
 ]
 
 
 class ProviderError(Exception):
+    """``public_message`` is what a client may read: typed, short, no upstream internals."""
+
     retryable = True
+    public_message = "the upstream call failed"
 
 
 class UpstreamHTTPError(ProviderError):
     def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"upstream answered {status}: {message}")
         self.status = status
-        self.upstream_message = message
+        self.upstream_message = message  # redacted by the provider; relayed only for a 4xx
         self.retry_after = retry_after
+        self.public_message = f"the upstream answered {status}"
         # 408/409/429 and 5xx are worth another try; other 4xx will fail the same way again.
         self.retryable = status in (408, 409, 429) or status >= 500
 
 
 class UpstreamTimeout(ProviderError):
-    pass
+    public_message = "the upstream timed out"
 
 
 class UpstreamConnectError(ProviderError):
-    pass
+    public_message = "the upstream could not be reached"
 
 
 class UpstreamProtocolError(ProviderError):
-    pass
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    estimated: bool = False
-
-
-def estimate_tokens(text: str) -> int:
-    """~4 characters a token: the fallback when an upstream reports no usage."""
-    return max(1, (len(text) + 3) // 4)
+    public_message = "the upstream answered in an unexpected format"
 
 
 @dataclass
@@ -87,7 +79,6 @@ class UpstreamStream:
     completion_chars: int = 0
     done: bool = False
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Provider(abc.ABC):

@@ -21,11 +21,13 @@ from gateway.providers.base import (
     ProviderError,
     UpstreamConnectError,
     UpstreamHTTPError,
+    UpstreamProtocolError,
     UpstreamStream,
     UpstreamTimeout,
-    Usage,
 )
 from gateway.providers.openai_compatible import parse_retry_after
+from gateway.redact import redact
+from gateway.usage import usage_of
 
 __all__ = ["LitellmProvider"]
 
@@ -44,20 +46,19 @@ class LitellmProvider(Provider):
         self._own = frozenset(all_litellm_params) | {"model", "messages", "stream", "stream_options"}
         self._litellm = litellm
 
-    def _map_error(self, exc: Exception) -> ProviderError:
+    def _map_error(self, exc: Exception, api_key: str | None) -> ProviderError:
         lt = self._litellm
+        text = redact(str(getattr(exc, "message", exc)).strip().split("\n")[0], [api_key])[:200]
         if isinstance(exc, lt.Timeout):
-            return UpstreamTimeout(str(exc)[:300])
+            return UpstreamTimeout(text)
         if isinstance(exc, lt.APIConnectionError):
-            return UpstreamConnectError(str(exc)[:300])
+            return UpstreamConnectError(text)
         status = getattr(exc, "status_code", None)
         if isinstance(status, int):
             response = getattr(exc, "response", None)
             headers = getattr(response, "headers", None) or {}
-            return UpstreamHTTPError(
-                status, str(getattr(exc, "message", exc))[:500], parse_retry_after(headers.get("retry-after"))
-            )
-        return UpstreamConnectError(f"{type(exc).__name__}: {str(exc)[:300]}")
+            return UpstreamHTTPError(status, text, parse_retry_after(headers.get("retry-after")))
+        return UpstreamProtocolError(f"{type(exc).__name__}: {text}")
 
     def _kwargs(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> dict[str, Any]:
         params = {k: v for k, v in body.items() if k in CHAT_FIELDS and k not in self._own}
@@ -76,15 +77,9 @@ class LitellmProvider(Provider):
         try:
             resp = await self._litellm.acompletion(**self._kwargs(deployment, api_key, body))
         except Exception as exc:  # litellm raises many types; all are mapped
-            raise self._map_error(exc) from exc
+            raise self._map_error(exc, api_key) from exc
         payload = resp.model_dump(exclude_none=True)
-        usage = payload.get("usage") or {}
-        return Completion(
-            body=orjson.dumps(payload),
-            usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
-            if usage
-            else None,
-        )
+        return Completion(body=orjson.dumps(payload), usage=usage_of(payload))
 
     async def open_stream(
         self, deployment: Deployment, api_key: str | None, body: dict[str, Any], include_usage: bool
@@ -93,18 +88,20 @@ class LitellmProvider(Provider):
         try:
             chunks = await self._litellm.acompletion(**kwargs, stream=True, stream_options={"include_usage": True})
         except Exception as exc:
-            raise self._map_error(exc) from exc
+            raise self._map_error(exc, api_key) from exc
         stream = UpstreamStream(events=_nothing())
-        stream.events = self._events(chunks, stream, include_usage)
+        stream.events = self._events(chunks, stream, include_usage, api_key)
         return stream
 
-    async def _events(self, chunks: Any, stream: UpstreamStream, include_usage: bool) -> AsyncIterator[bytes]:
+    async def _events(
+        self, chunks: Any, stream: UpstreamStream, include_usage: bool, api_key: str | None
+    ) -> AsyncIterator[bytes]:
         try:
             async for chunk in chunks:
                 payload = chunk.model_dump(exclude_none=True)
                 usage = payload.get("usage")
                 if usage:
-                    stream.usage = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+                    stream.usage = usage_of(payload)
                 for choice in payload.get("choices") or []:
                     stream.completion_chars += len((choice.get("delta") or {}).get("content") or "")
                 if usage and not payload.get("choices") and not include_usage:
@@ -114,7 +111,7 @@ class LitellmProvider(Provider):
                 yield b"data: " + orjson.dumps(payload) + b"\n\n"
         except Exception as exc:
             stream.error = type(exc).__name__
-            raise self._map_error(exc) from exc
+            raise self._map_error(exc, api_key) from exc
         stream.done = True
         yield b"data: [DONE]\n\n"
 

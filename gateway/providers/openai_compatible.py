@@ -23,8 +23,9 @@ from gateway.providers.base import (
     UpstreamProtocolError,
     UpstreamStream,
     UpstreamTimeout,
-    Usage,
 )
+from gateway.redact import redact
+from gateway.usage import usage_of
 
 __all__ = ["OpenAICompatibleProvider", "parse_retry_after"]
 
@@ -38,27 +39,21 @@ def parse_retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: rare from LLM APIs; fall back to our own backoff
 
 
-def _usage_of(payload: dict[str, Any]) -> Usage | None:
-    usage = payload.get("usage")
-    if not isinstance(usage, dict):
-        return None
-    try:
-        return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
-    except (TypeError, ValueError):
-        return None
-
-
-def _error_message(status: int, reason: str | None, content: bytes) -> str:
+def _error_message(status: int, reason: str | None, content: bytes, api_key: str | None) -> str:
+    """The upstream's own error message, first line only, short and without secrets: some
+    upstreams echo the request's headers (our provider key) or a traceback into error bodies."""
+    text = ""
     try:
         payload = orjson.loads(content)
-        err = payload.get("error")
+        err = payload.get("error") if isinstance(payload, dict) else None
         if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:500]
-        if isinstance(err, str):
-            return err[:500]
-    except (orjson.JSONDecodeError, AttributeError):
+            text = str(err["message"])
+        elif isinstance(err, str):
+            text = err
+    except orjson.JSONDecodeError:
         pass
-    return content[:200].decode(errors="replace") or reason or str(status)
+    text = (text or content[:200].decode(errors="replace") or reason or str(status)).strip()
+    return redact(text.splitlines()[0] if text else "", [api_key])[:200]
 
 
 class OpenAICompatibleProvider(Provider):
@@ -104,7 +99,7 @@ class OpenAICompatibleProvider(Provider):
         except TimeoutError as exc:  # aiohttp's ServerTimeoutError is a TimeoutError too
             raise UpstreamTimeout(f"upstream timed out: {type(exc).__name__}") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamConnectError(f"cannot reach upstream: {type(exc).__name__}") from exc
+            raise UpstreamConnectError(f"cannot reach upstream {deployment.name}: {type(exc).__name__}") from exc
         if response.status >= 400:
             try:
                 content = await response.read()
@@ -114,7 +109,7 @@ class OpenAICompatibleProvider(Provider):
                 response.release()
             raise UpstreamHTTPError(
                 response.status,
-                _error_message(response.status, response.reason, content),
+                _error_message(response.status, response.reason, content, api_key),
                 parse_retry_after(response.headers.get("retry-after")),
             )
         return response
@@ -135,7 +130,7 @@ class OpenAICompatibleProvider(Provider):
             raise UpstreamProtocolError("upstream answered with invalid JSON") from exc
         if not isinstance(payload, dict) or "choices" not in payload:
             raise UpstreamProtocolError("upstream answer has no `choices`")
-        return Completion(body=content, usage=_usage_of(payload))
+        return Completion(body=content, usage=usage_of(payload))
 
     async def open_stream(
         self, deployment: Deployment, api_key: str | None, body: dict[str, Any], include_usage: bool
@@ -197,7 +192,7 @@ class OpenAICompatibleProvider(Provider):
                 return False
             if not isinstance(payload, dict):
                 continue
-            usage = _usage_of(payload)
+            usage = usage_of(payload)
             if usage is not None:
                 stream.usage = usage
             choices = payload.get("choices") or []

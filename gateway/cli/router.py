@@ -1,4 +1,5 @@
-"""Sub-commands beyond serve/policy: the router's own, and those that join router and policy."""
+"""``tierwise router ...``: the router's own commands (train, eval, cv) and those that join router
+and policy (calibrate)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from gateway.policy.loader import load_policy
 from router.cli import load_eval_data, log, offline, resolve_artifact
 
 __all__ = ["register"]
@@ -21,6 +21,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     from router.evaluate import select_tiers  # noqa: PLC0415
 
     policy_path = Path(args.policy)
+    from gateway.policy.loader import load_policy  # noqa: PLC0415
+
     loaded = load_policy(policy_path)
     cfg = loaded.policy.router
     if cfg is None:
@@ -49,7 +51,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     log(f"calibrating on {len(data.rows)} rows of {args.data}")
     quality, cost = router.score([r.prompt for r in data.rows], progress=True)
     if cfg.price_aware:  # decide as the gateway will: at this policy's prices
-        from gateway.resolve import price_scale  # noqa: PLC0415
+        from gateway.routing.resolve import price_scale  # noqa: PLC0415
 
         cost = cost * np.asarray(price_scale(router, loaded), dtype=np.float32)
     q, c = quality[:, cols], cost[:, cols]
@@ -92,7 +94,3 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--max-cost-per-1k", type=float, default=None)
     c.add_argument("--dry-run", action="store_true")
     c.set_defaults(func=_calibrate)
-
-    from gateway.commands import register_more  # noqa: PLC0415
-
-    register_more(sub)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -10,6 +11,17 @@ from typing import Any, Literal
 import uvicorn
 
 __all__ = ["ServerThread"]
+
+
+class _QuietThread(logging.Filter):
+    """Drops a thread's records below WARNING (its start-up lines would read like the gateway's)."""
+
+    def __init__(self, thread_name: str) -> None:
+        super().__init__()
+        self.thread_name = thread_name
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.threadName != self.thread_name
 
 
 class ServerThread:
@@ -25,9 +37,12 @@ class ServerThread:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host, self.port = self._sock.getsockname()[:2]
-        config = uvicorn.Config(app, log_level="warning", lifespan=lifespan, access_log=False)
+        # log_config=None: a server started inside the gateway must not reconfigure (and silence)
+        # the logging of the uvicorn that serves the gateway itself; its own chatter is dropped.
+        config = uvicorn.Config(app, log_config=None, lifespan=lifespan, access_log=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name=f"server-{self.port}", daemon=True)
+        logging.getLogger("uvicorn.error").addFilter(_QuietThread(self._thread.name))
 
     @property
     def url(self) -> str:

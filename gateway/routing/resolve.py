@@ -17,7 +17,7 @@ from gateway.chat_request import message_text
 from gateway.errors import ModelNotFoundError, ServiceUnavailableError
 from gateway.policy.loader import LoadedPolicy
 from gateway.policy.models import Policy
-from gateway.pricing import reference_call_cost
+from gateway.policy.pricing import reference_call_cost
 
 __all__ = ["Decision", "Resolution", "Resolver", "RouterLike", "price_scale", "prompt_text"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -23,20 +23,18 @@ _MAP_FILE = "model_prices_and_context_window_backup.json"
 
 @dataclass(frozen=True)
 class PriceMap:
-    """Model name -> Price, from litellm's map."""
+    """Model name -> Price (and output-token limit), from litellm's map."""
 
     entries: dict[str, Price]
+    output_limits: dict[str, int] = field(default_factory=dict)
+
+    @staticmethod
+    def _names(model: str) -> list[str]:
+        # litellm keys some models bare ("gpt-4o") and some with a provider prefix.
+        return [model, model.split("/", 1)[1]] if "/" in model else [model]
 
     def lookup(self, model: str) -> Price | None:
-        # litellm keys some models bare ("gpt-4o") and some with a provider prefix.
-        candidates = [model]
-        if "/" in model:
-            candidates.append(model.split("/", 1)[1])
-        for name in candidates:
-            price = self.entries.get(name)
-            if price is not None:
-                return price
-        return None
+        return next((self.entries[n] for n in self._names(model) if n in self.entries), None)
 
     def price_for(self, deployment: Deployment) -> Price | None:
         if deployment.price is not None:
@@ -44,6 +42,12 @@ class PriceMap:
         if deployment.provider == "fake":
             return None
         return self.lookup(deployment.model)
+
+    def output_cap(self, deployment: Deployment) -> int | None:
+        """The most output tokens the deployment may be asked for: the policy's cap, else the model's."""
+        if deployment.max_output_tokens is not None:
+            return deployment.max_output_tokens
+        return next((self.output_limits[n] for n in self._names(deployment.model) if n in self.output_limits), None)
 
 
 @lru_cache(maxsize=1)
@@ -56,13 +60,17 @@ def litellm_price_map() -> PriceMap:
         return PriceMap({})
     raw: dict[str, Any] = json.loads(path.read_text())
     entries: dict[str, Price] = {}
+    limits: dict[str, int] = {}
     for name, info in raw.items():
         if not isinstance(info, dict):
             continue
         inp, out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
         if isinstance(inp, (int, float)) and isinstance(out, (int, float)):
             entries[name] = Price(input_per_1m=inp * 1e6, output_per_1m=out * 1e6)
-    return PriceMap(entries)
+        cap = info.get("max_output_tokens")
+        if isinstance(cap, int) and cap > 0:
+            limits[name] = cap
+    return PriceMap(entries, limits)
 
 
 def cost_usd(price: Price, prompt_tokens: int, completion_tokens: int) -> float:

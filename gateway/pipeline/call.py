@@ -1,0 +1,106 @@
+"""One request from arrival to its single ledger row, whatever happens on the way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+from gateway.dispatch import Attempted
+from gateway.keys import Identity, Reservation
+from gateway.ledger.models import LedgerRow
+from gateway.policy.loader import LoadedPolicy
+from gateway.policy.models import Limits
+from gateway.policy.pricing import cost_usd
+from gateway.routing.resolve import Resolution
+from gateway.usage import Usage
+
+__all__ = ["Call"]
+
+_MAX_HEADER = 512
+
+
+@dataclass
+class Call:
+    """What the pipeline knows about a request; ``row()`` turns it into the ledger's row."""
+
+    request_id: str
+    api: str
+    loaded: LoadedPolicy
+    started: float  # the clock's monotonic seconds at arrival
+    identity: Identity | None = None
+    requested_model: str = ""
+    stream: bool = False
+    resolution: Resolution | None = None
+    reservation: Reservation | None = None
+    ttft_ms: float | None = None
+    notes: list[str] = field(default_factory=list)  # what moved the request off its path, in order
+    recorded: bool = False  # the row is written: exactly once per request
+
+    @property
+    def limits(self) -> Limits:
+        return self.loaded.policy.limits
+
+    @property
+    def api_key_id(self) -> str | None:
+        return self.identity.key_id if self.identity else None
+
+    def cost(self, attempted: Attempted, usage: Usage) -> float:
+        step = attempted.step
+        return cost_usd(step.price, usage.prompt_tokens, usage.completion_tokens) if step else 0.0
+
+    def row(
+        self,
+        attempted: Attempted | None,
+        usage: Usage | None,
+        status: int,
+        error_type: str | None,
+        now: float,
+    ) -> LedgerRow:
+        attempted = attempted or Attempted()
+        usage = usage or Usage(0, 0)
+        step, res = attempted.step, self.resolution
+        frontier = self.loaded.policy.frontier.deployments[0]
+        notes = self.notes + attempted.fallbacks
+        return LedgerRow(
+            request_id=self.request_id,
+            api_key_id=self.api_key_id,
+            route=res.route if res else None,
+            requested_model=self.requested_model[:256],
+            tier=step.tier if step else (res.tier if res else None),
+            deployment=step.deployment.name if step else None,
+            upstream_model=step.deployment.model if step else None,
+            router_tier=res.router_tier if res else None,
+            router_scores=orjson.dumps(res.router_scores).decode() if res and res.router_scores else None,
+            router_version=res.router_version if res else None,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            usage_estimated=usage.estimated,
+            cost_usd=self.cost(attempted, usage),
+            frontier_cost_usd=cost_usd(self.loaded.price(frontier.name), usage.prompt_tokens, usage.completion_tokens),
+            ttft_ms=self.ttft_ms,
+            latency_ms=(now - self.started) * 1000,
+            status_code=status,
+            stream=self.stream,
+            attempts=attempted.attempts,
+            fallbacks=orjson.dumps(notes).decode() if notes else None,
+            error_type=error_type,
+        )
+
+    def headers(self, attempted: Attempted | None = None) -> dict[str, str]:
+        out = {"x-tierwise-request-id": self.request_id}
+        step = attempted.step if attempted else None
+        if step is not None:
+            out["x-tierwise-tier"] = step.tier
+            out["x-tierwise-deployment"] = step.deployment.name
+        res = self.resolution
+        if res is not None and res.router_version:
+            out["x-tierwise-router-version"] = res.router_version
+            out["x-tierwise-router-tier"] = res.router_tier or ""
+            out["x-tierwise-router-scores"] = ",".join(f"{k}={v:.3f}" for k, v in res.router_scores.items())
+        notes = self.notes + (attempted.fallbacks if attempted else [])
+        if notes:
+            # Served off the path asked for (a tier unavailable, a deployment failing): say so here,
+            # not only in the ledger.
+            out["x-tierwise-fallbacks"] = "; ".join(notes)[:_MAX_HEADER]
+        return out

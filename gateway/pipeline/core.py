@@ -1,0 +1,208 @@
+"""The request pipeline: from a checked request and an identity to an answer and one ledger row.
+
+No HTTP here: endpoints parse their API's shape into a :class:`ChatRequest`, call :meth:`run`,
+and encode what comes back. The steps, in order::
+
+    authenticate -> resolve -> steer (budget) -> authorize -> plan -> admit (rate) -> reserve
+    -> dispatch -> settle -> ledger row
+
+Once a request reserved budget, every way out settles the reservation and writes the row;
+a request refused before that gets a row too (status, route, key; never the body).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.availability import Availability
+from gateway.chat_request import ChatRequest, message_text
+from gateway.clock import Clock
+from gateway.dispatch import Attempted, Dispatcher, DispatchFailed, Plan
+from gateway.errors import GatewayError
+from gateway.keys import Guard
+from gateway.ledger.models import LedgerRow
+from gateway.pipeline.budget import worst_case_usd
+from gateway.pipeline.call import Call
+from gateway.pipeline.relay import Relay
+from gateway.policy.store import PolicyStore
+from gateway.providers.base import UpstreamStream
+from gateway.routing.resolve import Resolver
+from gateway.usage import Usage, estimate_tokens
+
+__all__ = ["Answer", "Pipeline", "StreamAnswer"]
+
+log = logging.getLogger("tierwise.pipeline")
+
+
+class RowSink(Protocol):
+    """Where rows go (the ledger writer)."""
+
+    def record(self, row: LedgerRow) -> None: ...
+
+
+@dataclass
+class Answer:
+    """A complete answer: the upstream's JSON, as it sent it, and the headers to send with it."""
+
+    body: bytes
+    headers: dict[str, str]
+    cost_usd: float
+
+
+@dataclass
+class StreamAnswer:
+    """An opened stream: iterate ``relay.events()``; ``relay.finish`` ends it if that never starts."""
+
+    relay: Relay
+    headers: dict[str, str]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        policy: PolicyStore,
+        resolver: Resolver,
+        dispatcher: Dispatcher,
+        availability: Availability,
+        guard: Guard,
+        ledger: RowSink,
+        clock: Clock,
+    ) -> None:
+        self.policy = policy
+        self.resolver = resolver
+        self.dispatcher = dispatcher
+        self.availability = availability
+        self.guard = guard
+        self.ledger = ledger
+        self.clock = clock
+
+    # -- a request's life -------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def call(self, api: str, token: str, client_host: str | None) -> AsyncIterator[Call]:
+        """Authenticate and yield the request's :class:`Call`; a request refused anywhere inside
+        is ledgered (once) and its error carries the request id."""
+        call = Call(
+            request_id="req_" + secrets.token_hex(12),
+            api=api,
+            loaded=self.policy.current,
+            started=self.clock.monotonic(),
+        )
+        try:
+            call.identity = await self.guard.authenticate(token, client_host)
+            yield call
+        except GatewayError as exc:
+            self._record(call, None, None, exc.status_code, exc.code or exc.error_type)
+            exc.headers.update(call.headers())
+            raise
+        except Exception:
+            self._record(call, None, None, 500, "internal_error")
+            raise
+
+    async def run(self, call: Call, chat: ChatRequest) -> Answer | StreamAnswer:
+        call.requested_model = chat.model
+        call.stream = chat.stream
+        plan = await self._plan(call, chat)
+        guard, identity = self.guard, call.identity
+        await guard.admit(identity)
+        call.reservation = await guard.reserve(identity, worst_case_usd(chat.body, plan, call.loaded))
+        try:
+            if chat.stream:
+                return await self._open_stream(call, chat, plan)
+            return await self._complete(call, chat, plan)
+        except BaseException:
+            if not call.recorded:  # whatever was raised: release the budget, write the row
+                await self._settle(call, None, None, 500, "internal_error")
+            raise
+
+    async def _plan(self, call: Call, chat: ChatRequest) -> Plan:
+        loaded, identity = call.loaded, call.identity
+        res = await self.resolver.resolve(loaded, chat.model, chat.body["messages"])
+        call.resolution = res
+        call.notes.extend(res.notes)
+        limits = loaded.policy.limits
+        if limits.budget_steer_below is not None and res.deployment is None:
+            left = await self.guard.budget_left(identity)
+            if left is not None and left < limits.budget_steer_below:
+                steer = limits.budget_steer_tier or loaded.policy.tiers[0].name
+                if steer != res.tier:
+                    call.notes.append(f"budget {left:.0%} left: steered {res.tier} -> {steer}")
+                    res.tier = steer
+        Guard.authorize(identity, {chat.model, res.route or chat.model, f"tier/{res.tier}"}, res.tier)
+        plan = self.dispatcher.plan(
+            loaded, res.tier, deployment=res.deployment, fallback=res.fallback, down=self.availability.down
+        )
+        if identity is not None and identity.allowed_tiers is not None:
+            plan = Plan([s for s in plan.steps if s.tier in identity.allowed_tiers], plan.requested_tier)
+        return plan
+
+    async def _complete(self, call: Call, chat: ChatRequest, plan: Plan) -> Answer:
+        try:
+            completion, attempted = await self.dispatcher.complete(plan, chat.body, call.loaded.policy.dispatch)
+        except DispatchFailed as failed:
+            raise await self._failed(call, failed) from failed
+        call.ttft_ms = (self.clock.monotonic() - call.started) * 1000
+        usage = completion.usage or Usage(
+            _prompt_estimate(chat), estimate_tokens(completion.body.decode(errors="ignore")), estimated=True
+        )
+        cost = await self._settle(call, attempted, usage, 200, None)
+        headers = call.headers(attempted)
+        headers["x-tierwise-cost-usd"] = f"{cost:.8f}"
+        return Answer(completion.body, headers, cost)
+
+    async def _open_stream(self, call: Call, chat: ChatRequest, plan: Plan) -> StreamAnswer:
+        config = call.loaded.policy.dispatch
+        try:
+            stream, attempted = await self.dispatcher.open_stream(plan, chat.body, config, chat.include_usage)
+        except DispatchFailed as failed:
+            raise await self._failed(call, failed) from failed
+
+        def first_event() -> None:
+            call.ttft_ms = (self.clock.monotonic() - call.started) * 1000
+
+        async def finish(upstream: UpstreamStream, status: int, error_type: str | None) -> None:
+            usage = upstream.usage or Usage(
+                _prompt_estimate(chat), (upstream.completion_chars + 3) // 4, estimated=True
+            )
+            await self._settle(call, attempted, usage, status, error_type)
+
+        relay = Relay(stream, finish, self.clock, config.max_stream_s, first_event)
+        return StreamAnswer(relay, call.headers(attempted))
+
+    async def _failed(self, call: Call, failed: DispatchFailed) -> Exception:
+        err = failed.error
+        status = err.status_code if isinstance(err, GatewayError) else 502
+        await self._settle(call, failed.attempted, None, status, failed.attempted.error_type or type(err).__name__)
+        if isinstance(err, GatewayError):
+            err.headers.update(call.headers(failed.attempted))
+        return err
+
+    # -- settlement ---------------------------------------------------------------------------
+    async def _settle(
+        self, call: Call, attempted: Attempted | None, usage: Usage | None, status: int, error_type: str | None
+    ) -> float:
+        """Ledger the request, then settle its budget reservation with what it really cost (once)."""
+        row = self._record(call, attempted, usage, status, error_type)
+        if row is None:
+            return 0.0
+        await self.guard.settle(call.identity, call.reservation, row.cost_usd, usage.total if usage else 0)
+        return row.cost_usd
+
+    def _record(
+        self, call: Call, attempted: Attempted | None, usage: Usage | None, status: int, error_type: str | None
+    ) -> LedgerRow | None:
+        if call.recorded:
+            return None
+        call.recorded = True
+        row = call.row(attempted, usage, status, error_type, self.clock.monotonic())
+        self.ledger.record(row)
+        return row
+
+
+def _prompt_estimate(chat: ChatRequest) -> int:
+    return sum(estimate_tokens(message_text(m.get("content"))) for m in chat.body["messages"])

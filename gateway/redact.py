@@ -1,0 +1,35 @@
+"""Secrets never leave in a message: provider keys and key-shaped strings are blanked out of
+upstream error texts (which some upstreams fill with our own request headers) and log lines."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+__all__ = ["RedactingFilter", "redact"]
+
+# Bearer tokens, "sk-..."-style keys and long opaque runs of key alphabet (32+ characters).
+_KEYLIKE = re.compile(r"(?i)(bearer\s+)\S+|\b(?:sk|pk|rk|key|api|tw)[-_][A-Za-z0-9_\-]{8,}|[A-Za-z0-9_\-+/=]{32,}")
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return _KEYLIKE.sub(lambda m: (m.group(1) or "") + "[redacted]", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Blanks secrets out of every record a handler emits (installed on the root handlers)."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message, self.secrets)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True

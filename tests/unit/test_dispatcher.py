@@ -1,0 +1,136 @@
+"""Dispatch: retries, Retry-After, failure classes, cooldowns, fallback order (no network, no sleeps)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from gateway.dispatch import Dispatcher, DispatchFailed
+from gateway.errors import InvalidRequestError, UpstreamError
+from gateway.policy.loader import LoadedPolicy
+from gateway.providers.base import ProviderError, UpstreamConnectError, UpstreamHTTPError
+from tests.unit.fakes import THREE_TIERS, FakeClock, ScriptedProvider, completion, policy
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+def loaded(tmp_path: Path) -> LoadedPolicy:
+    return policy(tmp_path, THREE_TIERS)
+
+
+def make(
+    scripts: dict[str, list[object]], env: dict[str, str] | None = None
+) -> tuple[Dispatcher, FakeClock, ScriptedProvider]:
+    clock = FakeClock()
+    provider = ScriptedProvider(scripts)  # type: ignore[arg-type]
+    dispatcher = Dispatcher({"openai_compatible": provider}, (env or {}).get, clock, random.Random(0))
+    return dispatcher, clock, provider
+
+
+async def test_success_first_time(loaded: LoadedPolicy) -> None:
+    d, clock, _provider = make({"mid-a": [completion("hello")]})
+    done, attempted = await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
+    assert b"hello" in done.body and attempted.attempts == 1 and attempted.fallbacks == []
+    assert attempted.step is not None and attempted.step.deployment.name == "mid-a"
+    assert clock.slept == []
+
+
+async def test_5xx_is_retried_with_jittered_backoff_then_next_deployment(loaded: LoadedPolicy) -> None:
+    d, clock, provider = make({"mid-a": [UpstreamHTTPError(500, "boom")], "mid-b": [completion()]})
+    _, attempted = await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
+    assert [name for name, _ in provider.calls] == ["mid-a", "mid-a", "mid-b"]  # max_retries: 1
+    assert len(clock.slept) == 1 and 0.05 <= clock.slept[0] <= 0.1  # base 0.1 s, jittered into [50%, 100%]
+    assert attempted.fallbacks == ["mid-a: http_500", "mid-a: http_500"]
+    assert not d.cooling_down(loaded.policy.tier("mid").deployments[0])  # one request says nothing
+
+
+async def test_retry_after_is_honoured_up_to_the_limit(loaded: LoadedPolicy) -> None:
+    d, clock, provider = make({"mid-a": [UpstreamHTTPError(429, "slow down", retry_after=3)], "mid-b": [completion()]})
+    await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
+    assert clock.slept == [3]
+    d, clock, provider = make({"mid-a": [UpstreamHTTPError(429, "later", retry_after=60)], "mid-b": [completion()]})
+    await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
+    assert clock.slept == []  # 60 s is past max_retry_after_s: straight to the next deployment
+    assert [name for name, _ in provider.calls] == ["mid-a", "mid-b"]
+
+
+@pytest.mark.parametrize("status", [400, 404, 413, 422])
+async def test_request_faults_end_the_dispatch_without_cooldown(loaded: LoadedPolicy, status: int) -> None:
+    d, _clock, provider = make({"mid-a": [UpstreamHTTPError(status, "max_tokens is too large")]})
+    with pytest.raises(DispatchFailed) as info:
+        await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
+    err = info.value.error
+    assert isinstance(err, InvalidRequestError) and err.status_code == 400
+    assert "max_tokens is too large" in err.message and err.code == "upstream_rejected_request"
+    assert len(provider.calls) == 1  # no retry, no other deployment, no other tier
+    assert d.cooldowns() == {}
+
+
+async def test_a_deployment_cools_down_only_after_failing_several_requests(loaded: LoadedPolicy) -> None:
+    d, clock, _ = make({"mid-a": [UpstreamHTTPError(500, "x")], "mid-b": [completion()]})
+    mid_a = loaded.policy.tier("mid").deployments[0]
+    await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
+    assert not d.cooling_down(mid_a)
+    await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)  # failures_before_cooldown: 2
+    assert d.cooling_down(mid_a) and "2 failed request(s)" in d.cooldowns()["mid-a"]
+    _, attempted = await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
+    assert attempted.fallbacks == ["mid-a: cooling down"] and attempted.attempts == 1
+    clock.advance(31)
+    assert not d.cooling_down(mid_a)
+
+
+async def test_a_success_resets_the_count(loaded: LoadedPolicy) -> None:
+    d, _, _ = make(
+        {"mid-a": [UpstreamHTTPError(500, "x"), UpstreamHTTPError(500, "x"), completion()], "mid-b": [completion()]}
+    )
+    mid_a = loaded.policy.tier("mid").deployments[0]
+    await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)  # mid-a fails twice (one request)
+    await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)  # mid-a answers
+    assert not d.cooling_down(mid_a) and d.served_within("mid-a", 1)
+
+
+@pytest.mark.parametrize("error", [UpstreamConnectError("refused"), UpstreamHTTPError(401, "bad key")])
+async def test_unreachable_or_unauthorised_cools_down_at_once(loaded: LoadedPolicy, error: ProviderError) -> None:
+    d, _, provider = make({"mid-a": [error], "mid-b": [completion()]})
+    await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
+    assert [name for name, _ in provider.calls] == ["mid-a", "mid-b"]  # no retry either
+    assert d.cooling_down(loaded.policy.tier("mid").deployments[0])
+
+
+async def test_falls_back_up_the_tiers_in_order(loaded: LoadedPolicy) -> None:
+    d, _, provider = make(
+        {
+            "local-a": [UpstreamHTTPError(503, "x")],
+            "mid-a": [UpstreamHTTPError(502, "x")],
+            "mid-b": [UpstreamHTTPError(500, "x")],
+            "top-a": [completion()],
+        }
+    )
+    _, attempted = await d.complete(d.plan(loaded, "local"), BODY, loaded.policy.dispatch)
+    assert [n for n, _ in provider.calls] == ["local-a", "mid-a", "mid-a", "mid-b", "top-a"]
+    assert "tier local -> mid" in attempted.fallbacks and "tier mid -> frontier" in attempted.fallbacks
+    assert attempted.step is not None and attempted.step.tier == "frontier"
+
+
+async def test_all_failing_is_a_typed_502_without_upstream_internals(loaded: LoadedPolicy) -> None:
+    d, _, _ = make({"top-a": [UpstreamHTTPError(500, "Traceback (most recent call last): File /srv/app.py")]})
+    with pytest.raises(DispatchFailed) as info:
+        await d.complete(d.plan(loaded, "frontier"), BODY, loaded.policy.dispatch)
+    err = info.value.error
+    assert isinstance(err, UpstreamError) and err.status_code == 502
+    assert "Traceback" not in err.message and "the upstream answered 500" in err.message
+
+
+def test_plan_skips_deployments_without_credentials_or_down(tmp_path: Path) -> None:
+    keyed = THREE_TIERS.replace("name: mid-a, model: openai/b,", "name: mid-a, model: openai/b, api_key_env: MID_KEY,")
+    loaded = policy(tmp_path, keyed)
+    d, _, _ = make({})
+    names = [s.deployment.name for s in d.plan(loaded, "mid", down={"top-a"}).steps]
+    assert names == ["mid-b"]
+    d, _, _ = make({}, env={"MID_KEY": "sk-x"})
+    assert [s.deployment.name for s in d.plan(loaded, "mid").steps] == ["mid-a", "mid-b", "top-a"]
+    assert [s.deployment.name for s in d.plan(loaded, "mid", fallback=False).steps] == ["mid-a", "mid-b"]
+    assert [s.deployment.name for s in d.plan(loaded, "mid", deployment="mid-b").steps] == ["mid-b"]

@@ -1,0 +1,115 @@
+"""Keys, rate windows and budgets with a clock moved by hand (no sleeps, no server)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import AuthenticationError, PermissionDeniedError, QuotaExceededError, RateLimitError
+from gateway.keys import Guard, KeyStore, MemoryLimiter
+from gateway.keys.guard import bearer_token
+from gateway.keys.limiter import Limiter, Reservation
+from gateway.ledger import create_schema, make_engine
+from tests.unit.fakes import FakeClock
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[KeyStore]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'keys.db'}")
+    create_schema(engine)
+    yield KeyStore(engine, clock=FakeClock())
+    engine.dispose()
+
+
+def guard(store: KeyStore, clock: FakeClock, limiter: Limiter | None = None) -> Guard:
+    return Guard(store, limiter or MemoryLimiter(), master_key="sk-master", clock=clock)
+
+
+def test_bearer_token() -> None:
+    assert bearer_token("Bearer sk-tw-abc") == "sk-tw-abc"
+    assert bearer_token("bearer  x ") == "x"
+    assert bearer_token("Basic abc") == "" and bearer_token(None) == ""
+
+
+async def test_open_mode_serves_loopback_only(store: KeyStore) -> None:
+    g = guard(store, FakeClock())
+    assert await g.authenticate("", "127.0.0.1") is None
+    assert await g.authenticate("anything", "::1") is None
+    with pytest.raises(AuthenticationError):
+        await g.authenticate("", "203.0.113.9")
+
+
+async def test_keys_expiry_and_revocation(store: KeyStore) -> None:
+    clock = FakeClock()
+    g = guard(store, clock)
+    expires = datetime.fromtimestamp(clock.now() + 60, UTC)
+    key, info = store.create(owner="a", expires_at=expires)
+    identity = await g.authenticate(key, "203.0.113.9")
+    assert identity is not None and identity.key_id == info["id"]
+    with pytest.raises(AuthenticationError, match="missing API key"):
+        await g.authenticate("", "203.0.113.9")
+    with pytest.raises(AuthenticationError, match="invalid or revoked"):
+        await g.authenticate(key + "x", "127.0.0.1")  # once keys exist, loopback needs one too
+    clock.advance(61)
+    store.clock.advance(61)  # type: ignore[attr-defined]
+    with pytest.raises(AuthenticationError) as info_exc:
+        await g.authenticate(key, "203.0.113.9")
+    assert info_exc.value.code == "expired_api_key"
+    assert g.is_master("sk-master") and not g.is_master("sk-master2") and not g.is_master("")
+
+
+async def test_rate_limit_is_a_fixed_minute_window(store: KeyStore) -> None:
+    clock = FakeClock()  # starts on a minute boundary
+    g = guard(store, clock)
+    key, _ = store.create(rpm_limit=2)
+    identity = await g.authenticate(key, "127.0.0.1")
+    await g.admit(identity)
+    await g.admit(identity)
+    clock.advance(45)
+    with pytest.raises(RateLimitError) as info:
+        await g.admit(identity)
+    assert info.value.headers["retry-after"] == "15"
+    clock.advance(15)  # the next minute
+    await g.admit(identity)
+
+
+async def test_budget_reserves_the_worst_case_and_settles_the_real_cost(store: KeyStore) -> None:
+    clock = FakeClock()
+    limiter = MemoryLimiter()
+    g = guard(store, clock, limiter)
+    key, info = store.create(budget_daily_usd=0.01)
+    identity = await g.authenticate(key, "127.0.0.1")
+    first = await g.reserve(identity, 0.006)
+    with pytest.raises(QuotaExceededError):
+        await g.reserve(identity, 0.006)  # 0.012 would not fit, though the first may cost less
+    await g.settle(identity, first, 0.001, tokens=10)
+    assert await limiter.spent(info["id"], clock.now()) == (0.001, 0.001)
+    await g.reserve(identity, 0.006)  # now it fits
+    assert await g.budget_left(identity) == pytest.approx(1 - 0.007 / 0.01)
+
+
+def test_authorize_routes_and_tiers(store: KeyStore) -> None:
+    key, _ = store.create(allowed_routes=["cheap"], allowed_tiers=["local"])
+    identity = store.lookup(key)
+    Guard.authorize(identity, {"cheap", "tier/local"}, "local")
+    with pytest.raises(PermissionDeniedError):
+        Guard.authorize(identity, {"best", "tier/frontier"}, "frontier")
+    Guard.authorize(None, {"anything"}, "frontier")  # open mode
+
+
+class _BrokenLimiter(MemoryLimiter):
+    async def settle(self, reservation: Reservation, actual_usd: float) -> None:
+        raise ConnectionError("redis went away")
+
+
+async def test_a_failing_settlement_never_fails_the_request(store: KeyStore) -> None:
+    clock = FakeClock()
+    g = guard(store, clock, _BrokenLimiter())
+    key, _ = store.create(budget_daily_usd=1.0)
+    identity = await g.authenticate(key, "127.0.0.1")
+    reservation = await g.reserve(identity, 0.1)
+    await g.settle(identity, reservation, 0.01, tokens=5)  # does not raise
+    assert g.unsettled == 1 and g.degraded and "settlement" in g.degraded
