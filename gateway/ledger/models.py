@@ -43,6 +43,15 @@ class LedgerEntry(SQLModel, table=True):
     attempts: int = 0
     fallbacks: str | None = None  # JSON list of what happened on the way
     error_type: str | None = Field(default=None, max_length=64)
+    # chat | responses | messages | embeddings: the API the client called.
+    api: str = Field(default="chat", max_length=16)
+    # client | shadow | judge: shadow and judge calls are the gateway's own (quality sampling).
+    purpose: str = Field(default="client", max_length=16)
+    parent_request_id: str | None = Field(default=None, index=True, max_length=64)  # the sampled request
+    session_id: str | None = Field(default=None, index=True, max_length=128)  # the conversation
+    checks: str | None = None  # JSON list of the answer checks that failed
+    steps: str | None = None  # JSON list of every upstream answer paid for (escalation): tier, tokens, cost
+    confidence: float | None = None  # from token log-probabilities, where asked for
 
 
 @dataclass(slots=True)
@@ -73,3 +82,10 @@ class LedgerRow:
     attempts: int = 0
     fallbacks: str | None = None
     error_type: str | None = None
+    api: str = "chat"
+    purpose: str = "client"
+    parent_request_id: str | None = None
+    session_id: str | None = None
+    checks: str | None = None
+    steps: str | None = None
+    confidence: float | None = None

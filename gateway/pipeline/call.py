@@ -85,6 +85,7 @@ class Call:
             attempts=attempted.attempts,
             fallbacks=orjson.dumps(notes).decode() if notes else None,
             error_type=error_type,
+            api=self.api,
         )
 
     def headers(self, attempted: Attempted | None = None) -> dict[str, str]:
