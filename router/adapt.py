@@ -28,18 +28,22 @@ predictions of the samples.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from router.artifact import Artifact
 from router.calibrate import fit_cost_weight
+from router.data import read_rows, tier_matrix
 from router.estimators import DEFAULT_C, F32, F64, TierModels
 from router.evaluate import select_tiers
 
@@ -50,7 +54,9 @@ __all__ = [
     "OBSERVE",
     "JudgedSamples",
     "adapt",
+    "draw_samples",
     "observed_samples",
+    "sample_ids",
 ]
 
 METHODS = ("shrink", "stack", "warm", "scratch")
@@ -365,3 +371,21 @@ def observed_samples(
         observed[idx, cheaper] = (scores[idx, cheaper] >= scores[:, -1] - 1e-12).astype(np.float64)
         observed[:, -1] = 1.0
     return JudgedSamples(features, observed, None, None if costs is None else np.where(seen, costs, np.nan))
+
+
+def draw_samples(rows: int, n: int, seed: int) -> npt.NDArray[np.int_]:
+    """The offline mode's judged samples: ``n`` of ``rows`` rows drawn at random with ``seed``."""
+    if not 0 < n < rows:
+        raise ValueError(f"--samples must be between 1 and {rows - 1} (the file has {rows} usable rows)")
+    out: npt.NDArray[np.int_] = np.sort(np.random.default_rng(seed).permutation(rows)[:n])
+    return out
+
+
+def sample_ids(meta: dict[str, Any], path: Path) -> set[str]:
+    """Ids of the rows of ``path`` an offline-adapted artifact drew as samples (empty if it was
+    not adapted on this file), so an evaluation can judge it on the rest."""
+    drawn = meta.get("adapted_from", {}).get("offline")
+    if not drawn or drawn["sha256"] != hashlib.sha256(path.read_bytes()).hexdigest():
+        return set()
+    data = tier_matrix(read_rows([path]), drawn["tier_models"])
+    return {data.rows[i].id for i in draw_samples(len(data.rows), drawn["samples"], drawn["seed"])}
