@@ -21,28 +21,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matrices: threads only contend (2 shared cores)
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from threadpoolctl import threadpool_limits
 
 from router.adapt import JudgedSamples, adapt, observed_samples
 from router.artifact import Artifact
-from router.cli import resolve_artifact
+from router.cli import offline, resolve_artifact
 from router.core import Router
 from router.data import OutcomeSet, read_rows, tier_matrix
 from router.estimators import F32, TierModels, TrainingSet, fit_tier_models
 from router.evaluate import evaluate, select_tiers
 from router.metrics import operating_point
 
+REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "routing"
 RB_TIERS = {
     "local": "WizardLM/WizardLM-13B-V1.2",
@@ -137,7 +133,8 @@ def routerbench(base: Artifact, router: Router, ns: list[int], seeds: int, metho
             arts["scratch-full"] = (scratch_full(fs, sc, co, tiers), None)
             for mode in ("partial", "pairwise"):
                 obs = observed_samples(fs, sc, co, mode, np.random.default_rng(1000 + seed))
-                a = adapt(base, tiers, obs, method=methods[0], seed=seed)
+                ref = tiers[-1] if mode == "pairwise" else None
+                a = adapt(base, tiers, obs, method=methods[0], reference=ref, seed=seed)
                 arts[f"{methods[0]}-{mode}"] = (a.models, float(a.meta["cost_weight"]))
             fit_s = time.time() - t0
             for name, (models, w) in arts.items():
@@ -177,13 +174,16 @@ def arena(base: Artifact, router: Router, seeds: int, methods: list[str], folds:
         order = np.random.default_rng(seed).permutation(len(sources))
         fold_of = {sources[j]: i % folds for i, j in enumerate(order)}
         fold = np.array([fold_of[s] for s in data.sources])
-        preds = {c: (np.zeros_like(data.scores, np.float32), np.zeros_like(data.scores, np.float32)) for c in contenders}
+        preds = {
+            c: (np.zeros_like(data.scores, np.float32), np.zeros_like(data.scores, np.float32)) for c in contenders
+        }
         for k in range(folds):
             tr, te = fold != k, fold == k
             samples = JudgedSamples(feats[tr], data.scores[tr].copy(), None, usd[tr].copy())
             models = {"base": base_models}
             for m in [*methods, "scratch"]:
-                models[m] = adapt(base, tiers, samples, method=m, seed=seed).models
+                # gpt-4-0314 is the judge's reference: adequate by definition
+                models[m] = adapt(base, tiers, samples, method=m, reference=tiers[-1], seed=seed).models
             for c in contenders:
                 preds[c][0][te] = models[c].quality(feats[te])
                 preds[c][1][te] = models[c].cost(feats[te])
@@ -193,7 +193,14 @@ def arena(base: Artifact, router: Router, seeds: int, methods: list[str], folds:
         log(f"arena seed {seed}: APGR " + ", ".join(f"{c} {out[c][-1]['apgr']:.3f}" for c in contenders))
     keys = ("apgr", "cpt50", "cpt80", "cost_at_95", "aiq")
     summary = {c: {k: summarise([d.get(k) for d in draws]) for k in keys} for c, draws in out.items()}
-    return {"tiers": ARENA_TIERS, "base": base.version, "seeds": seeds, "folds": folds, "summary": summary, "draws": out}
+    return {
+        "tiers": ARENA_TIERS,
+        "base": base.version,
+        "seeds": seeds,
+        "folds": folds,
+        "summary": summary,
+        "draws": out,
+    }
 
 
 def pct(s: dict[str, float | None]) -> str:
@@ -265,6 +272,7 @@ def main() -> int:
     p.add_argument("--skip-arena", action="store_true")
     p.add_argument("--out", default=str(REPO / "bench" / "out"))
     args = p.parse_args()
+    offline()
     base_path = resolve_artifact(args.base)
     router = Router.load(base_path)
     base = router.artifact
@@ -284,4 +292,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with threadpool_limits(limits=1, user_api="blas"):  # small matrices: BLAS threads only contend
+        raise SystemExit(main())

@@ -70,6 +70,7 @@ PENALTY = 1.0 / DEFAULT_C  # on v, for shrink and stack
 WARM_STEPS = 20  # L-BFGS steps from the base (50 reach the scratch optimum on these sizes)
 INTERCEPT_PENALTY = 0.1  # a weak prior on c: a tier never seen failing is not promised P = 1
 SCALE_PENALTY = 0.1  # a weak pull of a towards 1 (stack)
+REFERENCE_LOGIT = 7.0  # P = 0.999: the judge's reference tier is adequate by definition
 FOLDS = 5
 OBSERVE = ("full", "partial", "pairwise")
 
@@ -246,16 +247,21 @@ def adapt(
     *,
     target_quality: float = 0.95,
     method: str = "shrink",
+    reference: str | None = None,
     seed: int = 0,
     provenance: dict[str, Any] | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> Artifact:
     """A new artifact for ``tiers`` (cheapest first) with ``base`` as the prior; save it with
-    ``save_artifact``. ``provenance`` (where the samples came from) goes into its meta."""
+    ``save_artifact``. ``provenance`` (where the samples came from) goes into its meta.
+
+    ``reference`` names the tier a pairwise judge compares against: the other tiers' scores
+    then mean "not beaten by it", and it is adequate by definition, so its estimator becomes
+    the constant 1 (fitting it to all-ones would keep the base's per-prompt doubts about it)."""
     # Hundreds of small Newton solves: a threaded BLAS spends ~25x longer synchronising than
     # computing on these sizes, worse on a busy machine.
     with threadpool_limits(limits=1, user_api="blas"):
-        return _adapt(base, tiers, samples, target_quality, method, seed, provenance, progress)
+        return _adapt(base, tiers, samples, target_quality, method, reference, seed, provenance, progress)
 
 
 def _adapt(
@@ -264,12 +270,15 @@ def _adapt(
     samples: JudgedSamples,
     target_quality: float,
     method: str,
+    reference: str | None,
     seed: int,
     provenance: dict[str, Any] | None,
     progress: Callable[[str], None],
 ) -> Artifact:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {METHODS}")
+    if reference is not None and reference not in tiers:
+        raise ValueError(f"reference tier {reference!r} is not one of {list(tiers)}")
     if samples.scores.shape[1] != len(tiers) or len(tiers) < 2:
         raise ValueError(f"scores have {samples.scores.shape[1]} columns for tiers {list(tiers)}")
     if samples.features.shape[1] != base.models.quality_w.shape[1]:
@@ -291,6 +300,11 @@ def _adapt(
     for i, tier in enumerate(tiers):
         seen = np.isfinite(samples.scores[:, i]) & (sample_w > 0)
         per_tier[tier] = {"base_estimator": base.tiers[cols[i]], "samples": int(seen.sum()), "source": "base"}
+        if tier == reference:
+            qw[i], qb[i] = 0.0, REFERENCE_LOGIT
+            oof[:, i] = 1 / (1 + math.exp(-REFERENCE_LOGIT))
+            per_tier[tier]["source"] = "reference (adequate by definition)"
+            continue
         if seen.sum() < MIN_TIER_SAMPLES:
             progress(f"{tier}: {int(seen.sum())} samples, keeping the base estimator {base.tiers[cols[i]]}")
             continue
@@ -329,6 +343,7 @@ def _adapt(
             "base_training_data": [d.get("file") for d in base.meta.get("training_data", [])],
             "method": method,
             "strength": _strength(method),
+            "reference": reference,
             "seed": seed,
             "samples": n,
             "samples_per_tier": {t: per_tier[t]["samples"] for t in tiers},
@@ -354,7 +369,8 @@ def observed_samples(
     * ``full``: every tier's recorded score (what the offline ``--samples`` mode uses);
     * ``partial``: one random cheaper tier and the top tier per row, their recorded scores;
     * ``pairwise``: the same pair, judged as a gateway's judge does: the cheaper tier scores 1
-      if the top tier's answer is not better (ties count), the top tier is adequate by definition.
+      if the top tier's answer is not better (ties count), the top tier is adequate by definition
+      (adapt with ``reference`` = the top tier).
     """
     if observe not in OBSERVE:
         raise ValueError(f"unknown observation mode {observe!r}; known: {OBSERVE}")

@@ -141,6 +141,7 @@ def _adapt(args: argparse.Namespace) -> int:
         samples,
         target_quality=args.target_quality,
         method=args.method,
+        reference=list(tiers)[-1] if args.observe == "pairwise" else None,
         seed=args.seed,
         provenance=provenance,
         progress=log,
