@@ -241,18 +241,19 @@ def plot(res: dict[str, Any], path: Path, contenders: list[str]) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120, sharey=True)
     ns = [int(n) for n in res["summary"]]
-    for ax, (tname, label) in zip(
-        axes, (("rest", "rest of routerbench_train"), ("dev", "routerbench_dev")), strict=True
+    for ax, (tname, title) in zip(
+        axes, (("rest", "rest of routerbench_train"), ("dev", "routerbench_dev (unseen by the base)")), strict=True
     ):
         for j, c in enumerate(contenders):
             means = [res["summary"][str(n)][c][tname]["cost_at_95"]["mean"] for n in ns]
             sds = [res["summary"][str(n)][c][tname]["cost_at_95"]["sd"] for n in ns]
             xs = np.array(ns) * (1 + 0.03 * (j - len(contenders) / 2))
-            ax.errorbar(xs, np.array(means) * 100, yerr=np.array(sds) * 100, marker="o", capsize=3, label=c)
+            label = {"base": "(a) base, unadapted", "scratch": "(b) scratch"}.get(c, f"(c) {c}")
+            ax.errorbar(xs, np.array(means) * 100, yerr=np.array(sds) * 100, marker="o", capsize=3, label=label)
         ax.set_xscale("log")
         ax.set_xticks(ns, [str(n) for n in ns])
         ax.set_xlabel("judged samples N")
-        ax.set_title(f"{label}")
+        ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("cost at 95% of frontier quality, % of always-frontier")
     axes[0].legend(fontsize=8)
