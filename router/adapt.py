@@ -38,13 +38,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from router.artifact import Artifact
 from router.calibrate import fit_cost_weight
 from router.data import read_rows, tier_matrix
-from router.estimators import DEFAULT_C, F32, F64, TierModels
+from router.estimators import DEFAULT_C, F32, F64, TierModels, text_features
 from router.evaluate import select_tiers
 
 __all__ = [
@@ -57,6 +56,7 @@ __all__ = [
     "draw_samples",
     "observed_samples",
     "sample_ids",
+    "stored_features",
 ]
 
 METHODS = ("shrink", "stack", "warm", "scratch")
@@ -132,6 +132,8 @@ def _solve(
         return _loss(z, s, w) + 0.5 * float(penalty @ (d * d)), design.T @ r + penalty * d
 
     if not newton:
+        from scipy.optimize import minimize  # noqa: PLC0415 - only the warm method needs it
+
         res = minimize(objective, start, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
         out: F64 = res.x
         return out
@@ -359,6 +361,20 @@ def _adapt(
     return Artifact(
         models=models, encoder=base.encoder, max_chars=base.max_chars, meta=meta, length_scale=base.length_scale
     )
+
+
+def stored_features(
+    embeddings: npt.NDArray[np.floating[Any]], lengths: Sequence[int], encoder: str, base: Artifact
+) -> F32:
+    """Features of ledgered samples as ``Router.features`` builds them: the stored embedding
+    (float16 is fine) of the prompt's tail, tagged with its encoder, plus the whole prompt's length."""
+    if encoder != base.encoder:
+        raise ValueError(f"samples were embedded with {encoder!r}, the base artifact uses {base.encoder!r}")
+    emb = np.asarray(embeddings, dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[1] + 1 != base.models.quality_w.shape[1] or len(emb) != len(lengths):
+        raise ValueError(f"embeddings {emb.shape} and {len(lengths)} lengths do not fit the base's features")
+    out: F32 = np.hstack([emb, text_features(lengths, base.length_scale)]).astype(np.float32)
+    return out
 
 
 def observed_samples(

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from router import Artifact, Router, default_artifact_dir, load_artifact, save_artifact
-from router.adapt import MIN_TIER_SAMPLES, JudgedSamples, adapt, observed_samples, sample_ids
+from router.adapt import MIN_TIER_SAMPLES, JudgedSamples, adapt, observed_samples, sample_ids, stored_features
 from router.cli import main
-from router.data import Row, read_rows, tier_matrix
+from router.data import Row, prompt_for_routing, read_rows, tier_matrix
 from router.estimators import TierModels
 from router.evaluate import evaluate
 from tests.conftest import require_shared_data
@@ -154,3 +154,14 @@ def test_pairwise_verdicts_on_other_tier_names() -> None:
     assert adapted.meta["adapted_from"]["quality"]["reference"]["source"].startswith("reference")
     # no costs observed: the base's relative prices carry over by rank
     assert adapted.meta["adapted_from"]["cost"]["method"] == "base cost model mapped by rank"
+
+
+def test_ledgered_float16_embeddings_rebuild_the_routers_features() -> None:
+    router = Router.load(_static_base())
+    prompts = ["What is 2+2?", "Summarise the termination clause of this contract. " * 60]
+    tails = [prompt_for_routing(p, router.artifact.max_chars) for p in prompts]  # what the ledger embeds
+    stored = router.encoder.encode(tails).astype(np.float16)
+    feats = stored_features(stored, [len(p) for p in prompts], router.encoder.name, router.artifact)
+    np.testing.assert_allclose(feats, router.features(prompts), atol=2e-3)
+    with pytest.raises(ValueError, match="embedded with"):
+        stored_features(stored, [1, 2], "another-encoder", router.artifact)
