@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup serve serve-fake test lint typecheck bench router-artifact router-cv dashboard demo clean
+.PHONY: setup serve serve-fake test lint typecheck bench router-artifact router-cv router-adapt dashboard demo clean
 
 # Installs the gateway with the local model extra (builds llama.cpp once, ~10 min; pip caches the wheel).
 $(STAMP): pyproject.toml
@@ -66,6 +66,13 @@ router-cv: setup
 	$(PY) -m router.build_default --cv-subjects
 	$(PY) -m router.build_default --cv --encoder minilm-l6-v2 --cache .cache/embeddings
 	$(PY) -m router.build_default --cv-subjects --encoder minilm-l6-v2 --cache .cache/embeddings
+
+# Adapting an artifact from judged samples (RouterBench, Arena-Hard) and route + escalate on
+# stand-in text checks; tables on stdout, bench/out/adapt_* and cascade_* (JSON, PNG). ~4 min.
+BASE ?= default
+router-adapt: setup
+	$(PY) bench/router_adapt.py --base $(BASE)
+	$(PY) bench/router_cascade.py --artifact $(BASE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

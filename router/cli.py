@@ -1,4 +1,4 @@
-"""``tierwise router train | eval | cv | calibrate``."""
+"""``tierwise router train | eval | cv | calibrate | adapt``."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from router.data import OutcomeSet
     from router.evaluate import EvalResult
 
 __all__ = ["load_eval_data", "log", "main", "offline", "register", "resolve_artifact"]
@@ -69,11 +71,13 @@ def _eval(args: argparse.Namespace) -> int:
     from router.evaluate import evaluate, select_tiers, write_png  # noqa: PLC0415
 
     data = load_eval_data(args)
+    router = Router.load(resolve_artifact(args.artifact))
+    if args.exclude_samples:
+        data = _without_samples(data, router.artifact.meta, Path(args.data))
     if not data.rows:
         print(f"{args.data}: no rows have every model named in --tiers", file=sys.stderr)
         return 1
-    log(f"{len(data.rows)} rows ({data.skipped} skipped); loading router {args.artifact}")
-    router = Router.load(resolve_artifact(args.artifact))
+    log(f"{len(data.rows)} rows ({data.skipped} skipped); router {args.artifact}")
     cols = select_tiers(router.tiers, data.tiers)
     log(f"scoring with estimators {[router.tiers[c] for c in cols]} for tiers {data.tiers}")
     feats = router.features([r.prompt for r in data.rows], progress=True)
@@ -83,6 +87,69 @@ def _eval(args: argparse.Namespace) -> int:
     png = Path(args.png) if args.png else Path("bench/out") / f"cost_quality_{Path(args.data).stem}.png"
     write_png(result, png, title=f"{Path(args.data).name}: {' < '.join(data.tiers)}")
     log(f"wrote {png}")
+    return 0
+
+
+def _without_samples(data: OutcomeSet, meta: dict[str, Any], path: Path) -> OutcomeSet:
+    from router.adapt import sample_ids  # noqa: PLC0415
+
+    drawn = sample_ids(meta, path)
+    log(f"leaving out the {len(drawn)} rows the artifact was adapted on")
+    keep = [i for i, r in enumerate(data.rows) if r.id not in drawn]
+    return replace(
+        data,
+        rows=[data.rows[i] for i in keep],
+        scores=data.scores[keep],
+        costs=data.costs[keep],
+        sources=[data.sources[i] for i in keep],
+    )
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    offline()
+    import hashlib  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    from router.adapt import adapt, draw_samples, observed_samples  # noqa: PLC0415
+    from router.artifact import save_artifact  # noqa: PLC0415
+    from router.core import Router  # noqa: PLC0415
+    from router.data import parse_tiers, read_rows, tier_matrix  # noqa: PLC0415
+
+    path = Path(args.data)
+    tiers = parse_tiers(args.tiers)
+    data = tier_matrix(read_rows([path]), tiers)
+    idx = draw_samples(len(data.rows), args.samples, args.seed)
+    log(f"{len(idx)} of {len(data.rows)} rows stand for judged samples ({args.observe}); base {args.base}")
+    router = Router.load(resolve_artifact(args.base))
+    feats = router.features([data.rows[i].prompt for i in idx])
+    costs = None if data.cost_in_calls else data.costs[idx]
+    samples = observed_samples(feats, data.scores[idx], costs, args.observe, np.random.default_rng([args.seed, 1]))
+    provenance = {
+        "offline": {
+            "file": path.name,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "tier_models": tiers,
+            "samples": len(idx),
+            "seed": args.seed,
+            "observe": args.observe,
+        }
+    }
+    artifact = adapt(
+        router.artifact,
+        list(tiers),
+        samples,
+        target_quality=args.target_quality,
+        method=args.method,
+        reference=list(tiers)[-1] if args.observe == "pairwise" else None,
+        seed=args.seed,
+        provenance=provenance,
+        progress=log,
+    )
+    artifact.meta["tier_models"] = {t: [m] for t, m in tiers.items()}
+    save_artifact(artifact, Path(args.out))
+    log(f"wrote {args.out} (version {artifact.version}, cost weight {artifact.meta['cost_weight']:.4g})")
+    log(f"judge it on the other rows: router eval --artifact {args.out} --data {path} --tiers ... --exclude-samples")
     return 0
 
 
@@ -146,7 +213,27 @@ def register(
     e.add_argument("--sources", default=None, help="only rows whose source starts with one of these (comma-separated)")
     e.add_argument("--json", default=None)
     e.add_argument("--png", default=None)
+    e.add_argument(
+        "--exclude-samples", action="store_true", help="leave out the rows an adapted artifact drew from this file"
+    )
     e.set_defaults(func=_eval)
+
+    a = rsub.add_parser("adapt", help="adapt an artifact to the policy's tiers from judged samples")
+    a.add_argument("--base", default="default", help="the prior: a shipped artifact's name or a directory")
+    a.add_argument("--data", required=True, help="outcome file whose rows' recorded scores stand for verdicts")
+    a.add_argument("--tiers", required=True, help="tier=MODEL,... cheapest first: the policy's own tiers")
+    a.add_argument("--samples", type=int, required=True, help="rows drawn at random as the judged samples")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--out", required=True)
+    a.add_argument("--method", default="shrink", choices=["shrink", "stack", "warm", "scratch"])
+    a.add_argument(
+        "--observe",
+        default="full",
+        choices=["full", "partial", "pairwise"],
+        help="what a sample reveals: every tier, or one cheaper tier and the top (scores, or a judge's verdict)",
+    )
+    a.add_argument("--target-quality", type=float, default=0.95, help="calibrate the cost weight to this")
+    a.set_defaults(func=_adapt)
 
     v = rsub.add_parser("cv", help="k-fold cross-validation of the training recipe on the first --data file")
     v.add_argument("--data", nargs="+", required=True, help="the file to split, then auxiliary files (FILE:W)")

@@ -7,6 +7,8 @@ Routers compared (each a set of operating points on the cost-quality plane):
   length           prompt-length heuristic: longer prompts to higher tiers, swept over thresholds
   knn              k-nearest-neighbour outcomes (k=25, cosine), 5-fold cross-fitted on this file
   oracle           the cheapest tier that gets each prompt right
+  tierwise+cascade (when given which recorded answers a checker rejects) the router's choice,
+                   escalated a tier up, paying both calls, when its answer is rejected
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from router.calibrate import sweep
+from router.cascade import cascade
 from router.data import OutcomeSet, prompt_for_routing
 from router.estimators import F32
 from router.metrics import aiq, apgr_cpt, cost_at_quality, operating_point
@@ -103,6 +106,18 @@ def _curve_from_predictions(
     return pts
 
 
+def _cascade_curve(
+    quality: F32 | Array, cost: F32 | Array, data: OutcomeSet, ref: float, failed: npt.NDArray[np.bool_], steps: int
+) -> list[tuple[float, float]]:
+    """The router's sweep, each choice followed by the cascade: same weights as ``tierwise``."""
+    idx = np.arange(len(data.rows))
+    pts = []
+    for p in sweep(np.asarray(quality, np.float32), np.asarray(cost, np.float32)):
+        served, paid = cascade(p.choice, failed, data.costs, steps)
+        pts.append((float(paid.sum()) / ref, float(data.scores[idx, served].mean())))
+    return pts
+
+
 def _pref(quality: F32 | Array, cost: F32 | Array) -> Array:
     """Two tiers: the gain in quality per unit of extra cost from going strong."""
     gain = np.asarray(quality[:, -1] - quality[:, 0], np.float64)
@@ -117,8 +132,11 @@ def evaluate(
     router_quality: F32,
     router_cost: F32,
     *,
+    failed: npt.NDArray[np.bool_] | None = None,
+    max_steps: int = 1,
     progress: Callable[[str], None] = lambda _: None,
 ) -> EvalResult:
+    """``failed`` (rows x tiers, from ``router.cascade.check_failures``) adds the cascade curve."""
     n = len(data.rows)
     idx = np.arange(n)
     ref = float(data.costs[:, -1].sum()) or 1.0
@@ -134,6 +152,10 @@ def evaluate(
             _pref(router_quality, router_cost),
         )
     )
+    if failed is not None:
+        progress(f"replaying the cascade (at most {max_steps} escalation(s))")
+        points = _cascade_curve(router_quality, router_cost, data, ref, failed, max_steps)
+        curves.append(RouterCurve("tierwise+cascade", points))
     curves.append(RouterCurve("random", fixed, np.random.default_rng(0).random(n)))
     for t, name in enumerate(data.tiers):
         curves.append(RouterCurve(f"always-{name}", [fixed[t]]))
@@ -221,6 +243,7 @@ def write_png(result: EvalResult, path: Path, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     styles: dict[str, dict[str, Any]] = {
         "tierwise": {"color": "#d62728", "lw": 2.5, "zorder": 5},
+        "tierwise+cascade": {"color": "#ff7f0e", "lw": 1.8, "ls": "-.", "zorder": 6},
         "knn": {"color": "#1f77b4", "lw": 1.5},
         "length": {"color": "#9467bd", "lw": 1.5, "ls": "--"},
         "random": {"color": "#7f7f7f", "lw": 1.2, "ls": ":"},
