@@ -16,7 +16,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.api import admin, chat, meta
+from gateway.api import admin, chat, feedback, meta
+from gateway.api.browser import browser_refusal
+from gateway.api.openapi import install_openapi
 from gateway.availability import Availability
 from gateway.clock import Clock, SystemClock
 from gateway.demo.fake_upstream import create_fake_app
@@ -33,6 +35,9 @@ from gateway.policy.models import Policy
 from gateway.policy.store import PolicyStore
 from gateway.providers.base import Provider
 from gateway.providers.openai_compatible import OpenAICompatibleProvider
+from gateway.quality.sampler import QualitySampler
+from gateway.quality.snapshots import record_snapshot
+from gateway.redact import install_redaction, uninstall_redaction
 from gateway.routing.resolve import Resolver, RouterLike
 from gateway.settings import Settings
 from gateway.state import GatewayState
@@ -71,6 +76,8 @@ def create_app(
                 watch_local_servers(state.policy, state.availability, settings.local.probe_interval_s),
                 name="local-health",
             ),
+            asyncio.create_task(_reconcile_budgets(state), name="budget-reconcile"),
+            asyncio.create_task(state.sampler.run(), name="quality-sampler"),
         ]
         state.policy.install_sighup()
         state.ledger.start()
@@ -79,22 +86,31 @@ def create_app(
         finally:
             for task in tasks:
                 task.cancel()
-            await state.ledger.close()  # every queued row is written (or spooled) before exit
+            await state.ledger.close()  # every queued row is written (or left in the journal) before exit
             for provider in {id(p): p for p in state.providers.values()}.values():
                 await provider.aclose()
             await state.guard.limiter.aclose()
             if state.fake_server is not None:
                 state.fake_server.stop()
             state.ledger.engine.dispose()
+            uninstall_redaction(state.redaction)
 
     telemetry: TelemetryConfig | None = None if settings.otel else {"tracing": False, "metrics": False, "logs": False}
     app = _Gateway(
-        title="Tierwise", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, telemetry=telemetry
+        title="Tierwise",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,  # served by install_openapi, behind a key
+        telemetry=telemetry,
     )
     # Served from ``_Gateway.__call__``; registered so other methods on the path get a 405.
     app.add_route(CHAT_PATH, chat.chat_completions, methods=["POST"])
     app.include_router(meta.router)
     app.include_router(admin.router)
+    app.include_router(feedback.router)
+    install_openapi(app, CHAT_PATH)
     _install_error_handlers(app)
     return app
 
@@ -111,29 +127,40 @@ async def _build_state(
         url = fake_server.start()
         log.warning(
             "FAKE PROVIDER: deployments %s answer from the built-in fake at %s; their replies are not a model's",
-            [d.name for t in loaded.policy.tiers for d in t.deployments if d.provider == "fake"],
+            [d.name for d in loaded.policy.all_deployments if d.provider == "fake"],
             url,
         )
     openai_compatible = OpenAICompatibleProvider({})
     providers: dict[str, Provider] = {"openai_compatible": openai_compatible, "fake": openai_compatible}
 
     def refresh(new: LoadedPolicy) -> None:
-        for tier in new.policy.tiers:
-            for dep in tier.deployments:
-                if dep.provider == "fake" and fake_server is not None:
-                    bases[dep.name] = fake_server.url + "/v1"
+        for dep in new.policy.all_deployments:
+            if dep.provider == "fake" and fake_server is not None:
+                bases[dep.name] = fake_server.url + "/v1"
         openai_compatible.set_bases(dict(bases))
         if _uses(new.policy, "litellm") and "litellm" not in providers:
             from gateway.providers.litellm_provider import LitellmProvider  # noqa: PLC0415 - import only if used
 
             providers["litellm"] = LitellmProvider()
 
+    def secrets(new: LoadedPolicy) -> list[str]:
+        names = {d.api_key_env for d in new.policy.all_deployments if d.api_key_env}
+        found = [settings.credential(n) for n in names]
+        master = settings.master_key.get_secret_value() if settings.master_key else None
+        return [s for s in [*found, master] if s]
+
+    redaction = install_redaction(secrets(loaded))
+
+    def refresh_secrets(new: LoadedPolicy) -> None:
+        redaction.secrets = secrets(new)
+
     refresh(loaded)
     store.on_change(refresh)
+    store.on_change(refresh_secrets)
 
     engine = make_engine(settings.database_url)
     await asyncio.to_thread(create_schema, engine)
-    ledger = LedgerWriter(engine, settings.spool_path, settings.ledger_batch_size, settings.ledger_flush_interval_s)
+    ledger = LedgerWriter(engine, settings.spool_dir, settings.ledger_batch_size, settings.ledger_flush_interval_s)
     dispatcher = Dispatcher(providers, settings.credential, clock)
     availability = Availability(dispatcher)
 
@@ -141,6 +168,15 @@ async def _build_state(
         router = await asyncio.to_thread(router_factory, loaded)
     guard = await _build_guard(settings, engine, loaded.policy, clock)
     resolver = Resolver(router, availability.tier_available, availability.deployment_available)
+    sampler = QualitySampler(
+        dispatcher=dispatcher,
+        availability=availability,
+        ledger=ledger,
+        limiter=guard.limiter,
+        engine=engine,
+        router=router,
+        clock=clock,
+    )
     pipeline = Pipeline(
         policy=store,
         resolver=resolver,
@@ -149,7 +185,15 @@ async def _build_state(
         guard=guard,
         ledger=ledger,
         clock=clock,
+        sampler=sampler,
     )
+    await asyncio.to_thread(record_snapshot, engine, loaded)
+
+    def snapshot(new: LoadedPolicy) -> None:
+        # Off the event loop; the executor holds the work until it is done.
+        asyncio.get_running_loop().run_in_executor(None, record_snapshot, engine, new)
+
+    store.on_change(snapshot)
     state = GatewayState(
         settings=settings,
         policy=store,
@@ -159,6 +203,8 @@ async def _build_state(
         ledger=ledger,
         pipeline=pipeline,
         providers=providers,
+        sampler=sampler,
+        redaction=redaction,
         router=router,
         fake_server=fake_server,
     )
@@ -190,8 +236,18 @@ async def _build_guard(settings: Settings, engine: Engine, policy: Policy, clock
     return guard
 
 
+async def _reconcile_budgets(state: GatewayState, interval_s: float = 2.0) -> None:
+    engine = state.ledger.engine
+    while True:
+        await asyncio.sleep(interval_s)
+        ledger = state.ledger
+        # Only once the database has every row this process wrote: the counters are set from it.
+        if state.guard.unsettled and not (ledger.queued or ledger.spooled or ledger.degraded):
+            await state.guard.reconcile(lambda now: spend_by_key(engine, now))
+
+
 def _uses(policy: Policy, provider: str) -> bool:
-    return any(d.provider == provider for t in policy.tiers for d in t.deployments)
+    return any(d.provider == provider for d in policy.all_deployments)
 
 
 def _log_availability(availability: Availability, policy: Policy) -> None:
@@ -234,6 +290,14 @@ class _Gateway(FastAPI):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            state: GatewayState = self.state.tierwise
+            refusal = browser_refusal(
+                scope["headers"], state.settings.allowed_origins, not state.guard.store.last_any_keys()
+            )
+            if refusal is not None:
+                await JSONResponse(refusal.to_envelope(), status_code=refusal.status_code)(scope, receive, send)
+                return
         if scope["type"] != "http" or scope["path"] != CHAT_PATH or scope["method"] != "POST":
             await super().__call__(scope, receive, send)
             return

@@ -3,7 +3,8 @@
 GatewayError                      500 server_error
 ├── InvalidRequestError           400 invalid_request_error
 │   ├── ModelNotFoundError        404 model_not_found
-│   └── PayloadTooLargeError      413 request_too_large
+│   ├── PayloadTooLargeError      413 request_too_large
+│   └── UnsupportedMediaTypeError 415 unsupported_media_type
 ├── AuthenticationError           401 invalid_api_key
 ├── PermissionDeniedError         403 permission_denied
 ├── RateLimitError                429 rate_limit_exceeded
@@ -30,6 +31,7 @@ __all__ = [
     "RateLimitError",
     "ServiceUnavailableError",
     "UpstreamError",
+    "UnsupportedMediaTypeError",
     "UpstreamTimeoutError",
     "envelope",
 ]
@@ -76,6 +78,11 @@ class ModelNotFoundError(InvalidRequestError):
 class PayloadTooLargeError(InvalidRequestError):
     status_code = 413
     default_code = "request_too_large"
+
+
+class UnsupportedMediaTypeError(InvalidRequestError):
+    status_code = 415
+    default_code = "unsupported_media_type"
 
 
 class AuthenticationError(GatewayError):

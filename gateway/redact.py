@@ -7,7 +7,7 @@ import logging
 import re
 from collections.abc import Iterable
 
-__all__ = ["RedactingFilter", "redact"]
+__all__ = ["RedactingFilter", "install_redaction", "redact", "uninstall_redaction"]
 
 # Bearer tokens, "sk-..."-style keys and long opaque runs of key alphabet (32+ characters).
 _KEYLIKE = re.compile(r"(?i)(bearer\s+)\S+|\b(?:sk|pk|rk|key|api|tw)[-_][A-Za-z0-9_\-]{8,}|[A-Za-z0-9_\-+/=]{32,}")
@@ -33,3 +33,23 @@ class RedactingFilter(logging.Filter):
         if clean != message:
             record.msg, record.args = clean, None
         return True
+
+
+def install_redaction(secrets: Iterable[str]) -> RedactingFilter:
+    """Put one filter on every handler that exists now (root's and uvicorn's); returns it so the
+    caller can update its secrets when the policy names new keys."""
+    flt = RedactingFilter(secrets)
+    for handler in _handlers():
+        handler.addFilter(flt)
+    return flt
+
+
+def uninstall_redaction(flt: RedactingFilter) -> None:
+    for handler in _handlers():
+        handler.removeFilter(flt)
+
+
+def _handlers() -> list[logging.Handler]:
+    return [
+        h for name in (None, "uvicorn", "uvicorn.error", "uvicorn.access") for h in logging.getLogger(name).handlers
+    ]

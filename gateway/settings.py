@@ -51,8 +51,9 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1)
     policy_path: Path = REPO_ROOT / "policies" / "default.yaml"
     database_url: str = "sqlite:///tierwise.db"
-    # Where ledger rows are journalled before the database has them (and wait while it is down).
-    spool_path: Path = Path("tierwise-ledger.spool.jsonl")
+    # The ledger journal: rows are appended here before their response is sent, and wait here
+    # while the database is down (replayed in order, also after a crash).
+    spool_dir: Path = Path("tierwise-spool")
     policy_poll_interval_s: float = Field(default=1.0, gt=0)
     ledger_flush_interval_s: float = Field(default=0.2, gt=0)
     ledger_batch_size: int = Field(default=500, ge=1)
@@ -66,9 +67,12 @@ class Settings(BaseSettings):
     otel: bool = False
     # Guards /admin; never logged (SecretStr).
     master_key: SecretStr | None = None
+    # Browser origins (scheme://host[:port]) allowed to call the gateway; requests carrying any
+    # other Origin header are refused. A JSON list, e.g. '["https://app.example.com"]'.
+    allowed_origins: list[str] = Field(default_factory=list)
     local: LocalModelSettings = Field(default_factory=LocalModelSettings)
 
-    @field_validator("policy_path", "spool_path")
+    @field_validator("policy_path", "spool_dir")
     @classmethod
     def _absolute(cls, path: Path) -> Path:
         return path.expanduser().resolve()

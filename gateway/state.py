@@ -12,6 +12,8 @@ from gateway.ledger.writer import LedgerWriter
 from gateway.pipeline import Pipeline
 from gateway.policy.store import PolicyStore
 from gateway.providers.base import Provider
+from gateway.quality.sampler import QualitySampler
+from gateway.redact import RedactingFilter
 from gateway.routing.resolve import RouterLike
 from gateway.settings import Settings
 
@@ -28,5 +30,7 @@ class GatewayState:
     ledger: LedgerWriter
     pipeline: Pipeline
     providers: dict[str, Provider]
+    sampler: QualitySampler
+    redaction: RedactingFilter
     router: RouterLike | None = None
     fake_server: ServerThread | None = None

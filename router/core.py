@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +67,10 @@ class Router:
     @property
     def version(self) -> str:
         return self.artifact.version
+
+    @property
+    def encoder_name(self) -> str:
+        return self.encoder.name
 
     def features(
         self,
@@ -152,6 +156,3 @@ class Router:
     def warm(self, texts: Sequence[str] = ("warm up",)) -> None:
         """Run the encoder once so the first request does not pay for lazy initialisation."""
         self.features(list(texts))
-
-
-ProgressFn = Callable[[str], None]

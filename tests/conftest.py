@@ -116,7 +116,7 @@ def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
         values: dict[str, Any] = {
             "policy_path": policy_path,
             "database_url": f"sqlite:///{db}",
-            "spool_path": tmp_path / "spool.jsonl",
+            "spool_dir": tmp_path / "spool",
             "load_router": router is not None,
             "policy_poll_interval_s": 0.1,
             "ledger_flush_interval_s": 0.05,

@@ -27,7 +27,7 @@ class ServeProcess:
         full_env = {
             **os.environ,
             "TIERWISE_DATABASE_URL": f"sqlite:///{self.db}",
-            "TIERWISE_SPOOL_PATH": str(tmp / "spool.jsonl"),
+            "TIERWISE_SPOOL_DIR": str(tmp / "spool"),
             "TIERWISE_LEDGER_FLUSH_INTERVAL_S": "0.05",
             **(env or {}),
         }

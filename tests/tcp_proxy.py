@@ -1,4 +1,5 @@
-"""A loopback TCP proxy the test controls: cut it (drop connections, refuse new ones), restore it."""
+"""A loopback TCP proxy the test controls: cut it (drop connections, refuse new ones), stall it
+(accept connections and never answer), restore it."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class TcpProxy:
         self.port = self._listener.getsockname()[1]
         self._up = threading.Event()
         self._up.set()
+        self._stalled = False
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -29,6 +31,10 @@ class TcpProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self._stalled:
+                with self._lock:
+                    self._conns.append(client)  # held open, never answered
+                continue
             if not self._up.is_set():
                 client.close()
                 continue
@@ -67,7 +73,17 @@ class TcpProxy:
                     pass
             self._conns.clear()
 
+    def stall(self) -> None:
+        """Existing connections are dropped; new ones are accepted and then nothing happens."""
+        self.cut()
+        self._stalled = True
+
     def restore(self) -> None:
+        self._stalled = False
+        with self._lock:
+            for s in self._conns:
+                s.close()
+            self._conns.clear()
         self._up.set()
 
     def close(self) -> None:

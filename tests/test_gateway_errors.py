@@ -37,9 +37,27 @@ def test_truncated_json(gw_url: str) -> None:
     assert "not valid JSON" in assert_envelope(r, 400)["message"]
 
 
+JSON = {"content-type": "application/json"}
+
+
 def test_not_an_object_and_empty(gw_url: str) -> None:
-    assert_envelope(httpx.post(gw_url + "/chat/completions", content=b"[1,2]"), 400)
-    assert_envelope(httpx.post(gw_url + "/chat/completions", content=b""), 400)
+    assert_envelope(httpx.post(gw_url + "/chat/completions", content=b"[1,2]", headers=JSON), 400)
+    assert_envelope(httpx.post(gw_url + "/chat/completions", content=b"", headers=JSON), 400)
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+def test_a_body_that_does_not_say_json_is_not_parsed(gw_url: str, content_type: str | None) -> None:
+    """Browsers send these cross-origin without a preflight: the gateway must not act on them."""
+    body = b'{"model": "cheap", "messages": [{"role": "user", "content": "x"}]}'
+    headers = {"content-type": content_type} if content_type else {}
+    r = httpx.post(gw_url + "/chat/completions", content=body, headers=headers)
+    assert_envelope(r, 415, code="unsupported_media_type")
+    ok = httpx.post(
+        gw_url + "/chat/completions", content=body, headers={"content-type": "application/json; charset=utf-8"}
+    )
+    assert ok.status_code == 200
 
 
 @pytest.mark.parametrize(

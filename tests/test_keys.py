@@ -164,7 +164,7 @@ class Replicas:
                 **os.environ,
                 "TIERWISE_DATABASE_URL": db_url,
                 "TIERWISE_MASTER_KEY": MASTER,
-                "TIERWISE_SPOOL_PATH": str(tmp / f"spool-{i}.jsonl"),
+                "TIERWISE_SPOOL_DIR": str(tmp / f"spool-{i}"),
                 "TIERWISE_LEDGER_FLUSH_INTERVAL_S": "0.05",
             }
             if redis_url:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from sqlalchemy import text
 
 from gateway.ledger import LedgerWriter, create_schema, make_engine
 from gateway.ledger.models import LedgerRow
-from tests.conftest import GatewayFactory, three_tier_policy
+from tests.conftest import REPO, GatewayFactory, three_tier_policy
 
 
 def _row(rid: str) -> LedgerRow:
@@ -50,29 +52,66 @@ def test_postgres_ledger_end_to_end(start_gateway: GatewayFactory, fake_upstream
         engine.dispose()
 
 
-async def test_writer_spools_when_database_is_down_and_replays(tmp_path: Path) -> None:
-    db = tmp_path / "ledger.db"
+async def test_writer_keeps_rows_while_the_database_is_down_and_replays(tmp_path: Path) -> None:
+    db = tmp_path / "good.db"
     good = make_engine(f"sqlite:///{db}")
     create_schema(good)
     # A database that cannot be opened: its directory does not exist (yet).
     missing_dir = tmp_path / "later"
-    writer = LedgerWriter(make_engine(f"sqlite:///{missing_dir / 'l.db'}"), tmp_path / "spool.jsonl", batch_size=10)
+    spool = tmp_path / "spool"
+    writer = LedgerWriter(make_engine(f"sqlite:///{missing_dir / 'l.db'}"), spool, batch_size=10)
     ids = [uuid.uuid4().hex for _ in range(25)]
     for rid in ids:
         writer.record(_row(rid))
     await writer.flush()
     assert writer.degraded and writer.spooled == 25
-    assert len((tmp_path / "spool.jsonl").read_text().splitlines()) == 25
-    # the database comes back: the next flush replays the spool, oldest first, nothing lost
+    assert sum(len(p.read_bytes().splitlines()) for p in spool.glob("pending-*")) == 25
+    # the database comes back: the next flush replays the segment, oldest first, nothing lost
     writer.engine = good
+    writer.retry_interval_s = 0
     writer.record(_row("after"))
+    await writer.flush()
     await writer.flush()
     assert writer.degraded is None
     with good.connect() as conn:
         got = [r[0] for r in conn.execute(text("select request_id from requests order by id"))]
     assert set(got) == {*ids, "after"} and len(got) == 26
-    # a row replayed twice (a crash between insert and unlink) is not duplicated
-    (tmp_path / "spool.jsonl").write_bytes(b'{"request_id": "%s", "requested_model": "auto"}\n' % ids[0].encode())
+    assert list(spool.glob("pending-*")) == []
+    # a row replayed twice (a crash between insert and delete) is not duplicated
+    (spool / "active-1-1.jsonl").write_bytes(b'{"request_id": "%s", "requested_model": "auto"}\n' % ids[0].encode())
     await writer.close()
     with good.connect() as conn:
         assert conn.execute(text("select count(*) from requests")).scalar() == 26
+    assert list(spool.iterdir()) == []
+
+
+_CRASH = """
+import asyncio, os, sys
+from pathlib import Path
+from gateway.ledger import LedgerWriter, make_engine
+from gateway.ledger.models import LedgerRow
+
+async def main() -> None:
+    writer = LedgerWriter(make_engine(sys.argv[1]), Path(sys.argv[2]), batch_size=1000, interval_s=60)
+    for i in range(50):
+        writer.record(LedgerRow(request_id=f"crash-{i}", requested_model="auto"))
+    os._exit(9)  # killed before the batch ever reached the database
+
+asyncio.run(main())
+"""
+
+
+async def test_rows_of_a_killed_process_are_replayed_by_the_next(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    engine = make_engine(url)
+    create_schema(engine)
+    spool = tmp_path / "spool"
+    subprocess.run([sys.executable, "-c", _CRASH, url, str(spool)], cwd=REPO, check=False)
+    with engine.connect() as conn:
+        assert conn.execute(text("select count(*) from requests")).scalar() == 0
+    writer = LedgerWriter(engine, spool)  # the next start on the same journal directory
+    await writer.flush()
+    with engine.connect() as conn:
+        assert conn.execute(text("select count(*) from requests")).scalar() == 50
+    await writer.close()
+    assert list(spool.iterdir()) == []

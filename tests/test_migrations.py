@@ -10,6 +10,7 @@ from sqlmodel import SQLModel
 from gateway.keys.models import ApiKey
 from gateway.ledger import LedgerEntry, create_schema, make_engine
 from gateway.ledger.db import MIGRATIONS
+from gateway.quality.models import Feedback, Judgement, PolicySnapshot
 
 HEAD = max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("0*.py"))
 
@@ -26,6 +27,9 @@ def _check(url: str) -> None:
         cols = {c["name"] for c in inspect(engine).get_columns("requests")}
         assert set(LedgerEntry.model_fields) <= cols  # the model and the migration agree
         assert set(ApiKey.model_fields) <= {c["name"] for c in inspect(engine).get_columns("api_keys")}
+        for model in (Feedback, Judgement, PolicySnapshot):
+            table = model.__tablename__
+            assert set(model.model_fields) <= {c["name"] for c in inspect(engine).get_columns(table)}, table
     finally:
         engine.dispose()
 

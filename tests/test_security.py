@@ -6,8 +6,13 @@ a capture server plays the attacker's endpoint. Each test reproduces an attack t
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import os
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +22,7 @@ import httpx
 import pytest
 
 from tests.capture import CaptureServer
-from tests.conftest import fake_stats
+from tests.conftest import REPO, fake_stats
 from tests.serve import ServeProcess
 
 PROVIDER_KEY = "sk-ant-policy-secret-0123456789"
@@ -168,3 +173,273 @@ def _wait_rows(gw: ServeProcess, request_id: str) -> list[dict[str, Any]]:
             return rows
         time.sleep(0.05)
     raise AssertionError(f"no ledger row for {request_id}")
+
+
+# -- upstream failures, budgets, streams, open mode: a second gateway with keys -------------------
+MASTER = "sk-master-security-0123456789"
+
+
+def _attack_policy(fake_url: str) -> str:
+    def dep(name: str, model: str, price: str) -> str:
+        return (
+            f'{{name: {name}, model: openai/{model}, api_base: "{fake_url}/v1", api_key_env: TIERWISE_TEST_PROVIDER_KEY,'
+            f" max_retries: 0, price: {price}}}"
+        )
+
+    return f"""
+    version: 1
+    tiers:
+      - name: local
+        deployments:
+          - {dep("choosy-local", "no-json-schema", "{input_per_1m: 0, output_per_1m: 0}")}
+      - name: mid
+        deployments:
+          - {dep("echo-mid", "echo", "{input_per_1m: 0.15, output_per_1m: 0.6}")}
+      - name: frontier
+        deployments:
+          - {dep("billing", "bills-request", "{input_per_1m: 2.5, output_per_1m: 10}")}
+    routes:
+      - {{name: cheap, tier: local}}
+    dispatch: {{cooldown_s: 60, failures_before_cooldown: 3, max_stream_s: 1.0}}
+    """
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory, fake_upstream: str) -> Iterator[ServeProcess]:
+    tmp = tmp_path_factory.mktemp("keyed")
+    extra_tiers = {
+        "leaky401": "error-echo-auth-401",
+        "leaky500": "error-echo-auth-500",
+        "leaky400": "error-echo-auth-400",
+        "cut": "truncated-stream",
+        "endless": "never-ending-stream",
+        "sluggish": "slow-1500",
+    }
+    policy = _attack_policy(fake_upstream)
+    tiers = "".join(
+        f"""
+      - name: t-{name}
+        deployments:
+          - {{name: {name}, model: openai/{model}, api_base: "{fake_upstream}/v1",
+              api_key_env: TIERWISE_TEST_PROVIDER_KEY, max_retries: 0, price: {{input_per_1m: 1, output_per_1m: 1}}}}"""
+        for name, model in extra_tiers.items()
+    )
+    refused = """
+      - name: t-refused
+        deployments:
+          - {name: refused, model: openai/echo, api_base: "http://127.0.0.1:9/v1", max_retries: 0,
+             price: {input_per_1m: 1, output_per_1m: 1}}"""
+    policy = policy.replace("    routes:", tiers.removeprefix("\n") + refused + "\n    routes:", 1)
+    env = {"TIERWISE_TEST_PROVIDER_KEY": PROVIDER_KEY, "TIERWISE_MASTER_KEY": MASTER}
+    server = ServeProcess(tmp, policy, env)
+    yield server
+    server.stop()
+
+
+def _key(gw: ServeProcess, **fields: Any) -> str:
+    r = httpx.post(gw.url + "/admin/keys", json=fields, headers={"authorization": f"Bearer {MASTER}"})
+    assert r.status_code == 201, r.text
+    return str(r.json()["key"])
+
+
+def _post(gw: ServeProcess, key: str, body: dict[str, Any], timeout: float = 30) -> httpx.Response:
+    return httpx.post(
+        gw.v1 + "/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}, timeout=timeout
+    )
+
+
+def _msg(model: str, text: str = "hello", **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+
+
+@pytest.mark.parametrize("deployment", ["leaky401", "leaky500", "leaky400"])
+def test_upstream_error_bodies_are_neither_relayed_nor_logged(keyed: ServeProcess, deployment: str) -> None:
+    key = _key(keyed)
+    r = _post(keyed, key, _msg(deployment))
+    assert r.status_code == (400 if deployment == "leaky400" else 502), r.text
+    for secret in (PROVIDER_KEY, "Traceback", "/srv/fake"):
+        assert secret not in r.text
+    time.sleep(0.3)
+    assert PROVIDER_KEY not in keyed.log.read_text()
+
+
+def test_a_refused_connection_is_a_clean_message(keyed: ServeProcess) -> None:
+    r = _post(keyed, _key(keyed), _msg("refused"))
+    assert r.status_code == 502
+    message = r.json()["error"]["message"]
+    assert message == "every upstream deployment failed; the last one: the upstream could not be reached"
+    for internal in ("Cannot connect", "ssl:", "SSLContext", "127.0.0.1:9"):
+        assert internal not in r.text
+
+
+def test_budget_holds_against_large_tools_under_concurrency(keyed: ServeProcess) -> None:
+    """The provider bills the tools too; 200 concurrent requests must not outspend $0.01."""
+    key = _key(keyed, budget_daily_usd=0.01)
+    fields = {f"field_{i}": {"type": "string", "description": "d" * 300} for i in range(15)}  # ~5k characters
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": fields}}}]
+    body = _msg("billing", tools=tools, tool_choice="none", max_tokens=16)
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        codes = list(pool.map(lambda _: _post(keyed, key, body).status_code, range(200)))
+    assert codes.count(200) >= 1 and set(codes) <= {200, 429}
+    key_id = httpx.get(keyed.url + "/admin/keys", headers={"authorization": f"Bearer {MASTER}"}).json()["data"][-1][
+        "id"
+    ]
+    rows = _wait_for(
+        keyed,
+        lambda rs: len([r for r in rs if r["api_key_id"] == key_id and r["status_code"] == 200]) >= codes.count(200),
+    )
+    spent = sum(r["cost_usd"] for r in rows if r["api_key_id"] == key_id)
+    assert 0 < spent <= 0.01
+
+
+def test_deep_nesting_is_a_400_and_strands_nothing(keyed: ServeProcess) -> None:
+    key = _key(keyed, budget_daily_usd=0.002)
+    deep: Any = {"type": "object"}
+    for _ in range(300):
+        deep = {"type": "object", "properties": {"x": deep}}
+    tools = [{"type": "function", "function": {"name": "f", "parameters": deep}}]
+    for _ in range(5):
+        r = _post(keyed, key, _msg("echo-mid", tools=tools))
+        assert r.status_code == 400 and "nested" in r.json()["error"]["message"]
+    assert _post(keyed, key, _msg("echo-mid", max_tokens=10)).status_code == 200  # the budget is all there
+
+
+def test_a_stream_that_stops_early_ends_with_an_error_and_a_502_row(keyed: ServeProcess) -> None:
+    with httpx.stream(
+        "POST",
+        keyed.v1 + "/chat/completions",
+        json=_msg("cut", stream=True),
+        headers={"authorization": f"Bearer {_key(keyed)}"},
+    ) as r:
+        text = r.read().decode()
+        rid = r.headers["x-tierwise-request-id"]
+    assert r.status_code == 200 and "upstream_truncated" in text and "[DONE]" not in text
+    row = _wait_rows(keyed, rid)[0]
+    assert (row["status_code"], row["error_type"]) == (502, "upstream_truncated")
+
+
+def test_a_never_ending_stream_is_cut_at_max_stream_s(keyed: ServeProcess) -> None:
+    started = time.monotonic()
+    with httpx.stream(
+        "POST",
+        keyed.v1 + "/chat/completions",
+        json=_msg("endless", stream=True),
+        headers={"authorization": f"Bearer {_key(keyed)}"},
+    ) as r:
+        text = r.read().decode()
+        rid = r.headers["x-tierwise-request-id"]
+    assert time.monotonic() - started < 10 and "stream_too_long" in text
+    assert _wait_rows(keyed, rid)[0]["status_code"] == 504
+
+
+def test_a_client_that_leaves_before_the_headers_is_a_499(keyed: ServeProcess) -> None:
+    key = _key(keyed)
+    with pytest.raises(httpx.ReadTimeout):
+        _post(keyed, key, _msg("sluggish", "gone before you answer", stream=True), timeout=0.3)
+    rows = _wait_for(
+        keyed, lambda rs: any(r["deployment"] == "sluggish" and r["status_code"] == 499 for r in rs), timeout_s=10
+    )
+    assert any(r["deployment"] == "sluggish" and r["error_type"] == "client_disconnected" for r in rows), [
+        (r["deployment"], r["status_code"], r["error_type"]) for r in rows[-5:]
+    ]
+
+
+def test_discovery_endpoints_need_a_key_once_keys_exist(keyed: ServeProcess) -> None:
+    key = _key(keyed)
+    for path in ("/v1/models", "/readyz", "/openapi.json", "/docs"):
+        assert httpx.get(keyed.url + path).status_code == 401, path
+        assert httpx.get(keyed.url + path, headers={"authorization": f"Bearer {key}"}).status_code == 200, path
+        assert httpx.get(keyed.url + path, headers={"authorization": f"Bearer {MASTER}"}).status_code == 200, path
+    assert httpx.get(keyed.url + "/healthz").status_code == 200
+    assert "TIERWISE_TEST_PROVIDER_KEY" not in httpx.get(keyed.url + "/v1/models").text
+
+
+def test_a_request_one_deployment_cannot_serve_does_not_take_it_offline(keyed: ServeProcess) -> None:
+    key = _key(keyed)
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    r = _post(keyed, key, _msg("cheap", response_format=schema))
+    assert r.status_code == 200 and r.headers["x-tierwise-tier"] == "mid"
+    assert "choosy-local: http_500" in r.headers["x-tierwise-fallbacks"]  # rerouted, and it says so
+    for _ in range(5):  # everyone else is still served by the local deployment
+        assert _post(keyed, key, _msg("cheap")).headers["x-tierwise-tier"] == "local"
+    ready = httpx.get(keyed.url + "/readyz", headers={"authorization": f"Bearer {key}"}).json()
+    assert not any("choosy-local" in d for d in ready["degraded"])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("stream", "yes"), ("max_tokens", 1e9), ("tools", [{"type": "function", "function": "x"}])]
+)
+def test_wrong_types_are_refused_before_any_upstream(
+    keyed: ServeProcess, fake_upstream: str, field: str, value: Any
+) -> None:
+    before = len(fake_stats(fake_upstream)["requests"])
+    r = _post(keyed, _key(keyed), _msg("cheap", **{field: value}))
+    assert r.status_code == 400 and r.json()["error"]["param"].startswith(field)
+    assert len(fake_stats(fake_upstream)["requests"]) == before
+
+
+# -- open mode (no keys) and the browser ------------------------------------------------------------
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_a_web_page_cannot_use_an_open_gateway(strict: ServeProcess, fake_upstream: str, content_type: str) -> None:
+    before = len(fake_stats(fake_upstream)["requests"])
+    body = json.dumps(_msg("passthrough")).encode()
+    r = httpx.post(
+        strict.v1 + "/chat/completions",
+        content=body,
+        headers={"content-type": content_type, "origin": "http://evil.example"},
+    )
+    assert r.status_code == 403 and r.json()["error"]["code"] == "origin_not_allowed"
+    r = httpx.post(strict.v1 + "/chat/completions", content=body, headers={"content-type": content_type})
+    assert r.status_code == 415
+    r = httpx.post(
+        strict.v1 + "/chat/completions",
+        content=body,
+        headers={"content-type": "application/json", "host": "rebound.evil.example"},
+    )
+    assert r.status_code == 403 and r.json()["error"]["code"] == "host_not_allowed"
+    r = httpx.get(strict.url + "/v1/models", headers={"host": "rebound.evil.example:8000"})
+    assert r.status_code == 403
+    assert len(fake_stats(fake_upstream)["requests"]) == before
+    ok = httpx.post(
+        strict.v1 + "/chat/completions",
+        content=body,
+        headers={"content-type": "application/json", "host": "localhost:1234"},
+    )
+    assert ok.status_code == 200
+
+
+def test_more_than_one_worker_with_keys_and_no_redis_refuses_to_start(tmp_path: Path, fake_upstream: str) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(textwrap.dedent(_policy(fake_upstream)))
+    env = {**os.environ, "TIERWISE_MASTER_KEY": MASTER, "TIERWISE_DATABASE_URL": f"sqlite:///{tmp_path / 'l.db'}"}
+    env.pop("TIERWISE_REDIS_URL", None)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--policy",
+            str(policy),
+            "--workers",
+            "2",
+            "--port",
+            "0",
+            "--no-router",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "TIERWISE_REDIS_URL" in out.stderr
+
+
+def _wait_for(gw: ServeProcess, ok: Any, timeout_s: float = 10) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = _ledger(gw)
+        if ok(rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)

@@ -7,12 +7,16 @@ from typing import Any
 import orjson
 from starlette.requests import ClientDisconnect, Request
 
-from gateway.errors import ClientGoneError, InvalidRequestError, PayloadTooLargeError
+from gateway.errors import ClientGoneError, InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 
 __all__ = ["read_json_body"]
 
 
 async def read_json_body(request: Request, max_bytes: int) -> dict[str, Any]:
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        # Browsers send text/plain and form bodies cross-origin without asking first: never parse them.
+        raise UnsupportedMediaTypeError(f"send the body as JSON with `Content-Type: application/json` (got {media!r})")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLargeError(f"request body is {declared} bytes; the limit is {max_bytes}")

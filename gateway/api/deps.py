@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from fastapi import Depends
 from starlette.requests import Request
 
+from gateway.api.responses import client_host
+from gateway.keys.guard import bearer_token
 from gateway.state import GatewayState
 
-__all__ = ["get_state"]
+__all__ = ["get_state", "require_caller"]
 
 
 async def get_state(request: Request) -> GatewayState:
     # async on purpose: FastAPI runs a plain ``def`` dependency in a thread pool, a thread
     # hop on every request for a dictionary lookup.
     state: GatewayState = request.app.state.tierwise
+    return state
+
+
+async def require_caller(request: Request, state: GatewayState = Depends(get_state)) -> GatewayState:
+    """Someone the gateway serves: the master key or a valid virtual key once keys exist (model
+    names, environment variable names and file paths are nobody else's business); in open mode,
+    a loopback client."""
+    token = bearer_token(request.headers.get("authorization"))
+    if not state.guard.is_master(token):
+        await state.guard.authenticate(token, client_host(request))
     return state

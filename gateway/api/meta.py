@@ -1,4 +1,5 @@
-"""GET /v1/models, /healthz and /readyz."""
+"""GET /v1/models, /healthz and /readyz. Only ``/healthz`` answers anyone: the others name models,
+environment variables and file paths, so they need a key once keys exist."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from starlette.responses import JSONResponse
 
-from gateway.api.deps import get_state
+from gateway.api.deps import require_caller
 from gateway.state import GatewayState
 
 __all__ = ["router"]
@@ -20,7 +21,7 @@ def _entry(model_id: str, owned_by: str, **extra: Any) -> dict[str, Any]:
 
 
 @router.get("/v1/models")
-async def list_models(state: GatewayState = Depends(get_state)) -> JSONResponse:
+async def list_models(state: GatewayState = Depends(require_caller)) -> JSONResponse:
     policy = state.policy.current.policy
     data: list[dict[str, Any]] = []
     for route in policy.routes:
@@ -64,12 +65,12 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(state: GatewayState = Depends(get_state)) -> JSONResponse:
+async def readyz(state: GatewayState = Depends(require_caller)) -> JSONResponse:
     policy = state.policy.current.policy
     tiers = {t.name: state.availability.tier_available(policy, t.name) for t in policy.tiers}
     degraded: list[str] = []
-    if state.ledger.degraded:
-        degraded.append(state.ledger.degraded)
+    if ledger := state.ledger.status():
+        degraded.append(ledger)
     if state.guard.degraded:
         degraded.append(state.guard.degraded)
     if state.policy.last_error:

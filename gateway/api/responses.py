@@ -25,6 +25,9 @@ class SSEResponse(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            # A client gone while the upstream was being reached: sending would be silently
+            # dropped by the server and the stream would look delivered.
+            if not await Request(scope, receive).is_disconnected():
+                await super().__call__(scope, receive, send)
         finally:
             await self.relay.finish(499, "client_disconnected")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.no_router:
         overrides["load_router"] = False
     settings = Settings(**overrides)
+    if refusal := _multi_worker_refusal(settings):
+        print(refusal, file=sys.stderr)
+        return 2
     supervisor = None
     if args.with_local:
         from gateway.local.supervisor import LocalModelSupervisor  # noqa: PLC0415
@@ -64,6 +68,28 @@ def _serve(args: argparse.Namespace) -> int:
         if supervisor is not None:
             supervisor.stop()
     return 0
+
+
+def _multi_worker_refusal(settings: Settings) -> str | None:
+    """Several workers each keep their own in-process budget and rate counters: every budget
+    would silently grow by the number of workers. Refuse, unless the counters are shared."""
+    if settings.workers == 1 or settings.redis_url:
+        return None
+    from gateway.keys import KeyStore  # noqa: PLC0415
+    from gateway.ledger import make_engine  # noqa: PLC0415
+
+    engine = make_engine(settings.database_url)
+    try:
+        keyed = settings.master_key is not None or KeyStore(engine).any_keys()
+    finally:
+        engine.dispose()
+    if not keyed:
+        return None
+    return (
+        f"tierwise serve --workers {settings.workers}: API keys are in use, and with more than one worker their "
+        "budgets and rate limits need counters the workers share. Set TIERWISE_REDIS_URL (e.g. "
+        "redis://127.0.0.1:6379/0), or run one worker."
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

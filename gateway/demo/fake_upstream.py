@@ -11,6 +11,16 @@ Models (prefix ``fake/`` in a policy):
     flaky                  every other call fails with 500, starting with the first
     malformed-stream       a stream whose second chunk is not JSON (non-stream: invalid JSON)
     never-ending-stream    a stream that never finishes
+    truncated-stream       a stream that stops half-way: no finish_reason, no [DONE]
+    drip-<ms>              echo, each streamed chunk <ms> after the last
+    error-echo-auth-<code> HTTP <code> whose error message repeats the request's Authorization
+                           header and a server traceback (as some upstreams do)
+    bills-request          echo, billing every character of the request (messages, tools,
+                           schemas) as prompt tokens, 4 characters a token, as a provider would
+    no-json-schema         echo, but a 500 with a traceback for a (valid) json_schema
+                           response_format, as llama.cpp's server answers one it cannot compile
+
+A request the fake cannot make sense of gets a 400, never a crash.
 
 Every reply is marked as fake, so nobody mistakes it for a model's answer. Tools,
 ``response_format``, ``n`` and ``stop`` are honoured so passthrough can be tested.
@@ -48,6 +58,11 @@ FAKE_MODELS = (
     "flaky",
     "malformed-stream",
     "never-ending-stream",
+    "truncated-stream",
+    "drip",
+    "error-echo-auth",
+    "bills-request",
+    "no-json-schema",
 )
 FIXED_REPLY = "[fake] This is a fixed reply from the Tierwise fake provider."
 
@@ -62,6 +77,7 @@ class _FakeState:
         self.calls: Counter[str] = Counter()
         self.last_request: dict[str, Any] = {}
         self.requests: list[dict[str, Any]] = []
+        self.ids = itertools.count(1)
 
     def seen(self, request: Request, body: Any) -> None:
         self.last_request = {"body": body, "headers": dict(request.headers)}
@@ -69,7 +85,6 @@ class _FakeState:
             {"method": request.method, "path": request.url.path, "headers": dict(request.headers), "body": body}
         )
         del self.requests[:-1000]
-        self.ids = itertools.count(1)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -117,6 +132,9 @@ def _stops(stop: Any) -> list[str]:
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
+    if body.get("model") == "bills-request":
+        billed = {k: v for k, v in body.items() if k not in ("model", "stream", "stream_options")}
+        return max(1, len(orjson.dumps(billed)) // 4)
     return sum(_count(message_text(m.get("content"))) for m in body.get("messages") or [] if isinstance(m, dict))
 
 
@@ -135,6 +153,13 @@ def create_fake_app() -> Starlette:
 
         if model == "error-500":
             return _error(500, "fake upstream error (error-500)")
+        if model == "no-json-schema" and (body.get("response_format") or {}).get("type") == "json_schema":
+            return _error(500, 'Traceback (most recent call last):\n  File "/srv/llama/grammar.py": ValueError')
+        if model.startswith("error-echo-auth"):
+            status = int(model.rsplit("-", 1)[1]) if model[-3:].isdigit() else 500
+            leak = f"request had Authorization: {request.headers.get('authorization')}"
+            trace = 'Traceback (most recent call last):\n  File "/srv/fake/app.py", line 42, in handler'
+            return _error(status, f"{leak}\n{trace}")
         if model.startswith("rate-limited-429"):
             wait = model.removeprefix("rate-limited-429").lstrip("-") or "1"
             return _error(429, "fake rate limit", headers={"Retry-After": wait})
@@ -144,9 +169,12 @@ def create_fake_app() -> Starlette:
             ms = model.removeprefix("slow").lstrip("-").removesuffix("ms") or "2000"
             await asyncio.sleep(int(ms) / 1000)
 
+        try:
+            content, tool_calls = _reply_for(body)
+            n = int(body.get("n") or 1)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return _error(400, "the fake upstream cannot make sense of this request")
         state.served[model] += 1
-        content, tool_calls = _reply_for(body)
-        n = int(body.get("n") or 1)
         prompt_tokens = _prompt_tokens(body)
         completion_tokens = _count(content) * n if content else 8
         created = int(time.time())
@@ -211,6 +239,10 @@ def create_fake_app() -> Starlette:
             while True:
                 yield chunk([{"index": 0, "delta": {"content": "more "}, "finish_reason": None}])
                 await asyncio.sleep(0.01)
+        if model == "truncated-stream":
+            yield chunk([{"index": 0, "delta": {"content": "the beginning of an answer"}, "finish_reason": None}])
+            return
+        drip = int(model.removeprefix("drip-")) / 1000 if model.startswith("drip-") else 0.0
         if tool_calls:
             delta = {"tool_calls": [{"index": 0, **tool_calls[0]}]}
             yield chunk([{"index": 0, "delta": delta, "finish_reason": None}])
@@ -220,6 +252,8 @@ def create_fake_app() -> Starlette:
             for i in range(n):
                 for j, word in enumerate(words):
                     piece = word if j == 0 else " " + word
+                    if drip:
+                        await asyncio.sleep(drip)
                     yield chunk([{"index": i, "delta": {"content": piece}, "finish_reason": None}])
             yield chunk([{"index": i, "delta": {}, "finish_reason": "stop"} for i in range(n)])
         if include_usage:

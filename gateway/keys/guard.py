@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from gateway.clock import Clock, SystemClock
 from gateway.errors import (
     AuthenticationError,
@@ -51,6 +53,7 @@ class Guard:
         self.clock = clock or SystemClock()
         self.degraded: str | None = None
         self.unsettled = 0  # settlements the limits store failed: counters need a re-seed
+        self.lookup_timeout_s = 3.0
 
     # -- identity ---------------------------------------------------------------------------
     async def authenticate(self, token: str, client_host: str | None) -> Identity | None:
@@ -59,7 +62,7 @@ class Guard:
         # (another replica may have just created it): it must never be served as anonymous.
         any_keys = True if token.startswith(KEY_PREFIX) else self.store.cached_any_keys()
         if any_keys is None:  # only then pay for a thread hop and a query
-            any_keys = await asyncio.to_thread(self.store.any_keys)
+            any_keys = await self._ask_store(self.store.any_keys, self.store.last_any_keys)
         if not any_keys:
             if not is_loopback(client_host):
                 raise AuthenticationError("this gateway has no API keys yet and only serves loopback clients")
@@ -68,12 +71,24 @@ class Guard:
             raise AuthenticationError("missing API key: send `Authorization: Bearer <key>`")
         hit, identity = self.store.cached_lookup(token)
         if not hit:
-            identity = await asyncio.to_thread(self.store.lookup, token)
+            identity = await self._ask_store(lambda: self.store.lookup(token), lambda: self.store.stale_lookup(token))
         if identity is None:
             raise AuthenticationError("invalid or revoked API key")  # never echo the key
         if identity.expires_at is not None and _aware(identity.expires_at).timestamp() <= self.clock.now():
             raise AuthenticationError("API key has expired", code="expired_api_key")
         return identity
+
+    async def _ask_store(self, ask: Callable[[], T], stale: Callable[[], T | None]) -> T:
+        """A key-store query, bounded in time: a database that stalls must not stall requests.
+        Past the limit (or on an error) the last known answer is used, else it is a fast 503."""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(ask), timeout=self.lookup_timeout_s)
+        except (TimeoutError, SQLAlchemyError) as exc:
+            known = stale()
+            if known is not None:
+                return known
+            self.degraded = f"key store unavailable ({type(exc).__name__})"
+            raise ServiceUnavailableError("the key store is not answering; try again shortly") from exc
 
     def is_master(self, token: str) -> bool:
         return bool(self.master_key and token and hmac.compare_digest(token.encode(), self.master_key.encode()))
@@ -170,6 +185,24 @@ class Guard:
                 f"limits store failed during settlement ({type(exc).__name__}); counters re-seed from the ledger"
             )
             log.error("budget settlement failed (%s); the request is in the ledger", type(exc).__name__)
+
+    async def reconcile(self, ledger_spend: Callable[[float], list[tuple[str, float, float]]]) -> bool:
+        """After lost settlements, set every key's counters to what the ledger says it spent.
+        Reservations in flight elsewhere are not in the ledger yet: for a moment they are not
+        counted, which is the smaller error against counting lost reservations forever."""
+        if not self.unsettled:
+            return True
+        now = self.clock.now()
+        try:
+            for key_id, day, month in await asyncio.to_thread(ledger_spend, now):
+                await self.limiter.reset(key_id, day, month, now)
+        except Exception as exc:  # the limits store or the ledger is still away: try again later
+            log.warning("budget counters not reconciled yet (%s)", type(exc).__name__)
+            return False
+        log.warning("budget counters re-seeded from the ledger after %d lost settlement(s)", self.unsettled)
+        self.unsettled = 0
+        self.degraded = None
+        return True
 
 
 def _aware(dt: datetime) -> datetime:

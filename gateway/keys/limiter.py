@@ -58,6 +58,10 @@ class Limiter(abc.ABC):
     async def seed(self, key_id: str, day_usd: float, month_usd: float, now: float) -> None:
         """Start counters from the ledger's sums, where the backend has none yet."""
 
+    @abc.abstractmethod
+    async def reset(self, key_id: str, day_usd: float, month_usd: float, now: float) -> None:
+        """Set counters to the ledger's sums (after settlements were lost)."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional
         pass
 
@@ -117,3 +121,8 @@ class MemoryLimiter(Limiter):
         day, month = day_month(now)
         self._money.setdefault((key_id, day), to_micros(day_usd))
         self._money.setdefault((key_id, month), to_micros(month_usd))
+
+    async def reset(self, key_id: str, day_usd: float, month_usd: float, now: float) -> None:
+        day, month = day_month(now)
+        self._money[(key_id, day)] = to_micros(day_usd)
+        self._money[(key_id, month)] = to_micros(month_usd)

@@ -89,5 +89,10 @@ class RedisLimiter(Limiter):
         await self._r.set(self._money(key_id, day), to_micros(day_usd), nx=True, ex=172800)
         await self._r.set(self._money(key_id, month), to_micros(month_usd), nx=True, ex=3024000)
 
+    async def reset(self, key_id: str, day_usd: float, month_usd: float, now: float) -> None:
+        day, month = day_month(now)
+        await self._r.set(self._money(key_id, day), to_micros(day_usd), ex=172800)
+        await self._r.set(self._money(key_id, month), to_micros(month_usd), ex=3024000)
+
     async def aclose(self) -> None:
         await self._r.aclose()

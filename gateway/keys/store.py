@@ -131,6 +131,15 @@ class KeyStore:
             return True, hit[1]
         return False, None
 
+    def last_any_keys(self) -> bool:
+        """The last known answer, however old (keys are rarely added; used while the database is down)."""
+        return self._any[1]
+
+    def stale_lookup(self, key: str) -> Identity | None:
+        """A cached identity, however old: better than refusing a known key while the database is down."""
+        hit = self._cache.get(hash_key(key))
+        return hit[1] if hit is not None else None
+
     def any_keys(self) -> bool:
         cached = self.cached_any_keys()
         if cached is not None:

@@ -25,6 +25,11 @@ def make_engine(url: str) -> Engine:
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    elif url.startswith("postgresql"):
+        # A server that accepts connections but never answers must not hang the ledger writer or a
+        # key lookup: bounded connect, statement and pool waits.
+        kwargs["connect_args"] = {"connect_timeout": 3, "options": "-c statement_timeout=5000"}
+        kwargs["pool_timeout"] = 5
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
 

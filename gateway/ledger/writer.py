@@ -1,16 +1,16 @@
-"""Batched, off-request-path ledger writes that lose nothing.
+"""Ledger writes that lose nothing, off the request path.
 
-Handlers call ``record(row)``, which only appends to an in-memory queue. A background task
-inserts batches in a worker thread. If the database refuses a batch, the rows go to an
-append-only spool file (one JSON object a line, fsynced) and are replayed, oldest first,
-once the database answers again. ``close()`` drains everything before the process exits.
+``record(row)`` appends the row to the journal (a ``write()``, before the response is sent) and
+queues it. A background task moves the queue into the database in batches, on one writer thread
+(one connection, rows in order). A batch the database refuses stays in its journal segment and
+is replayed, oldest first, once the database answers again; so are the segments a crashed
+process left behind. ``close()`` writes everything before the process exits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +23,7 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from gateway.ledger.journal import Journal
 from gateway.ledger.models import LedgerEntry, LedgerRow
 
 __all__ = ["LedgerWriter"]
@@ -33,26 +34,49 @@ _FIELDS = LedgerRow.__slots__
 
 
 class LedgerWriter:
-    def __init__(self, engine: Engine, spool_path: Path, batch_size: int = 500, interval_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        spool_dir: Path,
+        batch_size: int = 500,
+        interval_s: float = 0.2,
+        sync_interval_s: float = 1.0,
+        retry_interval_s: float = 2.0,
+    ) -> None:
         self.engine = engine
-        self.spool_path = spool_path
+        self.journal = Journal(spool_dir)
         self.batch_size = batch_size
         self.interval_s = interval_s
+        self.sync_interval_s = sync_interval_s
+        self.retry_interval_s = retry_interval_s
         self._queue: deque[LedgerRow] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.written = 0
-        self.spooled = 0
-        self.degraded: str | None = None  # why writes are going to the spool, if they are
-        self.retry_interval_s = 2.0
+        self.spooled = 0  # rows waiting in journal segments for the database
+        self.degraded: str | None = None  # why rows are waiting, if they are
         # One writer thread: the database connection stays on one thread, writes stay in order.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
-        self._last_replay_try = 0.0
+        self._last_replay = float("-inf")
+        self._last_sync = time.monotonic()
+        self._busy_since: float | None = None  # when the writer thread's current database call began
 
     def record(self, row: LedgerRow) -> None:
+        self.journal.append(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
         self._queue.append(row)
         if len(self._queue) >= self.batch_size:
             self._wakeup.set()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def status(self, stuck_after_s: float = 5.0) -> str | None:
+        """Why the ledger is not keeping up, if it is not (for /readyz)."""
+        busy = self._busy_since
+        if busy is not None and time.monotonic() - busy > stuck_after_s:
+            return f"ledger database has not answered for {time.monotonic() - busy:.0f}s; rows wait in the journal"
+        return self.degraded
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
@@ -67,16 +91,24 @@ class LedgerWriter:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write everything queued now (and replay the spool if the database is back)."""
-        while self._queue:
-            batch = [_as_dict(self._queue.popleft()) for _ in range(min(self.batch_size, len(self._queue)))]
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._write_or_spool, batch)
-        replaying = self.spool_path.with_suffix(self.spool_path.suffix + ".replaying")
-        has_spool = replaying.exists() or (self.spool_path.exists() and self.spool_path.stat().st_size > 0)
-        # While degraded with nothing new to write, probe the database every few seconds.
-        if has_spool and (not self.degraded or time.monotonic() - self._last_replay_try > self.retry_interval_s):
-            self._last_replay_try = time.monotonic()
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._replay)
+        """Write what is queued now; replay waiting segments (at start, then every few seconds
+        while the database is away); fsync the journal about once a second."""
+        loop = asyncio.get_running_loop()
+        if self._queue:
+            segment = self.journal.rotate()
+            rows = list(self._queue)
+            self._queue.clear()
+            await loop.run_in_executor(self._thread, self._commit, segment, rows)
+        now = time.monotonic()
+        # Waiting rows are retried every few seconds; otherwise look once a minute for files a
+        # crashed sibling (another worker on this directory) left behind.
+        waiting = self.spooled > 0 or self.degraded is not None
+        if now - self._last_replay > (self.retry_interval_s if waiting else 60.0):
+            self._last_replay = now
+            await loop.run_in_executor(self._thread, self._replay)
+        if now - self._last_sync > self.sync_interval_s:
+            self._last_sync = now
+            await loop.run_in_executor(self._thread, self.journal.sync)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -86,81 +118,78 @@ class LedgerWriter:
             except asyncio.CancelledError:
                 pass
         await self.flush()
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._replay)
+        self.journal.sync()
+        self.journal.close()
         self._thread.shutdown(wait=True)
 
-    # -- worker-thread side ---------------------------------------------------------------
+    # -- writer-thread side ---------------------------------------------------------------
     def _insert(self, rows: list[dict[str, Any]]) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(insert(_TABLE), rows)
-
-    def _write_or_spool(self, rows: list[dict[str, Any]]) -> None:
+        self._busy_since = time.monotonic()
         try:
-            self._insert(rows)
-        except IntegrityError:
-            self._insert_one_by_one(rows)  # a replayed row already written: skip only that one
-        except (SQLAlchemyError, OSError) as exc:
-            self._spool(rows, exc)
-            return
-        self.written += len(rows)
-        if self.degraded:
-            log.warning("ledger database is back; writes resumed")
-        self.degraded = None
+            self._insert_batches(rows)
+        finally:
+            self._busy_since = None
 
-    def _insert_one_by_one(self, rows: list[dict[str, Any]]) -> None:
-        for row in rows:
+    def _insert_batches(self, rows: list[dict[str, Any]]) -> None:
+        for i in range(0, len(rows), self.batch_size):
+            chunk = rows[i : i + self.batch_size]
             try:
-                self._insert([row])
-            except IntegrityError:
-                log.info("ledger row %s was already written; skipped", row.get("request_id"))
+                with self.engine.begin() as conn:
+                    conn.execute(insert(_TABLE), chunk)
+            except IntegrityError:  # a replayed row already written: skip only that one
+                for row in chunk:
+                    try:
+                        with self.engine.begin() as conn:
+                            conn.execute(insert(_TABLE), [row])
+                    except IntegrityError:
+                        log.info("ledger row %s was already written; skipped", row.get("request_id"))
 
-    def _spool(self, rows: list[dict[str, Any]], exc: BaseException) -> None:
-        if not self.degraded:
-            log.error("ledger database unavailable (%s); spooling rows to %s", type(exc).__name__, self.spool_path)
-        self.degraded = f"ledger database unavailable ({type(exc).__name__}); spooling to {self.spool_path}"
-        self.spool_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.spool_path.open("ab") as fh:
-            for row in rows:
-                fh.write(orjson.dumps(row, default=_default) + b"\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        self.spooled += len(rows)
-        self._last_replay_try = time.monotonic()
+    def _commit(self, segment: Path, rows: list[LedgerRow]) -> None:
+        try:
+            self._insert([{name: getattr(row, name) for name in _FIELDS} for row in rows])
+        except (SQLAlchemyError, OSError) as exc:
+            self._waiting(exc, len(rows))
+            return  # the segment stays, locked by us, and is replayed later
+        self.journal.done(segment)
+        self.written += len(rows)
+        if self.degraded and not self.spooled:
+            log.warning("ledger database is back; writes resumed")
+            self.degraded = None
 
     def _replay(self) -> None:
-        # Rename first so rows spooled meanwhile land in a fresh file and nothing is read twice.
-        replaying = self.spool_path.with_suffix(self.spool_path.suffix + ".replaying")
-        if not replaying.exists():
-            os.replace(self.spool_path, replaying)
-        elif self.spool_path.exists():
-            # An earlier replay was interrupted: fold newer spooled rows in behind it.
-            with replaying.open("ab") as out:
-                out.write(self.spool_path.read_bytes())
-            self.spool_path.unlink()
-        rows = [_restore(orjson.loads(line)) for line in replaying.read_bytes().splitlines() if line.strip()]
-        try:
-            for i in range(0, len(rows), self.batch_size):
-                chunk = rows[i : i + self.batch_size]
+        for segment in self.journal.segments():
+            try:
+                data = segment.read_bytes()
+            except FileNotFoundError:
+                self.journal.done(segment)
+                continue
+            rows = []
+            for line in data.splitlines():
                 try:
-                    self._insert(chunk)
-                except IntegrityError:
-                    self._insert_one_by_one(chunk)
-        except (SQLAlchemyError, OSError) as exc:
-            self.degraded = f"ledger database unavailable ({type(exc).__name__}); spooling to {self.spool_path}"
-            return  # keep the .replaying file; the next flush tries again
-        replaying.unlink()
-        self.written += len(rows)
-        self.degraded = None
-        log.warning("replayed %d spooled ledger rows", len(rows))
+                    rows.append(_restore(orjson.loads(line)))
+                except orjson.JSONDecodeError:  # a line torn by a machine crash
+                    log.error("skipped an unreadable ledger journal line in %s", segment.name)
+            try:
+                self._insert(rows)
+            except (SQLAlchemyError, OSError) as exc:
+                self._waiting(exc, 0)
+                return
+            self.journal.done(segment)
+            self.written += len(rows)
+            self.spooled = max(0, self.spooled - len(rows))
+            if rows:
+                log.warning("replayed %d ledger rows from %s", len(rows), segment.name)
+        if self.degraded and not self.journal.segments():
+            log.warning("ledger database is back; every waiting row is written")
+            self.degraded = None
+            self.spooled = 0
 
-
-def _as_dict(row: LedgerRow) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in _FIELDS}
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(type(value).__name__)
+    def _waiting(self, exc: BaseException, rows: int) -> None:
+        if not self.degraded:
+            log.error("ledger database unavailable (%s); rows wait in %s", type(exc).__name__, self.journal.directory)
+        self.degraded = f"ledger database unavailable ({type(exc).__name__}); rows wait in {self.journal.directory}"
+        self.spooled += rows
 
 
 def _restore(row: dict[str, Any]) -> dict[str, Any]:

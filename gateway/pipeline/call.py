@@ -36,6 +36,9 @@ class Call:
     ttft_ms: float | None = None
     notes: list[str] = field(default_factory=list)  # what moved the request off its path, in order
     recorded: bool = False  # the row is written: exactly once per request
+    purpose: str = "client"  # or shadow / judge: the gateway's own calls for judged samples
+    parent_request_id: str | None = None  # the sampled request a shadow or judge call belongs to
+    checks: list[str] = field(default_factory=list)  # answer checks that failed
 
     @property
     def limits(self) -> Limits:
@@ -86,6 +89,9 @@ class Call:
             fallbacks=orjson.dumps(notes).decode() if notes else None,
             error_type=error_type,
             api=self.api,
+            purpose=self.purpose,
+            parent_request_id=self.parent_request_id,
+            checks=orjson.dumps(self.checks).decode() if self.checks else None,
         )
 
     def headers(self, attempted: Attempted | None = None) -> dict[str, str]:

@@ -15,9 +15,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+import orjson
 
 from gateway.availability import Availability
 from gateway.chat_request import ChatRequest, message_text
@@ -29,8 +32,11 @@ from gateway.ledger.models import LedgerRow
 from gateway.pipeline.budget import worst_case_usd
 from gateway.pipeline.call import Call
 from gateway.pipeline.relay import Relay
+from gateway.pipeline.sampling import Sample, Sampler
 from gateway.policy.store import PolicyStore
 from gateway.providers.base import UpstreamStream
+from gateway.quality.checks import Reply, answer_of, failed_checks
+from gateway.quality.feedback import NOT_FOUND
 from gateway.routing.resolve import Resolver
 from gateway.usage import Usage, estimate_tokens
 
@@ -73,6 +79,7 @@ class Pipeline:
         guard: Guard,
         ledger: RowSink,
         clock: Clock,
+        sampler: Sampler | None = None,
     ) -> None:
         self.policy = policy
         self.resolver = resolver
@@ -81,6 +88,10 @@ class Pipeline:
         self.guard = guard
         self.ledger = ledger
         self.clock = clock
+        self.sampler = sampler
+        # Recent client requests' keys, so feedback on an answer the ledger has not written yet
+        # can be checked without waiting for it.
+        self._recent: OrderedDict[str, str | None] = OrderedDict()
 
     # -- a request's life -------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -150,10 +161,19 @@ class Pipeline:
         usage = completion.usage or Usage(
             _prompt_estimate(chat), estimate_tokens(completion.body.decode(errors="ignore")), estimated=True
         )
+        answer = answer_of(orjson.loads(completion.body))
+        call.checks = failed_checks(chat.body, answer)
         cost = await self._settle(call, attempted, usage, 200, None)
+        self._sample(call, chat, attempted, answer.text, usage, cost)
         headers = call.headers(attempted)
         headers["x-tierwise-cost-usd"] = f"{cost:.8f}"
         return Answer(completion.body, headers, cost)
+
+    def _sample(
+        self, call: Call, chat: ChatRequest, attempted: Attempted, text: str, usage: Usage, cost: float
+    ) -> None:
+        if self.sampler is not None and attempted.step is not None and self.sampler.wants(call.loaded):
+            self.sampler.offer(Sample(call, chat.body, attempted.step, text, usage, cost))
 
     async def _open_stream(self, call: Call, chat: ChatRequest, plan: Plan) -> StreamAnswer:
         config = call.loaded.policy.dispatch
@@ -161,6 +181,11 @@ class Pipeline:
             stream, attempted = await self.dispatcher.open_stream(plan, chat.body, config, chat.include_usage)
         except DispatchFailed as failed:
             raise await self._failed(call, failed) from failed
+        sampled = self.sampler is not None and self.sampler.wants(call.loaded)
+        # Keep as much of the answer as the checks (or the judge) will read: all of a JSON answer,
+        # else the opening a refusal shows in.
+        whole = sampled or _wants_json(chat.body)
+        stream.collect = _WHOLE if whole else _OPENING
 
         def first_event() -> None:
             call.ttft_ms = (self.clock.monotonic() - call.started) * 1000
@@ -169,7 +194,13 @@ class Pipeline:
             usage = upstream.usage or Usage(
                 _prompt_estimate(chat), (upstream.completion_chars + 3) // 4, estimated=True
             )
-            await self._settle(call, attempted, usage, status, error_type)
+            if status == 200:
+                calls = [(name, args) for name, args in upstream.tool_calls.values()]
+                answer = Reply(upstream.text, calls, upstream.finish_reason)
+                call.checks = failed_checks(chat.body, answer)
+            cost = await self._settle(call, attempted, usage, status, error_type)
+            if sampled and status == 200:
+                self._sample(call, chat, attempted, upstream.text, usage, cost)
 
         relay = Relay(stream, finish, self.clock, config.max_stream_s, first_event)
         return StreamAnswer(relay, call.headers(attempted))
@@ -201,7 +232,25 @@ class Pipeline:
         call.recorded = True
         row = call.row(attempted, usage, status, error_type, self.clock.monotonic())
         self.ledger.record(row)
+        if call.purpose == "client":
+            self._recent[row.request_id] = row.api_key_id
+            if len(self._recent) > _RECENT:
+                self._recent.popitem(last=False)
         return row
+
+    def owner_of(self, request_id: str) -> object:
+        """The key of a recent client request (None in open mode), else ``NOT_FOUND``."""
+        return self._recent.get(request_id, NOT_FOUND)
+
+
+_RECENT = 10_000
+_WHOLE = 1_000_000  # characters of a streamed answer kept for checks and the judge
+_OPENING = 200
+
+
+def _wants_json(body: dict[str, Any]) -> bool:
+    fmt = body.get("response_format")
+    return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
 
 
 def _prompt_estimate(chat: ChatRequest) -> int:

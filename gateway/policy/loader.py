@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from gateway.policy.models import Policy, Price
+from gateway.policy.models import Deployment, Policy, Price
 from gateway.policy.pricing import PriceMap, litellm_price_map
 
 __all__ = ["LoadedPolicy", "PolicyError", "format_loc", "load_policy"]
@@ -76,7 +76,7 @@ def load_policy(path: Path, price_map: PriceMap | None = None) -> LoadedPolicy:
     prices, problems = _resolve_prices(policy, price_map)
     if problems:
         raise PolicyError(source, problems)
-    caps = {d.name: price_map.output_cap(d) for t in policy.tiers for d in t.deployments}
+    caps = {d.name: price_map.output_cap(d) for d in policy.all_deployments}
     return LoadedPolicy(policy=policy, prices=prices, source=path, mtime_ns=mtime_ns, output_caps=caps, text=text)
 
 
@@ -89,19 +89,25 @@ def _message(err: object) -> str:
 
 
 def _resolve_prices(policy: Policy, price_map: PriceMap) -> tuple[dict[str, Price], list[tuple[str, str]]]:
+    located = [
+        (f"tiers[{ti}].deployments[{di}]", dep)
+        for ti, tier in enumerate(policy.tiers)
+        for di, dep in enumerate(tier.deployments)
+    ]
+    if isinstance(policy.quality.judge, Deployment):
+        located.append(("quality.judge", policy.quality.judge))
     prices: dict[str, Price] = {}
     problems: list[tuple[str, str]] = []
-    for ti, tier in enumerate(policy.tiers):
-        for di, dep in enumerate(tier.deployments):
-            price = price_map.price_for(dep)
-            if price is None:
-                problems.append(
-                    (
-                        f"tiers[{ti}].deployments[{di}].price",
-                        f"no known price for model {dep.model!r}: set price.input_per_1m and "
-                        "price.output_per_1m (0 for a local model)",
-                    )
+    for where, dep in located:
+        price = price_map.price_for(dep)
+        if price is None:
+            problems.append(
+                (
+                    f"{where}.price",
+                    f"no known price for model {dep.model!r}: set price.input_per_1m and "
+                    "price.output_per_1m (0 for a local model)",
                 )
-            else:
-                prices[dep.name] = price
+            )
+        else:
+            prices[dep.name] = price
     return prices, problems

@@ -13,6 +13,7 @@ __all__ = [
     "Limits",
     "Policy",
     "Price",
+    "QualityConfig",
     "Route",
     "RouterConfig",
     "Tier",
@@ -150,6 +151,25 @@ class Limits(_Strict):
     budget_steer_tier: str | None = None
 
 
+class QualityConfig(_Strict):
+    """Judged samples of live traffic: after the client has its answer, another tier answers the
+    same request and a judge compares the two (both orders). Never charged to the caller's key."""
+
+    sample_rate: float = Field(default=0.0, ge=0, le=1)
+    # A deployment of the tiers by name, or one defined here (a judge need not serve traffic).
+    judge: str | Deployment | None = None
+    # Shadow and judge calls stop for the day (UTC) once they have cost this much.
+    max_daily_usd: float = Field(default=5.0, ge=0)
+    # Keep the prompt and both answers with each judgement (off: only the router's features).
+    store_text: bool = False
+    # Sampled requests waiting for their shadow call; beyond it samples are skipped, never queued.
+    queue_size: int = Field(default=100, ge=1, le=10_000)
+
+    @property
+    def judge_name(self) -> str | None:
+        return self.judge.name if isinstance(self.judge, Deployment) else self.judge
+
+
 class Policy(_Strict):
     version: Literal[1] = 1
     tiers: list[Tier] = Field(min_length=1)
@@ -157,6 +177,7 @@ class Policy(_Strict):
     router: RouterConfig | None = None
     dispatch: DispatchConfig = DispatchConfig()
     limits: Limits = Limits()
+    quality: QualityConfig = QualityConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
@@ -175,6 +196,13 @@ class Policy(_Strict):
             for ours in self.router.tier_map:
                 if ours not in tier_names:
                     raise ValueError(f"router.tier_map names unknown tier {ours!r}")
+        judge = self.quality.judge
+        if isinstance(judge, str) and self.deployment(judge) is None:
+            raise ValueError(f"quality.judge names unknown deployment {judge!r}")
+        if isinstance(judge, Deployment) and self.deployment(judge.name) is not None:
+            raise ValueError(f"quality.judge {judge.name!r} has the name of a tier's deployment")
+        if self.quality.sample_rate > 0 and judge is None:
+            raise ValueError("quality.sample_rate needs a quality.judge")
         return self
 
     # Lookups used on the hot path are cheap: tiers are few.
@@ -192,6 +220,21 @@ class Policy(_Strict):
             if route.name == name:
                 return route
         return None
+
+    @property
+    def all_deployments(self) -> list[Deployment]:
+        """The tiers' deployments and a judge defined on its own."""
+        found = [d for t in self.tiers for d in t.deployments]
+        return [*found, self.quality.judge] if isinstance(self.quality.judge, Deployment) else found
+
+    @property
+    def judge(self) -> Deployment | None:
+        """The judge's deployment, wherever the policy defines it."""
+        judge = self.quality.judge
+        if isinstance(judge, Deployment) or judge is None:
+            return judge
+        found = self.deployment(judge)
+        return found[1] if found else None
 
     def deployment(self, name: str) -> tuple[Tier, Deployment] | None:
         for tier in self.tiers:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.policy.models import Deployment
-from gateway.usage import Usage
+from gateway.usage import Usage, usage_of
 
 __all__ = [
     "Completion",
@@ -70,8 +70,9 @@ class Completion:
 class UpstreamStream:
     """An opened stream: ``events`` yields complete SSE events (with their trailing blank line).
 
-    The provider fills ``usage`` and ``completion_chars`` as events pass, so the caller can
-    price the stream even when the client goes away before the end.
+    The provider reports each chunk to ``observe`` as it passes, so the caller can price the
+    stream even when the client goes away before the end, and check the answer (the first
+    choice's text is kept up to ``collect`` characters, and its tool calls when ``collect`` is set).
     """
 
     events: AsyncIterator[bytes]
@@ -79,6 +80,36 @@ class UpstreamStream:
     completion_chars: int = 0
     done: bool = False
     error: str | None = None
+    finish_reason: str | None = None
+    collect: int = 0
+    text: str = ""
+    tool_calls: dict[int, list[str]] = field(default_factory=dict)  # index -> [name, arguments]
+
+    def observe(self, payload: dict[str, Any]) -> None:
+        """Account for one chunk (an OpenAI ``chat.completion.chunk``)."""
+        usage = usage_of(payload)
+        if usage is not None:
+            self.usage = usage
+        for choice in payload.get("choices") or []:
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta") or {}
+            first = choice.get("index", 0) == 0
+            content = delta.get("content")
+            if isinstance(content, str):
+                self.completion_chars += len(content)
+                if first and len(self.text) < self.collect:
+                    self.text += content
+            for call in delta.get("tool_calls") or []:
+                fn = call.get("function") or {}
+                args = str(fn.get("arguments") or "")
+                self.completion_chars += len(args)
+                if first and self.collect:
+                    slot = self.tool_calls.setdefault(int(call.get("index", 0)), ["", ""])
+                    slot[0] += str(fn.get("name") or "")
+                    slot[1] += args
+            if first and choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
 
 
 class Provider(abc.ABC):

@@ -99,11 +99,8 @@ class LitellmProvider(Provider):
         try:
             async for chunk in chunks:
                 payload = chunk.model_dump(exclude_none=True)
+                stream.observe(payload)
                 usage = payload.get("usage")
-                if usage:
-                    stream.usage = usage_of(payload)
-                for choice in payload.get("choices") or []:
-                    stream.completion_chars += len((choice.get("delta") or {}).get("content") or "")
                 if usage and not payload.get("choices") and not include_usage:
                     continue
                 if usage and not include_usage:

@@ -192,18 +192,8 @@ class OpenAICompatibleProvider(Provider):
                 return False
             if not isinstance(payload, dict):
                 continue
-            usage = usage_of(payload)
-            if usage is not None:
-                stream.usage = usage
-            choices = payload.get("choices") or []
-            for choice in choices:
-                delta = choice.get("delta") or {}
-                content = delta.get("content")
-                if isinstance(content, str):
-                    stream.completion_chars += len(content)
-                for call in delta.get("tool_calls") or []:
-                    stream.completion_chars += len(str((call.get("function") or {}).get("arguments") or ""))
-            if usage is not None and not choices and not include_usage:
+            stream.observe(payload)
+            if "usage" in payload and not payload.get("choices") and not include_usage:
                 return False
         return True
 

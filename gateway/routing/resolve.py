@@ -59,6 +59,15 @@ class RouterLike(Protocol):
         """True when deciding is cheap enough for the event loop (cached, or a static encoder)."""
         ...
 
+    def features(self, texts: Sequence[str], *, lengths: Sequence[int | None] | None = None) -> Any:
+        """The router's inputs for prompts: the encoder's embedding of each tail, then its length."""
+        ...
+
+    @property
+    def encoder_name(self) -> str:
+        """The encoder the artifact was trained with (stored with every judged sample)."""
+        ...
+
 
 @dataclass
 class Resolution:
