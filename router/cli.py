@@ -116,12 +116,15 @@ def _adapt(args: argparse.Namespace) -> int:
     from router.core import Router  # noqa: PLC0415
     from router.data import parse_tiers, read_rows, tier_matrix  # noqa: PLC0415
 
+    if not (args.data and args.tiers and args.samples):
+        print("router adapt: give --data, --tiers and --samples (or, with tierwise, --from-ledger)", file=sys.stderr)
+        return 2
     path = Path(args.data)
     tiers = parse_tiers(args.tiers)
     data = tier_matrix(read_rows([path]), tiers)
     idx = draw_samples(len(data.rows), args.samples, args.seed)
     log(f"{len(idx)} of {len(data.rows)} rows stand for judged samples ({args.observe}); base {args.base}")
-    router = Router.load(resolve_artifact(args.base))
+    router = Router.load(resolve_artifact(args.base or "default"))
     feats = router.features([data.rows[i].prompt for i in idx])
     costs = None if data.cost_in_calls else data.costs[idx]
     samples = observed_samples(feats, data.scores[idx], costs, args.observe, np.random.default_rng([args.seed, 1]))
@@ -139,7 +142,7 @@ def _adapt(args: argparse.Namespace) -> int:
         router.artifact,
         list(tiers),
         samples,
-        target_quality=args.target_quality,
+        target_quality=args.target_quality or 0.95,
         method=args.method,
         reference=list(tiers)[-1] if args.observe == "pairwise" else None,
         seed=args.seed,
@@ -219,10 +222,10 @@ def register(
     e.set_defaults(func=_eval)
 
     a = rsub.add_parser("adapt", help="adapt an artifact to the policy's tiers from judged samples")
-    a.add_argument("--base", default="default", help="the prior: a shipped artifact's name or a directory")
-    a.add_argument("--data", required=True, help="outcome file whose rows' recorded scores stand for verdicts")
-    a.add_argument("--tiers", required=True, help="tier=MODEL,... cheapest first: the policy's own tiers")
-    a.add_argument("--samples", type=int, required=True, help="rows drawn at random as the judged samples")
+    a.add_argument("--base", default=None, help="the prior: a shipped artifact's name or a directory (default)")
+    a.add_argument("--data", help="outcome file whose rows' recorded scores stand for verdicts")
+    a.add_argument("--tiers", help="tier=MODEL,... cheapest first: the policy's own tiers")
+    a.add_argument("--samples", type=int, help="rows drawn at random as the judged samples")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--out", required=True)
     a.add_argument("--method", default="shrink", choices=["shrink", "stack", "warm", "scratch"])
@@ -232,7 +235,7 @@ def register(
         choices=["full", "partial", "pairwise"],
         help="what a sample reveals: every tier, or one cheaper tier and the top (scores, or a judge's verdict)",
     )
-    a.add_argument("--target-quality", type=float, default=0.95, help="calibrate the cost weight to this")
+    a.add_argument("--target-quality", type=float, default=None, help="calibrate the cost weight to this (0.95)")
     a.set_defaults(func=_adapt)
 
     v = rsub.add_parser("cv", help="k-fold cross-validation of the training recipe on the first --data file")

@@ -48,3 +48,28 @@ def test_database_from_before_migrations_is_adopted(tmp_path: Path) -> None:
     SQLModel.metadata.create_all(engine, tables=[LedgerEntry.__table__])  # type: ignore[attr-defined]
     engine.dispose()
     _check(url)
+
+
+def test_processes_starting_together_migrate_one_at_a_time(tmp_path: Path) -> None:
+    """``serve --workers N`` on a fresh SQLite file: every worker migrates, none trips on another."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    # Each process imports first, then all start migrating at the same instant.
+    code = (
+        "import sys, time; from gateway.ledger import create_schema, make_engine; engine = make_engine(sys.argv[1]); "
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); create_schema(engine)"
+    )
+    for attempt in range(3):
+        url = f"sqlite:///{tmp_path / f'race{attempt}.db'}"
+        start = str(time.time() + 6)
+        procs = [
+            subprocess.Popen([sys.executable, "-c", code, url, start], cwd=REPO, stderr=subprocess.PIPE)
+            for _ in range(4)
+        ]
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err.decode()[-1000:]

@@ -79,10 +79,61 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adapt_from_ledger(args: argparse.Namespace) -> int:
+    """``router adapt --from-ledger``: the policy's own tiers, learned from its judged samples."""
+    offline()
+    from gateway.ledger import make_engine  # noqa: PLC0415
+    from gateway.policy.loader import load_policy  # noqa: PLC0415
+    from gateway.quality.learn import ledger_samples, parse_since  # noqa: PLC0415
+    from gateway.settings import Settings  # noqa: PLC0415
+    from router.adapt import adapt  # noqa: PLC0415
+    from router.artifact import load_artifact, save_artifact  # noqa: PLC0415
+
+    settings = Settings()
+    loaded = load_policy(Path(args.policy) if args.policy else settings.policy_path)
+    cfg = loaded.policy.router
+    tiers = [t.name for t in loaded.policy.tiers]
+    base_name = args.base or (cfg.artifact if cfg else "default")
+    base = load_artifact(resolve_artifact(base_name))
+    engine = make_engine(settings.database_url)
+    try:
+        found = ledger_samples(engine, tiers, base, parse_since(args.since) if args.since else None)
+    finally:
+        engine.dispose()
+    log(
+        f"{found.rows} judgements: {found.used} to learn from, {found.unparseable} unparseable, "
+        f"{found.other_encoder} embedded by another encoder than {base.encoder!r}"
+    )
+    if found.used == 0:
+        print("no judged samples to learn from: set quality.sample_rate and a judge in the policy", file=sys.stderr)
+        return 1
+    target = args.target_quality or (cfg.target.quality if cfg and cfg.target and cfg.target.quality else 0.95)
+    artifact = adapt(
+        base,
+        tiers,
+        found.samples,
+        target_quality=target,
+        method=args.method,
+        reference=tiers[-1],
+        seed=args.seed,
+        provenance={"from_ledger": {"judgements": found.rows, "used": found.used, "since": args.since}},
+        progress=log,
+    )
+    save_artifact(artifact, Path(args.out))
+    log(f"wrote {args.out} (version {artifact.version}); switch with `router: {{artifact: {args.out}}}`")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from router.cli import register as register_router  # noqa: PLC0415 - argparse only, nothing heavy
 
     rsub = register_router(sub)
+    adapt = rsub.choices["adapt"]
+    adapt.add_argument("--from-ledger", action="store_true", help="learn from the judged samples in the ledger")
+    adapt.add_argument("--since", default=None, help="only judgements this recent (30d, 12h)")
+    adapt.add_argument("--policy", default=None, help="whose tiers and target (default: TIERWISE_POLICY_PATH)")
+    from_file = adapt.get_default("func")
+    adapt.set_defaults(func=lambda a: _adapt_from_ledger(a) if a.from_ledger else from_file(a))
     c = rsub.add_parser("calibrate", help="turn the policy's router target into its cost weight")
     c.add_argument("--policy", required=True)
     c.add_argument("--data", required=True)

@@ -19,6 +19,15 @@ Models (prefix ``fake/`` in a policy):
                            schemas) as prompt tokens, 4 characters a token, as a provider would
     no-json-schema         echo, but a 500 with a traceback for a (valid) json_schema
                            response_format, as llama.cpp's server answers one it cannot compile
+    skill-<n>              echo, marked adequate when n reaches the prompt's difficulty ("hard"
+                           in it: 2, "medium": 1, else 0) and inadequate otherwise
+    judge                  a judge that knows: reads the two answers in Tierwise's judge prompt
+                           and prefers the adequate one ([[A>B]], [[B>A]] or [[A=B]])
+    judge-garbled          a judge whose verdict cannot be read
+    ignores-format         plain text, whatever response_format or tools ask for
+    truncates              echo, cut off: finish_reason "length"
+    empty                  an empty answer
+    refuses                "I'm sorry, but I can't help with that."
 
 A request the fake cannot make sense of gets a 400, never a crash.
 
@@ -63,8 +72,16 @@ FAKE_MODELS = (
     "error-echo-auth",
     "bills-request",
     "no-json-schema",
+    "skill",
+    "judge",
+    "judge-garbled",
+    "ignores-format",
+    "truncates",
+    "empty",
+    "refuses",
 )
 FIXED_REPLY = "[fake] This is a fixed reply from the Tierwise fake provider."
+REFUSAL = "I'm sorry, but I can't help with that."
 
 
 def _count(text: str) -> int:
@@ -98,6 +115,9 @@ def _reply_for(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]] | None]:
     last_user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), {})
     text = message_text(last_user.get("content"))
     model = str(body.get("model", ""))
+    canned = {"ignores-format": f"Sure! Here you go: {text}", "empty": "", "refuses": REFUSAL}
+    if model in canned:
+        return canned[model], None
     tools = body.get("tools")
     if tools and body.get("tool_choice") != "none":
         choice = body.get("tool_choice")
@@ -116,11 +136,34 @@ def _reply_for(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]] | None]:
     fmt = body.get("response_format") or {}
     if fmt.get("type") in ("json_object", "json_schema"):
         return orjson.dumps({"fake": True, "echo": text}).decode(), None
+    if model.startswith("skill-"):
+        return _skilled(int(model.removeprefix("skill-")), text), None
+    if model.startswith("judge"):
+        return _verdict(text) if model == "judge" else "Both answers have merit; I cannot decide.", None
     content = FIXED_REPLY if model.startswith("fixed") else f"[fake echo] {text}"
     for stop in _stops(body.get("stop")):
         if stop and stop in content:
             content = content[: content.index(stop)]
     return content, None
+
+
+def _difficulty(text: str) -> int:
+    words = text.lower()
+    return 2 if "hard" in words else 1 if "medium" in words else 0
+
+
+def _skilled(skill: int, text: str) -> str:
+    adequate = skill >= _difficulty(text)
+    return f"[fake skill-{skill}] {text} :: {'adequate' if adequate else 'inadequate'}"
+
+
+def _verdict(prompt: str) -> str:
+    """The judge's answer to Tierwise's judge prompt: the adequate answer wins."""
+    a = prompt.split("[Answer A]", 1)[-1].split("[Answer B]", 1)[0]
+    b = prompt.split("[Answer B]", 1)[-1]
+    good_a, good_b = (":: adequate" in part for part in (a, b))
+    verdict = "[[A=B]]" if good_a == good_b else "[[A>B]]" if good_a else "[[B>A]]"
+    return f"Compared on correctness. {verdict}"
 
 
 def _stops(stop: Any) -> list[str]:
@@ -190,7 +233,7 @@ def create_fake_app() -> Starlette:
         message: dict[str, Any] = {"role": "assistant", "content": content or None}
         if tool_calls:
             message["tool_calls"] = tool_calls
-        finish = "tool_calls" if tool_calls else "stop"
+        finish = "tool_calls" if tool_calls else "length" if model == "truncates" else "stop"
         return JSONResponse(
             {
                 "id": rid,
@@ -255,7 +298,8 @@ def create_fake_app() -> Starlette:
                     if drip:
                         await asyncio.sleep(drip)
                     yield chunk([{"index": i, "delta": {"content": piece}, "finish_reason": None}])
-            yield chunk([{"index": i, "delta": {}, "finish_reason": "stop"} for i in range(n)])
+            finish = "length" if model == "truncates" else "stop"
+            yield chunk([{"index": i, "delta": {}, "finish_reason": finish} for i in range(n)])
         if include_usage:
             usage = {
                 "prompt_tokens": prompt_tokens,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +51,33 @@ _LOCK_ID = 7_264_190_311  # pg advisory lock: replicas starting together migrate
 
 
 def create_schema(engine: Engine) -> None:
-    """Bring the database to the newest schema with Alembic (SQLite and PostgreSQL alike)."""
+    """Bring the database to the newest schema with Alembic (SQLite and PostgreSQL alike).
+
+    Processes starting together (replicas, ``--workers N``) migrate one at a time: under a
+    Postgres advisory lock, or an exclusive lock on a file beside the SQLite database."""
     from alembic import command  # noqa: PLC0415
     from alembic.config import Config  # noqa: PLC0415
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
+    with _file_lock(engine), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_ID})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+@contextlib.contextmanager
+def _file_lock(engine: Engine) -> Iterator[None]:
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    lock = Path(database).with_name(Path(database).name + ".migrate.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

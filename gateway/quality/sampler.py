@@ -15,7 +15,8 @@ import logging
 import random
 import secrets
 from collections import deque
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -27,12 +28,11 @@ from gateway.availability import Availability
 from gateway.clock import Clock
 from gateway.dispatch import Attempted, Dispatcher, DispatchFailed, Plan, PlanStep
 from gateway.keys.limiter import Limiter
-from gateway.pipeline.budget import IMAGE_TOKENS
+from gateway.pipeline.budget import worst_case_usd
 from gateway.pipeline.call import Call
 from gateway.pipeline.core import RowSink
 from gateway.pipeline.sampling import Sample
 from gateway.policy.loader import LoadedPolicy
-from gateway.policy.pricing import cost_usd
 from gateway.quality.checks import answer_of
 from gateway.quality.judge import combine, judge_messages, parse_verdict
 from gateway.quality.models import Judgement
@@ -45,6 +45,7 @@ log = logging.getLogger("tierwise.quality")
 _JUDGEMENTS = Judgement.__table__  # type: ignore[attr-defined]
 _BUDGET_KEY = "__quality__"  # the daily cap is a budget like a key's, shared by replicas through Redis
 _JUDGE_MAX_TOKENS = 400
+T = TypeVar("T")
 
 
 class QualitySampler:
@@ -124,59 +125,72 @@ class QualitySampler:
             return
         judge_plan = Plan([PlanStep("judge", judge, loaded.price(judge.name))], "judge")
         body = {k: v for k, v in sample.body.items() if k not in ("stream", "stream_options")}
-        worst = _worst(body, shadow_plan, judge_plan)
-        now = self.clock.now()
-        reservation = await self.limiter.reserve(_BUDGET_KEY, worst, quality.max_daily_usd, None, now)
+        parent = sample.call.request_id
+        shadow = await self._capped(
+            loaded,
+            worst_case_usd(body, shadow_plan, loaded),
+            lambda: self._call(loaded, shadow_plan, body, "shadow", parent, shadow_tier),
+        )
+        if shadow is None:
+            return
+        shadow_text, shadow_usage, shadow_cost = shadow
+        cheaper_first = at < names.index(shadow_tier)
+        cheap, dear = (sample.answer, shadow_text) if cheaper_first else (shadow_text, sample.answer)
+        bodies = [_judge_body(body, cheap, dear), _judge_body(body, dear, cheap)]
+        games = await self._capped(
+            loaded,
+            worst_case_usd(bodies[0], judge_plan, loaded, steps=2),
+            lambda: asyncio.gather(*(self._call(loaded, judge_plan, b, "judge", parent) for b in bodies)),
+        )
+        if games is None:
+            return
+        outcome = combine(*(parse_verdict(g[0]) if g is not None else None for g in games))
+        encoder, embedding, chars = await self._features(sample)
+        res = sample.call.resolution
+        row = {
+            "request_id": parent,
+            "served_tier": served,
+            "shadow_tier": shadow_tier,
+            "cheaper_tier": served if cheaper_first else shadow_tier,
+            "reference_tier": shadow_tier if cheaper_first else served,
+            "verdict": outcome.verdict,
+            "adequacy": outcome.adequacy,
+            "verdicts": orjson.dumps(outcome.raw).decode(),
+            "judge": judge.name,
+            "sample_rate": quality.sample_rate,
+            "router_version": res.router_version if res else None,
+            "router_tier": res.router_tier if res else None,
+            "predicted": orjson.dumps(res.router_scores).decode() if res and res.router_scores else None,
+            "encoder": encoder,
+            "embedding": embedding,
+            "prompt_chars": chars,
+            "prompt_tokens": sample.usage.prompt_tokens,
+            "served_tokens": sample.usage.completion_tokens,
+            "shadow_tokens": shadow_usage.completion_tokens,
+            "served_cost_usd": sample.cost,
+            "shadow_cost_usd": shadow_cost,
+            "prompt_text": _conversation(body) if quality.store_text else None,
+            "served_text": sample.answer if quality.store_text else None,
+            "shadow_text": shadow_text if quality.store_text else None,
+        }
+        await asyncio.to_thread(self._write, row)
+        self.judged += 1
+
+    async def _capped(self, loaded: LoadedPolicy, worst: float, work: Callable[[], Awaitable[T]]) -> T | None:
+        """Run ``work`` if its worst case fits today's cap (reserved like a key's budget, so replicas
+        sharing Redis share the cap), then count what it really cost."""
+        reservation = await self.limiter.reserve(
+            _BUDGET_KEY, worst, loaded.policy.quality.max_daily_usd, None, self.clock.now()
+        )
         if reservation is None:
             self.skipped += 1
-            return
-        spent = 0.0
+            return None
+        result: T | None = None
         try:
-            shadow = await self._call(loaded, shadow_plan, body, "shadow", sample.call.request_id, shadow_tier)
-            if shadow is None:
-                return
-            shadow_text, shadow_usage, shadow_cost = shadow
-            spent += shadow_cost
-            cheaper_first = at < names.index(shadow_tier)
-            cheap, dear = (sample.answer, shadow_text) if cheaper_first else (shadow_text, sample.answer)
-            games = await asyncio.gather(
-                self._call(loaded, judge_plan, _judge_body(body, cheap, dear), "judge", sample.call.request_id),
-                self._call(loaded, judge_plan, _judge_body(body, dear, cheap), "judge", sample.call.request_id),
-            )
-            spent += sum(g[2] for g in games if g is not None)
-            outcome = combine(*(parse_verdict(g[0]) if g is not None else None for g in games))
-            encoder, embedding, chars = await self._features(sample)
-            res = sample.call.resolution
-            row = {
-                "request_id": sample.call.request_id,
-                "served_tier": served,
-                "shadow_tier": shadow_tier,
-                "cheaper_tier": served if cheaper_first else shadow_tier,
-                "reference_tier": shadow_tier if cheaper_first else served,
-                "verdict": outcome.verdict,
-                "adequacy": outcome.adequacy,
-                "verdicts": orjson.dumps(outcome.raw).decode(),
-                "judge": judge.name,
-                "sample_rate": quality.sample_rate,
-                "router_version": res.router_version if res else None,
-                "router_tier": res.router_tier if res else None,
-                "predicted": orjson.dumps(res.router_scores).decode() if res and res.router_scores else None,
-                "encoder": encoder,
-                "embedding": embedding,
-                "prompt_chars": chars,
-                "prompt_tokens": sample.usage.prompt_tokens,
-                "served_tokens": sample.usage.completion_tokens,
-                "shadow_tokens": shadow_usage.completion_tokens,
-                "served_cost_usd": sample.cost,
-                "shadow_cost_usd": shadow_cost,
-                "prompt_text": _conversation(body) if quality.store_text else None,
-                "served_text": sample.answer if quality.store_text else None,
-                "shadow_text": shadow_text if quality.store_text else None,
-            }
-            await asyncio.to_thread(self._write, row)
-            self.judged += 1
+            result = await work()
         finally:
-            await self.limiter.settle(reservation, spent)
+            await self.limiter.settle(reservation, _spent(result))
+        return result
 
     async def _call(
         self, loaded: LoadedPolicy, plan: Plan, body: dict[str, Any], purpose: str, parent: str, tier: str = "judge"
@@ -239,10 +253,10 @@ def _conversation(body: dict[str, Any]) -> str:
     return orjson.dumps(body["messages"]).decode()
 
 
-def _worst(body: dict[str, Any], shadow: Plan, judge: Plan) -> float:
-    """Worst cost of a shadow call and two judge games, as for a client's budget."""
-    prompt = len(orjson.dumps(body)) // 2 + IMAGE_TOKENS
-    out = int(body.get("max_completion_tokens") or body.get("max_tokens") or 1024)
-    shadow_cost = max(cost_usd(s.price, prompt, out) for s in shadow.steps)
-    judge_step = judge.steps[0]
-    return shadow_cost + 2 * cost_usd(judge_step.price, prompt * 2 + out * 2, _JUDGE_MAX_TOKENS)
+def _spent(result: object) -> float:
+    """The cost of a ``_call`` result, or of a list of them (None: nothing was paid)."""
+    if isinstance(result, tuple):
+        return float(result[2])
+    if isinstance(result, list):
+        return sum(_spent(r) for r in result)
+    return 0.0
