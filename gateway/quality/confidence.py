@@ -5,6 +5,10 @@ as returned by OpenAI and by llama.cpp's servers when asked with ``logprobs: tru
 (llama-cpp-python returns nothing unless ``top_logprobs`` is set, even to 0). Streams carry the same
 entries spread over the chunks' ``choices[i].logprobs.content``; :class:`StreamConfidence` collects them.
 
+Which statistic means anything is measured by bench/confidence.py (bench/README.md, "Confidence"):
+on SmolLM2-135M the mean of the three least likely tokens separated right from wrong answers best
+(ROC AUC 0.83), but hardly better than answer length and truncation, which cost nothing.
+
 Pure: no HTTP, no gateway state. Malformed entries are skipped rather than failing a request.
 """
 
