@@ -1,7 +1,7 @@
 """Confidence of an answer from its token log-probabilities.
 
 Parses OpenAI's ``choices[i].logprobs.content`` (a list of ``{token, logprob, bytes, top_logprobs}``),
-as returned by OpenAI and by llama.cpp's servers when asked with ``logprobs: true, top_logprobs: N``
+as OpenAI and llama-cpp-python's server return it when asked with ``logprobs: true, top_logprobs: N``
 (llama-cpp-python returns nothing unless ``top_logprobs`` is set, even to 0). Streams carry the same
 entries spread over the chunks' ``choices[i].logprobs.content``; :class:`StreamConfidence` collects them.
 
@@ -22,7 +22,7 @@ from typing import Any
 __all__ = ["LOGPROB_FLOOR", "Confidence", "StreamConfidence", "confidence_of", "token_logprobs"]
 
 # A token the server calls impossible (-inf) is the least confident token there is; clamp it
-# to a finite floor so means stay finite (OpenAI itself reports such tokens as -9999.0).
+# to a finite floor so means stay finite.
 LOGPROB_FLOOR = -100.0
 LOWEST_K = 3
 
