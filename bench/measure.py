@@ -42,7 +42,9 @@ class Plan:
 
     rate: int  # open loop, req/s: below every contender's capacity, so latency is not queueing
     seconds: float
-    stream_rate: int  # lower: a 200-chunk stream costs a slow gateway far more CPU than one answer
+    # 1 req/s: LiteLLM proxy spends ~0.1-0.2 s of CPU on a 200-chunk stream and queues from ~3 req/s
+    stream_rate: int
+    stream_seconds: float
     stream_chunks: int  # 0: no stream phase
     wrk_seconds: int  # 0: no closed-loop phase
 
@@ -204,7 +206,9 @@ def measure(name: str, t: Target, plan: Plan) -> dict[str, Any]:
     res = loadgen(t, plan.rate, plan.seconds)
     log(f"{name}: p50 {res['p50_ms']:.2f} ms p99 {res['p99_ms']:.2f} ms")
     if plan.stream_chunks:
-        s = res["stream"] = loadgen(t, plan.stream_rate, plan.seconds, stream=True, max_tokens=plan.stream_chunks)
+        s = res["stream"] = loadgen(
+            t, plan.stream_rate, plan.stream_seconds, stream=True, max_tokens=plan.stream_chunks
+        )
         log(
             f"  stream of {plan.stream_chunks}: TTFT {s['ttft_p50_ms']:.2f} ms, TTLT {s['ttlt_p50_ms']:.2f} ms, "
             f"{s['content_events_p50']} content events, {s['errors']} errors"
