@@ -165,14 +165,16 @@ def _wrk_script(t: Target) -> str:
 def wrk(t: Target, seconds: int, connections: int) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(_wrk_script(t))
-    cpu0 = cpu_seconds(t.pids)
+    cpu0 = [cpu_seconds([pid]) for pid in t.pids]
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", fh.name, t.url],
         capture_output=True,
         text=True,
         check=True,
     )
-    cpu = cpu_seconds(t.pids) - cpu0
+    # per process, so an uneven spread over workers shows
+    per_process = [cpu_seconds([pid]) - c for pid, c in zip(t.pids, cpu0, strict=True)]
+    cpu = sum(per_process)
     Path(fh.name).unlink()
     text = out.stdout
     reqs = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
@@ -187,6 +189,7 @@ def wrk(t: Target, seconds: int, connections: int) -> dict[str, Any]:
         "errors": errs,
         "error_rate": errs / max(reqs, 1),
         "cpu_s_per_1k": cpu / max(reqs, 1) * 1000,
+        "cpu_s_by_process": [round(c, 2) for c in per_process],
     }
 
 

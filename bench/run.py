@@ -122,6 +122,7 @@ def main() -> int:
         "machine": f"{os.cpu_count()} cores",
         "plan": dataclasses.asdict(plan),
         **report.combine(runs),
+        "targets": {k: {"label": h[0], "target": h[2], "lower_is_better": h[3]} for k, h in report.HEADLINES.items()},
         "runs": runs,
     }
     (out_dir / "gateway.json").write_text(json.dumps(result, indent=2) + "\n")
