@@ -5,12 +5,13 @@ bench/portkey/node_modules). `make bench` installs both peers."""
 from __future__ import annotations
 
 import secrets
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from measure import HERE, PY, Target, free_port, process, settled
+from measure import HERE, PY, REPO, Target, free_port, process, settled
 
 LITELLM_BIN = HERE / ".venv-litellm" / "bin" / "litellm"
 PORTKEY_DIR = HERE / "portkey"
@@ -44,8 +45,13 @@ def tierwise(mock: str, workdir: Path, workers: int = 1, redis_url: str | None =
     workdir.mkdir(parents=True, exist_ok=True)
     tierwise_policy(mock, workdir / "policy.yaml")
     port = free_port()
+    database_url = f"sqlite:///{workdir / 'ledger.db'}"
+    # Migrated before the server starts: workers starting together on a fresh SQLite file race to
+    # migrate it, and the loser exits and stops the whole server (seen with --workers 2).
+    migrate = "import sys; from gateway.ledger.db import create_schema, make_engine as m; create_schema(m(sys.argv[1]))"
+    subprocess.run([PY, "-c", migrate, database_url], cwd=REPO, check=True)
     env = {
-        "TIERWISE_DATABASE_URL": f"sqlite:///{workdir / 'ledger.db'}",
+        "TIERWISE_DATABASE_URL": database_url,
         "TIERWISE_SPOOL_PATH": str(workdir / "spool.jsonl"),
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import statistics
 import time
@@ -32,11 +33,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     ttft: list[float] = []
     span: list[float] = []
     chunks: list[int] = []
-    errors = 0
+    errors: collections.Counter[str] = collections.Counter()  # what went wrong, e.g. HTTP 503
     async with httpx.AsyncClient(timeout=30, limits=limits, headers=headers) as client:
 
         async def one(i: int, scheduled: float) -> None:
-            nonlocal errors
             content = f"{args.prompt} #{i}" if args.unique else args.prompt
             body = {
                 "model": args.model,
@@ -57,25 +57,26 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                                 last = time.perf_counter()
                                 first = first or last
                         ok = r.status_code == 200 and first is not None
+                        why = f"HTTP {r.status_code}" if r.status_code != 200 else "no content"
                     if ok:
                         ttft.append((first - scheduled) * 1000)  # type: ignore[operator]
                         span.append((last - first) * 1000)  # type: ignore[operator]
                         chunks.append(n)
                 else:
                     r = await client.post(args.url, json=body)
-                    ok = r.status_code == 200
-            except httpx.HTTPError:
-                ok = False
+                    ok, why = r.status_code == 200, f"HTTP {r.status_code}"
+            except httpx.HTTPError as exc:
+                ok, why = False, type(exc).__name__
             if ok:
                 lat.append((time.perf_counter() - scheduled) * 1000)
             else:
-                errors += 1
+                errors[why] += 1
 
         # warm-up (connections, caches) outside the measurement
         await asyncio.gather(*(one(-1 - i, time.perf_counter()) for i in range(min(20, args.rate))))
         for values in (lat, ttft, span, chunks):
             values.clear()
-        errors = 0
+        errors.clear()
         start = time.perf_counter() + 0.05
         n = int(args.rate * args.seconds)
         tasks = []
@@ -88,7 +89,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         await asyncio.gather(*tasks)
     result: dict[str, object] = {
         "requests": n,
-        "errors": errors,
+        "errors": sum(errors.values()),
+        "error_kinds": dict(errors),
         "p50_ms": pct(lat, 0.5),
         "p99_ms": pct(lat, 0.99),
         "mean_ms": statistics.fmean(lat) if lat else None,
