@@ -45,8 +45,16 @@ dashboard: setup
 demo: setup
 	$(VENV)/bin/tierwise demo-traffic
 
-# Gateway benchmark vs LiteLLM proxy (its own venv under bench/), plus router and local-model figures.
-bench: setup
+# Portkey's gateway for the benchmark, exactly as locked in bench/portkey (reinstalled when the lock changes).
+PORTKEY := bench/portkey/node_modules/.package-lock.json
+$(PORTKEY): bench/portkey/package-lock.json
+	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+	cd bench/portkey && npm ci --ignore-scripts --no-audit --no-fund
+	touch $(PORTKEY)
+
+# Gateway benchmark vs Portkey's gateway and LiteLLM proxy (each installed under bench/), plus router and
+# local-model figures.
+bench: setup $(PORTKEY)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	test -x bench/.venv-litellm/bin/litellm || ($(PYTHON) -m venv bench/.venv-litellm && bench/.venv-litellm/bin/pip install 'litellm[proxy]==1.106.2')
 	$(PY) bench/run.py

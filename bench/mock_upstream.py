@@ -1,6 +1,11 @@
 """A fast mock OpenAI-compatible upstream for benchmarks: fixed small answers, optional fixed
 latency, streaming with a usage chunk. Raw ASGI, so the mock is never the bottleneck.
 
+A stream carries one content chunk per requested token (``max_tokens``, 5 when absent), sent
+back to back: every gateway forwards ``max_tokens`` unchanged, so a client picks the stream
+length through any of them, and a burst makes a gateway's per-chunk relay cost show in the
+time from first to last token.
+
     python bench/mock_upstream.py --port 9100 [--latency-ms 50]
 """
 
@@ -8,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 from typing import Any
 
@@ -41,11 +47,26 @@ def _chunk(content: str | None, finish: str | None = None, usage: bool = False) 
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
 
-STREAM = [_chunk(w) for w in ("Hello", " from", " the", " mock", " upstream.")] + [
-    _chunk(None, "stop"),
-    _chunk(None, usage=True),
-    b"data: [DONE]\n\n",
-]
+TAIL = [_chunk(None, "stop"), _chunk(None, usage=True), b"data: [DONE]\n\n"]
+WORDS = ("Hello", " from", " the", " mock", " upstream.")
+MAX_CHUNKS = 4096
+
+
+@functools.lru_cache(maxsize=64)
+def stream_events(n: int) -> list[bytes]:
+    return [_chunk(WORDS[i % len(WORDS)]) for i in range(n)] + TAIL
+
+
+def requested_chunks(body: bytes) -> int | None:
+    """How many content chunks to stream (None: not a stream request)."""
+    if b'"stream"' not in body:
+        return None
+    req = json.loads(body)
+    if req.get("stream") is not True:
+        return None
+    return max(1, min(MAX_CHUNKS, int(req.get("max_tokens") or len(WORDS))))
+
+
 MODELS = json.dumps(
     {"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "bench"}]}
 ).encode()
@@ -69,11 +90,12 @@ def make_app(latency_s: float) -> Any:
             return
         if latency_s:
             await asyncio.sleep(latency_s)
-        if b'"stream":true' in body.replace(b" ", b""):
+        chunks = requested_chunks(body)
+        if chunks is not None:
             await send(
                 {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
             )
-            for piece in STREAM:
+            for piece in stream_events(chunks):
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
             return

@@ -12,7 +12,7 @@ from tests.conftest import REPO
 
 def test_bench_harness_smoke(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "bench/run.py", "--smoke", "--skip-litellm", "--out", str(tmp_path)],
+        [sys.executable, "bench/run.py", "--smoke", "--skip-litellm", "--skip-portkey", "--out", str(tmp_path)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -20,7 +20,21 @@ def test_bench_harness_smoke(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "gateway.json").read_text())
-    assert {"direct", "tierwise-pinned", "tierwise-auto"} <= set(result["contenders"])
+    contenders = result["contenders"]
+    assert {"direct", "tierwise-pinned", "tierwise-auto"} <= set(contenders)
+    errors = {  # what went wrong, to read in a failure
+        name: (raw.get("error_kinds"), raw.get("stream", {}).get("error_kinds"))
+        for run in result["runs"]
+        for name, raw in run["raw"].items()
+    }
     for name in ("tierwise-pinned", "tierwise-auto"):
-        assert result["contenders"][name]["errors"] == 0
+        assert contenders[name]["errors"] == 0, errors
+        # every chunk of the mock's 200-chunk stream reached the client, one event each
+        assert contenders[name]["content_events"] == result["plan"]["stream_chunks"] == 200
+        assert contenders[name]["ttft_overhead_ms"] is not None
+        assert contenders[name]["per_chunk_us"] is not None
+    assert contenders["direct"]["ttlt_p50_ms"] is not None
+    for name in ("tierwise-1w-redis", "tierwise-2w-redis"):  # present when Redis is reachable
+        assert contenders.get(name, {"errors": 0})["errors"] == 0, errors
+    assert "added_p50_vs_portkey" in result["headlines"]
     assert (tmp_path / "gateway.png").stat().st_size > 5000
