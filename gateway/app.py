@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.api import admin, chat, meta, openai_responses
+from gateway.api import admin, chat, messages, meta, openai_responses
 from gateway.availability import Availability
 from gateway.clock import Clock, SystemClock
 from gateway.demo.fake_upstream import create_fake_app
@@ -94,6 +94,7 @@ def create_app(
     # Served from ``_Gateway.__call__``; registered so other methods on the path get a 405.
     app.add_route(CHAT_PATH, chat.chat_completions, methods=["POST"])
     app.add_route("/v1/responses", openai_responses.create_response, methods=["POST"])
+    app.add_route("/v1/messages", messages.create_message, methods=["POST"])
     app.include_router(meta.router)
     app.include_router(admin.router)
     _install_error_handlers(app)
