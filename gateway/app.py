@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.api import admin, chat, messages, meta, openai_responses
+from gateway.api import admin, chat, embeddings, messages, meta, openai_responses
 from gateway.availability import Availability
 from gateway.clock import Clock, SystemClock
 from gateway.demo.fake_upstream import create_fake_app
@@ -28,6 +28,7 @@ from gateway.ledger import LedgerWriter, create_schema, make_engine
 from gateway.ledger.spend import spend_by_key
 from gateway.local.health import probe_once, watch_local_servers
 from gateway.pipeline import Pipeline
+from gateway.pipeline.embeddings import EmbeddingsFlow
 from gateway.policy.loader import LoadedPolicy, load_policy
 from gateway.policy.models import Policy
 from gateway.policy.store import PolicyStore
@@ -65,6 +66,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = await _build_state(settings, router, router_factory, clock or SystemClock())
         app.state.tierwise = state
+        fake = state.fake_server
+        app.state.embeddings = EmbeddingsFlow(
+            state.pipeline, settings.credential, lambda: fake.url + "/v1" if fake is not None else None
+        )
         tasks = [
             asyncio.create_task(state.policy.watch(settings.policy_poll_interval_s), name="policy-watch"),
             asyncio.create_task(
@@ -83,6 +88,7 @@ def create_app(
             for provider in {id(p): p for p in state.providers.values()}.values():
                 await provider.aclose()
             await state.guard.limiter.aclose()
+            await app.state.embeddings.aclose()
             if state.fake_server is not None:
                 state.fake_server.stop()
             state.ledger.engine.dispose()
@@ -95,6 +101,7 @@ def create_app(
     app.add_route(CHAT_PATH, chat.chat_completions, methods=["POST"])
     app.add_route("/v1/responses", openai_responses.create_response, methods=["POST"])
     app.add_route("/v1/messages", messages.create_message, methods=["POST"])
+    app.add_route("/v1/embeddings", embeddings.create_embeddings, methods=["POST"])
     app.include_router(meta.router)
     app.include_router(admin.router)
     _install_error_handlers(app)
@@ -193,7 +200,8 @@ async def _build_guard(settings: Settings, engine: Engine, policy: Policy, clock
 
 
 def _uses(policy: Policy, provider: str) -> bool:
-    return any(d.provider == provider for t in policy.tiers for d in t.deployments)
+    embeddings = policy.embeddings.deployments if policy.embeddings else []
+    return any(d.provider == provider for d in [*(d for t in policy.tiers for d in t.deployments), *embeddings])
 
 
 def _log_availability(availability: Availability, policy: Policy) -> None:
