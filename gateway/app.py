@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 from fastapi import FastAPI, Request
@@ -17,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.api import admin, chat, embeddings, messages, meta, openai_responses
+from gateway.api import metrics as metrics_api
 from gateway.availability import Availability
 from gateway.clock import Clock, SystemClock
 from gateway.demo.fake_upstream import create_fake_app
@@ -27,6 +29,7 @@ from gateway.keys import Guard, KeyStore, Limiter, MemoryLimiter
 from gateway.ledger import LedgerWriter, create_schema, make_engine
 from gateway.ledger.spend import spend_by_key
 from gateway.local.health import probe_once, watch_local_servers
+from gateway.metrics import MeteredLedger, Metrics
 from gateway.pipeline import Pipeline
 from gateway.pipeline.embeddings import EmbeddingsFlow
 from gateway.policy.loader import LoadedPolicy, load_policy
@@ -64,7 +67,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = await _build_state(settings, router, router_factory, clock or SystemClock())
+        state, app.state.metrics = await _build_state(settings, router, router_factory, clock or SystemClock())
         app.state.tierwise = state
         fake = state.fake_server
         app.state.embeddings = EmbeddingsFlow(
@@ -76,6 +79,7 @@ def create_app(
                 watch_local_servers(state.policy, state.availability, settings.local.probe_interval_s),
                 name="local-health",
             ),
+            asyncio.create_task(app.state.metrics.watch(), name="metrics-gauges"),
         ]
         state.policy.install_sighup()
         state.ledger.start()
@@ -102,6 +106,7 @@ def create_app(
     app.add_route("/v1/responses", openai_responses.create_response, methods=["POST"])
     app.add_route("/v1/messages", messages.create_message, methods=["POST"])
     app.add_route("/v1/embeddings", embeddings.create_embeddings, methods=["POST"])
+    app.add_route("/metrics", metrics_api.metrics_endpoint, methods=["GET"])
     app.include_router(meta.router)
     app.include_router(admin.router)
     _install_error_handlers(app)
@@ -110,7 +115,7 @@ def create_app(
 
 async def _build_state(
     settings: Settings, router: RouterLike | None, router_factory: RouterFactory | None, clock: Clock
-) -> GatewayState:
+) -> tuple[GatewayState, Metrics]:
     loaded = load_policy(settings.policy_path)
     store = PolicyStore(loaded)
     fake_server: ServerThread | None = None
@@ -150,13 +155,14 @@ async def _build_state(
         router = await asyncio.to_thread(router_factory, loaded)
     guard = await _build_guard(settings, engine, loaded.policy, clock)
     resolver = Resolver(router, availability.tier_available, availability.deployment_available)
+    metrics = Metrics(lambda: len(ledger._queue), lambda: _spool_bytes(settings.spool_path))
     pipeline = Pipeline(
         policy=store,
         resolver=resolver,
         dispatcher=dispatcher,
         availability=availability,
         guard=guard,
-        ledger=ledger,
+        ledger=MeteredLedger(ledger, metrics),
         clock=clock,
     )
     state = GatewayState(
@@ -174,7 +180,16 @@ async def _build_state(
     async with httpx.AsyncClient() as client:
         await probe_once(store, availability, client)
     _log_availability(availability, loaded.policy)
-    return state
+    return state, metrics
+
+
+def _spool_bytes(spool: Path) -> int:
+    """Rows the database has not taken yet: the spool and a replay in progress."""
+    total = 0
+    for path in (spool, spool.with_suffix(spool.suffix + ".replaying")):
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size
+    return total
 
 
 async def _build_guard(settings: Settings, engine: Engine, policy: Policy, clock: Clock) -> Guard:

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     otel: bool = False
     # Guards /admin; never logged (SecretStr).
     master_key: SecretStr | None = None
+    # A scraper's token for GET /metrics (the master key also works there).
+    metrics_token: SecretStr | None = None
     local: LocalModelSettings = Field(default_factory=LocalModelSettings)
 
     @field_validator("policy_path", "spool_path")

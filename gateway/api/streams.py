@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Protocol, cast
 
 from gateway.api.responses import SSEResponse
 from gateway.pipeline import StreamAnswer
@@ -27,7 +27,7 @@ async def _translated(relay: Relay, translator: Translator) -> AsyncIterator[byt
     for event in translator.start():
         yield event
     # aclosing: a client that leaves closes the relay's iterator now, which settles the request.
-    async with contextlib.aclosing(relay.events()) as events:
+    async with contextlib.aclosing(cast(AsyncGenerator[bytes, None], relay.events())) as events:
         async for raw in events:
             for event in translator.feed(raw):
                 yield event

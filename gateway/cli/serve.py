@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
         # that can take longer than uvicorn's default 5 s, and it would be killed as hung.
         timeout_worker_healthcheck=60,
     )
+    metrics_dir = _metrics_dir() if settings.workers > 1 else None
     try:
         if settings.workers > 1:
             Multiprocess(config, sockets=[config.bind_socket()]).run()
@@ -63,7 +67,23 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         if supervisor is not None:
             supervisor.stop()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _metrics_dir() -> str | None:
+    """A fresh directory for this run's metrics, shared by its workers (None: the operator's own).
+
+    prometheus_client's multiprocess mode is switched on by its own environment variable, read
+    when the library is imported: so it is set here, before any worker starts, and the workers
+    inherit it. (Tierwise's own settings are read by Settings only; this is a library's.)
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    path = tempfile.mkdtemp(prefix="tierwise-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -91,9 +91,9 @@ class EmbeddingsFlow:
         if dep.name != body["model"] and dep.upstream_model != body["model"]:
             call.notes.append(f"embeddings model {body['model']!r} served by the default, {dep.name}")
         identity = call.identity
-        if identity is not None and identity.allowed_routes is not None:
-            if not {dep.name, "embeddings"} & identity.allowed_routes:
-                raise PermissionDeniedError(f"this key may not use embeddings deployment `{dep.name}`", param="model")
+        allowed = identity.allowed_routes if identity is not None else None
+        if allowed is not None and not {dep.name, "embeddings"} & allowed:
+            raise PermissionDeniedError(f"this key may not use embeddings deployment `{dep.name}`", param="model")
         assert dep.price is not None  # the policy requires it
         guard = self.pipeline.guard
         await guard.admit(identity)
@@ -152,7 +152,9 @@ class EmbeddingsFlow:
             raise _Failed(0, "connect", "the upstream could not be reached") from exc
         if response.status_code >= 400:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
-            raise _Failed(response.status_code, f"http_{response.status_code}", _upstream_message(response, key), retry_after)
+            raise _Failed(
+                response.status_code, f"http_{response.status_code}", _upstream_message(response, key), retry_after
+            )
         try:
             answer = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
@@ -187,7 +189,7 @@ def _check(body: Mapping[str, Any]) -> None:
         if not isinstance(body.get("model"), str) or not body["model"]:
             raise FieldError("model", "is required: a string")
         given = body.get("input")
-        if given is None or given == "" or given == []:
+        if given is None or given in ("", []):
             raise FieldError("input", "is required: a string, a list of strings or token ids")
         if isinstance(given, list) and len(given) > MAX_INPUTS:
             raise FieldError("input", f"holds {len(given)} inputs; the limit is {MAX_INPUTS}")

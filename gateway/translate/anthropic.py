@@ -86,7 +86,7 @@ def load_adapter() -> Any:
     """litellm's adapter; the first call imports litellm (seconds: call it in a thread)."""
     from litellm.llms.anthropic.pass_through.adapters import LiteLLMAnthropicMessagesAdapter  # noqa: PLC0415
 
-    return LiteLLMAnthropicMessagesAdapter()
+    return LiteLLMAnthropicMessagesAdapter()  # type: ignore[no-untyped-call]
 
 
 def adapter_loaded() -> bool:
@@ -282,7 +282,7 @@ class MessageEvents:
 
     def _message_start(self) -> bytes:
         self._started = True
-        message = {
+        message: dict[str, Any] = {
             "id": self._id,
             "type": "message",
             "role": "assistant",
@@ -323,7 +323,9 @@ class MessageEvents:
                 kind = f"tool:{call.get('index', 0)}"
                 if kind != self._open:
                     name = _name(function.get("name") or "", self._names)
-                    out.extend(self._block(kind, {"type": "tool_use", "id": call.get("id", ""), "name": name, "input": {}}))
+                    out.extend(
+                        self._block(kind, {"type": "tool_use", "id": call.get("id", ""), "name": name, "input": {}})
+                    )
                 if function.get("arguments"):
                     out.append(self._delta({"type": "input_json_delta", "partial_json": function["arguments"]}))
             if choice.get("finish_reason"):
@@ -337,7 +339,9 @@ class MessageEvents:
         self._index += 1
         self._open = kind
         out.append(
-            named_event("content_block_start", {"type": "content_block_start", "index": self._index, "content_block": block})
+            named_event(
+                "content_block_start", {"type": "content_block_start", "index": self._index, "content_block": block}
+            )
         )
         return out
 
@@ -353,6 +357,8 @@ class MessageEvents:
     def _stop(self) -> list[bytes]:
         out = self._close()
         delta = {"stop_reason": _STOP_REASONS.get(self._finish or "stop", "end_turn"), "stop_sequence": None}
-        out.append(named_event("message_delta", {"type": "message_delta", "delta": delta, "usage": _usage(self._usage)}))
+        out.append(
+            named_event("message_delta", {"type": "message_delta", "delta": delta, "usage": _usage(self._usage)})
+        )
         out.append(named_event("message_stop", {"type": "message_stop"}))
         return out

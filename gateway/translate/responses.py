@@ -17,7 +17,7 @@ from openai.types.responses.easy_input_message_param import EasyInputMessagePara
 from openai.types.responses.function_tool_param import FunctionToolParam
 from openai.types.responses.response_function_tool_call_param import ResponseFunctionToolCallParam
 from openai.types.responses.response_input_image_param import ResponseInputImageParam
-from openai.types.responses.response_input_item_param import FunctionCallOutput, Message
+from openai.types.responses.response_input_item_param import FunctionCallOutput
 from openai.types.responses.response_input_text_param import ResponseInputTextParam
 from openai.types.responses.response_output_message_param import ResponseOutputMessageParam
 from openai.types.responses.response_reasoning_item_param import ResponseReasoningItemParam
@@ -157,16 +157,21 @@ def _item(item: Any, loc: Loc, out: list[dict[str, Any]]) -> None:
 
 def _message(item: dict[str, Any], loc: Loc) -> dict[str, Any]:
     role, content = item.get("role"), item.get("content")
-    if role == "assistant" and isinstance(content, list):
+    if role == "assistant" and isinstance(content, list) and all(_is_output_part(p) for p in content):
         # An earlier answer, passed back as the API returned it.
         check({"id": "msg", "status": "completed", **item}, ResponseOutputMessageParam, loc)
         text = "".join(p.get("text") or p.get("refusal") or "" for p in content)
         return {"role": "assistant", "content": text}
-    check(item, EasyInputMessageParam if isinstance(content, str) else Message, loc)
+    check(item, EasyInputMessageParam, loc)
     chat_role = "system" if role == "developer" else role  # local servers rarely know `developer`
     if isinstance(content, str):
         return {"role": chat_role, "content": content}
+    assert isinstance(content, list)
     return {"role": chat_role, "content": [_part(p, (*loc, "content", j)) for j, p in enumerate(content)]}
+
+
+def _is_output_part(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") in ("output_text", "refusal")
 
 
 def _part(part: Any, loc: Loc) -> dict[str, Any]:
@@ -180,7 +185,9 @@ def _part(part: Any, loc: Loc) -> dict[str, Any]:
             raise FieldError((*loc, "image_url"), "is required (uploaded files are not supported)")
         return {"type": "image_url", "image_url": {"url": part["image_url"], "detail": part.get("detail", "auto")}}
     raise FieldError(
-        (*loc, "type"), f"content parts of type {kind!r} are not supported (input_text, input_image)", "unsupported_parameter"
+        (*loc, "type"),
+        f"content parts of type {kind!r} are not supported (input_text, input_image)",
+        "unsupported_parameter",
     )
 
 
@@ -228,7 +235,9 @@ def _text(text: Any) -> dict[str, Any]:
 
 
 # -- response ---------------------------------------------------------------------------------
-def chat_to_response(chat: Mapping[str, Any], request: Mapping[str, Any], response_id: str, created: int) -> dict[str, Any]:
+def chat_to_response(
+    chat: Mapping[str, Any], request: Mapping[str, Any], response_id: str, created: int
+) -> dict[str, Any]:
     """A chat completion as a Responses API ``response`` object."""
     choices = chat.get("choices") or [{}]
     message = choices[0].get("message") or {}
@@ -238,10 +247,18 @@ def chat_to_response(chat: Mapping[str, Any], request: Mapping[str, Any], respon
     for i, call in enumerate(message.get("tool_calls") or []):
         function = call.get("function") or {}
         output.append(
-            _call_item(f"fc_{response_id[5:]}_{i}", call.get("id", ""), function.get("name", ""), function.get("arguments", ""))
+            _call_item(
+                f"fc_{response_id[5:]}_{i}", call.get("id", ""), function.get("name", ""), function.get("arguments", "")
+            )
         )
     return response_object(
-        request, response_id, created, str(chat.get("model", "")), output, choices[0].get("finish_reason"), chat.get("usage")
+        request,
+        response_id,
+        created,
+        str(chat.get("model", "")),
+        output,
+        choices[0].get("finish_reason"),
+        chat.get("usage"),
     )
 
 
@@ -299,7 +316,14 @@ def _message_item(response_id: str, text: str, refusal: str | None = None, statu
 
 
 def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> dict[str, Any]:
-    return {"id": item_id, "type": "function_call", "status": status, "call_id": call_id, "name": name, "arguments": arguments}
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
 
 
 def _usage(usage: Mapping[str, Any]) -> dict[str, Any]:
@@ -351,7 +375,10 @@ class ResponseEvents:
 
     def start(self) -> list[bytes]:
         snapshot = self._snapshot("in_progress")
-        return [self._event("response.created", response=snapshot), self._event("response.in_progress", response=snapshot)]
+        return [
+            self._event("response.created", response=snapshot),
+            self._event("response.in_progress", response=snapshot),
+        ]
 
     def feed(self, raw: bytes) -> list[bytes]:
         chunk = chat_event(raw)
@@ -389,12 +416,25 @@ class ResponseEvents:
             index = len(self._output) - 1
             out.append(self._event("response.output_item.added", output_index=index, item=dict(self._text)))
             part = {"type": "output_text", "text": "", "annotations": []}
-            out.append(self._event("response.content_part.added", item_id=self._text["id"], output_index=index, content_index=0, part=part))
+            out.append(
+                self._event(
+                    "response.content_part.added",
+                    item_id=self._text["id"],
+                    output_index=index,
+                    content_index=0,
+                    part=part,
+                )
+            )
         self._text_parts.append(text)
         index = self._output.index(self._text)
         out.append(
             self._event(
-                "response.output_text.delta", item_id=self._text["id"], output_index=index, content_index=0, delta=text, logprobs=[]
+                "response.output_text.delta",
+                item_id=self._text["id"],
+                output_index=index,
+                content_index=0,
+                delta=text,
+                logprobs=[],
             )
         )
         return out
@@ -407,7 +447,11 @@ class ResponseEvents:
         if item is None:
             out.extend(self._close_text())
             item = _call_item(
-                f"fc_{self._id[5:]}_{len(self._output)}", call.get("id", ""), function.get("name", ""), "", "in_progress"
+                f"fc_{self._id[5:]}_{len(self._output)}",
+                call.get("id", ""),
+                function.get("name", ""),
+                "",
+                "in_progress",
             )
             self._calls[key] = item
             self._output.append(item)
@@ -416,7 +460,11 @@ class ResponseEvents:
         if args:
             item["arguments"] += args
             index = self._output.index(item)
-            out.append(self._event("response.function_call_arguments.delta", item_id=item["id"], output_index=index, delta=args))
+            out.append(
+                self._event(
+                    "response.function_call_arguments.delta", item_id=item["id"], output_index=index, delta=args
+                )
+            )
         return out
 
     def _close_text(self) -> list[bytes]:
@@ -429,8 +477,17 @@ class ResponseEvents:
         part = {"type": "output_text", "text": text, "annotations": []}
         item.update(status="completed", content=[part])
         return [
-            self._event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0, text=text, logprobs=[]),
-            self._event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part),
+            self._event(
+                "response.output_text.done",
+                item_id=item["id"],
+                output_index=index,
+                content_index=0,
+                text=text,
+                logprobs=[],
+            ),
+            self._event(
+                "response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part
+            ),
             self._event("response.output_item.done", output_index=index, item=item),
         ]
 
