@@ -182,14 +182,16 @@ class EmbeddingsFlow:
 
 def _check(body: Mapping[str, Any]) -> None:
     try:
+        if not isinstance(body.get("input"), (str, list)):
+            raise FieldError("input", "is required: a string, a list of strings or token ids")
         for key, value in body.items():
             if key not in EMBEDDING_FIELDS:
                 raise FieldError(key, "is not an embeddings parameter this gateway accepts", "unsupported_parameter")
             check(value, _HINTS[key], (key,))
         if not isinstance(body.get("model"), str) or not body["model"]:
             raise FieldError("model", "is required: a string")
-        given = body.get("input")
-        if given is None or given in ("", []):
+        given = body["input"]
+        if given in ("", []):
             raise FieldError("input", "is required: a string, a list of strings or token ids")
         if isinstance(given, list) and len(given) > MAX_INPUTS:
             raise FieldError("input", f"holds {len(given)} inputs; the limit is {MAX_INPUTS}")

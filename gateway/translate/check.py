@@ -65,7 +65,10 @@ def _drain(value: Any, loc: Loc) -> None:
 
 
 def _field_error(exc: ValidationError, loc: Loc) -> FieldError:
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # A union reports one error per member: a member whose tag (``type``) the value does not
+    # match fails on that literal; the member it does match names the real problem.
+    err = next((e for e in errors if e["type"] != "literal_error"), errors[0])
     # Union-branch labels (class names, ``str``, ``list[...]``) are pydantic's, not the client's.
     where = [p for p in err["loc"] if isinstance(p, int) or not (p[:1].isupper() or "[" in p or p == "str")]
     return FieldError((*loc, *where), str(err["msg"]))
