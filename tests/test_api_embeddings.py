@@ -115,9 +115,9 @@ def test_keys_rate_limits_and_budgets_apply(start_gateway: GatewayFactory, fake_
     with pytest.raises(openai.RateLimitError):
         client(gw, limited).embeddings.create(model="embed-small", input="x")
 
-    broke = key(budget_daily_usd=1e-12)  # less than the worst case of any request
-    with pytest.raises(openai.RateLimitError) as info:
-        client(gw, broke).embeddings.create(model="embed-small", input="x")
+    broke = key(budget_daily_usd=0.001)
+    with pytest.raises(openai.RateLimitError) as info:  # worst case of 250k characters: $0.0025
+        client(gw, broke).embeddings.create(model="embed-small", input="word " * 50_000)
     assert info.value.body["code"] == "insufficient_quota"  # type: ignore[index]
 
     chat_only = key(allowed_routes=["cheap"])
