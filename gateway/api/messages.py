@@ -21,10 +21,10 @@ from gateway.keys.guard import bearer_token
 from gateway.pipeline import Pipeline, StreamAnswer
 from gateway.translate.anthropic import (
     MessageEvents,
-    adapter_loaded,
     chat_to_message,
     error_body,
-    load_adapter,
+    load,
+    loaded,
     messages_to_chat,
 )
 from gateway.translate.check import FieldError
@@ -38,8 +38,8 @@ async def create_message(request: Request) -> Response:
     try:
         async with pipeline.call("messages", token, client_host(request)) as call:
             body = await read_json_body(request, call.limits.max_body_bytes)
-            if not adapter_loaded():
-                await asyncio.to_thread(load_adapter)  # imports litellm: seconds, once per process
+            if not loaded():
+                await asyncio.to_thread(load)  # imports litellm and the SDK's types: seconds, once
             try:
                 chat_body, names = messages_to_chat(body)
             except FieldError as exc:

@@ -3,8 +3,9 @@
 Requests go through litellm's Anthropic adapter (``LiteLLMAnthropicMessagesAdapter``: content
 blocks, images, tool use and results, system blocks, ``tool_choice``, stop sequences, structured
 output), after each field and block is checked here against the ``anthropic`` SDK's type for it.
-The adapter needs ``import litellm`` (~5 s), so it is loaded on first use, off the event loop
-(:func:`load_adapter`); a gateway whose clients never call /v1/messages never pays for it.
+The adapter needs ``import litellm`` (~5 s) and the SDK's types take ~3 s more, so both are
+loaded on first use, off the event loop (:func:`load`); a gateway whose clients never call
+/v1/messages never pays for them.
 
 Answers and streams are translated here rather than by the adapter: its stream wrapper works on
 litellm's pydantic chunk objects (~450 µs a chunk measured, against a few µs here) and turns a
@@ -15,62 +16,82 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final, get_type_hints
 
 import orjson
-from anthropic.types import (
-    ImageBlockParam,
-    MetadataParam,
-    OutputConfigParam,
-    RedactedThinkingBlockParam,
-    TextBlockParam,
-    ThinkingBlockParam,
-    ThinkingConfigParam,
-    ToolChoiceParam,
-    ToolParam,
-    ToolResultBlockParam,
-    ToolUseBlockParam,
-)
-from anthropic.types import message_create_params as _params
 
 from gateway.translate.check import FieldError, Loc, check
 from gateway.translate.sse import DONE, chat_event, named_event
 
 __all__ = [
-    "MESSAGES_FIELDS",
     "MessageEvents",
-    "adapter_loaded",
     "chat_to_message",
     "error_body",
     "error_type",
-    "load_adapter",
+    "load",
+    "loaded",
     "messages_to_chat",
 ]
 
-_HINTS: Final = get_type_hints(_params.MessageCreateParamsBase)
 # Sampling fields older SDKs still send (the current SDK's type no longer lists them).
 _LEGACY: Final = {"temperature": (0.0, 1.0), "top_p": (0.0, 1.0)}
-MESSAGES_FIELDS: Final = frozenset(_HINTS) | set(_LEGACY) | {"stream"}
 # Accepted and not sent on: the policy's tiers decide how hard a model thinks, and a cache or
 # service-tier hint means nothing to the other providers behind a route.
 _DROPPED: Final = frozenset({"thinking", "cache_control", "service_tier"})
-_CHECKED: Final = {
-    "metadata": MetadataParam,
-    "thinking": ThinkingConfigParam,
-    "tool_choice": ToolChoiceParam,
-    "output_config": OutputConfigParam,
-    "stop_sequences": list[str],
-    "cache_control": _HINTS["cache_control"],
-    "service_tier": _HINTS["service_tier"],
-}
-_BLOCKS: Final[dict[str, Any]] = {
-    "text": TextBlockParam,
-    "image": ImageBlockParam,
-    "tool_use": ToolUseBlockParam,
-    "tool_result": ToolResultBlockParam,
-    "thinking": ThinkingBlockParam,  # a model's earlier thinking, echoed back: not resent
-    "redacted_thinking": RedactedThinkingBlockParam,
-}
+
+
+@dataclass(frozen=True)
+class _Kit:
+    """The anthropic SDK's request types and litellm's adapter: ~3 s and ~5 s to import."""
+
+    adapter: Any
+    fields: frozenset[str]
+    checked: dict[str, Any]  # top-level field -> its SDK type
+    blocks: dict[str, Any]  # content block type -> its SDK type
+    text_block: Any
+    tool: Any
+
+
+@functools.cache
+def load() -> _Kit:
+    """Import what translating a request needs; seconds the first time: call it in a thread."""
+    from anthropic import types  # noqa: PLC0415
+    from anthropic.types import message_create_params  # noqa: PLC0415
+    from litellm.llms.anthropic.pass_through.adapters import LiteLLMAnthropicMessagesAdapter  # noqa: PLC0415
+
+    hints = get_type_hints(message_create_params.MessageCreateParamsBase)
+    checked = {
+        "metadata": types.MetadataParam,
+        "thinking": types.ThinkingConfigParam,
+        "tool_choice": types.ToolChoiceParam,
+        "output_config": types.OutputConfigParam,
+        "stop_sequences": list[str],
+        "cache_control": hints["cache_control"],
+        "service_tier": hints["service_tier"],
+    }
+    blocks = {
+        "text": types.TextBlockParam,
+        "image": types.ImageBlockParam,
+        "tool_use": types.ToolUseBlockParam,
+        "tool_result": types.ToolResultBlockParam,
+        "thinking": types.ThinkingBlockParam,  # a model's earlier thinking, echoed back: not resent
+        "redacted_thinking": types.RedactedThinkingBlockParam,
+    }
+    return _Kit(
+        adapter=LiteLLMAnthropicMessagesAdapter(),  # type: ignore[no-untyped-call]
+        fields=frozenset(hints) | set(_LEGACY) | {"stream"},
+        checked=checked,
+        blocks=blocks,
+        text_block=types.TextBlockParam,
+        tool=types.ToolParam,
+    )
+
+
+def loaded() -> bool:
+    return load.cache_info().currsize > 0
+
+
 _MESSAGE_KEYS: Final = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
 _STOP_REASONS: Final = {
     "stop": "end_turn",
@@ -81,25 +102,14 @@ _STOP_REASONS: Final = {
 }
 
 
-@functools.cache
-def load_adapter() -> Any:
-    """litellm's adapter; the first call imports litellm (seconds: call it in a thread)."""
-    from litellm.llms.anthropic.pass_through.adapters import LiteLLMAnthropicMessagesAdapter  # noqa: PLC0415
-
-    return LiteLLMAnthropicMessagesAdapter()  # type: ignore[no-untyped-call]
-
-
-def adapter_loaded() -> bool:
-    return load_adapter.cache_info().currsize > 0
-
-
 # -- request ----------------------------------------------------------------------------------
 def messages_to_chat(body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """A Messages API request as a chat-completions body, and the adapter's map of shortened
     tool names back to the client's (OpenAI allows 64 characters)."""
-    _check(body)
+    kit = load()
+    _check(body, kit)
     request = {k: v for k, v in body.items() if k not in _DROPPED and k != "stream"}
-    chat, names = load_adapter().translate_anthropic_to_openai(request)
+    chat, names = kit.adapter.translate_anthropic_to_openai(request)
     chat = dict(chat)
     chat["messages"] = [_clean_message(m) for m in chat["messages"]]
     if body.get("stream"):
@@ -108,12 +118,12 @@ def messages_to_chat(body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str,
     return chat, dict(names)
 
 
-def _check(body: Mapping[str, Any]) -> None:
+def _check(body: Mapping[str, Any], kit: _Kit) -> None:
     for key, value in body.items():
-        if key not in MESSAGES_FIELDS:
+        if key not in kit.fields:
             raise FieldError(key, "is not a Messages API parameter this gateway accepts", "unsupported_parameter")
-        if key in _CHECKED:
-            check(value, _CHECKED[key], (key,))
+        if key in kit.checked:
+            check(value, kit.checked[key], (key,))
         elif key in _LEGACY:
             lo, hi = _LEGACY[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
@@ -132,12 +142,12 @@ def _check(body: Mapping[str, Any]) -> None:
         if not isinstance(system, list):
             raise FieldError("system", "must be a string or a list of text blocks")
         for i, block in enumerate(system):
-            check(block, TextBlockParam, ("system", i))
+            check(block, kit.text_block, ("system", i))
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise FieldError("messages", "is required: a list holding at least one message")
     for i, message in enumerate(messages):
-        _check_message(message, ("messages", i))
+        _check_message(message, ("messages", i), kit.blocks)
     tools = body.get("tools") or []
     if not isinstance(tools, list):
         raise FieldError("tools", "must be a list")
@@ -149,10 +159,10 @@ def _check(body: Mapping[str, Any]) -> None:
                 f"only client tools (name, description, input_schema) are supported, not {kind!r}",
                 "unsupported_parameter",
             )
-        check(tool, ToolParam, ("tools", i))
+        check(tool, kit.tool, ("tools", i))
 
 
-def _check_message(message: Any, loc: Loc) -> None:
+def _check_message(message: Any, loc: Loc, blocks: Mapping[str, Any]) -> None:
     if not isinstance(message, dict):
         raise FieldError(loc, "must be an object")
     if message.get("role") not in ("user", "assistant"):
@@ -167,14 +177,14 @@ def _check_message(message: Any, loc: Loc) -> None:
         raise FieldError((*loc, "content"), "must be a string or a list of content blocks")
     for j, block in enumerate(content):
         kind = block.get("type") if isinstance(block, dict) else None
-        if kind not in _BLOCKS:
+        if not isinstance(kind, str) or kind not in blocks:
             raise FieldError(
                 (*loc, "content", j, "type"),
-                f"content blocks of type {kind!r} are not supported (supported: {', '.join(_BLOCKS)})",
+                f"content blocks of type {kind!r} are not supported (supported: {', '.join(blocks)})",
                 "unsupported_parameter",
             )
         # null stands for absent: blocks a client passes back from an answer carry nulls
-        check({k: v for k, v in block.items() if v is not None}, _BLOCKS[kind], (*loc, "content", j))
+        check({k: v for k, v in block.items() if v is not None}, blocks[kind], (*loc, "content", j))
 
 
 def _clean_message(message: Mapping[str, Any]) -> dict[str, Any]:
