@@ -36,13 +36,17 @@ def client(gw: Gateway, key: str = "sk-local") -> openai.OpenAI:
 def test_vectors_usage_cost_and_ledger(start_gateway: GatewayFactory, fake_upstream: str) -> None:
     gw = start_gateway(embeddings_policy(fake_upstream))
     # The SDK asks for base64 unless told otherwise and decodes it: both encodings pass through.
-    raw = client(gw).embeddings.with_raw_response.create(model="embed-small", input=["hello world", "bye"], dimensions=32)
+    raw = client(gw).embeddings.with_raw_response.create(
+        model="embed-small", input=["hello world", "bye"], dimensions=32
+    )
     result = raw.parse()
     assert [len(d.embedding) for d in result.data] == [32, 32]
     expected = fake_embedding("fake-embed-small", "hello world", 32)
     assert result.data[0].embedding == pytest.approx(expected, abs=1e-6)
     assert math.sqrt(sum(v * v for v in result.data[1].embedding)) == pytest.approx(1.0, abs=1e-5)
-    plain = client(gw).embeddings.create(model="embed-small", input="hello world", dimensions=32, encoding_format="float")
+    plain = client(gw).embeddings.create(
+        model="embed-small", input="hello world", dimensions=32, encoding_format="float"
+    )
     assert plain.data[0].embedding == pytest.approx(expected, abs=1e-6)
     assert fake_stats(fake_upstream)["last_request"]["body"]["model"] == "fake-embed-small"
 

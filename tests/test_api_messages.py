@@ -137,7 +137,9 @@ def test_keys_come_in_x_api_key(start_gateway: GatewayFactory, fake_upstream: st
     gw = start_gateway(three_tier_policy(fake_upstream), master_key=MASTER)
     key = httpx.post(gw.url + "/admin/keys", json={"owner": "coder"}, headers={"authorization": f"Bearer {MASTER}"})
     token = key.json()["key"]
-    message = client(gw, token).messages.create(model="cheap", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+    message = client(gw, token).messages.create(
+        model="cheap", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+    )
     assert message.content[0].text == "[fake echo] x"  # type: ignore[union-attr]
     with pytest.raises(anthropic.AuthenticationError) as info:
         client(gw, "tw-wrong").messages.create(model="cheap", max_tokens=8, messages=[{"role": "user", "content": "x"}])

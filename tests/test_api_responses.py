@@ -4,6 +4,7 @@ the fake provider as upstream over real HTTP, the ledger read back from the SQLi
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import openai
@@ -174,6 +175,6 @@ def test_bad_input_gets_openai_error_envelope(gw: Gateway, body: dict[str, objec
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == param and error["code"] == code
-    assert param.split("[")[0].split(".")[0] in error["message"]
+    assert re.split(r"[\[.]", param, maxsplit=1)[0] in error["message"]
     row = gw.rows("request_id = ?", (r.headers["x-tierwise-request-id"],))[0]
     assert row["api"] == "responses" and row["status_code"] == 400

@@ -13,7 +13,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Gateway, GatewayFactory, three_tier_policy
+from tests.conftest import GatewayFactory, three_tier_policy
 from tests.serve import ServeProcess
 from tests.test_api_embeddings import embeddings_policy
 
