@@ -162,11 +162,13 @@ def _message(item: dict[str, Any], loc: Loc) -> dict[str, Any]:
         check({"id": "msg", "status": "completed", **item}, ResponseOutputMessageParam, loc)
         text = "".join(p.get("text") or p.get("refusal") or "" for p in content)
         return {"role": "assistant", "content": text}
-    check(item, EasyInputMessageParam, loc)
+    # The parts are checked one by one below, each against its own type.
+    check({**item, "content": content if isinstance(content, str) else []}, EasyInputMessageParam, loc)
     chat_role = "system" if role == "developer" else role  # local servers rarely know `developer`
     if isinstance(content, str):
         return {"role": chat_role, "content": content}
-    assert isinstance(content, list)
+    if not isinstance(content, list):
+        raise FieldError((*loc, "content"), "must be a string or a list of content parts")
     return {"role": chat_role, "content": [_part(p, (*loc, "content", j)) for j, p in enumerate(content)]}
 
 
