@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 import orjson
@@ -43,6 +44,19 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 def multiprocess_dir() -> str | None:
     # prometheus_client's own variable (not a Tierwise setting): it picks the storage at import.
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+@dataclass(frozen=True, slots=True)
+class _Children:
+    requests: Counter
+    latency: Histogram
+    ttft: Histogram
+    prompt_tokens: Counter
+    completion_tokens: Counter
+    cost: Counter
+    frontier_cost: Counter
+    fallbacks: Counter
+    escalations: Counter
 
 
 class Metrics:
@@ -90,32 +104,46 @@ class Metrics:
         )  # fmt: skip
         self._queue_depth = queue_depth
         self._spool_bytes = spool_bytes
-        self._children: dict[tuple[str, ...], tuple[Counter, Histogram]] = {}
+        self._children: dict[tuple[str, ...], _Children] = {}
 
     def observe(self, row: LedgerRow) -> None:
-        api, tier, dep = row.api, row.tier or "", row.deployment or ""
-        key = (api, row.route or "", tier, dep, f"{row.status_code // 100}xx")
-        children = self._children.get(key)
-        if children is None:  # label lookups take a lock each: keep the children of a label set
-            children = self._children[key] = (self.requests.labels(*key), self.latency.labels(api, tier))
-        requests, latency = children
-        requests.inc()
-        latency.observe(row.latency_ms / 1000)
+        key = (row.api, row.route or "", row.tier or "", row.deployment or "", f"{row.status_code // 100}xx")
+        c = self._children.get(key) or self._bind(key)
+        c.requests.inc()
+        c.latency.observe(row.latency_ms / 1000)
         if row.ttft_ms is not None:
-            self.ttft.labels(api, tier).observe(row.ttft_ms / 1000)
-        if row.prompt_tokens or row.completion_tokens:
-            self.tokens.labels(api, tier, dep, "prompt").inc(row.prompt_tokens)
-            self.tokens.labels(api, tier, dep, "completion").inc(row.completion_tokens)
+            c.ttft.observe(row.ttft_ms / 1000)
+        if row.prompt_tokens:
+            c.prompt_tokens.inc(row.prompt_tokens)
+        if row.completion_tokens:
+            c.completion_tokens.inc(row.completion_tokens)
         if row.cost_usd:
-            self.cost.labels(api, tier, dep).inc(row.cost_usd)
+            c.cost.inc(row.cost_usd)
         if row.frontier_cost_usd:
-            self.frontier_cost.labels(api).inc(row.frontier_cost_usd)
+            c.frontier_cost.inc(row.frontier_cost_usd)
         if row.fallbacks:
-            self.fallbacks.labels(api, tier).inc()
+            c.fallbacks.inc()
         if row.steps and len(orjson.loads(row.steps)) > 1:
-            self.escalations.labels(api, tier).inc()
+            c.escalations.inc()
         if row.router_tier:
             self.router.labels(row.route or "", row.router_tier).inc()
+
+    def _bind(self, key: tuple[str, str, str, str, str]) -> _Children:
+        """The series of one label set, looked up once: a lookup takes a lock and builds a key."""
+        api, _, tier, dep, _ = key
+        c = _Children(
+            self.requests.labels(*key),
+            self.latency.labels(api, tier),
+            self.ttft.labels(api, tier),
+            self.tokens.labels(api, tier, dep, "prompt"),
+            self.tokens.labels(api, tier, dep, "completion"),
+            self.cost.labels(api, tier, dep),
+            self.frontier_cost.labels(api),
+            self.fallbacks.labels(api, tier),
+            self.escalations.labels(api, tier),
+        )
+        self._children[key] = c
+        return c
 
     def refresh_gauges(self) -> None:
         self.queue.set(self._queue_depth())

@@ -68,16 +68,18 @@ def responses_to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
             raise FieldError(key, "is not a Responses API parameter this gateway accepts", "unsupported_parameter")
         if key in _REFUSED and value not in (None, False):
             raise FieldError(key, _REFUSED[key], "unsupported_parameter")
-    for key in ("model", "instructions", "max_output_tokens", "metadata", "reasoning", "truncation", *_SAME):
+    # ``model``: any string (the SDK's type adds a literal of OpenAI's names: slow, and no news).
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise FieldError("model", "is required: a string")
+    for key in ("instructions", "max_output_tokens", "metadata", "reasoning", "truncation", *_SAME):
         if key in body:
             check(body[key], _HINTS[key], (key,))
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise FieldError("model", "is required")
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise FieldError("stream", "must be true or false")
     include = body.get("include") or []
-    check(include, _HINTS["include"], ("include",))
+    if include:
+        check(include, _HINTS["include"], ("include",))
     for i, item in enumerate(include):
         if item not in _INCLUDABLE:
             raise FieldError(("include", i), f"{item!r} is not supported", "unsupported_parameter")
