@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -48,6 +48,9 @@ log = logging.getLogger("tierwise")
 RouterFactory = Callable[[LoadedPolicy], RouterLike | None]
 
 CHAT_PATH = "/v1/chat/completions"
+RESPONSES_PATH = "/v1/responses"
+MESSAGES_PATH = "/v1/messages"
+EMBEDDINGS_PATH = "/v1/embeddings"
 
 
 def create_app(
@@ -101,11 +104,9 @@ def create_app(
     app = _Gateway(
         title="Tierwise", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, telemetry=telemetry
     )
-    # Served from ``_Gateway.__call__``; registered so other methods on the path get a 405.
-    app.add_route(CHAT_PATH, chat.chat_completions, methods=["POST"])
-    app.add_route("/v1/responses", openai_responses.create_response, methods=["POST"])
-    app.add_route("/v1/messages", messages.create_message, methods=["POST"])
-    app.add_route("/v1/embeddings", embeddings.create_embeddings, methods=["POST"])
+    # Served from ``_Gateway.__call__``; registered so other methods on the paths get a 405.
+    for path, handler in _DIRECT.items():
+        app.add_route(path, handler, methods=["POST"])
     app.add_route("/metrics", metrics_api.metrics_endpoint, methods=["GET"])
     app.include_router(meta.router)
     app.include_router(admin.router)
@@ -250,22 +251,34 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-class _Gateway(FastAPI):
-    """FastAPI, with ``POST /v1/chat/completions`` served straight from ``__call__``.
+# The model-calling endpoints, served straight from ``_Gateway.__call__``.
+_DIRECT: dict[str, Callable[[Request], Awaitable[Response]]] = {
+    CHAT_PATH: chat.chat_completions,
+    RESPONSES_PATH: openai_responses.create_response,
+    MESSAGES_PATH: messages.create_message,
+    EMBEDDINGS_PATH: embeddings.create_embeddings,
+}
 
-    That route is a plain handler that reads and checks its own body; going through the full
-    middleware stack and router first cost ~10% of the gateway's CPU per request (py-spy).
+
+class _Gateway(FastAPI):
+    """FastAPI, with the model-calling ``POST`` endpoints (chat completions, responses, messages,
+    embeddings) served straight from ``__call__``.
+
+    Each is a plain handler that reads and checks its own body; going through the full
+    middleware stack and router first cost ~10% of the gateway's CPU per request (py-spy), and
+    0.13 ms of CPU a request on /v1/responses (0.64 -> 0.51 ms, measured with wrk).
     Errors get the same handlers as every other route.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != CHAT_PATH or scope["method"] != "POST":
+        handler = _DIRECT.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if handler is None:
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self
         request = Request(scope, receive, send)
         try:
-            response: Response = await chat.chat_completions(request)
+            response: Response = await handler(request)
         except GatewayError as exc:
             response = await _gateway_error(request, exc)
         except Exception as exc:
