@@ -152,3 +152,9 @@ def test_keys_come_in_x_api_key(start_gateway: GatewayFactory, fake_upstream: st
     assert r.status_code == 200
     rows = gw.rows("api = 'messages' AND status_code = 200", wait_for=2)
     assert {r["api_key_id"] for r in rows} == {key.json()["id"]}
+
+
+def test_a_body_that_is_not_json_gets_anthropics_envelope(gw: Gateway) -> None:
+    r = httpx.post(gw.v1 + "/messages", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    assert r.json()["type"] == "error" and "not valid JSON" in r.json()["error"]["message"]
