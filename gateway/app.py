@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 from fastapi import FastAPI, Request
@@ -16,7 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.api import admin, chat, feedback, meta
+from gateway.api import admin, chat, embeddings, feedback, messages, meta, openai_responses
+from gateway.api import metrics as metrics_api
 from gateway.api.browser import browser_refusal
 from gateway.api.openapi import install_openapi
 from gateway.availability import Availability
@@ -29,7 +30,9 @@ from gateway.keys import Guard, KeyStore, Limiter, MemoryLimiter
 from gateway.ledger import LedgerWriter, create_schema, make_engine
 from gateway.ledger.spend import spend_by_key
 from gateway.local.health import probe_once, watch_local_servers
+from gateway.metrics import MeteredLedger, Metrics
 from gateway.pipeline import Pipeline
+from gateway.pipeline.embeddings import EmbeddingsFlow
 from gateway.policy.loader import LoadedPolicy, load_policy
 from gateway.policy.models import Policy
 from gateway.policy.store import PolicyStore
@@ -49,6 +52,9 @@ log = logging.getLogger("tierwise")
 RouterFactory = Callable[[LoadedPolicy], RouterLike | None]
 
 CHAT_PATH = "/v1/chat/completions"
+RESPONSES_PATH = "/v1/responses"
+MESSAGES_PATH = "/v1/messages"
+EMBEDDINGS_PATH = "/v1/embeddings"
 
 
 def create_app(
@@ -68,8 +74,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = await _build_state(settings, router, router_factory, clock or SystemClock())
+        state, app.state.metrics = await _build_state(settings, router, router_factory, clock or SystemClock())
         app.state.tierwise = state
+        fake = state.fake_server
+        app.state.embeddings = EmbeddingsFlow(
+            state.pipeline, settings.credential, lambda: fake.url + "/v1" if fake is not None else None
+        )
         tasks = [
             asyncio.create_task(state.policy.watch(settings.policy_poll_interval_s), name="policy-watch"),
             asyncio.create_task(
@@ -78,6 +88,7 @@ def create_app(
             ),
             asyncio.create_task(_reconcile_budgets(state), name="budget-reconcile"),
             asyncio.create_task(state.sampler.run(), name="quality-sampler"),
+            asyncio.create_task(app.state.metrics.watch(), name="metrics-gauges"),
         ]
         state.policy.install_sighup()
         state.ledger.start()
@@ -90,6 +101,7 @@ def create_app(
             for provider in {id(p): p for p in state.providers.values()}.values():
                 await provider.aclose()
             await state.guard.limiter.aclose()
+            await app.state.embeddings.aclose()
             if state.fake_server is not None:
                 state.fake_server.stop()
             state.ledger.engine.dispose()
@@ -105,8 +117,10 @@ def create_app(
         openapi_url=None,  # served by install_openapi, behind a key
         telemetry=telemetry,
     )
-    # Served from ``_Gateway.__call__``; registered so other methods on the path get a 405.
-    app.add_route(CHAT_PATH, chat.chat_completions, methods=["POST"])
+    # Served from ``_Gateway.__call__``; registered so other methods on the paths get a 405.
+    for path, handler in _DIRECT.items():
+        app.add_route(path, handler, methods=["POST"])
+    app.add_route("/metrics", metrics_api.metrics_endpoint, methods=["GET"])
     app.include_router(meta.router)
     app.include_router(admin.router)
     app.include_router(feedback.router)
@@ -117,7 +131,7 @@ def create_app(
 
 async def _build_state(
     settings: Settings, router: RouterLike | None, router_factory: RouterFactory | None, clock: Clock
-) -> GatewayState:
+) -> tuple[GatewayState, Metrics]:
     loaded = load_policy(settings.policy_path)
     store = PolicyStore(loaded)
     fake_server: ServerThread | None = None
@@ -168,6 +182,7 @@ async def _build_state(
         router = await asyncio.to_thread(router_factory, loaded)
     guard = await _build_guard(settings, engine, loaded.policy, clock)
     resolver = Resolver(router, availability.tier_available, availability.deployment_available)
+    # The gateway's own shadow and judge calls go to the ledger only: the metrics count clients'.
     sampler = QualitySampler(
         dispatcher=dispatcher,
         availability=availability,
@@ -177,13 +192,14 @@ async def _build_state(
         router=router,
         clock=clock,
     )
+    metrics = Metrics(lambda: ledger.queued, ledger.journal.waiting_bytes)
     pipeline = Pipeline(
         policy=store,
         resolver=resolver,
         dispatcher=dispatcher,
         availability=availability,
         guard=guard,
-        ledger=ledger,
+        ledger=MeteredLedger(ledger, metrics),
         clock=clock,
         sampler=sampler,
     )
@@ -211,7 +227,7 @@ async def _build_state(
     async with httpx.AsyncClient() as client:
         await probe_once(store, availability, client)
     _log_availability(availability, loaded.policy)
-    return state
+    return state, metrics
 
 
 async def _build_guard(settings: Settings, engine: Engine, policy: Policy, clock: Clock) -> Guard:
@@ -281,11 +297,22 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-class _Gateway(FastAPI):
-    """FastAPI, with ``POST /v1/chat/completions`` served straight from ``__call__``.
+# The model-calling endpoints, served straight from ``_Gateway.__call__``.
+_DIRECT: dict[str, Callable[[Request], Awaitable[Response]]] = {
+    CHAT_PATH: chat.chat_completions,
+    RESPONSES_PATH: openai_responses.create_response,
+    MESSAGES_PATH: messages.create_message,
+    EMBEDDINGS_PATH: embeddings.create_embeddings,
+}
 
-    That route is a plain handler that reads and checks its own body; going through the full
-    middleware stack and router first cost ~10% of the gateway's CPU per request (py-spy).
+
+class _Gateway(FastAPI):
+    """FastAPI, with the model-calling ``POST`` endpoints (chat completions, responses, messages,
+    embeddings) served straight from ``__call__``.
+
+    Each is a plain handler that reads and checks its own body; going through the full
+    middleware stack and router first cost ~10% of the gateway's CPU per request (py-spy), and
+    0.13 ms of CPU a request on /v1/responses (0.64 -> 0.51 ms, measured with wrk).
     Errors get the same handlers as every other route.
     """
 
@@ -298,13 +325,14 @@ class _Gateway(FastAPI):
             if refusal is not None:
                 await JSONResponse(refusal.to_envelope(), status_code=refusal.status_code)(scope, receive, send)
                 return
-        if scope["type"] != "http" or scope["path"] != CHAT_PATH or scope["method"] != "POST":
+        handler = _DIRECT.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if handler is None:
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self
         request = Request(scope, receive, send)
         try:
-            response: Response = await chat.chat_completions(request)
+            response: Response = await handler(request)
         except GatewayError as exc:
             response = await _gateway_error(request, exc)
         except Exception as exc:

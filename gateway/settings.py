@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     # Browser origins (scheme://host[:port]) allowed to call the gateway; requests carrying any
     # other Origin header are refused. A JSON list, e.g. '["https://app.example.com"]'.
     allowed_origins: list[str] = Field(default_factory=list)
+    # A scraper's token for GET /metrics (the master key also works there).
+    metrics_token: SecretStr | None = None
     local: LocalModelSettings = Field(default_factory=LocalModelSettings)
 
     @field_validator("policy_path", "spool_dir")

@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-
 from gateway.local_model import LocalModelConfig, LocalModelSupervisor, bundled_gguf
+
 from gateway.quality.confidence import LOGPROB_FLOOR, Confidence, StreamConfidence, confidence_of
 from tests.conftest import free_port
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -17,10 +19,11 @@ def client_host(request: Request) -> str | None:
 
 class SSEResponse(StreamingResponse):
     """Server-sent events from a relay; a client that leaves before the first byte still ends
-    the relay (Starlette never starts the body then), so the request is settled and ledgered."""
+    the relay (Starlette never starts the body then), so the request is settled and ledgered.
+    ``events``: the relay's events translated into another API's (default: as they are)."""
 
-    def __init__(self, relay: Relay, headers: dict[str, str]) -> None:
-        super().__init__(relay.events(), media_type="text/event-stream", headers=headers)
+    def __init__(self, relay: Relay, headers: dict[str, str], events: AsyncIterator[bytes] | None = None) -> None:
+        super().__init__(events or relay.events(), media_type="text/event-stream", headers=headers)
         self.relay = relay
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
         # that can take longer than uvicorn's default 5 s, and it would be killed as hung.
         timeout_worker_healthcheck=60,
     )
+    metrics_dir = _metrics_dir() if settings.workers > 1 else None
     try:
         if settings.workers > 1:
             Multiprocess(config, sockets=[config.bind_socket()]).run()
@@ -67,6 +71,8 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         if supervisor is not None:
             supervisor.stop()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -90,6 +96,20 @@ def _multi_worker_refusal(settings: Settings) -> str | None:
         "budgets and rate limits need counters the workers share. Set TIERWISE_REDIS_URL (e.g. "
         "redis://127.0.0.1:6379/0), or run one worker."
     )
+
+
+def _metrics_dir() -> str | None:
+    """A fresh directory for this run's metrics, shared by its workers (None: the operator's own).
+
+    prometheus_client's multiprocess mode is switched on by its own environment variable, read
+    when the library is imported: so it is set here, before any worker starts, and the workers
+    inherit it. (Tierwise's own settings are read by Settings only; this is a library's.)
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    path = tempfile.mkdtemp(prefix="tierwise-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -32,7 +32,11 @@ Models (prefix ``fake/`` in a policy):
 A request the fake cannot make sense of gets a 400, never a crash.
 
 Every reply is marked as fake, so nobody mistakes it for a model's answer. Tools,
-``response_format``, ``n`` and ``stop`` are honoured so passthrough can be tested.
+``response_format``, ``n`` and ``stop`` are honoured so passthrough can be tested: given tools,
+the fake calls the first (or the one ``tool_choice`` names), and once the last message is that
+tool's result it answers "[fake tool result] <result>".
+``POST /v1/embeddings`` returns deterministic unit vectors (seeded by a hash of model and text;
+``dimensions`` and ``encoding_format: base64`` honoured; model ``error-500`` fails).
 ``POST /v1/messages`` answers the same way in Anthropic's Messages format, so deployments
 served through litellm (``anthropic/...`` with this server as ``api_base``) can be tested.
 ``GET /stats`` returns how many completions each model served, the last request seen and
@@ -42,7 +46,11 @@ every request's method, path, headers and body.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import itertools
+import math
+import struct
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -115,6 +123,9 @@ def _reply_for(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]] | None]:
     last_user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), {})
     text = message_text(last_user.get("content"))
     model = str(body.get("model", ""))
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    if last.get("role") == "tool":
+        return f"[fake tool result] {message_text(last.get('content'))}", None
     canned = {"ignores-format": f"Sure! Here you go: {text}", "empty": "", "refuses": REFUSAL}
     if model in canned:
         return canned[model], None
@@ -179,6 +190,29 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
         billed = {k: v for k, v in body.items() if k not in ("model", "stream", "stream_options")}
         return max(1, len(orjson.dumps(billed)) // 4)
     return sum(_count(message_text(m.get("content"))) for m in body.get("messages") or [] if isinstance(m, dict))
+
+
+def fake_embedding(model: str, text: str, dimensions: int) -> list[float]:
+    """A unit vector that depends only on model and text (SHA-256 in counter mode)."""
+    raw = b"".join(
+        hashlib.sha256(f"{model}\x00{text}\x00{block}".encode()).digest() for block in range((dimensions + 7) // 8)
+    )
+    values = [v / 2**31 for v in struct.unpack(f"<{dimensions}i", raw[: dimensions * 4])]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [v / norm for v in values]
+
+
+def _embedding_inputs(given: Any) -> list[str] | None:
+    """The texts of an embeddings request (token-id inputs stand for their ids' text)."""
+    if isinstance(given, str):
+        return [given]
+    if isinstance(given, list) and given and all(isinstance(x, str) for x in given):
+        return given
+    if isinstance(given, list) and given and all(isinstance(x, int) for x in given):
+        return [" ".join(map(str, given))]
+    if isinstance(given, list) and given and all(isinstance(x, list) for x in given):
+        return [" ".join(map(str, x)) for x in given]
+    return None
 
 
 def create_fake_app() -> Starlette:
@@ -353,6 +387,31 @@ def create_fake_app() -> Starlette:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    async def embeddings(request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return _error(400, "invalid JSON")
+        state.seen(request, body)
+        model = str(body.get("model", ""))
+        state.calls[model] += 1
+        if model == "error-500":
+            return _error(500, "fake upstream error (error-500)")
+        texts = _embedding_inputs(body.get("input"))
+        dimensions = body.get("dimensions") or 64
+        if texts is None or not isinstance(dimensions, int) or not 1 <= dimensions <= 4096:
+            return _error(400, "input must be a string, strings or token ids; dimensions 1..4096")
+        state.served[model] += 1
+        data = []
+        for i, text in enumerate(texts):
+            vector: Any = fake_embedding(model, text, dimensions)
+            if body.get("encoding_format") == "base64":
+                vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": vector})
+        tokens = sum(_count(t) for t in texts)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return JSONResponse({"object": "list", "data": data, "model": model, "usage": usage})
+
     async def models(_: Request) -> Response:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "tierwise-fake"} for m in FAKE_MODELS]
         return JSONResponse({"object": "list", "data": data})
@@ -377,6 +436,7 @@ def create_fake_app() -> Starlette:
         routes=[
             Route("/v1/chat/completions", completions, methods=["POST"]),
             Route("/v1/messages", messages, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/stats", stats, methods=["GET"]),
             Route("/reset", reset, methods=["POST"]),

@@ -78,6 +78,14 @@ class Journal:
                 os.close(fd)
             self._held.clear()
 
+    def waiting_bytes(self) -> int:
+        """Bytes of journalled rows the database has not taken yet (the active file excluded)."""
+        total = 0
+        for path in self.directory.glob("*.jsonl"):
+            if path != self._path:
+                total += _size(path)
+        return total
+
     def segments(self) -> list[Path]:
         """Segments waiting for the database, oldest first: this process's own pending ones, and
         every file a dead process left behind, which this process now takes over (locks)."""
@@ -87,6 +95,13 @@ class Journal:
                     self._held[path] = fd
         with self._lock:
             return sorted(self._held, key=_mtime)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _mtime(path: Path) -> int:

@@ -10,6 +10,7 @@ __all__ = [
     "CalibrationTarget",
     "Deployment",
     "DispatchConfig",
+    "Embeddings",
     "Limits",
     "Policy",
     "Price",
@@ -170,6 +171,43 @@ class QualityConfig(_Strict):
         return self.judge.name if isinstance(self.judge, Deployment) else self.judge
 
 
+class Embeddings(_Strict):
+    """Embedding models, pinned rather than routed: vectors from different models do not mix, so
+    a request is served by the deployment it names (or ``default``) and never falls back."""
+
+    # Same fields as a tier's deployment; OpenAI-compatible servers (``openai/<model>``) or the
+    # fake (``fake/<behaviour>``). ``price`` is required: ``output_per_1m`` is not used.
+    deployments: list[Deployment] = Field(min_length=1)
+    # Serves requests whose ``model`` names no deployment here (apps often hard-code a model name).
+    default: str | None = None
+
+    @model_validator(mode="after")
+    def _servable(self) -> Embeddings:
+        names = [d.name for d in self.deployments]
+        _unique(names, "embeddings deployment")
+        for dep in self.deployments:
+            if dep.provider == "litellm":
+                raise ValueError(
+                    f"embeddings deployment {dep.name!r}: only OpenAI-compatible servers are supported "
+                    "(model `openai/<name>` with an api_base, or `fake/<name>`)"
+                )
+            if dep.price is None:
+                raise ValueError(f"embeddings deployment {dep.name!r} needs a price (input_per_1m; output_per_1m: 0)")
+        if self.default is not None and self.default not in names:
+            raise ValueError(f"embeddings.default names unknown deployment {self.default!r} (deployments: {names})")
+        return self
+
+    def deployment(self, model: str) -> Deployment | None:
+        """The deployment a request's ``model`` names: by name, else by upstream model, else the default."""
+        for dep in self.deployments:
+            if dep.name == model:
+                return dep
+        for dep in self.deployments:
+            if dep.upstream_model == model:
+                return dep
+        return next((d for d in self.deployments if d.name == self.default), None)
+
+
 class Policy(_Strict):
     version: Literal[1] = 1
     tiers: list[Tier] = Field(min_length=1)
@@ -178,12 +216,14 @@ class Policy(_Strict):
     dispatch: DispatchConfig = DispatchConfig()
     limits: Limits = Limits()
     quality: QualityConfig = QualityConfig()
+    embeddings: Embeddings | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
         tier_names = [t.name for t in self.tiers]
         _unique(tier_names, "tier")
-        _unique([d.name for t in self.tiers for d in t.deployments], "deployment")
+        embedding_names = [d.name for d in self.embeddings.deployments] if self.embeddings else []
+        _unique([d.name for t in self.tiers for d in t.deployments] + embedding_names, "deployment")
         _unique([r.name for r in self.routes], "route")
         for route in self.routes:
             if route.tier is not None and route.tier not in tier_names:
@@ -223,9 +263,11 @@ class Policy(_Strict):
 
     @property
     def all_deployments(self) -> list[Deployment]:
-        """The tiers' deployments and a judge defined on its own."""
+        """The tiers' deployments, a judge defined on its own, and the embedding models."""
         found = [d for t in self.tiers for d in t.deployments]
-        return [*found, self.quality.judge] if isinstance(self.quality.judge, Deployment) else found
+        if isinstance(self.quality.judge, Deployment):
+            found.append(self.quality.judge)
+        return found + (self.embeddings.deployments if self.embeddings else [])
 
     @property
     def judge(self) -> Deployment | None:

@@ -1,0 +1,54 @@
+"""POST /v1/messages: Anthropic's Messages API, served through the chat pipeline.
+
+Errors use Anthropic's envelope (``{"type": "error", "error": {"type", "message"}}``), keys come
+in ``x-api-key`` (as Anthropic's clients send them) or ``Authorization: Bearer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.api.body import read_json_body
+from gateway.api.responses import client_host
+from gateway.api.streams import translated_sse
+from gateway.chat_request import parse_chat_request
+from gateway.errors import GatewayError, InvalidRequestError
+from gateway.keys.guard import bearer_token
+from gateway.pipeline import Pipeline, StreamAnswer
+from gateway.translate.anthropic import (
+    MessageEvents,
+    chat_to_message,
+    error_body,
+    load,
+    loaded,
+    messages_to_chat,
+)
+from gateway.translate.check import FieldError
+
+__all__ = ["create_message"]
+
+
+async def create_message(request: Request) -> Response:
+    pipeline: Pipeline = request.app.state.tierwise.pipeline
+    token = request.headers.get("x-api-key") or bearer_token(request.headers.get("authorization"))
+    try:
+        async with pipeline.call("messages", token, client_host(request)) as call:
+            body = await read_json_body(request, call.limits.max_body_bytes)
+            if not loaded():
+                await asyncio.to_thread(load)  # imports litellm and the SDK's types: seconds, once
+            try:
+                chat_body, names = messages_to_chat(body)
+            except FieldError as exc:
+                raise InvalidRequestError(exc.message, param=exc.param, code=exc.code) from None
+            answer = await pipeline.run(call, parse_chat_request(chat_body))
+            message_id = "msg_" + call.request_id.removeprefix("req_")
+    except GatewayError as exc:
+        return JSONResponse(error_body(exc.status_code, exc.message), status_code=exc.status_code, headers=exc.headers)
+    if isinstance(answer, StreamAnswer):
+        return translated_sse(answer, MessageEvents(message_id, str(body["model"]), names))
+    out = chat_to_message(orjson.loads(answer.body), message_id, names)
+    return Response(orjson.dumps(out), media_type="application/json", headers=answer.headers)
