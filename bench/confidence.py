@@ -29,8 +29,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's gateway and bench
 
 from bench.confidence_set import Item, labelled_set
-from gateway.local_model import LocalModelConfig, LocalModelSupervisor, bundled_gguf
+from gateway.local.supervisor import LocalModelSupervisor, bundled_gguf
 from gateway.quality.confidence import token_logprobs
+from gateway.settings import LocalModelSettings
 
 OUT = Path("bench/out")
 TOP_LOGPROBS = 5
@@ -406,9 +407,9 @@ def main() -> None:
     else:
         gguf = bundled_gguf()
         assert gguf is not None, "install the [local] extra"
-        sup = LocalModelSupervisor(LocalModelConfig(model_path=gguf, port=free_port()))
+        sup = LocalModelSupervisor(LocalModelSettings(model_path=gguf, port=free_port()))
         sup.start()
-        url = sup.config.base_url + "/chat/completions"
+        url = sup.base_url + "/chat/completions"
         try:
             with httpx.Client(timeout=600) as http:
                 if not args.reuse:

