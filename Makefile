@@ -57,7 +57,7 @@ bench: setup
 # Rebuild the shipped router artifacts from ../shared/data/routing, reproducibly: `default` (static
 # encoder), `minilm` (MiniLM int8 through ONNX Runtime) and `two-stage` (`default` first, `minilm`
 # where `default` is unsure). ~10 min, most of it embedding with MiniLM.
-ROUTER_ONNX := minilm-l6-v2-onnx-int8-t128
+ROUTER_ONNX := minilm-l6-v2-onnx-int8-t64
 ROUTER_MARGIN := 0.03
 router-artifact: setup
 	$(PY) -m router.build_default --encoder static-minilm-l6-v2 --out router/artifacts/default --cache .cache/embeddings

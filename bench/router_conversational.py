@@ -23,7 +23,7 @@ from router.checks.conversational import judge  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--artifacts", nargs="+", default=["fast", "default", "minilm"])
+    ap.add_argument("--artifacts", nargs="+", default=["default", "minilm", "two-stage"])
     ap.add_argument("--policy", default=str(REPO / "policies" / "default.yaml"))
     args = ap.parse_args()
     loaded = load_policy(Path(args.policy))

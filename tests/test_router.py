@@ -52,7 +52,7 @@ HARD_PROMPT = "\n\n".join(
 )
 
 
-ENCODER = "minilm-l6-v2-onnx-int8-t128"
+ENCODER = "minilm-l6-v2-onnx-int8-t64"
 
 
 @pytest.fixture(scope="session")
@@ -267,6 +267,8 @@ def test_train_cli_writes_artifact(slices: dict[str, Path], tmp_path: Path) -> N
         "local=mistralai/mistral-7b-chat,frontier=gpt-4-1106-preview",
         "--out",
         str(out),
+        "--encoder",
+        ENCODER,
     )
     assert r.returncode == 0, r.stderr
     assert "fitting quality estimator for tier local" in r.stderr  # progress is shown

@@ -22,7 +22,7 @@ from router.encoders.minilm import minilm_path
 
 __all__ = ["DEFAULT_MAX_TOKENS", "OnnxMiniLMEncoder"]
 
-DEFAULT_MAX_TOKENS = 128
+DEFAULT_MAX_TOKENS = 64
 
 
 class OnnxMiniLMEncoder:
