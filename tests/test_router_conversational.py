@@ -31,7 +31,7 @@ def test_easy_prompts_never_reach_the_frontier(artifact: str, policy: str) -> No
     router = shipped(artifact)
     report = judge(router, price_scale(router, load_policy(REPO / "policies" / policy)))
     assert report.easy_to_frontier == [], report.line()
-    # Hard requests are preferred for the frontier over easy ones (measured 0.89-0.91: bench/README.md).
+    # Hard requests are preferred for the frontier over easy ones (measured 0.88-0.94: bench/README.md).
     assert report.ranking_auc >= 0.8, report.line()
 
 
