@@ -4,25 +4,32 @@ Decision rule: pick the tier that maximises ``quality - cost_weight * cost``, wh
 is the tier's predicted chance of a good answer and cost is its predicted cost relative to an
 average frontier call. ``cost_weight = 0`` always takes the best predicted tier; a large one
 always the cheapest. ``tierwise router calibrate`` turns a policy target into this number.
+
+Two stages (an artifact with a ``first_stage``): a cheap router decides when the utility of its
+best tier beats the runner-up by at least ``margin``; only the uncertain rest pays for the
+second stage's encoder. Both stages are trained on the same data with the same recipe.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from router.artifact import Artifact, load_artifact
+from router.artifact import Artifact, ArtifactError, load_artifact
 from router.data import prompt_for_routing
 from router.encoders import Encoder, build_encoder
 from router.estimators import F32, text_features
 
-__all__ = ["Decision", "Router", "choose"]
+__all__ = ["Decision", "Router", "choose", "margins"]
+
+log = logging.getLogger("tierwise.router")
 
 
 @dataclass(frozen=True)
@@ -31,34 +38,80 @@ class Decision:
     scores: dict[str, float]  # predicted quality per tier
     costs: dict[str, float]  # predicted relative cost per tier
     version: str
+    margin: float = 0.0  # utility of the chosen tier over the runner-up
+    stage: int = 1  # which stage of a two-stage router decided
 
 
-def choose(quality: F32, cost: F32, cost_weight: float, allowed: Sequence[int] | None = None) -> npt.NDArray[np.int_]:
-    """Row-wise argmax of quality - cost_weight * cost over the allowed tiers."""
-    utility = quality - np.float32(cost_weight) * cost
+def _utility(quality: F32, cost: F32, cost_weight: float, allowed: Sequence[int] | None) -> F32:
+    utility: F32 = quality - np.float32(cost_weight) * cost
     if allowed is not None and len(allowed) < quality.shape[1]:
         mask = np.full(quality.shape[1], -np.inf, dtype=np.float32)
         mask[list(allowed)] = 0.0
         utility = utility + mask
-    out: npt.NDArray[np.int_] = np.argmax(utility, axis=1)
+    return utility
+
+
+def choose(quality: F32, cost: F32, cost_weight: float, allowed: Sequence[int] | None = None) -> npt.NDArray[np.int_]:
+    """Row-wise argmax of quality - cost_weight * cost over the allowed tiers."""
+    out: npt.NDArray[np.int_] = np.argmax(_utility(quality, cost, cost_weight, allowed), axis=1)
+    return out
+
+
+def margins(quality: F32, cost: F32, cost_weight: float, allowed: Sequence[int] | None = None) -> F32:
+    """Row-wise utility of the best allowed tier minus the runner-up's (how clear the choice is)."""
+    top2 = np.sort(_utility(quality, cost, cost_weight, allowed), axis=1)[:, -2:]
+    out: F32 = (top2[:, 1] - top2[:, 0]).astype(np.float32)  # inf where one tier is allowed
     return out
 
 
 class Router:
-    def __init__(self, artifact: Artifact, encoder: Encoder, cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        artifact: Artifact,
+        encoder: Encoder,
+        cache_size: int = 4096,
+        *,
+        first_stage: Router | None = None,
+        margin: float = 0.0,
+    ) -> None:
         if encoder.name != artifact.encoder:
             raise ValueError(f"artifact was trained with encoder {artifact.encoder!r}, got {encoder.name!r}")
+        if first_stage is not None and first_stage.tiers != artifact.tiers:
+            raise ValueError(f"first stage tiers {first_stage.tiers} differ from {artifact.tiers}")
         self.artifact = artifact
         self.encoder = encoder
+        self.first_stage = first_stage
+        self.margin = margin
         self._cache: OrderedDict[tuple[str, int | None], F32] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self.default_cost_weight = float(artifact.meta.get("cost_weight", 0.35))
+        # The weight and prices of the latest decision: a policy keeps them, so the next prompt's
+        # first-stage check in ``decides_inline`` uses them too (a stale guess only costs speed).
+        self._last_terms: tuple[float | None, Sequence[float] | None] = (None, None)
+        expected = artifact.meta.get("encoder_provenance", {}).get("model_sha256")
+        actual = getattr(encoder, "provenance", {}).get("model_sha256")
+        if expected and actual and expected != actual:
+            log.warning("encoder %s: model file %s differs from the artifact's %s", encoder.name, actual, expected)
 
     @classmethod
     def load(cls, path: Path, *, encoder: Encoder | None = None, cache_size: int = 4096) -> Router:
+        """An artifact directory; one with a ``first_stage`` entry loads its first stage from the
+        subdirectory it names (checksummed like any artifact) and decides in two stages."""
         artifact = load_artifact(path)
-        return cls(artifact, encoder or build_encoder(artifact.encoder), cache_size=cache_size)
+        first = None
+        spec = artifact.meta.get("first_stage")
+        if spec:
+            first = cls.load(path / str(spec["artifact"]), cache_size=cache_size)
+            if first.artifact.meta.get("model_sha256") != spec.get("model_sha256"):
+                raise ArtifactError(f"{path}: first stage {spec['artifact']!r} is not the one it was built with")
+        return cls(
+            artifact,
+            encoder or build_encoder(artifact.encoder),
+            cache_size=cache_size,
+            first_stage=first,
+            margin=float(spec["margin"]) if spec else 0.0,
+        )
 
     @property
     def tiers(self) -> list[str]:
@@ -113,8 +166,15 @@ class Router:
         return feats
 
     def decides_inline(self, text: str, length: int | None = None) -> bool:
-        """Cheap enough to run on the caller's event loop: cached, or an encoder marked ``inline``."""
-        return self.encoder.inline or (text, length) in self._cache
+        """Cheap enough to run on the caller's event loop: cached, an encoder marked ``inline``,
+        or a first stage (itself inline) sure enough of its choice to decide alone."""
+        if self.encoder.inline or (text, length) in self._cache:
+            return True
+        first = self.first_stage
+        if first is None or not first.decides_inline(text, length):
+            return False
+        weight, scale = self._last_terms
+        return first.decide(text, length=length, cost_weight=weight, cost_scale=scale).margin >= self.margin
 
     def cost_scale(self, relative_call_cost: Mapping[str, float | None]) -> list[float]:
         """Per-tier factors that re-price the cost model from its training prices to a policy's.
@@ -140,6 +200,13 @@ class Router:
     ) -> Decision:
         """``text`` may be the tail of a longer prompt whose full ``length`` is given;
         ``cost_scale`` (from :meth:`cost_scale`) prices the tiers as the policy does."""
+        if self.first_stage is not None:
+            self._last_terms = (cost_weight, cost_scale)
+            first = self.first_stage.decide(
+                text, length=length, cost_weight=cost_weight, allowed=allowed, cost_scale=cost_scale
+            )
+            if first.margin >= self.margin:
+                return replace(first, version=self.version)
         quality, cost = self.score_features(self._cached_features(text, length))
         if cost_scale is not None:
             cost = cost * np.asarray(cost_scale, dtype=np.float32)
@@ -151,8 +218,12 @@ class Router:
             scores={t: float(quality[0, i]) for i, t in enumerate(self.tiers)},
             costs={t: float(cost[0, i]) for i, t in enumerate(self.tiers)},
             version=self.version,
+            margin=float(margins(quality, cost, weight, idx)[0]),
+            stage=1 if self.first_stage is None else 2,
         )
 
     def warm(self, texts: Sequence[str] = ("warm up",)) -> None:
-        """Run the encoder once so the first request does not pay for lazy initialisation."""
+        """Run the encoder(s) once so the first request does not pay for lazy initialisation."""
+        if self.first_stage is not None:
+            self.first_stage.warm(texts)
         self.features(list(texts))

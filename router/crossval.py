@@ -7,6 +7,11 @@ each fold's tasks are unseen); each fold is scored by an artifact trained, with 
 recipe as ``router train``, on the other folds plus every auxiliary file. The out-of-fold
 predictions are pooled and judged like ``router eval``. A 443-row dev split moves several
 points between runs of equal merit; this uses every row of the (larger) training file.
+
+``first_stage=(encoder, margin)`` judges a two-stage router: each fold also trains the first
+stage, and a row keeps the first stage's predictions where, at its calibrated cost weight and
+the training prices, its best tier beats the runner-up by ``margin`` (exactly the served
+decision at that weight; the curve swept over other weights uses the same split of rows).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from router.core import Router
+from router.core import Router, margins
 from router.data import Row, parse_tiers, read_rows, tier_matrix
 from router.encoders import Encoder
 from router.estimators import DEFAULT_C
@@ -40,6 +45,7 @@ def cross_validate(
     seed: int = 1,
     exclude_sources: Sequence[str] = (),
     cache_dir: Path | None = None,
+    first_stage: tuple[Encoder, float] | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> EvalResult:
     main, aux = data[0], list(data[1:])
@@ -59,6 +65,7 @@ def cross_validate(
     quality = np.zeros((len(rows), len(named)), np.float32)
     cost = np.zeros_like(quality)
     features = None
+    second = 0  # rows the second stage decided
     with tempfile.TemporaryDirectory(prefix="tierwise-cv-") as tmp:
         for k in range(folds):
             part = Path(tmp) / f"{main.path.stem}.fold{k}.jsonl"
@@ -74,26 +81,40 @@ def cross_validate(
             progress(
                 f"fold {k + 1}/{folds}: training on {int((fold != k).sum())} rows + {len(aux)} auxiliary files{unseen}"
             )
-            artifact = train(
-                [DataSpec(part, main.weight), *aux],
-                tiers,
-                Path(tmp) / f"artifact{k}",
-                encoder,
-                c=c,
-                exclude_sources=exclude_sources,
-                cache_dir=cache_dir,
-                progress=lambda _: None,
-            )
-            router = Router(artifact, encoder, cache_size=0)
+            routers = [
+                Router(
+                    train(
+                        [DataSpec(part, main.weight), *aux],
+                        tiers,
+                        Path(tmp) / f"artifact{k}-{enc.name}",
+                        enc,
+                        c=c,
+                        exclude_sources=exclude_sources,
+                        cache_dir=cache_dir,
+                        progress=lambda _: None,
+                    ),
+                    enc,
+                    cache_size=0,
+                )
+                for enc in ([encoder] if first_stage is None else [first_stage[0], encoder])
+            ]
+            router = routers[-1]
             cols = select_tiers(router.tiers, list(named))
             test = [r.prompt for r, f in zip(rows, fold, strict=True) if f == k]
             feats = router.features(test)
             q, cst = router.score_features(feats)
+            if first_stage is not None:
+                q1, c1 = routers[0].score(test)
+                sure = margins(q1, c1, routers[0].default_cost_weight) >= first_stage[1]
+                second += int((~sure).sum())
+                q, cst = np.where(sure[:, None], q1, q), np.where(sure[:, None], c1, cst)
             quality[fold == k], cost[fold == k] = q[:, cols], cst[:, cols]
             if features is None:
                 features = np.zeros((len(rows), feats.shape[1]), np.float32)
             features[fold == k] = feats
     assert features is not None
+    if first_stage is not None:
+        progress(f"second stage decided {second}/{len(rows)} rows ({second / max(1, len(rows)):.0%})")
     progress("judging the pooled out-of-fold predictions")
     return evaluate(outcome, features, quality, cost, progress=progress)
 

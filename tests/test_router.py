@@ -52,9 +52,12 @@ HARD_PROMPT = "\n\n".join(
 )
 
 
+ENCODER = "minilm-l6-v2-onnx-int8-t64"
+
+
 @pytest.fixture(scope="session")
 def encoder() -> Encoder:
-    return build_encoder("minilm-l6-v2")
+    return build_encoder(ENCODER, threads=2)
 
 
 @pytest.fixture(scope="session")
@@ -63,14 +66,16 @@ def default_router() -> Router:
     return Router.load(default_artifact_dir())
 
 
-def test_shipped_artifacts_load_and_agree_on_tiers(encoder: Encoder) -> None:
-    default = Router.load(default_artifact_dir())
-    minilm = Router.load(default_artifact_dir().parent / "minilm", encoder=encoder)
-    assert default.artifact.encoder == "static-minilm-l6-v2" and minilm.artifact.encoder == "minilm-l6-v2"
-    assert default.tiers == minilm.tiers == ["local", "mid", "frontier"]
-    for r in (default, minilm):
+def test_shipped_artifacts_load_and_agree_on_tiers() -> None:
+    shipped = {name: Router.load(default_artifact_dir().parent / name) for name in ("default", "minilm", "two-stage")}
+    assert shipped["default"].artifact.encoder == "static-minilm-l6-v2"
+    assert shipped["minilm"].artifact.encoder == shipped["two-stage"].artifact.encoder == ENCODER
+    for r in shipped.values():
+        assert r.tiers == ["local", "mid", "frontier"]
         provenance = {d["file"] for d in r.artifact.meta["training_data"]}
         assert "routerbench_train.jsonl" in provenance and "routerbench_dev.jsonl" not in provenance
+    # the transformer artifacts record which exported model file they were trained against
+    assert shipped["minilm"].artifact.meta["encoder_provenance"]["quantization"].startswith("onnxruntime dynamic int8")
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +127,7 @@ def test_metrics_on_known_points() -> None:
 
 def test_artifact_round_trips_and_is_typed(small_artifact: Path, encoder: Encoder, slices: dict[str, Path]) -> None:
     meta = json.loads((small_artifact / "meta.json").read_text())
-    assert meta["encoder"] == "minilm-l6-v2" and meta["tiers"] == ["local", "mid", "frontier"]
+    assert meta["encoder"] == ENCODER and meta["tiers"] == ["local", "mid", "frontier"]
     assert {d["file"] for d in meta["training_data"]} == {"train.jsonl", "mmlu.jsonl"}
     assert all(len(d["sha256"]) == 64 for d in meta["training_data"])
     router = Router.load(small_artifact, encoder=encoder)
@@ -262,6 +267,8 @@ def test_train_cli_writes_artifact(slices: dict[str, Path], tmp_path: Path) -> N
         "local=mistralai/mistral-7b-chat,frontier=gpt-4-1106-preview",
         "--out",
         str(out),
+        "--encoder",
+        ENCODER,
     )
     assert r.returncode == 0, r.stderr
     assert "fitting quality estimator for tier local" in r.stderr  # progress is shown
@@ -352,7 +359,7 @@ def routed_gateway(start_gateway: GatewayFactory, default_router: Router) -> Ite
     yield start_gateway(policy, router=default_router).v1
 
 
-def test_auto_route_easy_and_hard_prompts_differ(routed_gateway: str) -> None:
+def test_auto_route_easy_and_hard_prompts_differ(routed_gateway: str, default_router: Router) -> None:
     c = openai.OpenAI(base_url=routed_gateway, api_key="x", max_retries=0)
     # an easy science multiple-choice question (mid models get these right) vs. HARD_PROMPT
     easy_q = "Which of these is a renewable resource?\nA) coal\nB) wind\nC) oil\nD) natural gas\nAnswer:"
@@ -363,7 +370,7 @@ def test_auto_route_easy_and_hard_prompts_differ(routed_gateway: str) -> None:
     e, h = easy.headers["x-tierwise-tier"], hard.headers["x-tierwise-tier"]
     assert tiers.index(e) < tiers.index(h), (e, h)
     for raw in (easy, hard):
-        assert raw.headers["x-tierwise-router-version"].startswith("static-minilm-l6-v2-")
+        assert raw.headers["x-tierwise-router-version"] == default_router.version
         assert "frontier=" in raw.headers["x-tierwise-router-scores"]
 
 

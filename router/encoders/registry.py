@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from router.encoders.base import Encoder
@@ -9,6 +10,8 @@ from router.encoders.base import Encoder
 __all__ = ["available_encoders", "build_encoder", "register_encoder"]
 
 _FACTORIES: dict[str, Callable[[], Encoder]] = {}
+# MiniLM through ONNX Runtime: the name says the weights' precision and how many tokens it reads.
+_ONNX = re.compile(r"minilm-l6-v2-onnx-(int8|fp32)-t(\d+)")
 
 
 def register_encoder(name: str, factory: Callable[[], Encoder]) -> None:
@@ -35,13 +38,18 @@ def _builtin() -> None:
 
 def available_encoders() -> list[str]:
     _builtin()
-    return sorted(_FACTORIES)
+    return [*sorted(_FACTORIES), "minilm-l6-v2-onnx-{int8|fp32}-t<tokens>"]
 
 
-def build_encoder(name: str) -> Encoder:
+def build_encoder(name: str, *, threads: int = 1) -> Encoder:
+    """``threads``: ONNX Runtime's intra-op threads (1 at serve time: a decision runs beside
+    other requests; more for training, where the whole machine is free)."""
     _builtin()
-    try:
-        factory = _FACTORIES[name]
-    except KeyError:
-        raise KeyError(f"unknown encoder {name!r}; known: {sorted(_FACTORIES)}") from None
-    return factory()
+    if name in _FACTORIES:
+        return _FACTORIES[name]()
+    onnx = _ONNX.fullmatch(name)
+    if onnx is not None:
+        from router.encoders.onnx_minilm import OnnxMiniLMEncoder  # noqa: PLC0415
+
+        return OnnxMiniLMEncoder(quantized=onnx[1] == "int8", max_tokens=int(onnx[2]), threads=threads)
+    raise KeyError(f"unknown encoder {name!r}; known: {available_encoders()}")
