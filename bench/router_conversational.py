@@ -16,7 +16,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from gateway.policy.loader import load_policy  # noqa: E402
-from gateway.resolve import price_scale  # noqa: E402
+from gateway.routing.resolve import price_scale  # noqa: E402
 from router import Router, default_artifact_dir  # noqa: E402
 from router.checks.conversational import judge  # noqa: E402
 

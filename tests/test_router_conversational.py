@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.policy.loader import load_policy
-from gateway.resolve import price_scale
+from gateway.routing.resolve import price_scale
 from router import Router, default_artifact_dir
 from router.checks.conversational import judge, load_prompts
 from tests.conftest import REPO
