@@ -203,6 +203,7 @@ async def _build_state(
         clock=clock,
         sampler=sampler,
     )
+    dispatcher.on_probe = pipeline.record_probe
     await asyncio.to_thread(record_snapshot, engine, loaded)
 
     def snapshot(new: LoadedPolicy) -> None:

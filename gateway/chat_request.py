@@ -1,10 +1,16 @@
 """Reading and checking a chat-completions request body.
 
-Only the fields of OpenAI's chat-completions API are accepted (the allowlist is read from the
-``openai`` SDK's request types, so it follows the API), and each is checked against the SDK's
-type for it. Anything else is refused with ``unsupported_parameter`` naming the field, or
-dropped when the policy says so: a field we do not know could be an option of the library
-that calls the provider (litellm takes ``fallbacks``, ``api_base``, ``callbacks``, ...).
+Only fields of OpenAI's chat-completions API are accepted, at every depth: each is checked
+against the ``openai`` SDK's type for it, and a key the SDK's types do not have — top-level or
+nested in a message, part or tool — is refused with ``unsupported_parameter`` naming its path (or
+dropped when the policy says so). An unknown field could be an option of the library that calls
+the provider (litellm takes ``fallbacks``, ``api_base``, ``callbacks``, ``cache_control``, ...).
+
+Of the API's fields, only those whose cost is the tokens the gateway prices are forwarded
+(``CHAT_FIELDS``, an explicit list: a field a newer SDK adds is refused until it is reviewed).
+Audio, server-side tools, service tiers and cache retention are billed otherwise, and images
+are taken only as ``https:`` or ``data:`` URLs (a provider's library may fetch others from the
+gateway's own network).
 """
 
 from __future__ import annotations
@@ -23,8 +29,44 @@ from gateway.policy.loader import format_loc
 
 __all__ = ["CHAT_FIELDS", "MAX_DEPTH", "ChatRequest", "message_text", "parse_chat_request"]
 
-CHAT_FIELDS: frozenset[str] = frozenset(get_type_hints(_sdk.CompletionCreateParamsStreaming))
+SDK_FIELDS: frozenset[str] = frozenset(get_type_hints(_sdk.CompletionCreateParamsStreaming))
 """Every top-level field of ``POST /v1/chat/completions`` in the installed SDK, ``stream`` included."""
+
+CHAT_FIELDS: frozenset[str] = SDK_FIELDS & {
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "functions",
+    "function_call",
+    "response_format",
+    "reasoning_effort",
+    "verbosity",
+    "prediction",
+    "user",
+    "safety_identifier",
+    "prompt_cache_key",
+    "metadata",
+    "store",
+}
+"""The fields forwarded to providers: the API's, where what a call costs is its tokens."""
+
+_PART_TYPES = frozenset({"text", "image_url"})  # content parts whose cost is tokens the gateway prices
 
 MAX_DEPTH = 64
 """Nesting deeper than this is refused: nothing in the API needs it, and serialisers give up
@@ -58,9 +100,13 @@ def parse_chat_request(body: dict[str, Any], unknown: Literal["reject", "drop"] 
     if dropped:
         if unknown == "reject":
             key = dropped[0]
+            why = (
+                "it is billed otherwise than by the tokens this gateway prices"
+                if key in SDK_FIELDS
+                else "upstreams, credentials, timeouts and retries come from the gateway's policy"
+            )
             raise InvalidRequestError(
-                f"`{key}` is not a chat-completions parameter this gateway accepts; "
-                "upstreams, credentials, timeouts and retries come from the gateway's policy",
+                f"`{key}` is not a chat-completions parameter this gateway accepts: {why}",
                 param=key,
                 code="unsupported_parameter",
             )
@@ -71,12 +117,24 @@ def parse_chat_request(body: dict[str, Any], unknown: Literal["reject", "drop"] 
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequestError("stream: must be true or false", param="stream")
     try:
-        _drain(_TYPES.validate_python(body, strict=True), (), body)
+        validated = _drain(_TYPES.validate_python(body, strict=True), (), body)
     except _Invalid as exc:
         raise InvalidRequestError(f"{exc.loc}: {exc.msg}", param=exc.loc) from None
     except ValidationError as exc:
         loc, msg = _describe(exc, body, ())
         raise InvalidRequestError(f"{loc}: {msg}", param=loc) from None
+    # Top-level fields were allowlisted above (``stream`` is not in the types checked): look inside.
+    extra = next((p for k, v in validated.items() if (p := _extra_key(body[k], v, (k,))) is not None), None)
+    if extra is not None:
+        if unknown == "reject":
+            where = format_loc(extra)
+            raise InvalidRequestError(
+                f"{where}: not a field of this part of the chat-completions API",
+                param=where,
+                code="unsupported_parameter",
+            )
+        body = {**validated, **({"stream": body["stream"]} if "stream" in body else {})}
+    _check_parts(body)
     _check_bounds(body)
     options = body.get("stream_options")
     return ChatRequest(
@@ -139,28 +197,63 @@ class _Invalid(Exception):
         self.loc, self.msg = loc, msg
 
 
-def _drain(value: Any, path: tuple[int | str, ...], root: Any) -> None:
+def _drain(value: Any, path: tuple[int | str, ...], root: Any) -> Any:
     """The SDK types iterables as ``Iterable[...]``, which pydantic validates lazily: walk the
-    result so every element is checked, keeping the path for the error message."""
+    result so every element is checked (keeping the path for the error message), and return it
+    as plain lists and dicts."""
     if isinstance(value, dict):
-        for key, item in value.items():
-            _drain(item, (*path, key), root)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _drain(item, (*path, i), root)
-    elif isinstance(value, Iterator):
-        i = 0
+        return {key: _drain(item, (*path, key), root) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_drain(item, (*path, i), root) for i, item in enumerate(value)]
+    if isinstance(value, Iterator):
+        out: list[Any] = []
         while True:
             try:
                 item = next(value)
             except StopIteration:
-                return
+                return out
             except ValidationError as exc:
                 # pydantic's locations start at the item's index already
                 loc, msg = _describe(exc, _value_at(root, path), path)
                 raise _Invalid(loc, msg) from None
-            _drain(item, (*path, i), root)
-            i += 1
+            out.append(_drain(item, (*path, len(out)), root))
+    return value
+
+
+def _extra_key(sent: Any, known: Any, path: tuple[int | str, ...]) -> tuple[int | str, ...] | None:
+    """The path of the first key the client sent that the validated value does not have."""
+    if isinstance(sent, dict) and isinstance(known, dict):
+        for key, value in sent.items():
+            if key not in known:
+                return (*path, key)
+            found = _extra_key(value, known[key], (*path, key))
+            if found is not None:
+                return found
+    elif isinstance(sent, list) and isinstance(known, list):
+        for i, (a, b) in enumerate(zip(sent, known, strict=False)):
+            found = _extra_key(a, b, (*path, i))
+            if found is not None:
+                return found
+    return None
+
+
+def _check_parts(body: Mapping[str, Any]) -> None:
+    for i, message in enumerate(body["messages"]):
+        content = message.get("content")
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            where = f"messages[{i}].content[{j}]"
+            kind = part.get("type")
+            if kind not in _PART_TYPES:
+                raise InvalidRequestError(
+                    f"{where}.type: {kind!r} parts are not accepted (their cost is not tokens this gateway prices)",
+                    param=f"{where}.type",
+                    code="unsupported_parameter",
+                )
+            url = (part.get("image_url") or {}).get("url", "") if kind == "image_url" else ""
+            if kind == "image_url" and not url.startswith(("https://", "data:")):
+                raise InvalidRequestError(
+                    f"{where}.image_url.url: only https: and data: URLs are accepted", param=f"{where}.image_url.url"
+                )
 
 
 def _value_at(root: Any, path: Iterable[int | str]) -> Any:

@@ -13,6 +13,7 @@ it refuses connections or our credentials — never because one odd request fail
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Container, Mapping
@@ -27,6 +28,7 @@ from gateway.providers.base import (
     Completion,
     Provider,
     ProviderError,
+    UnsendableRequest,
     UpstreamConnectError,
     UpstreamHTTPError,
     UpstreamStream,
@@ -49,6 +51,27 @@ class PlanStep:
     tier: str
     deployment: Deployment
     price: Price
+    default_output: int = 4096  # output tokens allowed when the client sets no limit
+    output_cap: int | None = None  # the most this deployment may be asked for
+
+    @classmethod
+    def of(cls, loaded: LoadedPolicy, tier: str, deployment: Deployment) -> PlanStep:
+        default = deployment.default_max_tokens or loaded.policy.limits.budget_default_max_tokens
+        return cls(tier, deployment, loaded.price(deployment.name), default, loaded.output_cap(deployment.name))
+
+    def output_limit(self, body: dict[str, Any]) -> int:
+        """The output tokens this step may produce: the client's limit, else the deployment's
+        default, never above its cap. Reserved against budgets, and sent upstream as the limit."""
+        asked = body.get("max_completion_tokens") or body.get("max_tokens")
+        limit = int(asked or self.default_output)
+        return min(limit, self.output_cap) if self.output_cap else limit
+
+    def body_for(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The request as this deployment gets it: with exactly the output limit that was reserved."""
+        field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+        out = {k: v for k, v in body.items() if k not in ("max_tokens", "max_completion_tokens")}
+        out[field] = self.output_limit(body)
+        return out
 
 
 @dataclass(frozen=True)
@@ -80,6 +103,12 @@ class _Health:
     cool_until: float = 0.0
     reason: str = ""
     last_ok: float | None = None  # when it last answered a request
+    probing: bool = False
+
+
+# What the gateway asks a deployment itself before cooling it down: a request nobody can get wrong.
+PROBE_BODY: dict[str, Any] = {"model": "probe", "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1}
+ProbeHook = Callable[[PlanStep, Completion | None, float], None]
 
 
 class Dispatcher:
@@ -89,12 +118,15 @@ class Dispatcher:
         credential: Callable[[str], str | None],
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        on_probe: ProbeHook | None = None,
     ) -> None:
         self._providers = providers
         self._credential = credential
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._health: dict[str, _Health] = {}
+        self._probes: set[asyncio.Task[None]] = set()
+        self.on_probe = on_probe  # ledgers the probe calls (they are paid)
 
     # -- availability ---------------------------------------------------------------------
     def key_for(self, deployment: Deployment) -> str | None:
@@ -136,11 +168,11 @@ class Dispatcher:
             found = policy.deployment(deployment)
             assert found is not None
             t, dep = found
-            return Plan([PlanStep(t.name, dep, loaded.price(dep.name))], t.name)
+            return Plan([PlanStep.of(loaded, t.name, dep)], t.name)
         start = policy.tier_index(tier)
         stop = len(policy.tiers) if fallback and policy.dispatch.fallback_up else start + 1
         steps = [
-            PlanStep(t.name, dep, loaded.price(dep.name))
+            PlanStep.of(loaded, t.name, dep)
             for t in policy.tiers[start:stop]
             for dep in t.deployments
             if self.has_credentials(dep) and dep.name not in down
@@ -148,28 +180,38 @@ class Dispatcher:
         return Plan(steps, tier)
 
     # -- dispatch -------------------------------------------------------------------------
-    async def complete(self, plan: Plan, body: dict[str, Any], config: DispatchConfig) -> tuple[Completion, Attempted]:
-        async def call(step: PlanStep) -> Completion:
-            return await self._provider(step).complete(step.deployment, self.key_for(step.deployment), body)
+    async def complete(
+        self, plan: Plan, body: dict[str, Any], config: DispatchConfig, attempted: Attempted | None = None
+    ) -> tuple[Completion, Attempted]:
+        """``attempted`` (optional) is filled as the dispatch goes, so a caller that is cancelled
+        half-way still knows which deployment was being asked."""
 
-        return await self._run(plan, config, call)
+        async def call(step: PlanStep) -> Completion:
+            provider, key = self._provider(step), self.key_for(step.deployment)
+            return await provider.complete(step.deployment, key, step.body_for(body))
+
+        return await self._run(plan, config, call, attempted or Attempted())
 
     async def open_stream(
-        self, plan: Plan, body: dict[str, Any], config: DispatchConfig, include_usage: bool
+        self,
+        plan: Plan,
+        body: dict[str, Any],
+        config: DispatchConfig,
+        include_usage: bool,
+        attempted: Attempted | None = None,
     ) -> tuple[UpstreamStream, Attempted]:
         async def call(step: PlanStep) -> UpstreamStream:
-            provider = self._provider(step)
-            return await provider.open_stream(step.deployment, self.key_for(step.deployment), body, include_usage)
+            provider, key = self._provider(step), self.key_for(step.deployment)
+            return await provider.open_stream(step.deployment, key, step.body_for(body), include_usage)
 
-        return await self._run(plan, config, call)
+        return await self._run(plan, config, call, attempted or Attempted())
 
     def _provider(self, step: PlanStep) -> Provider:
         return self._providers[step.deployment.provider]
 
     async def _run(
-        self, plan: Plan, config: DispatchConfig, call: Callable[[PlanStep], Awaitable[T]]
+        self, plan: Plan, config: DispatchConfig, call: Callable[[PlanStep], Awaitable[T]], attempted: Attempted
     ) -> tuple[T, Attempted]:
-        attempted = Attempted()
         steps = [s for s in plan.steps if not self.cooling_down(s.deployment)]
         for skipped in (s for s in plan.steps if s not in steps):
             attempted.fallbacks.append(f"{skipped.deployment.name}: cooling down")
@@ -197,6 +239,12 @@ class Dispatcher:
                             code="upstream_rejected_request",
                         )
                         raise DispatchFailed(err, attempted) from exc
+                    if isinstance(exc, UnsendableRequest):
+                        err = InvalidRequestError(
+                            f"this request cannot be sent to deployment {step.deployment.name}: {exc}",
+                            code="unsupported_by_provider",
+                        )
+                        raise DispatchFailed(err, attempted) from exc
                     if _deployment_fault(exc) or not exc.retryable or retry == step.deployment.max_retries:
                         break
                     delay = self._delay(exc, retry, config)
@@ -207,7 +255,7 @@ class Dispatcher:
                     self._health[step.deployment.name] = _Health(last_ok=self._clock.monotonic())
                     return result, attempted
             assert last is not None
-            self._gave_up(step.deployment, last, config)
+            self._gave_up(step, last, config)
         assert last is not None
         final: UpstreamError
         if isinstance(last, UpstreamTimeout):
@@ -216,13 +264,49 @@ class Dispatcher:
             final = UpstreamError(f"every upstream deployment failed; the last one: {last.public_message}")
         raise DispatchFailed(final, attempted) from last
 
-    def _gave_up(self, deployment: Deployment, exc: ProviderError, config: DispatchConfig) -> None:
-        health = self._health.setdefault(deployment.name, _Health())
+    def _gave_up(self, step: PlanStep, exc: ProviderError, config: DispatchConfig) -> None:
+        health = self._health.setdefault(step.deployment.name, _Health())
         health.failed_requests += 1
-        if _deployment_fault(exc) or health.failed_requests >= config.failures_before_cooldown:
-            health.cool_until = self._clock.monotonic() + config.cooldown_s
-            health.reason = f"{health.failed_requests} failed request(s), last: {exc.public_message}"
-            log.warning("deployment %s cooling down for %.0fs: %s", deployment.name, config.cooldown_s, health.reason)
+        if _deployment_fault(exc):
+            self._cool(step.deployment, health, exc.public_message, config)
+        elif health.failed_requests >= config.failures_before_cooldown and not health.probing:
+            # Several requests failed in a row: maybe the deployment, maybe requests it cannot serve
+            # (one client can send many). A request of our own that anything can answer tells which.
+            health.probing = True
+            task = asyncio.get_running_loop().create_task(self._verify(step, exc, config))
+            self._probes.add(task)
+            task.add_done_callback(self._probes.discard)
+
+    async def _verify(self, step: PlanStep, exc: ProviderError, config: DispatchConfig) -> None:
+        health = self._health.setdefault(step.deployment.name, _Health())
+        started = self._clock.monotonic()
+        completion: Completion | None = None
+        try:
+            provider, key = self._provider(step), self.key_for(step.deployment)
+            completion = await provider.complete(step.deployment, key, PROBE_BODY)
+        except ProviderError:
+            self._cool(step.deployment, health, exc.public_message, config)
+        else:
+            log.info(
+                "deployment %s answered a probe: its %d failures were the requests'",
+                step.deployment.name,
+                health.failed_requests,
+            )
+            health.failed_requests = 0
+        finally:
+            health.probing = False
+            if self.on_probe is not None:
+                self.on_probe(step, completion, self._clock.monotonic() - started)
+
+    async def probes_done(self) -> None:
+        """Wait for the probes under way (tests; shutdown)."""
+        while self._probes:
+            await asyncio.gather(*list(self._probes), return_exceptions=True)
+
+    def _cool(self, deployment: Deployment, health: _Health, why: str, config: DispatchConfig) -> None:
+        health.cool_until = self._clock.monotonic() + config.cooldown_s
+        health.reason = f"{health.failed_requests} failed request(s), last: {why}"
+        log.warning("deployment %s cooling down for %.0fs: %s", deployment.name, config.cooldown_s, health.reason)
 
     def _delay(self, exc: ProviderError, retry: int, config: DispatchConfig) -> float | None:
         if isinstance(exc, UpstreamHTTPError) and exc.retry_after is not None:

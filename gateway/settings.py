@@ -22,8 +22,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def offline_environment() -> None:
     """Libraries that would otherwise reach for the network at import or first use: litellm's
-    price map (it fetches a newer one) and Hugging Face's hub. Nothing is downloaded at run time."""
+    price map and Anthropic beta-header table (it fetches newer ones) and Hugging Face's hub.
+    Nothing is downloaded at run time."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -379,6 +379,12 @@ def test_wrong_types_are_refused_before_any_upstream(
 
 
 # -- open mode (no keys) and the browser ------------------------------------------------------------
+@pytest.mark.parametrize("host", ["localhost:80@evil.example", "[::1]evil", "evil.example"])
+def test_host_names_are_parsed_strictly_in_open_mode(strict: ServeProcess, host: str) -> None:
+    r = httpx.post(strict.v1 + "/chat/completions", json=_msg("passthrough"), headers={"host": host})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "host_not_allowed"
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
 def test_a_web_page_cannot_use_an_open_gateway(strict: ServeProcess, fake_upstream: str, content_type: str) -> None:
     before = len(fake_stats(fake_upstream)["requests"])
@@ -443,3 +449,161 @@ def _wait_for(gw: ServeProcess, ok: Any, timeout_s: float = 10) -> list[dict[str
         if ok(rows) or time.monotonic() > deadline:
             return rows
         time.sleep(0.1)
+
+
+# -- client-supplied schemas are data, never code; every paid call is counted --------------------
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_client_schema_is_never_fetched(keyed: ServeProcess, capture: CaptureServer, stream: bool) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": capture.url + "/internal"}}}
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"$ref": "file:///etc/passwd"}}}]
+    for extra in ({"response_format": fmt}, {"tools": tools}):
+        with httpx.stream(
+            "POST",
+            keyed.v1 + "/chat/completions",
+            json=_msg("echo-mid", stream=stream, **extra),
+            headers={"authorization": f"Bearer {_key(keyed)}"},
+            timeout=30,
+        ) as r:
+            r.read()
+        assert r.status_code == 200, r.text
+    time.sleep(0.3)
+    assert capture.requests == []
+
+
+def test_a_catastrophic_pattern_stalls_nothing(keyed: ServeProcess) -> None:
+    """The answer is checked against the client's schema; its regular expressions are not run."""
+    schema = {"type": "object", "properties": {"echo": {"type": "string", "pattern": "^(a|a)*$"}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    key = _key(keyed)
+    started = time.monotonic()
+    r = _post(keyed, key, _msg("echo-mid", "a" * 40 + "!", response_format=fmt))
+    assert r.status_code == 200 and time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_broken_client_schema_is_served_priced_and_ledgered(keyed: ServeProcess, stream: bool) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/nowhere"}}}
+    with httpx.stream(
+        "POST",
+        keyed.v1 + "/chat/completions",
+        json=_msg("billing", stream=stream, response_format=fmt),
+        headers={"authorization": f"Bearer {_key(keyed)}"},
+        timeout=30,
+    ) as r:
+        r.read()
+    assert r.status_code == 200
+    row = _wait_rows(keyed, r.headers["x-tierwise-request-id"])[0]
+    assert row["status_code"] == 200 and row["cost_usd"] > 0
+
+
+@pytest.mark.parametrize(
+    "tool",
+    [{"type": "custom", "custom": {"name": "c"}}, {"type": "function", "function": {"name": "has spaces"}}],
+    ids=["custom-tool", "spaced-name"],
+)
+def test_a_request_litellm_cannot_translate_is_a_400_and_cools_nothing(strict: ServeProcess, tool: Any) -> None:
+    for _ in range(4):
+        r = httpx.post(strict.v1 + "/chat/completions", json=_msg("via-litellm", tools=[tool]), timeout=30)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "unsupported_by_provider"
+    assert not any("via-litellm" in d for d in httpx.get(strict.url + "/readyz").json()["degraded"])
+    assert httpx.post(strict.v1 + "/chat/completions", json=_msg("via-litellm"), timeout=30).status_code == 200
+
+
+def test_a_stream_left_early_is_charged_for_the_whole_request(keyed: ServeProcess) -> None:
+    """No usage from the upstream: the row still counts every character the provider bills."""
+    props = {f"f{i}": {"type": "string", "description": "d" * 300} for i in range(30)}
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": props}}}]
+    body = _msg("sluggish", "hi", stream=True, tools=tools, tool_choice="none", max_tokens=8)
+    key = _key(keyed)
+    with pytest.raises(httpx.ReadTimeout):
+        _post(keyed, key, body, timeout=0.3)
+    key_id = httpx.get(keyed.url + "/admin/keys", headers={"authorization": f"Bearer {MASTER}"}).json()["data"][-1][
+        "id"
+    ]
+    rows = _wait_for(keyed, lambda rs: any(r["api_key_id"] == key_id for r in rs))
+    row = next(r for r in rows if r["api_key_id"] == key_id)
+    assert row["status_code"] == 499
+    assert row["prompt_tokens"] >= len(json.dumps(body)) // 5 and row["usage_estimated"] == 1
+
+
+def test_the_output_limit_reserved_is_the_one_sent(keyed: ServeProcess, fake_upstream: str) -> None:
+    key = _key(keyed)
+    _post(keyed, key, _msg("echo-mid"))
+    assert fake_stats(fake_upstream)["last_request"]["body"]["max_tokens"] == 4096  # the policy's default
+    _post(keyed, key, _msg("echo-mid", max_completion_tokens=1, max_tokens=50000))
+    sent = fake_stats(fake_upstream)["last_request"]["body"]
+    assert sent["max_completion_tokens"] == 1 and "max_tokens" not in sent
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}]}
+                ]
+            },
+            "messages[0].content[0].cache_control",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://10.0.0.1/x.png"}}]}
+                ]
+            },
+            "messages[0].content[0].image_url.url",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_data": "JVBERi0="}}]}]},
+            "messages[0].content[0].type",
+        ),
+        ({"web_search_options": {}}, "web_search_options"),
+        ({"service_tier": "priority"}, "service_tier"),
+    ],
+    ids=["nested-cache-control", "http-image", "file-part", "web-search", "service-tier"],
+)
+def test_what_the_gateway_cannot_price_or_does_not_know_never_leaves(
+    strict: ServeProcess, fake_upstream: str, extra: dict[str, Any], param: str
+) -> None:
+    before = len(fake_stats(fake_upstream)["requests"])
+    r = httpx.post(strict.v1 + "/chat/completions", json={**_msg("via-litellm"), **extra}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+    assert len(fake_stats(fake_upstream)["requests"]) == before
+
+
+def test_tokens_per_minute_hold_under_concurrency(keyed: ServeProcess) -> None:
+    key = _key(keyed, tpm_limit=3000)
+    body = _msg("echo-mid", "x " * 2000, max_tokens=16)  # ~2k tokens held each
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(lambda _: _post(keyed, key, body).status_code, range(20)))
+    assert codes.count(200) == 1 and set(codes) == {200, 429}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"budget_daily_usd": float("inf")}, {"rpm_limit": 2**64}, {"owner": "a\x00b"}, {"tpm_limit": 10**13}],
+    ids=["infinite-budget", "huge-rpm", "nul-owner", "huge-tpm"],
+)
+def test_admin_refuses_numbers_counters_cannot_hold(keyed: ServeProcess, fields: dict[str, Any]) -> None:
+    body = json.dumps(fields).replace("Infinity", "1e400")
+    r = httpx.post(
+        keyed.url + "/admin/keys",
+        content=body,
+        headers={"authorization": f"Bearer {MASTER}", "content-type": "application/json"},
+    )
+    assert r.status_code == 400, r.text
+    assert httpx.get(keyed.url + "/admin/keys", headers={"authorization": f"Bearer {MASTER}"}).status_code == 200
+
+
+def test_a_deployment_that_answers_a_probe_is_not_cooled_by_requests_it_cannot_serve(keyed: ServeProcess) -> None:
+    key = _key(keyed)
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        rs = list(pool.map(lambda _: _post(keyed, key, _msg("cheap", response_format=schema)), range(4)))
+    assert {r.status_code for r in rs} == {200}
+    probes = _wait_for(keyed, lambda rows: any(r["purpose"] == "probe" for r in rows))
+    probe = [r for r in probes if r["purpose"] == "probe"][-1]
+    assert probe["deployment"] == "choosy-local" and probe["status_code"] == 200
+    assert _post(keyed, key, _msg("cheap")).headers["x-tierwise-tier"] == "local"

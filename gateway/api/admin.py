@@ -20,16 +20,20 @@ __all__ = ["router"]
 router = APIRouter(prefix="/admin")
 
 
+_LABEL = r"^[^\x00-\x1f\x7f]*$"  # printable: no NULs or control characters in names stored and shown
+
+
 class KeyFields(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    owner: str = Field(default="", max_length=200)
-    team: str = Field(default="", max_length=200)
-    allowed_routes: list[str] | None = None
-    allowed_tiers: list[str] | None = None
-    budget_daily_usd: float | None = Field(default=None, ge=0)
-    budget_monthly_usd: float | None = Field(default=None, ge=0)
-    rpm_limit: int | None = Field(default=None, ge=1)
-    tpm_limit: int | None = Field(default=None, ge=1)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    owner: str = Field(default="", max_length=200, pattern=_LABEL)
+    team: str = Field(default="", max_length=200, pattern=_LABEL)
+    allowed_routes: list[str] | None = Field(default=None, max_length=100)
+    allowed_tiers: list[str] | None = Field(default=None, max_length=100)
+    # Bounded so counters (integer micro-dollars, tokens) stay within 64 bits.
+    budget_daily_usd: float | None = Field(default=None, ge=0, le=1e9)
+    budget_monthly_usd: float | None = Field(default=None, ge=0, le=1e9)
+    rpm_limit: int | None = Field(default=None, ge=1, le=10**9)
+    tpm_limit: int | None = Field(default=None, ge=1, le=10**12)
     expires_at: datetime | None = None
     metadata: dict[str, Any] | None = None
 

@@ -9,6 +9,7 @@ JSON bodies must say so in ``Content-Type`` (see ``body.read_json_body``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable
 
 from gateway.errors import GatewayError, PermissionDeniedError
@@ -21,19 +22,20 @@ def browser_refusal(
     headers: Iterable[tuple[bytes, bytes]], allowed_origins: Collection[str], open_mode: bool
 ) -> GatewayError | None:
     """The error to answer with, or None when the request may proceed (raw ASGI headers)."""
-    origin = host = None
+    origin = None
+    hosts = []
     for name, value in headers:
         if name == b"origin":
             origin = value.decode("latin-1")
         elif name == b"host":
-            host = value.decode("latin-1")
+            hosts.append(value.decode("latin-1"))
     if origin is not None and origin not in allowed_origins:
         return PermissionDeniedError(
             f"requests from browser origin {origin[:100]!r} are refused "
             "(TIERWISE_ALLOWED_ORIGINS lists the allowed ones)",
             code="origin_not_allowed",
         )
-    if open_mode and host is not None and not is_loopback(_hostname(host)):
+    if open_mode and (len(hosts) > 1 or any(not is_loopback(_hostname(h)) for h in hosts)):
         return PermissionDeniedError(
             "this gateway has no API keys and answers only loopback host names (localhost, 127.0.0.1, [::1])",
             code="host_not_allowed",
@@ -41,7 +43,11 @@ def browser_refusal(
     return None
 
 
+# A Host header as browsers send it: a name or IPv4 address, or a bracketed IPv6 one, and a port.
+_HOST = re.compile(r"^(?:(?P<name>[A-Za-z0-9.-]+)|\[(?P<ip6>[0-9A-Fa-f:.]+)\])(?::[0-9]{1,5})?$")
+
+
 def _hostname(host: str) -> str:
-    if host.startswith("["):  # [::1]:8000
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    """The host name of a Host header; "" for anything not shaped like one (it is refused)."""
+    found = _HOST.match(host)
+    return (found.group("name") or found.group("ip6")) if found else ""

@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -25,7 +26,7 @@ from gateway.keys.models import KEY_PREFIX
 from gateway.keys.store import Identity, KeyStore
 from gateway.net import is_loopback
 
-__all__ = ["Guard", "bearer_token"]
+__all__ = ["Guard", "TokenHold", "bearer_token"]
 
 log = logging.getLogger("tierwise.keys")
 T = TypeVar("T")
@@ -35,6 +36,14 @@ def bearer_token(authorization: str | None) -> str:
     """The token of an ``Authorization: Bearer ...`` header ("" when there is none)."""
     header = authorization or ""
     return header[7:].strip() if header[:7].lower() == "bearer " else ""
+
+
+@dataclass(frozen=True)
+class TokenHold:
+    """Tokens held in a key's token window at admission, and when (the window they count in)."""
+
+    tokens: int
+    at: float
 
 
 class Guard:
@@ -120,13 +129,16 @@ class Guard:
         self.degraded = None
         return result
 
-    async def admit(self, identity: Identity | None) -> None:
+    async def admit(self, identity: Identity | None, tokens: int = 0) -> TokenHold | None:
+        """Count the request against the key's rate limits, holding its worst-case ``tokens`` in
+        the token window (settled with the real count), so concurrent requests cannot overrun it."""
         if identity is None or (identity.rpm_limit is None and identity.tpm_limit is None):
-            return
+            return None
         now = self.clock.now()
+        held = tokens if identity.tpm_limit is not None else 0
         wait = await self._guarded(
             "rate check",
-            lambda: self.limiter.check_rate(identity.key_id, identity.rpm_limit, identity.tpm_limit, now),
+            lambda: self.limiter.check_rate(identity.key_id, identity.rpm_limit, identity.tpm_limit, now, held),
             None,
         )
         if wait is not None:
@@ -135,6 +147,7 @@ class Guard:
                 f"({identity.rpm_limit} requests / {identity.tpm_limit} tokens per minute)",
                 headers={"retry-after": str(max(1, round(wait)))},
             )
+        return TokenHold(min(held, identity.tpm_limit or 0), now)
 
     async def budget_left(self, identity: Identity | None) -> float | None:
         """The smaller share of the daily and monthly budget still unspent (None: no budget)."""
@@ -169,7 +182,12 @@ class Guard:
         return None if res is sentinel else res
 
     async def settle(
-        self, identity: Identity | None, reservation: Reservation | None, actual_usd: float, tokens: int
+        self,
+        identity: Identity | None,
+        reservation: Reservation | None,
+        actual_usd: float,
+        tokens: int,
+        hold: TokenHold | None = None,
     ) -> None:
         """Never raises: the request was served and ledgered, so a limits store that fails now must
         not turn it into an error (a retrying client would pay twice). The reservation stays
@@ -177,8 +195,10 @@ class Guard:
         try:
             if reservation is not None:
                 await self.limiter.settle(reservation, actual_usd)
-            if identity is not None and identity.tpm_limit is not None and tokens:
-                await self.limiter.add_tokens(identity.key_id, tokens, self.clock.now())
+            if identity is not None and identity.tpm_limit is not None:
+                delta = tokens - (hold.tokens if hold else 0)
+                if delta:
+                    await self.limiter.add_tokens(identity.key_id, delta, hold.at if hold else self.clock.now())
         except Exception as exc:  # redis raises its own tree; every failure is handled the same way
             self.unsettled += 1
             self.degraded = (

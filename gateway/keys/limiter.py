@@ -35,8 +35,11 @@ class Reservation:
 
 class Limiter(abc.ABC):
     @abc.abstractmethod
-    async def check_rate(self, key_id: str, rpm: int | None, tpm: int | None, now: float) -> float | None:
-        """Count one request; None if allowed, else seconds until the window frees up."""
+    async def check_rate(
+        self, key_id: str, rpm: int | None, tpm: int | None, now: float, tokens: int = 0
+    ) -> float | None:
+        """Count one request and hold ``tokens`` (its worst case, capped at the limit) in this
+        minute's token window, atomically; None if allowed, else seconds until the window frees up."""
 
     @abc.abstractmethod
     async def add_tokens(self, key_id: str, tokens: int, now: float) -> None: ...
@@ -76,14 +79,19 @@ class MemoryLimiter(Limiter):
         self._reqs: dict[tuple[str, int], int] = {}
         self._tokens: dict[tuple[str, int], int] = {}
 
-    async def check_rate(self, key_id: str, rpm: int | None, tpm: int | None, now: float) -> float | None:
+    async def check_rate(
+        self, key_id: str, rpm: int | None, tpm: int | None, now: float, tokens: int = 0
+    ) -> float | None:
         minute = int(now // 60)
         reqs = self._reqs.get((key_id, minute), 0)
+        used = self._tokens.get((key_id, minute), 0)
         if rpm is not None and reqs + 1 > rpm:
             return self.retry_after(now)
-        if tpm is not None and self._tokens.get((key_id, minute), 0) >= tpm:
+        if tpm is not None and used + min(tokens, tpm) > tpm:
             return self.retry_after(now)
         self._reqs[(key_id, minute)] = reqs + 1
+        if tpm is not None:
+            self._tokens[(key_id, minute)] = used + min(tokens, tpm)
         for k in [k for k in self._reqs if k[1] < minute - 1]:
             self._reqs.pop(k, None)
             self._tokens.pop(k, None)

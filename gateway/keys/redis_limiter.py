@@ -26,10 +26,17 @@ return 1
 _RATE = """
 local r = tonumber(redis.call('GET', KEYS[1]) or '0')
 local t = tonumber(redis.call('GET', KEYS[2]) or '0')
+local tpm = tonumber(ARGV[2])
+local hold = tonumber(ARGV[3])
+if tpm >= 0 and hold > tpm then hold = tpm end
 if tonumber(ARGV[1]) >= 0 and r + 1 > tonumber(ARGV[1]) then return 0 end
-if tonumber(ARGV[2]) >= 0 and t >= tonumber(ARGV[2]) then return 0 end
+if tpm >= 0 and t + hold > tpm then return 0 end
 redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], 120)
+if tpm >= 0 then
+  redis.call('INCRBY', KEYS[2], hold)
+  redis.call('EXPIRE', KEYS[2], 120)
+end
 return 1
 """
 
@@ -44,10 +51,13 @@ class RedisLimiter(Limiter):
     def _money(self, key_id: str, period: str) -> str:
         return f"{self._p}:spend:{key_id}:{period}"
 
-    async def check_rate(self, key_id: str, rpm: int | None, tpm: int | None, now: float) -> float | None:
+    async def check_rate(
+        self, key_id: str, rpm: int | None, tpm: int | None, now: float, tokens: int = 0
+    ) -> float | None:
         minute = int(now // 60)
         keys = [f"{self._p}:rpm:{key_id}:{minute}", f"{self._p}:tpm:{key_id}:{minute}"]
-        ok = await self._rate(keys=keys, args=[rpm if rpm is not None else -1, tpm if tpm is not None else -1])
+        args = [rpm if rpm is not None else -1, tpm if tpm is not None else -1, tokens]
+        ok = await self._rate(keys=keys, args=args)
         return None if int(ok) == 1 else self.retry_after(now)
 
     async def add_tokens(self, key_id: str, tokens: int, now: float) -> None:

@@ -13,27 +13,17 @@ from typing import Any
 
 import orjson
 
-from gateway.dispatch import Plan, PlanStep
-from gateway.policy.loader import LoadedPolicy
+from gateway.dispatch import Plan
 from gateway.policy.pricing import cost_usd
 
-__all__ = ["IMAGE_TOKENS", "output_limit", "worst_case_usd"]
+__all__ = ["IMAGE_TOKENS", "prompt_tokens_bound", "worst_case_tokens", "worst_case_usd"]
 
 IMAGE_TOKENS = 2_000  # above the largest per-image charge of the providers we price (~1.6k)
 
 
-def output_limit(body: dict[str, Any], step: PlanStep, loaded: LoadedPolicy) -> int:
-    """Output tokens this step may produce: the client's limit, else the deployment's default,
-    else the policy's; never above the deployment's cap."""
-    dep = step.deployment
-    asked = body.get("max_completion_tokens") or body.get("max_tokens")
-    limit = int(asked or dep.default_max_tokens or loaded.policy.limits.budget_default_max_tokens)
-    cap = loaded.output_cap(dep.name)
-    return min(limit, cap) if cap else limit
-
-
-def worst_case_usd(body: dict[str, Any], plan: Plan, loaded: LoadedPolicy, steps: int = 1) -> float:
-    """``steps``: calls one request may pay for (an escalation pays for each)."""
+def prompt_tokens_bound(body: dict[str, Any], chars_per_token: int = 2) -> int:
+    """Prompt tokens the provider may bill for this request: every character of it (messages,
+    tools, schemas, tool results), plus a worst case per image, whose data is not billed by size."""
     images = 0
     image_bytes = 0
     for part in _parts(body):
@@ -41,9 +31,20 @@ def worst_case_usd(body: dict[str, Any], plan: Plan, loaded: LoadedPolicy, steps
         if isinstance(url, str):
             images += 1
             image_bytes += len(url)
-    prompt = (len(orjson.dumps(body)) - image_bytes) // 2 + 16 + IMAGE_TOKENS * images
+    return (len(orjson.dumps(body)) - image_bytes) // chars_per_token + 16 + IMAGE_TOKENS * images
+
+
+def worst_case_tokens(body: dict[str, Any], plan: Plan, steps: int = 1) -> int:
+    """Tokens this request may use on any deployment the plan reaches (held against a key's tpm)."""
+    out = max((s.output_limit(body) for s in plan.steps), default=0) * int(body.get("n") or 1)
+    return (prompt_tokens_bound(body) + out) * steps
+
+
+def worst_case_usd(body: dict[str, Any], plan: Plan, steps: int = 1) -> float:
+    """``steps``: calls one request may pay for (an escalation pays for each)."""
+    prompt = prompt_tokens_bound(body)
     n = int(body.get("n") or 1)
-    worst = max((cost_usd(s.price, prompt, output_limit(body, s, loaded) * n) for s in plan.steps), default=0.0)
+    worst = max((cost_usd(s.price, prompt, s.output_limit(body) * n) for s in plan.steps), default=0.0)
     return worst * steps
 
 

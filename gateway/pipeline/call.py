@@ -8,6 +8,7 @@ import orjson
 
 from gateway.dispatch import Attempted
 from gateway.keys import Identity, Reservation
+from gateway.keys.guard import TokenHold
 from gateway.ledger.models import LedgerRow
 from gateway.policy.loader import LoadedPolicy
 from gateway.policy.models import Limits
@@ -33,6 +34,7 @@ class Call:
     stream: bool = False
     resolution: Resolution | None = None
     reservation: Reservation | None = None
+    token_hold: TokenHold | None = None
     ttft_ms: float | None = None
     notes: list[str] = field(default_factory=list)  # what moved the request off its path, in order
     recorded: bool = False  # the row is written: exactly once per request

@@ -12,6 +12,7 @@ a request refused before that gets a row too (status, route, key; never the body
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -23,18 +24,18 @@ from typing import Any, Protocol
 import orjson
 
 from gateway.availability import Availability
-from gateway.chat_request import ChatRequest, message_text
+from gateway.chat_request import ChatRequest
 from gateway.clock import Clock
-from gateway.dispatch import Attempted, Dispatcher, DispatchFailed, Plan
-from gateway.errors import GatewayError
+from gateway.dispatch import Attempted, Dispatcher, DispatchFailed, Plan, PlanStep
+from gateway.errors import ClientGoneError, GatewayError, UpstreamTimeoutError
 from gateway.keys import Guard
 from gateway.ledger.models import LedgerRow
-from gateway.pipeline.budget import worst_case_usd
+from gateway.pipeline.budget import prompt_tokens_bound, worst_case_tokens, worst_case_usd
 from gateway.pipeline.call import Call
 from gateway.pipeline.relay import Relay
 from gateway.pipeline.sampling import Sample, Sampler
 from gateway.policy.store import PolicyStore
-from gateway.providers.base import UpstreamStream
+from gateway.providers.base import Completion, UpstreamStream
 from gateway.quality.checks import Reply, answer_of, failed_checks
 from gateway.quality.feedback import NOT_FOUND
 from gateway.routing.resolve import Resolver
@@ -120,8 +121,11 @@ class Pipeline:
         call.stream = chat.stream
         plan = await self._plan(call, chat)
         guard, identity = self.guard, call.identity
-        await guard.admit(identity)
-        call.reservation = await guard.reserve(identity, worst_case_usd(chat.body, plan, call.loaded))
+        if identity is not None and identity.tpm_limit is not None:
+            call.token_hold = await guard.admit(identity, worst_case_tokens(chat.body, plan))
+        else:
+            await guard.admit(identity)
+        call.reservation = await guard.reserve(identity, worst_case_usd(chat.body, plan))
         try:
             if chat.stream:
                 return await self._open_stream(call, chat, plan)
@@ -153,10 +157,15 @@ class Pipeline:
         return plan
 
     async def _complete(self, call: Call, chat: ChatRequest, plan: Plan) -> Answer:
+        attempted = Attempted()
         try:
-            completion, attempted = await self.dispatcher.complete(plan, chat.body, call.loaded.policy.dispatch)
+            completion, _ = await self.dispatcher.complete(plan, chat.body, call.loaded.policy.dispatch, attempted)
         except DispatchFailed as failed:
-            raise await self._failed(call, failed) from failed
+            raise await self._failed(call, chat, failed) from failed
+        except BaseException as exc:
+            # The client left (or we broke) while an upstream was working on it: it may bill for all of it.
+            await self._settle(call, attempted, _worst_usage(chat, attempted), *_abandoned(exc))
+            raise
         call.ttft_ms = (self.clock.monotonic() - call.started) * 1000
         usage = completion.usage or Usage(
             _prompt_estimate(chat), estimate_tokens(completion.body.decode(errors="ignore")), estimated=True
@@ -177,10 +186,14 @@ class Pipeline:
 
     async def _open_stream(self, call: Call, chat: ChatRequest, plan: Plan) -> StreamAnswer:
         config = call.loaded.policy.dispatch
+        attempted = Attempted()
         try:
-            stream, attempted = await self.dispatcher.open_stream(plan, chat.body, config, chat.include_usage)
+            stream, _ = await self.dispatcher.open_stream(plan, chat.body, config, chat.include_usage, attempted)
         except DispatchFailed as failed:
-            raise await self._failed(call, failed) from failed
+            raise await self._failed(call, chat, failed) from failed
+        except BaseException as exc:
+            await self._settle(call, attempted, _worst_usage(chat, attempted), *_abandoned(exc))
+            raise
         sampled = self.sampler is not None and self.sampler.wants(call.loaded)
         # Keep as much of the answer as the checks (or the judge) will read: all of a JSON answer,
         # else the opening a refusal shows in.
@@ -205,10 +218,12 @@ class Pipeline:
         relay = Relay(stream, finish, self.clock, config.max_stream_s, first_event)
         return StreamAnswer(relay, call.headers(attempted))
 
-    async def _failed(self, call: Call, failed: DispatchFailed) -> Exception:
+    async def _failed(self, call: Call, chat: ChatRequest, failed: DispatchFailed) -> Exception:
         err = failed.error
         status = err.status_code if isinstance(err, GatewayError) else 502
-        await self._settle(call, failed.attempted, None, status, failed.attempted.error_type or type(err).__name__)
+        # A timed-out upstream may have produced (and will bill) everything it was allowed to.
+        usage = _worst_usage(chat, failed.attempted) if isinstance(err, UpstreamTimeoutError) else None
+        await self._settle(call, failed.attempted, usage, status, failed.attempted.error_type or type(err).__name__)
         if isinstance(err, GatewayError):
             err.headers.update(call.headers(failed.attempted))
         return err
@@ -221,7 +236,8 @@ class Pipeline:
         row = self._record(call, attempted, usage, status, error_type)
         if row is None:
             return 0.0
-        await self.guard.settle(call.identity, call.reservation, row.cost_usd, usage.total if usage else 0)
+        tokens = usage.total if usage else 0
+        await self.guard.settle(call.identity, call.reservation, row.cost_usd, tokens, call.token_hold)
         return row.cost_usd
 
     def _record(
@@ -237,6 +253,21 @@ class Pipeline:
             if len(self._recent) > _RECENT:
                 self._recent.popitem(last=False)
         return row
+
+    def record_probe(self, step: PlanStep, completion: Completion | None, seconds: float) -> None:
+        """Ledger a probe the dispatcher sent to a failing deployment (it is paid like any call)."""
+        now = self.clock.monotonic()
+        call = Call(
+            request_id="req_" + secrets.token_hex(12),
+            api="chat",
+            loaded=self.policy.current,
+            started=now - seconds,
+            requested_model=step.deployment.name,
+            purpose="probe",
+        )
+        usage = completion.usage if completion is not None else None
+        status, error = (200, None) if completion is not None else (502, "probe_failed")
+        self.ledger.record(call.row(Attempted(step=step, attempts=1), usage, status, error, now))
 
     def owner_of(self, request_id: str) -> object:
         """The key of a recent client request (None in open mode), else ``NOT_FOUND``."""
@@ -254,4 +285,18 @@ def _wants_json(body: dict[str, Any]) -> bool:
 
 
 def _prompt_estimate(chat: ChatRequest) -> int:
-    return sum(estimate_tokens(message_text(m.get("content"))) for m in chat.body["messages"])
+    """Prompt tokens when the upstream reports none: the whole request, as a provider bills it."""
+    return prompt_tokens_bound(chat.body, chars_per_token=4)
+
+
+def _abandoned(exc: BaseException) -> tuple[int, str]:
+    """Status and error type of a dispatch that ended without an answer or an upstream error."""
+    if isinstance(exc, asyncio.CancelledError | ClientGoneError):
+        return 499, "client_disconnected"
+    return 500, "internal_error"
+
+
+def _worst_usage(chat: ChatRequest, attempted: Attempted) -> Usage | None:
+    """What an upstream that never reported may bill: the whole prompt and its full output limit."""
+    step = attempted.step
+    return Usage(_prompt_estimate(chat), step.output_limit(chat.body), estimated=True) if step else None

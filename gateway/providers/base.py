@@ -4,7 +4,8 @@ ProviderError                 an upstream call failed
 ├── UpstreamHTTPError         the upstream answered with an error status
 ├── UpstreamTimeout           no answer in time
 ├── UpstreamConnectError      could not reach it
-└── UpstreamProtocolError     it answered with something that is not OpenAI's format
+├── UpstreamProtocolError     it answered with something that is not OpenAI's format
+└── UnsendableRequest         the request cannot be put into the provider's format
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "UpstreamHTTPError",
     "UpstreamProtocolError",
     "UpstreamStream",
+    "UnsendableRequest",
     "UpstreamTimeout",
     "Usage",
 ]
@@ -58,6 +60,14 @@ class UpstreamConnectError(ProviderError):
 
 class UpstreamProtocolError(ProviderError):
     public_message = "the upstream answered in an unexpected format"
+
+
+class UnsendableRequest(ProviderError):
+    """The request cannot be put into this provider's format (found before anything was sent):
+    the request's fault, never the deployment's."""
+
+    retryable = False
+    public_message = "the request cannot be sent to this provider"
 
 
 @dataclass

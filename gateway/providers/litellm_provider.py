@@ -7,10 +7,12 @@ is actually needed.
 
 from __future__ import annotations
 
-import os
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
+import httpx
 import orjson
 
 from gateway.chat_request import CHAT_FIELDS
@@ -19,6 +21,7 @@ from gateway.providers.base import (
     Completion,
     Provider,
     ProviderError,
+    UnsendableRequest,
     UpstreamConnectError,
     UpstreamHTTPError,
     UpstreamProtocolError,
@@ -27,6 +30,7 @@ from gateway.providers.base import (
 )
 from gateway.providers.openai_compatible import parse_retry_after
 from gateway.redact import redact
+from gateway.settings import offline_environment
 from gateway.usage import usage_of
 
 __all__ = ["LitellmProvider"]
@@ -34,12 +38,18 @@ __all__ = ["LitellmProvider"]
 
 class LitellmProvider(Provider):
     def __init__(self) -> None:
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        offline_environment()
         import litellm  # noqa: PLC0415 - deliberately lazy, see module docstring
         from litellm.types.utils import all_litellm_params  # noqa: PLC0415
 
         litellm.drop_params = True  # a parameter one provider lacks is dropped, not an error
         litellm.telemetry = False
+        # litellm's loggers print through handlers of their own, which our redaction never sees:
+        # send their records through the root handlers instead.
+        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+            logger = logging.getLogger(name)
+            logger.handlers.clear()
+            logger.propagate = True
         # Bodies reach us allowlisted to OpenAI's fields; any of those that litellm also reads as
         # its own option (``metadata`` today; whatever a future SDK adds) is withheld, so nothing
         # a client sends can become a litellm setting (fallbacks, callbacks, credentials, ...).
@@ -52,7 +62,9 @@ class LitellmProvider(Provider):
         if isinstance(exc, lt.Timeout):
             return UpstreamTimeout(text)
         if isinstance(exc, lt.APIConnectionError):
-            return UpstreamConnectError(text)
+            # litellm also raises this for a request it cannot translate, before sending anything:
+            # only a transport failure underneath makes it the deployment's fault.
+            return UpstreamConnectError(text) if _transport_failure(exc) else UnsendableRequest(text)
         status = getattr(exc, "status_code", None)
         if isinstance(status, int):
             response = getattr(exc, "response", None)
@@ -111,6 +123,17 @@ class LitellmProvider(Provider):
             raise self._map_error(exc, api_key) from exc
         stream.done = True
         yield b"data: [DONE]\n\n"
+
+
+def _transport_failure(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, (httpx.TransportError, aiohttp.ClientConnectionError, ConnectionError, TimeoutError)):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 async def _nothing() -> AsyncIterator[bytes]:

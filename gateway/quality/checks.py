@@ -7,6 +7,11 @@
     truncated          the answer stopped at the length limit the gateway chose (not the client)
     empty              no text and no tool call
     refusal            the model declined (OpenAI's ``refusal`` field, or a refusal opening)
+
+Schemas come from clients, so they are only interpreted, never executed: no ``$ref`` leaves the
+schema (nothing is fetched, no file is read), and ``pattern`` / ``patternProperties`` are not
+checked (a client's regular expression could backtrack for minutes on the event loop). A schema
+that cannot be used is the client's problem, not the answer's: the checks never raise.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from typing import Any
 
 import jsonschema
 import orjson
+from jsonschema.validators import Draft202012Validator, extend
+from referencing import Registry
 
 __all__ = ["CHECKS", "Reply", "answer_of", "failed_checks"]
 
@@ -42,7 +49,14 @@ class Reply:
 
 
 def answer_of(completion: Mapping[str, Any]) -> Reply:
-    """The first choice of an OpenAI chat completion."""
+    """The first choice of an OpenAI chat completion (an empty reply for anything else)."""
+    try:
+        return _reply(completion)
+    except (AttributeError, TypeError, ValueError):
+        return Reply()
+
+
+def _reply(completion: Mapping[str, Any]) -> Reply:
     choices = completion.get("choices") or []
     first = choices[0] if choices and isinstance(choices[0], dict) else {}
     message = first.get("message") or {}
@@ -60,8 +74,24 @@ def answer_of(completion: Mapping[str, Any]) -> Reply:
     )
 
 
+def _skip(*_: Any) -> None:
+    return None
+
+
+# Draft 2020-12 without the keywords that run the client's regular expressions.
+_Validator = extend(Draft202012Validator, {"pattern": _skip, "patternProperties": _skip})
+_NO_REMOTE = Registry()  # resolves nothing: a $ref outside the schema is unresolvable, not fetched
+
+
 def failed_checks(request: Mapping[str, Any], answer: Reply) -> list[str]:
-    """Names of the checks the answer fails, in ``CHECKS`` order."""
+    """Names of the checks the answer fails, in ``CHECKS`` order; never raises."""
+    try:
+        return _failed(request, answer)
+    except Exception:  # a schema or an answer shaped like nothing we know: not the answer's failure
+        return []
+
+
+def _failed(request: Mapping[str, Any], answer: Reply) -> list[str]:
     failed: list[str] = []
     fmt = request.get("response_format") or {}
     kind = fmt.get("type") if isinstance(fmt, dict) else None
@@ -86,13 +116,12 @@ def failed_checks(request: Mapping[str, Any], answer: Reply) -> list[str]:
 
 
 def _valid(value: Any, schema: dict[str, Any]) -> bool:
+    """Whether the value fits; True when the client's schema itself cannot be used."""
     try:
-        jsonschema.validate(value, schema)
-    except jsonschema.ValidationError:
-        return False
-    except jsonschema.SchemaError:
-        return True  # the client's schema is broken, not the answer
-    return True
+        error = next(_Validator(schema, registry=_NO_REMOTE).iter_errors(value), None)
+    except (jsonschema.SchemaError, RecursionError, Exception):  # unresolvable $ref, broken schema
+        return True
+    return error is None
 
 
 def _bad_tool_args(tools: Sequence[Any], calls: Sequence[tuple[str, str]]) -> bool:

@@ -123,12 +123,12 @@ class QualitySampler:
         shadow_plan = self.dispatcher.plan(loaded, shadow_tier, fallback=False, down=self.availability.down)
         if not shadow_plan.steps:
             return
-        judge_plan = Plan([PlanStep("judge", judge, loaded.price(judge.name))], "judge")
+        judge_plan = Plan([PlanStep.of(loaded, "judge", judge)], "judge")
         body = {k: v for k, v in sample.body.items() if k not in ("stream", "stream_options")}
         parent = sample.call.request_id
         shadow = await self._capped(
             loaded,
-            worst_case_usd(body, shadow_plan, loaded),
+            worst_case_usd(body, shadow_plan),
             lambda: self._call(loaded, shadow_plan, body, "shadow", parent, shadow_tier),
         )
         if shadow is None:
@@ -139,7 +139,7 @@ class QualitySampler:
         bodies = [_judge_body(body, cheap, dear), _judge_body(body, dear, cheap)]
         games = await self._capped(
             loaded,
-            worst_case_usd(bodies[0], judge_plan, loaded, steps=2),
+            worst_case_usd(bodies[0], judge_plan, steps=2),
             lambda: asyncio.gather(*(self._call(loaded, judge_plan, b, "judge", parent) for b in bodies)),
         )
         if games is None:

@@ -75,11 +75,35 @@ async def test_a_deployment_cools_down_only_after_failing_several_requests(loade
     await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
     assert not d.cooling_down(mid_a)
     await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)  # failures_before_cooldown: 2
+    await d.probes_done()  # ... so the dispatcher asked mid-a itself, and it failed that too
     assert d.cooling_down(mid_a) and "2 failed request(s)" in d.cooldowns()["mid-a"]
     _, attempted = await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
     assert attempted.fallbacks == ["mid-a: cooling down"] and attempted.attempts == 1
     clock.advance(31)
     assert not d.cooling_down(mid_a)
+
+
+async def test_a_deployment_that_answers_the_probe_stays_in_service(loaded: LoadedPolicy) -> None:
+    """Requests it cannot serve (one client can send many) are not the deployment's fault."""
+    probed = []
+    d, _, provider = make(
+        {
+            "mid-a": [
+                UpstreamHTTPError(500, "x"),
+                UpstreamHTTPError(500, "x"),
+                UpstreamHTTPError(500, "x"),
+                UpstreamHTTPError(500, "x"),
+                completion(),
+            ],
+            "mid-b": [completion()],
+        }
+    )
+    d.on_probe = lambda step, done, seconds: probed.append((step.deployment.name, done is not None))
+    await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
+    await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
+    await d.probes_done()
+    assert probed == [("mid-a", True)] and not d.cooling_down(loaded.policy.tier("mid").deployments[0])
+    assert provider.calls[-1][1]["messages"] == [{"role": "user", "content": "Say OK."}]
 
 
 async def test_a_success_resets_the_count(loaded: LoadedPolicy) -> None:

@@ -103,13 +103,18 @@ async def test_the_worst_case_counts_tools_not_only_messages(world: World) -> No
         await world.ask(token=key, tools=tools, max_tokens=1)  # ~9k chars of schema at frontier prices
 
 
-async def test_an_unexpected_error_releases_the_reservation_and_is_a_500_row(tmp_path: Path) -> None:
+async def test_an_unexpected_error_is_a_500_row_charged_its_worst_case(tmp_path: Path) -> None:
+    """Something broke while an upstream had the request: it may bill all of it, so the key pays
+    the worst case (estimated), rather than nothing."""
     w = World(tmp_path, {"mid-a": [RuntimeError("bug")]})
     key, info = w.keys.create(budget_daily_usd=1.0)
     with pytest.raises(RuntimeError):
-        await w.ask(token=key)
-    assert [(r.status_code, r.error_type) for r in w.ledger.rows] == [(500, "internal_error")]
-    assert await w.limiter.spent(info["id"], w.clock.now()) == (0.0, 0.0)
+        await w.ask(token=key, max_tokens=100)
+    (row,) = w.ledger.rows
+    assert (row.status_code, row.error_type, row.usage_estimated) == (500, "internal_error", True)
+    assert row.completion_tokens == 100 and row.cost_usd > 0
+    day, _ = await w.limiter.spent(info["id"], w.clock.now())
+    assert day == pytest.approx(row.cost_usd, abs=1e-6)
     w.engine.dispose()
 
 
