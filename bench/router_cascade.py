@@ -2,11 +2,9 @@
 
     python bench/router_cascade.py [--artifact default] [--max-steps 1]
 
-The checker here is a STAND-IN for the gateway's checks (gateway/quality/checks.py, which
-``router`` must not import): empty answer, a refusal opening ("I'm sorry, but I can't", "I cannot
-help", "As an AI", ...), obviously truncated (an unclosed code fence, or a long answer stopping
-mid-sentence). The checks the gateway adds (JSON validity when JSON was asked, json_schema,
-tool-call arguments) have nothing to look at in these files: no request asks for JSON or tools.
+The checks are the gateway's own (``gateway.quality.checks.text_checks``): the ones a bare
+recorded answer can fail, empty and refusal. The rest have nothing to look at in these files: no
+request asks for JSON or tools, and no finish reason was recorded to show truncation.
 Writes bench/out/cascade_<file>.json and .png and prints how often each check fires per tier.
 """
 
@@ -14,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from gateway.quality.checks import text_checks
 from router.cascade import cascade, check_failures, read_responses
 from router.cli import offline, resolve_artifact
 from router.core import Router, choose
@@ -38,25 +35,6 @@ CASES = [
     ("arena_hard_train.jsonl", {"mid": "gpt-3.5-turbo-0125", "frontier": "gpt-4-0314"}, True),
 ]
 
-REFUSAL = re.compile(
-    r"I'?m sorry,? but I (?:can'?t|cannot)|I cannot (?:help|assist|provide|comply)|I can'?t (?:help|assist)"
-    r"|\bAs an AI\b|I(?:'m| am) (?:unable|not able) to",
-    re.IGNORECASE,
-)
-
-
-def stand_in_check(text: str) -> Sequence[str]:
-    """A stand-in for the gateway's text-only checks; see the module docstring."""
-    failed = []
-    body = text.strip()
-    if not body:
-        return ["empty"]
-    if REFUSAL.search(body[:300]):
-        failed.append("refusal")
-    if body.count("```") % 2 == 1 or (len(body) > 400 and re.search(r"[A-Za-z0-9,;:(\[{-]$", body)):
-        failed.append("truncated")
-    return failed
-
 
 def in_calls(data: OutcomeSet) -> OutcomeSet:
     """RouteLLM's convention for two tiers: cost counted in calls to the top tier."""
@@ -71,13 +49,13 @@ def run_case(router: Router, name: str, tiers: dict[str, str], calls: bool, step
     responses = read_responses(path, data, tiers)
     if calls:
         data = in_calls(data)
-    failed, fired = check_failures(responses, stand_in_check)
+    failed, fired = check_failures(responses, text_checks)
     cols = select_tiers(router.tiers, data.tiers)
     feats = router.features([r.prompt for r in data.rows])
     q, c = router.score_features(feats)
     q, c = q[:, cols], c[:, cols]
     result = evaluate(data, feats, q, c, failed=failed, max_steps=steps)
-    print(f"\n== {name}: tiers {tiers}; stand-in checks, at most {steps} escalation(s)")
+    print(f"\n== {name}: tiers {tiers}; the gateway's checks, at most {steps} escalation(s)")
     for t, tier in enumerate(data.tiers):
         wrong = data.scores[:, t] < 0.5
         print(
@@ -98,7 +76,7 @@ def run_case(router: Router, name: str, tiers: dict[str, str], calls: bool, step
         f"with cascade {with_cascade[1]:.4f} cost {with_cascade[0] / ref:.1%} ({escalated} escalated)"
     )
     stem = Path(name).stem
-    write_png(result, out / f"cascade_{stem}.png", title=f"{name}: route alone vs route + stand-in checks")
+    write_png(result, out / f"cascade_{stem}.png", title=f"{name}: route alone vs route + the gateway's checks")
     metrics = {r.name: r.metrics for r in result.routers}
     return {
         "file": name,

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from router.cascade import Check
     from router.data import OutcomeSet
     from router.evaluate import EvalResult
 
-__all__ = ["load_eval_data", "log", "main", "offline", "register", "resolve_artifact"]
+__all__ = ["evaluate_file", "load_eval_data", "log", "main", "offline", "register", "resolve_artifact"]
 
 
 def log(msg: str) -> None:
@@ -65,9 +66,13 @@ def load_eval_data(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return tier_matrix(rows, parse_tiers(args.tiers))
 
 
-def _eval(args: argparse.Namespace) -> int:
+def evaluate_file(args: argparse.Namespace, check: Check | None = None) -> int:
+    """``router eval``; with ``check`` (recorded answer -> the checks it fails), the cascade too:
+    each choice escalated up to ``args.max_steps`` tiers while its recorded answer fails."""
     offline()
+    from router.cascade import check_failures, read_responses  # noqa: PLC0415
     from router.core import Router  # noqa: PLC0415
+    from router.data import parse_tiers  # noqa: PLC0415
     from router.evaluate import evaluate, select_tiers, write_png  # noqa: PLC0415
 
     data = load_eval_data(args)
@@ -82,7 +87,15 @@ def _eval(args: argparse.Namespace) -> int:
     log(f"scoring with estimators {[router.tiers[c] for c in cols]} for tiers {data.tiers}")
     feats = router.features([r.prompt for r in data.rows], progress=True)
     quality, cost = router.score_features(feats)
-    result = evaluate(data, feats, quality[:, cols], cost[:, cols], progress=log)
+    failed = None
+    if check is not None:
+        responses = read_responses(Path(args.data), data, parse_tiers(args.tiers))
+        failed, fired = check_failures(responses, check)
+        for t, tier in enumerate(data.tiers):
+            log(f"{tier}: {int(failed[:, t].sum())} of {len(data.rows)} recorded answers fail ({dict(fired[t])})")
+    result = evaluate(
+        data, feats, quality[:, cols], cost[:, cols], failed=failed, max_steps=args.max_steps, progress=log
+    )
     _report(result, args.json)
     png = Path(args.png) if args.png else Path("bench/out") / f"cost_quality_{Path(args.data).stem}.png"
     write_png(result, png, title=f"{Path(args.data).name}: {' < '.join(data.tiers)}")
@@ -219,7 +232,8 @@ def register(
     e.add_argument(
         "--exclude-samples", action="store_true", help="leave out the rows an adapted artifact drew from this file"
     )
-    e.set_defaults(func=_eval)
+    e.add_argument("--max-steps", type=int, default=1, help="escalations at most, with tierwise's --cascade")
+    e.set_defaults(func=evaluate_file)
 
     a = rsub.add_parser("adapt", help="adapt an artifact to the policy's tiers from judged samples")
     a.add_argument("--base", default=None, help="the prior: a shipped artifact's name or a directory (default)")

@@ -130,6 +130,7 @@ def test_checks_are_recorded_on_every_answer(start_gateway: GatewayFactory, fake
         "empty": "blank",
         "refuses": "declines",
         "echo": "fine",
+        "bad-tool-args": "sloppy",
     }
     tiers = "".join(
         f"""
@@ -145,7 +146,8 @@ def test_checks_are_recorded_on_every_answer(start_gateway: GatewayFactory, fake
     tools = [{"type": "function", "function": {"name": "count", "parameters": schema}}]
     cases = {
         ("plain", False): ({"response_format": {"type": "json_object"}}, ["invalid_json"]),
-        ("fine", False): ({"tools": tools}, ["tool_args_invalid"]),  # the fake fills "n" with a string
+        ("sloppy", False): ({"tools": tools}, ["tool_args_invalid"]),  # "n" filled with a string
+        ("fine", False): ({"tools": tools}, []),
         ("cut", True): ({}, ["truncated"]),
         ("blank", False): ({}, ["empty"]),
         ("declines", True): ({}, ["refusal"]),
@@ -160,7 +162,7 @@ def test_checks_are_recorded_on_every_answer(start_gateway: GatewayFactory, fake
         ) as r:
             r.read()
         row = gw.rows("request_id = ?", (r.headers["x-tierwise-request-id"],))[0]
-        assert json.loads(row["checks"] or "[]") == expected, (name, stream)
+        assert row["status_code"] == 200 and json.loads(row["checks"] or "[]") == expected, (name, stream)
 
 
 # -- judged samples ------------------------------------------------------------------------------

@@ -256,6 +256,27 @@ def test_eval_cli_on_unseen_file_json_and_png(small_artifact: Path, slices: dict
     assert two["oracle"]["apgr"] > two["tierwise"]["apgr"]
 
 
+def test_eval_cli_cascade_replays_the_gateways_checks(
+    small_artifact: Path, slices: dict[str, Path], tmp_path: Path
+) -> None:
+    """Recorded local answers that are empty or refused escalate a tier up: the cascade serves mid's
+    answer there and pays for both, so it beats routing alone on quality at a price."""
+    rows = [json.loads(line) for line in slices["heldout"].read_text().splitlines()[:150]]
+    local = "mistralai/mistral-7b-chat"
+    for i, row in enumerate(rows):
+        if row["outcomes"][local]["score"] < 0.5:
+            row["outcomes"][local]["response"] = "" if i % 2 else "I'm sorry, but I can't help with that."
+    (tmp_path / "f.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out_json = tmp_path / "eval.json"
+    args = ["router", "eval", "--data", str(tmp_path / "f.jsonl"), "--artifact", str(small_artifact)]
+    r = _cli(*args, "--tiers", RB_TIERS, "--json", str(out_json), "--png", str(tmp_path / "c.png"), "--cascade")
+    assert r.returncode == 0, r.stderr
+    wrong = sum(row["outcomes"][local]["score"] < 0.5 for row in rows)
+    assert f"local: {wrong} of 150 recorded answers fail" in r.stderr
+    got = json.loads(out_json.read_text())["routers"]
+    assert got["tierwise+cascade"]["aiq"] > got["tierwise"]["aiq"]
+
+
 def test_train_cli_writes_artifact(slices: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "art"
     r = _cli(

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from router.cli import load_eval_data, log, offline, resolve_artifact
+from router.cli import evaluate_file, load_eval_data, log, offline, resolve_artifact
 
 __all__ = ["register"]
 
@@ -79,6 +79,12 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from gateway.quality.checks import text_checks  # noqa: PLC0415
+
+    return evaluate_file(args, text_checks if args.cascade else None)
+
+
 def _adapt_from_ledger(args: argparse.Namespace) -> int:
     """``router adapt --from-ledger``: the policy's own tiers, learned from its judged samples."""
     offline()
@@ -134,6 +140,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     adapt.add_argument("--policy", default=None, help="whose tiers and target (default: TIERWISE_POLICY_PATH)")
     from_file = adapt.get_default("func")
     adapt.set_defaults(func=lambda a: _adapt_from_ledger(a) if a.from_ledger else from_file(a))
+    ev = rsub.choices["eval"]
+    ev.add_argument(
+        "--cascade", action="store_true", help="replay escalation on the gateway's checks of the recorded answers"
+    )
+    ev.set_defaults(func=_eval)
     c = rsub.add_parser("calibrate", help="turn the policy's router target into its cost weight")
     c.add_argument("--policy", required=True)
     c.add_argument("--data", required=True)

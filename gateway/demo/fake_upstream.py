@@ -28,6 +28,8 @@ Models (prefix ``fake/`` in a policy):
     truncates              echo, cut off: finish_reason "length"
     empty                  an empty answer
     refuses                "I'm sorry, but I can't help with that."
+    bad-tool-args          tool calls whose arguments are strings whatever the parameters' types
+                           (every other model fills required parameters with a value of their type)
 
 A request the fake cannot make sense of gets a 400, never a crash.
 
@@ -87,9 +89,12 @@ FAKE_MODELS = (
     "truncates",
     "empty",
     "refuses",
+    "bad-tool-args",
 )
 FIXED_REPLY = "[fake] This is a fixed reply from the Tierwise fake provider."
 REFUSAL = "I'm sorry, but I can't help with that."
+# A value of each JSON type, for tool-call arguments that fit the declared parameters.
+_SAMPLE: dict[Any, Any] = {"integer": 1, "number": 1.5, "boolean": True, "array": [], "object": {}, "string": "fake"}
 
 
 def _count(text: str) -> int:
@@ -136,8 +141,14 @@ def _reply_for(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]] | None]:
         if isinstance(choice, dict):
             wanted = choice.get("function", {}).get("name")
             fn = next((t["function"] for t in tools if t.get("function", {}).get("name") == wanted), fn)
-        required = fn.get("parameters", {}).get("required", [])
-        args = orjson.dumps({k: "fake" for k in required}).decode()
+        params = fn.get("parameters", {})
+        required = params.get("required", [])
+        types = {k: (v or {}).get("type") for k, v in (params.get("properties") or {}).items()}
+        if model == "bad-tool-args":
+            values = {k: "fake" for k in required}  # strings, whatever the schema says
+        else:
+            values = {k: _SAMPLE.get(types.get(k), "fake") for k in required}
+        args = orjson.dumps(values).decode()
         call = {
             "id": "call_fake_1",
             "type": "function",

@@ -10,6 +10,7 @@ from gateway.dispatch import Attempted
 from gateway.keys import Identity, Reservation
 from gateway.keys.guard import TokenHold
 from gateway.ledger.models import LedgerRow
+from gateway.pipeline.escalation import Step
 from gateway.policy.loader import LoadedPolicy
 from gateway.policy.models import Limits
 from gateway.policy.pricing import cost_usd
@@ -41,6 +42,7 @@ class Call:
     purpose: str = "client"  # or shadow / judge: the gateway's own calls for judged samples
     parent_request_id: str | None = None  # the sampled request a shadow or judge call belongs to
     checks: list[str] = field(default_factory=list)  # answer checks that failed
+    escalated: list[Step] = field(default_factory=list)  # paid answers that failed and were replaced
 
     @property
     def limits(self) -> Limits:
@@ -62,11 +64,16 @@ class Call:
         error_type: str | None,
         now: float,
     ) -> LedgerRow:
+        """The request's one row; an escalated request's tokens and cost are every paid answer's."""
         attempted = attempted or Attempted()
         usage = usage or Usage(0, 0)
         step, res = attempted.step, self.resolution
         frontier = self.loaded.policy.frontier.deployments[0]
         notes = self.notes + attempted.fallbacks
+        steps = [*self.escalated, Step(step, usage)] if self.escalated and step is not None else []
+        before = self.escalated
+        prompt = usage.prompt_tokens + sum(s.usage.prompt_tokens for s in before)
+        completion = usage.completion_tokens + sum(s.usage.completion_tokens for s in before)
         return LedgerRow(
             request_id=self.request_id,
             api_key_id=self.api_key_id,
@@ -78,10 +85,11 @@ class Call:
             router_tier=res.router_tier if res else None,
             router_scores=orjson.dumps(res.router_scores).decode() if res and res.router_scores else None,
             router_version=res.router_version if res else None,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            usage_estimated=usage.estimated,
-            cost_usd=self.cost(attempted, usage),
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            usage_estimated=usage.estimated or any(s.usage.estimated for s in before),
+            cost_usd=self.cost(attempted, usage) + sum(s.cost for s in before),
+            # The frontier's price for the answer delivered: escalating costs savings, as it should.
             frontier_cost_usd=cost_usd(self.loaded.price(frontier.name), usage.prompt_tokens, usage.completion_tokens),
             ttft_ms=self.ttft_ms,
             latency_ms=(now - self.started) * 1000,
@@ -94,6 +102,7 @@ class Call:
             purpose=self.purpose,
             parent_request_id=self.parent_request_id,
             checks=orjson.dumps(self.checks).decode() if self.checks else None,
+            steps=orjson.dumps([s.as_json() for s in steps]).decode() if steps else None,
         )
 
     def headers(self, attempted: Attempted | None = None) -> dict[str, str]:
@@ -107,6 +116,11 @@ class Call:
             out["x-tierwise-router-version"] = res.router_version
             out["x-tierwise-router-tier"] = res.router_tier or ""
             out["x-tierwise-router-scores"] = ",".join(f"{k}={v:.3f}" for k, v in res.router_scores.items())
+        if self.escalated and step is not None:
+            hops = [*(s.step.tier for s in self.escalated), step.tier]
+            out["x-tierwise-escalated"] = "; ".join(
+                f"{a}->{b} ({','.join(s.reasons)})" for a, b, s in zip(hops, hops[1:], self.escalated, strict=False)
+            )
         notes = self.notes + (attempted.fallbacks if attempted else [])
         if notes:
             # Served off the path asked for (a tier unavailable, a deployment failing): say so here,

@@ -32,8 +32,21 @@ from gateway.keys import Guard
 from gateway.ledger.models import LedgerRow
 from gateway.pipeline.budget import prompt_tokens_bound, worst_case_tokens, worst_case_usd
 from gateway.pipeline.call import Call
+from gateway.pipeline.escalation import (
+    Step,
+    asks_logprobs,
+    confidence_in,
+    held_confidence,
+    higher,
+    hold,
+    reasons,
+    strip_event_logprobs,
+    strip_logprobs,
+    with_logprobs,
+)
 from gateway.pipeline.relay import Relay
 from gateway.pipeline.sampling import Sample, Sampler
+from gateway.policy.models import EscalateConfig
 from gateway.policy.store import PolicyStore
 from gateway.providers.base import Completion, UpstreamStream
 from gateway.quality.checks import Reply, answer_of, failed_checks
@@ -121,15 +134,17 @@ class Pipeline:
         call.stream = chat.stream
         plan = await self._plan(call, chat)
         guard, identity = self.guard, call.identity
+        escalate = self._escalation(call)
+        answers = escalate.max_steps + 1 if escalate else 1  # every answer asked for is paid for
         if identity is not None and identity.tpm_limit is not None:
-            call.token_hold = await guard.admit(identity, worst_case_tokens(chat.body, plan))
+            call.token_hold = await guard.admit(identity, worst_case_tokens(chat.body, plan, answers))
         else:
             await guard.admit(identity)
-        call.reservation = await guard.reserve(identity, worst_case_usd(chat.body, plan))
+        call.reservation = await guard.reserve(identity, worst_case_usd(chat.body, plan, answers))
         try:
             if chat.stream:
-                return await self._open_stream(call, chat, plan)
-            return await self._complete(call, chat, plan)
+                return await self._open_stream(call, chat, plan, escalate)
+            return await self._complete(call, chat, plan, escalate)
         except BaseException:
             if not call.recorded:  # whatever was raised: release the budget, write the row
                 await self._settle(call, None, None, 500, "internal_error")
@@ -156,27 +171,56 @@ class Pipeline:
             plan = Plan([s for s in plan.steps if s.tier in identity.allowed_tiers], plan.requested_tier)
         return plan
 
-    async def _complete(self, call: Call, chat: ChatRequest, plan: Plan) -> Answer:
-        attempted = Attempted()
-        try:
-            completion, _ = await self.dispatcher.complete(plan, chat.body, call.loaded.policy.dispatch, attempted)
-        except DispatchFailed as failed:
-            raise await self._failed(call, chat, failed) from failed
-        except BaseException as exc:
-            # The client left (or we broke) while an upstream was working on it: it may bill for all of it.
-            await self._settle(call, attempted, _worst_usage(chat, attempted), *_abandoned(exc))
-            raise
+    def _escalation(self, call: Call) -> EscalateConfig | None:
+        """The escalation that applies: the route's, else the policy's; never for a request pinned
+        to one deployment (it asked for that model and no other)."""
+        res = call.resolution
+        if res is None or not res.fallback:
+            return None
+        route = call.loaded.policy.route(res.route) if res.route else None
+        cfg = route.escalate if route is not None and route.escalate is not None else call.loaded.policy.escalate
+        return cfg if cfg.on else None
+
+    async def _complete(self, call: Call, chat: ChatRequest, plan: Plan, escalate: EscalateConfig | None) -> Answer:
+        config = call.loaded.policy.dispatch
+        added_logprobs = asks_logprobs(escalate, chat.body)
+        body = with_logprobs(chat.body) if added_logprobs else chat.body
+        previous: tuple[Attempted, Completion] | None = None  # the last answer that failed its checks
+        while True:
+            attempted = Attempted()
+            try:
+                completion, _ = await self.dispatcher.complete(plan, body, config, attempted)
+            except DispatchFailed as failed:
+                if previous is None:
+                    raise await self._failed(call, chat, failed) from failed
+                # The tier above failed outright: the answer already paid for is the one delivered.
+                call.notes.extend(failed.attempted.fallbacks)
+                call.escalated.pop()
+                attempted, completion = previous
+                break
+            except BaseException as exc:
+                # The client left (or we broke) while an upstream was working on it: it may bill all of it.
+                await self._settle(call, attempted, _worst_usage(chat, attempted), *_abandoned(exc))
+                raise
+            step = attempted.step
+            payload = orjson.loads(completion.body)
+            why = reasons(escalate, chat.body, answer_of(payload), confidence_in(payload)) if escalate else ()
+            above = higher(plan, step.tier) if why and step is not None else None
+            if above is None or step is None or len(call.escalated) >= (escalate.max_steps if escalate else 0):
+                break
+            call.escalated.append(Step(step, _usage_of(chat, completion), why))
+            previous, plan = (attempted, completion), above
         call.ttft_ms = (self.clock.monotonic() - call.started) * 1000
-        usage = completion.usage or Usage(
-            _prompt_estimate(chat), estimate_tokens(completion.body.decode(errors="ignore")), estimated=True
-        )
-        answer = answer_of(orjson.loads(completion.body))
+        usage = _usage_of(chat, completion)
+        payload = orjson.loads(completion.body)
+        answer = answer_of(payload)
         call.checks = failed_checks(chat.body, answer)
         cost = await self._settle(call, attempted, usage, 200, None)
         self._sample(call, chat, attempted, answer.text, usage, cost)
         headers = call.headers(attempted)
         headers["x-tierwise-cost-usd"] = f"{cost:.8f}"
-        return Answer(completion.body, headers, cost)
+        content = orjson.dumps(strip_logprobs(payload)) if added_logprobs else completion.body
+        return Answer(content, headers, cost)
 
     def _sample(
         self, call: Call, chat: ChatRequest, attempted: Attempted, text: str, usage: Usage, cost: float
@@ -184,38 +228,61 @@ class Pipeline:
         if self.sampler is not None and attempted.step is not None and self.sampler.wants(call.loaded):
             self.sampler.offer(Sample(call, chat.body, attempted.step, text, usage, cost))
 
-    async def _open_stream(self, call: Call, chat: ChatRequest, plan: Plan) -> StreamAnswer:
+    async def _open_stream(
+        self, call: Call, chat: ChatRequest, plan: Plan, escalate: EscalateConfig | None
+    ) -> StreamAnswer:
         config = call.loaded.policy.dispatch
-        attempted = Attempted()
-        try:
-            stream, _ = await self.dispatcher.open_stream(plan, chat.body, config, chat.include_usage, attempted)
-        except DispatchFailed as failed:
-            raise await self._failed(call, chat, failed) from failed
-        except BaseException as exc:
-            await self._settle(call, attempted, _worst_usage(chat, attempted), *_abandoned(exc))
-            raise
+        buffered = escalate is not None and escalate.stream == "buffer"
+        added_logprobs = buffered and asks_logprobs(escalate, chat.body)
+        body = with_logprobs(chat.body) if added_logprobs else chat.body
         sampled = self.sampler is not None and self.sampler.wants(call.loaded)
         # Keep as much of the answer as the checks (or the judge) will read: all of a JSON answer,
         # else the opening a refusal shows in.
-        whole = sampled or _wants_json(chat.body)
-        stream.collect = _WHOLE if whole else _OPENING
+        collect = _WHOLE if sampled or buffered or _wants_json(chat.body) else _OPENING
+        held: list[bytes] = []
+        while True:
+            attempted = Attempted()
+            try:
+                stream, _ = await self.dispatcher.open_stream(plan, body, config, chat.include_usage, attempted)
+            except DispatchFailed as failed:
+                raise await self._failed(call, chat, failed) from failed
+            except BaseException as exc:
+                await self._settle(call, attempted, _worst_usage(chat, attempted), *_abandoned(exc))
+                raise
+            stream.collect = collect
+            if not buffered or escalate is None or attempted.step is None:
+                break
+            # Hold the stream until its check can run; escalate before the client sees a byte.
+            held = await hold(stream, escalate, chat.body)
+            why = reasons(escalate, chat.body, _reply(stream), held_confidence(held, escalate))
+            above = higher(plan, attempted.step.tier) if why else None
+            if above is None or len(call.escalated) >= escalate.max_steps:
+                break
+            await _close(stream)
+            usage = stream.usage or _stream_usage(chat, stream)
+            call.escalated.append(Step(attempted.step, usage, why))
+            plan, held = above, []
 
         def first_event() -> None:
             call.ttft_ms = (self.clock.monotonic() - call.started) * 1000
 
         async def finish(upstream: UpstreamStream, status: int, error_type: str | None) -> None:
-            usage = upstream.usage or Usage(
-                _prompt_estimate(chat), (upstream.completion_chars + 3) // 4, estimated=True
-            )
+            usage = upstream.usage or _stream_usage(chat, upstream)
             if status == 200:
-                calls = [(name, args) for name, args in upstream.tool_calls.values()]
-                answer = Reply(upstream.text, calls, upstream.finish_reason)
-                call.checks = failed_checks(chat.body, answer)
+                call.checks = failed_checks(chat.body, _reply(upstream))
             cost = await self._settle(call, attempted, usage, status, error_type)
             if sampled and status == 200:
                 self._sample(call, chat, attempted, upstream.text, usage, cost)
 
-        relay = Relay(stream, finish, self.clock, config.max_stream_s, first_event)
+        relay = Relay(
+            stream,
+            finish,
+            self.clock,
+            config.max_stream_s,
+            first_event,
+            held=held,
+            transform=strip_event_logprobs if added_logprobs else None,
+        )
         return StreamAnswer(relay, call.headers(attempted))
 
     async def _failed(self, call: Call, chat: ChatRequest, failed: DispatchFailed) -> Exception:
@@ -287,6 +354,26 @@ def _wants_json(body: dict[str, Any]) -> bool:
 def _prompt_estimate(chat: ChatRequest) -> int:
     """Prompt tokens when the upstream reports none: the whole request, as a provider bills it."""
     return prompt_tokens_bound(chat.body, chars_per_token=4)
+
+
+def _reply(stream: UpstreamStream) -> Reply:
+    return Reply(stream.text, [(name, args) for name, args in stream.tool_calls.values()], stream.finish_reason)
+
+
+def _stream_usage(chat: ChatRequest, stream: UpstreamStream) -> Usage:
+    return Usage(_prompt_estimate(chat), (stream.completion_chars + 3) // 4, estimated=True)
+
+
+async def _close(stream: UpstreamStream) -> None:
+    aclose = getattr(stream.events, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _usage_of(chat: ChatRequest, completion: Completion) -> Usage:
+    return completion.usage or Usage(
+        _prompt_estimate(chat), estimate_tokens(completion.body.decode(errors="ignore")), estimated=True
+    )
 
 
 def _abandoned(exc: BaseException) -> tuple[int, str]:

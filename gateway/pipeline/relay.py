@@ -34,8 +34,14 @@ class Relay:
         clock: Clock,
         max_s: float,
         on_first_event: Callable[[], None],
+        held: list[bytes] | None = None,
+        transform: Callable[[bytes], bytes] | None = None,
     ) -> None:
+        """``held``: events read from the stream already (while escalation checked them), sent
+        first; ``transform``: applied to every event on its way out."""
         self.stream = stream
+        self._held = held or []
+        self._transform = transform
         self._finish = finish
         self._clock = clock
         self._max_s = max_s
@@ -47,11 +53,11 @@ class Relay:
         deadline = self._clock.monotonic() + self._max_s
         first = True
         try:
-            async for event in self.stream.events:
+            async for event in self._events():
                 if first:
                     self._on_first_event()
                     first = False
-                yield event
+                yield self._transform(event) if self._transform else event
                 if self._clock.monotonic() > deadline:
                     status, error_type = 504, "stream_too_long"
                     yield error_event(f"the stream ran longer than {self._max_s:g}s and was ended", error_type)
@@ -71,6 +77,13 @@ class Relay:
             raise
         finally:
             await self.finish(status, error_type)
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        for event in self._held:
+            yield event
+        if not self.stream.done:
+            async for event in self.stream.events:
+                yield event
 
     async def finish(self, status: int, error_type: str | None) -> None:
         """Release the upstream and settle the request; only the first call counts."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,21 @@ class LoadedPolicy:
         return self.output_caps.get(deployment)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2's booleans: only ``true`` and ``false``. YAML 1.1 (PyYAML's default) also reads
+    ``on``/``off``/``yes``/``no`` as booleans, which turns ``escalate: {on: [...]}`` or a tier named
+    ``no`` into something else entirely."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def format_loc(loc: Sequence[int | str]) -> str:
     out = ""
     for part in loc:
@@ -61,7 +77,7 @@ def load_policy(path: Path, price_map: PriceMap | None = None) -> LoadedPolicy:
     except OSError as exc:
         raise PolicyError(source, [("", f"cannot read policy: {exc.strerror or exc}")]) from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise PolicyError(source, [("", f"invalid YAML: {exc}")]) from exc
     if not isinstance(data, dict):

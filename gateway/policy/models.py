@@ -10,6 +10,7 @@ __all__ = [
     "CalibrationTarget",
     "Deployment",
     "DispatchConfig",
+    "EscalateConfig",
     "Embeddings",
     "Limits",
     "Policy",
@@ -73,6 +74,35 @@ class Tier(_Strict):
     description: str = ""
 
 
+Escalation = Literal[
+    "invalid_json", "schema_mismatch", "tool_args_invalid", "truncated", "empty", "refusal", "low_confidence"
+]
+
+
+class EscalateConfig(_Strict):
+    """Ask the next tier up, before the client sees it, when an answer fails one of these checks
+    (the same checks the quality signals record). Off unless ``on`` names some."""
+
+    on: list[Escalation] = Field(default_factory=list)
+    # Tiers asked after the first, at most; every answer is paid for, and budgets reserve for all.
+    max_steps: int = Field(default=1, ge=1, le=3)
+    # ``low_confidence``: the mean of the three least likely tokens' log-probabilities below this.
+    # Measured on the bundled 135M model it adds little over length and truncation (bench/README.md),
+    # and asking llama.cpp for log-probabilities slows it down: no default.
+    min_confidence: float | None = Field(default=None, le=0)
+    # Streams: ``after`` checks once the stream is done (quality signals only); ``buffer`` holds it
+    # until the check can run — the whole answer, or its first ``buffer_tokens`` tokens when only
+    # refusal and low_confidence are asked for — and escalates before the client sees anything.
+    stream: Literal["after", "buffer"] = "after"
+    buffer_tokens: int = Field(default=32, ge=4, le=4096)
+
+    @model_validator(mode="after")
+    def _confidence_needs_a_threshold(self) -> EscalateConfig:
+        if "low_confidence" in self.on and self.min_confidence is None:
+            raise ValueError("escalate.on has low_confidence: set escalate.min_confidence")
+        return self
+
+
 class Route(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
     # ``auto`` asks the router; ``tier`` pins the route (and is the fallback for ``auto``
@@ -80,6 +110,8 @@ class Route(_Strict):
     auto: bool = False
     tier: str | None = None
     description: str = ""
+    # Overrides the policy's ``escalate`` for this route.
+    escalate: EscalateConfig | None = None
 
     @model_validator(mode="after")
     def _auto_or_pinned(self) -> Route:
@@ -216,6 +248,8 @@ class Policy(_Strict):
     dispatch: DispatchConfig = DispatchConfig()
     limits: Limits = Limits()
     quality: QualityConfig = QualityConfig()
+    # Escalation for every route (and tier/... names) that does not set its own.
+    escalate: EscalateConfig = EscalateConfig()
     embeddings: Embeddings | None = None
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ import orjson
 from jsonschema.validators import Draft202012Validator, extend
 from referencing import Registry
 
-__all__ = ["CHECKS", "Reply", "answer_of", "failed_checks"]
+__all__ = ["CHECKS", "Reply", "answer_of", "failed_checks", "text_checks"]
 
 CHECKS = ("invalid_json", "schema_mismatch", "tool_args_invalid", "truncated", "empty", "refusal")
 
@@ -89,6 +89,11 @@ def failed_checks(request: Mapping[str, Any], answer: Reply) -> list[str]:
         return _failed(request, answer)
     except Exception:  # a schema or an answer shaped like nothing we know: not the answer's failure
         return []
+
+
+def text_checks(text: str) -> list[str]:
+    """The checks a bare answer text can fail (no request, no finish reason): empty, refusal."""
+    return failed_checks({}, Reply(text))
 
 
 def _failed(request: Mapping[str, Any], answer: Reply) -> list[str]:

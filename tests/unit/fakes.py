@@ -80,10 +80,11 @@ class ScriptedProvider(Provider):
 
 async def _replay(events: Iterable[bytes], stream: UpstreamStream) -> AsyncIterator[bytes]:
     for event in events:
-        if event.strip() == b"data: [DONE]":
+        data = event.strip().removeprefix(b"data:").strip()
+        if data == b"[DONE]":
             stream.done = True
-        else:
-            stream.completion_chars += len(event)
+        elif data.startswith(b"{"):
+            stream.observe(orjson.loads(data))  # as a real provider reports each chunk
         yield event
 
 
