@@ -64,16 +64,22 @@ def _headline(j: qq.Judged, s: Summary, running: RunningPolicy | None) -> None:
         )
         return
     policy = running.policy if running else None
+    sampling = policy is not None and policy.quality.sample_rate > 0
     if policy is None:
         in_force = "No policy is recorded in this database, so whether sampling is on is unknown."
-    elif policy.quality.sample_rate > 0:
+    elif sampling:
         q = policy.quality
         in_force = f"The policy in force samples {q.sample_rate:.1%} of requests (judge `{q.judge_name}`)."
     else:
         in_force = "The policy in force has sampling off."
     if j.samples == 0:
         st.info(
-            f"No judged samples in this selection, so no quality figure and no savings claim. {_SAMPLING} {in_force}"
+            "No judged samples in this selection, so no quality figure and no savings claim. "
+            + (
+                f"{in_force} Verdicts arrive shortly after the requests they judge."
+                if sampling
+                else f"{_SAMPLING} {in_force}"
+            )
         )
         return
     n = est.n if est else 0
@@ -265,7 +271,7 @@ def quality_section(
                 "with its 95% interval and n. The reference tier is adequate by definition."
             )
         else:
-            st.info(f"No judged samples yet. {_SAMPLING}")
+            st.info("No judged samples yet: each tier's adequacy against the reference tier shows here.")
     with right:
         st.subheader("Router calibration")
         cal = _calibration_rows(qq.calibration(engine, f))

@@ -110,7 +110,7 @@ def test_an_empty_ledger_says_what_fills_it(tmp_path: Path, monkeypatch: pytest.
     at = run_app(f"sqlite:///{db}", monkeypatch)
     assert metrics(at)["Requests"] == "0"
     assert any("No requests match" in i.value for i in at.info)
-    assert any("Turn sampling on" in i.value and "sample_rate" in i.value for i in at.info)
+    assert any("Turn sampling on" in i.value and "quality: {sample_rate" in i.value for i in at.info)
     assert any("No policy recorded" in c.value for c in at.caption)
     # A database without the ledger's tables is not a ledger.
     bare = tmp_path / "bare.db"
