@@ -107,6 +107,7 @@ def _traffic(engine: Engine, f: q.Filters, colours: TierColours, bucket_s: int) 
                 col.altair_chart(charts.mix_chart(rows, column, colours), width="stretch")
             else:
                 col.caption(f"No answered requests to break down by {column}.")
+        st.caption(f"{charts.DIRECT}: the client named a tier or a deployment rather than a route.")
 
     left, right = st.columns(2)
     with left:

@@ -13,6 +13,8 @@ import pandas as pd
 from dashboard.tiers import NO_TIER, TierColours
 
 __all__ = [
+    "DIRECT",
+    "SERVED",
     "adequacy_chart",
     "bucket_label",
     "calibration_chart",
@@ -25,6 +27,7 @@ __all__ = [
     "tier_scale",
 ]
 
+DIRECT = "(direct)"  # no route: the client named a tier or a deployment
 SERVED = "served traffic"  # the quality-over-time series of everything served, beside the tiers'
 
 
@@ -87,7 +90,7 @@ def spend_chart(rows: list[dict[str, Any]], seconds: int, colours: TierColours) 
 
 def mix_chart(rows: list[dict[str, Any]], column: str, colours: TierColours) -> alt.Chart:
     df = pd.DataFrame(rows)
-    df[column] = df[column].fillna(NO_TIER if column == "tier" else "(tier or deployment named)").astype(str)
+    df[column] = df[column].fillna(NO_TIER if column == "tier" else DIRECT).astype(str)
     color: alt.Color = _tier_colour(colours, list(df[column]), column) if column == "tier" else alt.Color(f"{column}:N")
     chart: alt.Chart = (
         alt.Chart(df, title=f"by {column}")

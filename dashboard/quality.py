@@ -56,12 +56,12 @@ def headline_metric(col: Any, est: Estimate | None) -> None:
 
 def _headline(j: qq.Judged, s: Summary, running: RunningPolicy | None) -> None:
     est = j.quality.estimate()
-    if est is not None and est.enough and s.savings_pct is not None:
-        st.success(
-            f"**Saved {s.savings_pct:.0%} against all-frontier at a measured {est.mean:.1%} "
-            f"(±{est.plus_minus * 100:.1f}) of frontier quality** — {est.n:,} judged samples, "
-            f"95% Wilson interval {_interval(est)}."
+    if est is not None and est.enough:
+        measured = f"a measured {est.mean:.1%} (±{est.plus_minus * 100:.1f}) of frontier quality"
+        claim = (
+            f"Saved {s.savings_pct:.0%} against all-frontier at {measured}" if s.savings_pct is not None else measured
         )
+        st.success(f"**{claim}** — {est.n:,} judged samples, 95% Wilson interval {_interval(est)}.")
         return
     policy = running.policy if running else None
     sampling = policy is not None and policy.quality.sample_rate > 0

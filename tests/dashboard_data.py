@@ -235,16 +235,15 @@ def gateway_policy(fake: str, sample_rate: float = 0.4) -> str:
 def drive(base_url: str, requests: int = 160) -> dict[str, int]:
     """Traffic through a running gateway (master key ``MASTER``): two keys, a route mix, tool calls
     whose arguments fail their check, feedback on a quarter of the answers, and refusals (a bad key,
-    an unknown model, an unknown field, a key over its budget). Returns status code counts."""
+    an unknown model, an unknown field, a key over its rate limit). Returns status code counts."""
     admin = {"authorization": f"Bearer {MASTER}"}
     with httpx.Client(base_url=base_url, timeout=30) as http:
         app = http.post("/admin/keys", json={"owner": "web-app"}, headers=admin).json()["key"]
-        # A budget the frontier's worst case (4096 output tokens at $10 per 1M) does not fit in.
-        batch = http.post("/admin/keys", json={"owner": "batch-jobs", "budget_daily_usd": 0.01}, headers=admin)
-        keys = [app, app, app, batch.json()["key"]]
+        batch = http.post("/admin/keys", json={"owner": "batch-jobs", "rpm_limit": 10}, headers=admin).json()["key"]
+        keys = [app, app, app, batch, app, app, app, app]  # the batch job sends an eighth, too fast
         statuses: dict[str, int] = {}
         for i in range(requests):
-            key, model, text = keys[i % 4], MODELS[i % len(MODELS)], f"{PROMPTS[i % len(PROMPTS)]} #{i}"
+            key, model, text = keys[i % len(keys)], MODELS[i % len(MODELS)], f"{PROMPTS[i % len(PROMPTS)]} #{i}"
             body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": text}]}
             if i % 9 == 4:
                 body["tools"] = COUNT_TOOL
