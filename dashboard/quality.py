@@ -27,10 +27,6 @@ _SAMPLING = (
 )
 
 
-def _pct(v: float) -> str:
-    return f"{v:.1%}"
-
-
 def _interval(e: Estimate) -> str:
     return f"{e.low:.1%}–{e.high:.1%}"
 
@@ -129,6 +125,9 @@ def _tier_table(
         width="stretch",
         hide_index=True,
         column_config={
+            "judged": st.column_config.NumberColumn(
+                help="samples with a verdict in which this tier's answer was judged against the reference tier's"
+            ),
             "adequate": st.column_config.NumberColumn(
                 format="percent", help="answers not beaten by the reference tier's (wins + ties), weighted"
             ),
@@ -145,8 +144,8 @@ def _adequacy_rows(j: qq.Judged) -> list[dict[str, Any]]:
     for tier, sums in j.adequacy.items():
         est = sums.estimate()
         if est is not None:
-            out.append({"tier": tier, "adequacy": est.mean, "low": est.low, "high": est.high, "n": est.n})
-            out[-1]["label"] = f"n={est.n}"
+            row = {"tier": tier, "adequacy": est.mean, "low": est.low, "high": est.high, "n": est.n}
+            out.append({**row, "label": f"n={est.n}"})
     return out
 
 
@@ -166,8 +165,8 @@ def _calibration_rows(cal: list[qq.Calibration], bins: int = 10) -> list[dict[st
         est = c.adequacy.estimate()
         if est is not None:
             span = f"{c.bin / bins:.1f}–{(c.bin + 1) / bins:.1f}"
-            out.append({"bin": span, "predicted": c.predicted, "adequacy": est.mean, "low": est.low, "high": est.high})
-            out[-1]["n"] = est.n
+            row = {"bin": span, "predicted": c.predicted, "adequacy": est.mean, "low": est.low, "high": est.high}
+            out.append({**row, "n": est.n})
     return out
 
 
