@@ -52,7 +52,7 @@ def test_traffic_figures_equal_sql_truth(tmp_path: Path, monkeypatch: pytest.Mon
     seed(db, quality=True)  # with the gateway's own shadow and judge calls, which are not traffic
     at = run_app(f"sqlite:///{db}", monkeypatch)
     con = sqlite3.connect(db)
-    since = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S")
+    since = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
     n, spend, frontier, answered, refused, failed, fallbacks = con.execute(
         "SELECT count(*), sum(cost_usd), sum(frontier_cost_usd), sum(status_code < 400), "
         "sum(status_code BETWEEN 400 AND 499), sum(status_code >= 500), sum(fallbacks IS NOT NULL) "

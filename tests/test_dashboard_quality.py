@@ -47,7 +47,7 @@ def test_quality_section_equals_the_truth(tmp_path: Path, monkeypatch: pytest.Mo
 
     con = sqlite3.connect(db)
     con.row_factory = sqlite3.Row
-    since = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S")
+    since = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
     clients = _client_rows(con, since)
     ids = {r["request_id"] for r in clients}
     judged = [dict(j) for j in con.execute("SELECT * FROM judgements") if j["request_id"] in ids]
