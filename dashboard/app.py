@@ -1,6 +1,6 @@
-"""Tierwise dashboard: spend, savings and quality at a glance (Streamlit, read-only).
+"""Tierwise dashboard: spend, savings and measured quality at a glance (Streamlit, read-only).
 
-tierwise dashboard            # same TIERWISE_DATABASE_URL / TIERWISE_POLICY_PATH as the gateway
+tierwise dashboard            # reads the gateway's database (TIERWISE_DATABASE_URL), as the gateway does
 """
 
 from __future__ import annotations
@@ -8,17 +8,20 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-import altair as alt
 import pandas as pd
 import streamlit as st
-from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
 
+from dashboard import charts
+from dashboard import quality_queries as qq
 from dashboard import queries as q
 from dashboard.db import readonly_engine
-from gateway.policy.loader import LoadedPolicy, PolicyError, load_policy
+from dashboard.policy_view import RunningPolicy, policy_section, running_policy
+from dashboard.quality import QUALITY_TABLES, headline_metric, quality_section
+from dashboard.source import open_ledger
+from dashboard.tiers import TierColours
 from gateway.settings import Settings
 
 WINDOWS = {
@@ -46,144 +49,108 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{v:.1%}"
 
 
-def _sidebar(engine: Engine) -> tuple[q.Filters, timedelta | None, bool]:
+def _sidebar(engine: Engine) -> tuple[q.Filters, bool]:
     st.sidebar.header("Filters")
     label = st.sidebar.selectbox("Time window", list(WINDOWS), index=2)
     window = WINDOWS[label]
-    now = datetime.now(UTC)
     routes = st.sidebar.multiselect("Route", q.distinct_values(engine, "route"))
     tiers = st.sidebar.multiselect("Tier", q.distinct_values(engine, "tier"))
     keys = st.sidebar.multiselect("API key", q.distinct_values(engine, "api_key_id"))
     refresh = st.sidebar.toggle("Auto-refresh every 10 s", value=False)
-    f = q.Filters(
-        since=now - window if window else None, routes=tuple(routes), tiers=tuple(tiers), api_keys=tuple(keys)
-    )
-    return f, window, refresh
+    since = datetime.now(UTC) - window if window else None
+    return q.Filters(since=since, routes=tuple(routes), tiers=tuple(tiers), api_keys=tuple(keys)), refresh
 
 
-def _top_row(s: q.Summary) -> None:
-    cols = st.columns(6)
-    cols[0].metric("Spend", _usd(s.spend_usd))
-    cols[1].metric("Requests", f"{s.requests:,}")
-    cols[2].metric(
+def _top_row(s: q.Summary, judged: qq.Judged | None) -> None:
+    first, second = st.columns(4), st.columns(4)
+    first[0].metric("Spend", _usd(s.spend_usd))
+    first[1].metric(
         "Saved vs all-frontier",
         _usd(s.savings_usd),
         _pct(s.savings_pct),
         help="counterfactual: the same tokens at the frontier tier's price",
     )
-    cols[3].metric("Cost per 1k requests", _usd(s.cost_per_1k))
-    cols[4].metric("Error rate", _pct(s.error_rate))
-    cols[5].metric("Fallback rate", _pct(s.fallback_rate))
+    headline_metric(first[2], judged.quality.estimate() if judged else None)
+    first[3].metric(
+        "Cost per 1k answers", _usd(s.cost_per_1k), help="spend per 1,000 answered requests (refused ones cost nothing)"
+    )
+    second[0].metric("Requests", f"{s.requests:,}", help="client requests, refused ones included")
+    second[1].metric(
+        "Refused (4xx)",
+        _pct(s.rate(s.refused)),
+        help="turned away before any upstream was asked: unknown or revoked keys, permissions, rate limits, "
+        "budgets, invalid or oversized requests",
+    )
+    second[2].metric(
+        "Failed (5xx)",
+        _pct(s.rate(s.failed)),
+        help="accepted, but no upstream answered (every deployment failed, or an internal error)",
+    )
+    second[3].metric("Fallback rate", _pct(s.rate(s.fallbacks)), help="served off the path asked for")
 
 
-def _charts(engine: Engine, f: q.Filters, window: timedelta | None) -> None:
-    unit = q.bucket_for(window or timedelta(days=365))
+def _traffic(engine: Engine, f: q.Filters, colours: TierColours, bucket_s: int) -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Spend over time by tier")
-        rows = q.spend_over_time(engine, f, unit)
+        rows = q.spend_over_time(engine, f, bucket_s)
         if rows:
-            df = pd.DataFrame(rows)
-            df["bucket"] = pd.to_datetime(df["bucket"])
-            chart = (
-                alt.Chart(df)
-                .mark_bar()
-                .encode(
-                    x=alt.X("bucket:T", title=unit),
-                    y=alt.Y("sum(spend_usd):Q", title="USD"),
-                    color="tier:N",
-                    tooltip=["bucket:T", "tier:N", "spend_usd:Q", "requests:Q"],
-                )
-            )
-            st.altair_chart(chart, width="stretch")
+            st.altair_chart(charts.spend_chart(rows, bucket_s, colours), width="stretch")
         else:
             st.info("No requests in this window.")
     with right:
-        st.subheader("Request mix")
+        st.subheader("Answered requests")
         a, b = st.columns(2)
         for col, column in ((a, "tier"), (b, "route")):
             rows = q.mix(engine, f, column)
             if rows:
-                df = pd.DataFrame(rows).fillna("(none)")
-                col.altair_chart(
-                    alt.Chart(df, title=f"by {column}")
-                    .mark_arc(innerRadius=40)
-                    .encode(theta="requests:Q", color=f"{column}:N", tooltip=[f"{column}:N", "requests:Q"]),
-                    width="stretch",
-                )
+                col.altair_chart(charts.mix_chart(rows, column, colours), width="stretch")
             else:
-                col.caption(f"No requests to break down by {column}.")
+                col.caption(f"No answered requests to break down by {column}.")
+        st.caption(f"{charts.DIRECT}: the client named a tier or a deployment rather than a route.")
 
     left, right = st.columns(2)
     with left:
         st.subheader("Latency by tier")
         lat = q.latency_percentiles(engine, f)
         if lat:
-            df = pd.DataFrame(lat).melt(id_vars="tier", var_name="measure", value_name="ms").dropna()
-            df["measure"] = df["measure"].str.replace("_ms", "").str.replace("_", " ")
-            st.altair_chart(
-                alt.Chart(df)
-                .mark_bar()
-                .encode(
-                    x=alt.X("measure:N", title=None),
-                    y="ms:Q",
-                    color="measure:N",
-                    column=alt.Column("tier:N"),
-                    tooltip=["tier", "measure", "ms"],
-                ),
-            )
+            st.altair_chart(charts.latency_chart(lat, colours), width="stretch")
         else:
-            st.info("No successful requests yet to measure latency on.")
+            st.info("No answered requests yet to measure latency on.")
     with right:
         st.subheader("Router scores")
-        _router_chart(engine, f)
-
-    st.subheader("Quality signals by tier")
-    st.info(
-        "No quality signals recorded yet. This chart fills once feedback (thumbs up/down), judge scores or "
-        "escalations (a client retrying on a higher tier) are written to the ledger."
-    )
-
-
-def _router_chart(engine: Engine, f: q.Filters) -> None:
-    rows = q.router_scores(engine, f)
-    loaded = _policy()
-    weight = loaded.policy.router.cost_weight if loaded and loaded.policy.router else None
-    if not rows:
-        st.info('No auto-routed requests yet: send `model="auto"` to see the router\'s predicted quality per tier.')
-        return
-    long = [
-        {"tier scored": t, "predicted quality": v, "routed to": r["tier"]}
-        for r in rows
-        for t, v in json.loads(r["router_scores"]).items()
-    ]
-    df = pd.DataFrame(long)
-    chart = (
-        alt.Chart(df)
-        .mark_bar(opacity=0.7)
-        .encode(
-            x=alt.X("predicted quality:Q", bin=alt.Bin(maxbins=30)),
-            y="count():Q",
-            color="tier scored:N",
-            tooltip=["tier scored", "count()"],
-        )
-    )
-    st.altair_chart(chart, width="stretch")
-    note = f"cost weight {weight}" if weight is not None else "the artifact's calibrated default cost weight"
-    st.caption(f"Decision rule: the tier maximising predicted quality − cost weight × predicted cost ({note}).")
+        rows = q.router_scores(engine, f)
+        if rows:
+            st.altair_chart(charts.router_chart(rows, colours), width="stretch")
+            st.caption(
+                "The router's predicted quality per tier for each auto-routed request. It picks the tier "
+                "maximising predicted quality − cost weight × predicted cost."
+            )
+        else:
+            st.info('No auto-routed requests yet: send `model="auto"` to see the router\'s predicted quality per tier.')
 
 
-def _tables(engine: Engine, f: q.Filters) -> None:
+_JSON_COLUMNS = ("router_scores", "fallbacks", "checks", "steps", "predicted", "verdicts")
+
+
+def _json_columns(detail: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in detail.items():
+        parsed = json.loads(v) if k in _JSON_COLUMNS and isinstance(v, str) else v
+        out[k] = str(parsed) if isinstance(parsed, (datetime, bytes)) else parsed
+    return out
+
+
+def _tables(engine: Engine, f: q.Filters, has_quality: bool) -> None:
     st.subheader("Where the money goes")
-    tabs = st.tabs(["By API key", "By route", "By model", "Most expensive requests"])
-    tables = [q.spend_by(engine, f, c) for c in ("api_key_id", "route", "upstream_model")] + [
-        q.top_expensive(engine, f)
-    ]
-    for tab, rows in zip(tabs, tables, strict=True):
+    names = ["By API key", "By route", "By model", "Most expensive requests", "Refused and failed"]
+    tables = [q.spend_by(engine, f, c) for c in ("api_key_id", "route", "upstream_model")]
+    tables += [q.top_expensive(engine, f), q.refusals(engine, f)]
+    for tab, rows in zip(st.tabs(names), tables, strict=True):
         if rows:
             tab.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True)
         else:
-            tab.caption("Nothing yet.")
+            tab.caption("Nothing in this selection.")
 
     st.subheader("Recent requests")
     recent = q.recent(engine, f)
@@ -194,92 +161,56 @@ def _tables(engine: Engine, f: q.Filters) -> None:
     pick = st.selectbox("Inspect a request", [r["request_id"] for r in recent])
     detail = q.request_detail(engine, pick) if pick else None
     if detail:
-        for key in ("router_scores", "fallbacks"):
-            if detail.get(key):
-                detail[key] = json.loads(detail[key])
-        st.json({k: (str(v) if isinstance(v, datetime) else v) for k, v in detail.items()})
-
-
-def _policy() -> LoadedPolicy | None:
-    try:
-        return load_policy(_settings().policy_path)
-    except PolicyError:
-        return None
-
-
-def _policy_section() -> None:
-    with st.expander("Current policy", expanded=False):
-        loaded = _policy()
-        if loaded is None:
-            st.caption(f"No valid policy at {_settings().policy_path}.")
-            return
-        policy = loaded.policy
-        rows = []
-        for tier in policy.tiers:
-            for dep in tier.deployments:
-                price = loaded.price(dep.name)
-                rows.append(
-                    {
-                        "tier": tier.name,
-                        "deployment": dep.name,
-                        "model": dep.model,
-                        "$ in / 1M": price.input_per_1m,
-                        "$ out / 1M": price.output_per_1m,
-                        "price from": "policy" if dep.price is not None else "litellm price map",
-                        "key from": dep.api_key_env or "–",
-                    }
-                )
-        st.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True)
-        st.write(
-            "Routes:",
-            ", ".join(f"`{r.name}` → {'router' if r.auto else 'tier ' + str(r.tier)}" for r in policy.routes),
-        )
-        st.write("Router:", policy.router.model_dump() if policy.router else "disabled")
-
-
-def _settings() -> Settings:
-    return Settings()  # read on every run: cheap, and the environment is the one source
-
-
-def _has_ledger(engine: Engine) -> bool:
-    try:
-        return inspect(engine).has_table("requests")
-    except OperationalError:
-        return False  # no database file yet: the gateway has not run
+        shown: dict[str, Any] = {"request": _json_columns(detail)}
+        if has_quality:
+            for name, found in qq.about_request(engine, str(pick)).items():
+                if found:
+                    shown[name] = [_json_columns(r) for r in found]
+        st.json(shown)
 
 
 def main() -> None:
     st.set_page_config(page_title="Tierwise", page_icon="💸", layout="wide")
     st.title("Tierwise — spend, savings and quality")
-    url = _settings().database_url
-    engine = _engine(url)
-    if not _has_ledger(engine):
-        st.info(
-            f"The ledger at `{url.split('@')[-1]}` is empty: start the gateway (`make serve`) and send some traffic "
-            "(`tierwise demo-traffic`), then refresh."
-        )
-        _policy_section()
+    ledger = open_ledger(Settings(), _engine)
+    if ledger.problem is not None or ledger.engine is None:
+        st.warning(ledger.problem)
         return
-    f, window, refresh = _sidebar(engine)
+    engine = ledger.engine
+    running: RunningPolicy | None = running_policy(engine) if "policy_snapshots" in ledger.tables else None
+    colours = TierColours.of(running.tiers if running else None, q.tier_prices(engine))
+    has_quality = ledger.tables >= QUALITY_TABLES
+    f, refresh = _sidebar(engine)
 
     @st.fragment(run_every="10s" if refresh else None)
     def body() -> None:
         started = time.perf_counter()
         s = q.summary(engine, f)
-        _top_row(s)
+        judged = qq.judged(engine, f) if has_quality else None
+        _top_row(s, judged)
         if s.requests == 0:
             st.info(
                 "No requests match these filters yet. "
                 "Widen the time window, or send traffic with `tierwise demo-traffic`."
             )
-        _charts(engine, f, window)
-        _tables(engine, f)
+        first, last = q.time_extent(engine, f)
+        _traffic(engine, f, colours, q.bucket_seconds(first, last))
+        if judged is not None:
+            quality_section(engine, f, s, judged, colours, running, q.bucket_seconds(first, last, max_bars=12))
+        else:
+            st.header("Quality", anchor="quality")
+            st.info(
+                f"The database at `{ledger.where}` predates the quality tables: start the gateway once (it "
+                "migrates the schema), then judged samples, feedback and checks show here."
+            )
+        _tables(engine, f, has_quality)
         st.caption(
-            f"Queried in {(time.perf_counter() - started) * 1000:.0f} ms · {datetime.now(UTC):%H:%M:%S} UTC · read-only"
+            f"Read from `{ledger.where}` in {(time.perf_counter() - started) * 1000:.0f} ms · "
+            f"{datetime.now(UTC):%H:%M:%S} UTC · read-only"
         )
 
     body()
-    _policy_section()
+    policy_section(running)
 
 
 main()

@@ -1,39 +1,48 @@
-"""The dashboard's reads: every aggregate is computed in SQL (SQLite or PostgreSQL), so a
-ledger of millions of rows costs a few queries, not a DataFrame of millions of rows.
+"""The dashboard's reads of client traffic: every aggregate is computed in SQL (SQLite or
+PostgreSQL), so a ledger of millions of rows costs a few queries, not a DataFrame of millions.
 
-Only the ledger's table model is imported from the gateway; nothing here writes.
+Only client requests count here: the gateway's own calls for quality sampling (purpose
+``shadow`` or ``judge``) are shown apart, as the cost of measuring quality. Nothing here writes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Integer, and_, case, cast, func, literal_column, select
+from sqlalchemy import Table, and_, case, func, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql import ColumnElement, Executable
 
+from dashboard.dialect import epoch_bucket, floor_int
 from gateway.ledger.models import LedgerEntry
 
 __all__ = [
+    "REQUESTS",
     "Filters",
     "Summary",
-    "bucket_for",
+    "as_datetime",
+    "bucket_seconds",
     "distinct_values",
     "latency_percentiles",
     "mix",
     "recent",
+    "refusals",
     "request_detail",
     "router_scores",
+    "rows",
     "spend_by",
     "spend_over_time",
     "summary",
+    "tier_prices",
+    "time_extent",
     "top_expensive",
 ]
 
-T = LedgerEntry.__table__  # type: ignore[attr-defined]
+REQUESTS: Table = LedgerEntry.__table__  # type: ignore[attr-defined]
+T = REQUESTS
 
 
 @dataclass(frozen=True)
@@ -44,27 +53,31 @@ class Filters:
     tiers: tuple[str, ...] = ()
     api_keys: tuple[str, ...] = ()
 
-    def where(self) -> ColumnElement[bool]:
-        conds: list[ColumnElement[bool]] = []
+    def where(self, table: Any = T) -> ColumnElement[bool]:
+        """The client requests these filters select, on ``table`` (the ledger or an alias of it)."""
+        c = table.c
+        conds: list[ColumnElement[bool]] = [c.purpose == "client"]
         if self.since is not None:
-            conds.append(T.c.created_at >= self.since)
+            conds.append(c.created_at >= self.since)
         if self.until is not None:
-            conds.append(T.c.created_at < self.until)
+            conds.append(c.created_at < self.until)
         if self.routes:
-            conds.append(T.c.route.in_(self.routes))
+            conds.append(c.route.in_(self.routes))
         if self.tiers:
-            conds.append(T.c.tier.in_(self.tiers))
+            conds.append(c.tier.in_(self.tiers))
         if self.api_keys:
-            conds.append(T.c.api_key_id.in_(self.api_keys))
-        return and_(*conds) if conds else literal_column("1") == literal_column("1")
+            conds.append(c.api_key_id.in_(self.api_keys))
+        return and_(*conds)
 
 
 @dataclass(frozen=True)
 class Summary:
-    requests: int
+    requests: int  # every client request, refused ones included
+    answered: int  # status < 400
+    refused: int  # 4xx: turned away before any upstream was paid (auth, limits, budgets, bad requests)
+    failed: int  # 5xx: accepted, but no upstream could answer
     spend_usd: float
     frontier_usd: float
-    errors: int
     fallbacks: int
 
     @property
@@ -77,70 +90,85 @@ class Summary:
 
     @property
     def cost_per_1k(self) -> float | None:
-        return None if self.requests == 0 else self.spend_usd / self.requests * 1000
+        return None if self.answered == 0 else self.spend_usd / self.answered * 1000
 
-    @property
-    def error_rate(self) -> float | None:
-        return None if self.requests == 0 else self.errors / self.requests
-
-    @property
-    def fallback_rate(self) -> float | None:
-        return None if self.requests == 0 else self.fallbacks / self.requests
+    def rate(self, count: int) -> float | None:
+        return None if self.requests == 0 else count / self.requests
 
 
-def summary(engine: Engine, f: Filters) -> Summary:
-    q = select(
-        func.count(),
-        func.coalesce(func.sum(T.c.cost_usd), 0.0),
-        func.coalesce(func.sum(T.c.frontier_cost_usd), 0.0),
-        func.coalesce(func.sum(case((T.c.status_code >= 400, 1), else_=0)), 0),
-        func.coalesce(func.sum(case((T.c.fallbacks.is_not(None), 1), else_=0)), 0),
-    ).where(f.where())
-    with engine.connect() as conn:
-        n, spend, frontier, errors, fallbacks = conn.execute(q).one()
-    return Summary(int(n), float(spend), float(frontier), int(errors), int(fallbacks))
-
-
-def bucket_for(window: timedelta) -> str:
-    if window <= timedelta(hours=3):
-        return "minute"
-    if window <= timedelta(days=7):
-        return "hour"
-    return "day"
-
-
-def _bucket(engine: Engine, unit: str) -> ColumnElement[Any]:
-    if engine.dialect.name == "sqlite":
-        fmt = {"minute": "%Y-%m-%d %H:%M", "hour": "%Y-%m-%d %H:00", "day": "%Y-%m-%d"}[unit]
-        return func.strftime(fmt, T.c.created_at)
-    return func.date_trunc(unit, T.c.created_at)
-
-
-def _rows(engine: Engine, q: Select[Any]) -> list[dict[str, Any]]:
+def rows(engine: Engine, q: Executable) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(q)]
 
 
-def spend_over_time(engine: Engine, f: Filters, unit: str) -> list[dict[str, Any]]:
-    b = _bucket(engine, unit).label("bucket")
+def _count_if(cond: ColumnElement[bool]) -> ColumnElement[int]:
+    return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+
+def summary(engine: Engine, f: Filters) -> Summary:
+    s = T.c.status_code
+    q = select(
+        func.count(),
+        _count_if(s < 400),
+        _count_if(and_(s >= 400, s < 500)),
+        _count_if(s >= 500),
+        func.coalesce(func.sum(T.c.cost_usd), 0.0),
+        func.coalesce(func.sum(T.c.frontier_cost_usd), 0.0),
+        _count_if(T.c.fallbacks.is_not(None)),
+    ).where(f.where())
+    with engine.connect() as conn:
+        n, answered, refused, failed, spend, frontier, fallbacks = conn.execute(q).one()
+    return Summary(int(n), int(answered), int(refused), int(failed), float(spend), float(frontier), int(fallbacks))
+
+
+# Bucket widths for time charts, finest first; the finest giving at most _MAX_BARS buckets over
+# the time the data spans is used: minutes for an hour, hours for a day, 10 s for a short demo.
+_BUCKETS = (10, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
+_MAX_BARS = 60
+
+
+def bucket_seconds(first: datetime | None, last: datetime | None, max_bars: int = _MAX_BARS) -> int:
+    span = (last - first).total_seconds() if first and last else 0.0
+    return next((b for b in _BUCKETS if span / b <= max_bars), _BUCKETS[-1])
+
+
+def time_extent(engine: Engine, f: Filters) -> tuple[datetime | None, datetime | None]:
+    with engine.connect() as conn:
+        lo, hi = conn.execute(select(func.min(T.c.created_at), func.max(T.c.created_at)).where(f.where())).one()
+    return as_datetime(lo), as_datetime(hi)
+
+
+def as_datetime(v: Any) -> datetime | None:
+    """A timestamp from either database, as an aware UTC datetime (SQLite returns text, PG naive)."""
+    if v is None:
+        return None
+    dt = v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def spend_over_time(engine: Engine, f: Filters, seconds: int) -> list[dict[str, Any]]:
+    """Spend and requests per tier per bucket; ``bucket`` is the bucket's start (Unix seconds).
+    Requests refused before a tier was chosen cost nothing and are left out."""
+    b = epoch_bucket(engine, T.c.created_at, seconds).label("bucket")
     q = (
         select(b, T.c.tier, func.sum(T.c.cost_usd).label("spend_usd"), func.count().label("requests"))
-        .where(f.where())
+        .where(and_(f.where(), T.c.tier.is_not(None)))
         .group_by(b, T.c.tier)
         .order_by(b)
     )
-    return _rows(engine, q)
+    return rows(engine, q)
 
 
 def mix(engine: Engine, f: Filters, column: str) -> list[dict[str, Any]]:
+    """Answered requests by ``column``."""
     col = T.c[column]
     q = (
         select(col.label(column), func.count().label("requests"))
-        .where(f.where())
+        .where(and_(f.where(), T.c.status_code < 400))
         .group_by(col)
         .order_by(func.count().desc())
     )
-    return _rows(engine, q)
+    return rows(engine, q)
 
 
 def spend_by(engine: Engine, f: Filters, column: str) -> list[dict[str, Any]]:
@@ -157,13 +185,30 @@ def spend_by(engine: Engine, f: Filters, column: str) -> list[dict[str, Any]]:
         .group_by(col)
         .order_by(func.sum(T.c.cost_usd).desc())
     )
-    return _rows(engine, q)
+    return rows(engine, q)
+
+
+def refusals(engine: Engine, f: Filters) -> list[dict[str, Any]]:
+    """Requests that got no answer, by status and error: what turned them away, and whom."""
+    q = (
+        select(
+            T.c.status_code,
+            T.c.error_type,
+            func.count().label("requests"),
+            func.count(func.distinct(T.c.api_key_id)).label("keys"),
+            func.max(T.c.created_at).label("last_seen"),
+        )
+        .where(and_(f.where(), T.c.status_code >= 400))
+        .group_by(T.c.status_code, T.c.error_type)
+        .order_by(func.count().desc())
+    )
+    return rows(engine, q)
 
 
 def latency_percentiles(
     engine: Engine, f: Filters, percentiles: Sequence[float] = (0.5, 0.95), width_ms: float = 5.0
 ) -> list[dict[str, Any]]:
-    """p50/p95 of total latency and time to first token per tier.
+    """p50/p95 of total latency and time to first token per tier, of answered requests.
 
     SQL returns a histogram (tier x 5 ms buckets), so a million rows cost one grouped scan per
     measure rather than a sort; percentiles are exact to the bucket (reported at its midpoint).
@@ -171,7 +216,7 @@ def latency_percentiles(
     out: dict[str, dict[str, Any]] = {}
     for metric in ("latency_ms", "ttft_ms"):
         col = T.c[metric]
-        bucket = cast(col / width_ms, Integer).label("bucket")
+        bucket = floor_int(engine, col / width_ms).label("bucket")
         q = (
             select(T.c.tier, bucket, func.count())
             .where(and_(f.where(), col.is_not(None), T.c.status_code < 400))
@@ -193,7 +238,7 @@ def latency_percentiles(
                     if seen >= need:
                         row[f"{name}_p{int(p * 100)}_ms"] = (b + 0.5) * width_ms
                         break
-    return sorted(out.values(), key=lambda r: str(r["tier"]))
+    return list(out.values())
 
 
 def top_expensive(engine: Engine, f: Filters, limit: int = 10) -> list[dict[str, Any]]:
@@ -207,17 +252,27 @@ def top_expensive(engine: Engine, f: Filters, limit: int = 10) -> list[dict[str,
         T.c.completion_tokens,
         T.c.cost_usd,
     ]
-    return _rows(engine, select(*cols).where(f.where()).order_by(T.c.cost_usd.desc()).limit(limit))
+    return rows(engine, select(*cols).where(f.where()).order_by(T.c.cost_usd.desc()).limit(limit))
 
 
 def recent(engine: Engine, f: Filters, limit: int = 50) -> list[dict[str, Any]]:
-    cols = [T.c.request_id, T.c.created_at, T.c.route, T.c.tier, T.c.status_code, T.c.cost_usd, T.c.latency_ms]
-    return _rows(engine, select(*cols).where(f.where()).order_by(T.c.id.desc()).limit(limit))
+    cols = [
+        T.c.request_id,
+        T.c.created_at,
+        T.c.api,
+        T.c.route,
+        T.c.tier,
+        T.c.status_code,
+        T.c.error_type,
+        T.c.cost_usd,
+        T.c.latency_ms,
+    ]
+    return rows(engine, select(*cols).where(f.where()).order_by(T.c.created_at.desc(), T.c.id.desc()).limit(limit))
 
 
 def request_detail(engine: Engine, request_id: str) -> dict[str, Any] | None:
-    rows = _rows(engine, select(T).where(T.c.request_id == request_id))
-    return rows[0] if rows else None
+    found = rows(engine, select(T).where(T.c.request_id == request_id))
+    return found[0] if found else None
 
 
 def router_scores(engine: Engine, f: Filters, limit: int = 5000) -> list[dict[str, Any]]:
@@ -228,23 +283,20 @@ def router_scores(engine: Engine, f: Filters, limit: int = 5000) -> list[dict[st
         .order_by(T.c.id.desc())
         .limit(limit)
     )
-    return _rows(engine, q)
+    return rows(engine, q)
 
 
 def distinct_values(engine: Engine, column: str, limit: int = 200) -> list[str]:
     col = T.c[column]
-    q = select(col).where(col.is_not(None)).group_by(col).order_by(col).limit(limit)
+    q = select(col).where(and_(col.is_not(None), T.c.purpose == "client")).group_by(col).order_by(col).limit(limit)
     with engine.connect() as conn:
         return [str(v) for (v,) in conn.execute(q)]
 
 
-def time_bounds(engine: Engine) -> tuple[datetime | None, datetime | None]:
+def tier_prices(engine: Engine) -> list[str]:
+    """Tiers the ledger knows, cheapest per token first (their order when no policy is recorded)."""
+    tokens = func.sum(T.c.prompt_tokens + T.c.completion_tokens)
+    q = select(T.c.tier, func.sum(T.c.cost_usd), tokens).where(T.c.tier.is_not(None)).group_by(T.c.tier)
     with engine.connect() as conn:
-        lo, hi = conn.execute(select(func.min(T.c.created_at), func.max(T.c.created_at))).one()
-    return _as_dt(lo), _as_dt(hi)
-
-
-def _as_dt(v: Any) -> datetime | None:
-    if v is None or isinstance(v, datetime):
-        return v
-    return datetime.fromisoformat(str(v))
+        found = [(str(t), float(c or 0) / n if n else float("inf")) for t, c, n in conn.execute(q)]
+    return [t for t, _ in sorted(found, key=lambda x: (x[1], x[0]))]

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,18 @@ def _free_port() -> int:
 
 
 def render(
-    url: str, screenshot: Path, ready_js: str, timeout_s: float = 60, width: int = 1500, height: int = 2600
+    url: str,
+    shots: Sequence[tuple[Path, str | None]],
+    ready_js: str,
+    probes: Mapping[str, str] | None = None,
+    timeout_s: float = 60,
+    width: int = 1500,
+    height: int = 2600,
 ) -> dict[str, Any]:
-    """Open ``url``, wait until ``ready_js`` is truthy, settle, screenshot; return probes of the DOM."""
+    """Open ``url``, wait until ``ready_js`` is truthy, settle, then take each screenshot in turn
+    (after running its JavaScript, e.g. a scroll, when given); return the DOM probes: the standard
+    ones (exceptions, metrics, charts), read before the shots, and ``probes`` (name -> JavaScript,
+    perhaps a promise), read after them."""
     exe = chromium_path()
     assert exe, "chromium is not installed"
     port = _free_port()
@@ -85,7 +95,8 @@ def render(
                             return dict(msg.get("result", {}))
 
                 def js(expr: str) -> Any:
-                    return call("Runtime.evaluate", expression=expr, returnByValue=True).get("result", {}).get("value")
+                    result = call("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
+                    return result.get("result", {}).get("value")
 
                 call(
                     "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False
@@ -97,7 +108,7 @@ def render(
                         break
                     time.sleep(0.5)
                 time.sleep(3)  # let charts finish drawing
-                probes = {
+                found = {
                     "ready": bool(js(ready_js)),
                     "exceptions": js("document.querySelectorAll('[data-testid=\"stException\"]').length"),
                     "metrics": js(
@@ -105,10 +116,15 @@ def render(
                     ),
                     "charts": js("document.querySelectorAll('[data-testid=\"stVegaLiteChart\"], .vega-embed').length"),
                 }
-                shot = call("Page.captureScreenshot", format="png")
-                screenshot.parent.mkdir(parents=True, exist_ok=True)
-                screenshot.write_bytes(base64.b64decode(shot["data"]))
-                return probes
+                for path, before in shots:
+                    if before:
+                        js(before)
+                        time.sleep(1.5)  # let the scroll land and charts in view draw
+                    shot = call("Page.captureScreenshot", format="png")
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(base64.b64decode(shot["data"]))
+                found.update({name: js(expr) for name, expr in (probes or {}).items()})  # may click
+                return found
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
