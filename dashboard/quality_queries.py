@@ -219,7 +219,8 @@ def escalations(engine: Engine, f: Filters) -> Escalations:
     """How often each tier's answer was passed over for the next tier's, and why.
 
     ``steps`` lists every answer a request paid for, each with its tier and, when the gateway
-    moved on from it, the reason (a failed check). A request without steps tried its tier once.
+    moved on from it, its ``reasons`` (the failed checks; a step moved on for two counts for
+    both). A request without steps tried its tier once.
     """
     out = Escalations()
     base = and_(f.where(R), R.c.status_code < 400)
@@ -230,18 +231,19 @@ def escalations(engine: Engine, f: Filters) -> Escalations:
         length = json_length(engine, R.c.steps)
         longest = conn.execute(select(func.max(length)).where(and_(base, R.c.steps.is_not(None)))).scalar()
         for i in range(int(longest or 0)):
-            tier, reason = json_item(engine, R.c.steps, i, "tier"), json_item(engine, R.c.steps, i, "reason")
+            tier, reasons = json_item(engine, R.c.steps, i, "tier"), json_item(engine, R.c.steps, i, "reasons")
             moved_on = case((length > i + 1, 1), else_=0)
             q = (
-                select(tier, reason, moved_on, func.count())
+                select(tier, reasons, moved_on, func.count())
                 .where(and_(base, R.c.steps.is_not(None), length > i))
-                .group_by(tier, reason, moved_on)
+                .group_by(tier, reasons, moved_on)
             )
             for t, why, moved, n in conn.execute(q):
                 name = str(t) if t is not None else _UNKNOWN
                 out.tried[name] += int(n)
                 if moved:
-                    out.escalated[(name, str(why) if why is not None else "(unspecified)")] += int(n)
+                    for why_one in json.loads(why) if why else ["(unspecified)"]:
+                        out.escalated[(name, str(why_one))] += int(n)
     return out
 
 

@@ -98,10 +98,14 @@ def quality_rows(clients: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
         elif i % 7 == 1:
             r["checks"] = json.dumps(["empty", "refusal"])
         if r["tier"] == "mid" and i % 4 == 1:
-            r["steps"] = json.dumps([{"tier": "local", "reason": "invalid_json"}, {"tier": "mid"}])
+            r["steps"] = json.dumps([{"tier": "local", "reasons": ["invalid_json"]}, {"tier": "mid", "reasons": []}])
         elif r["tier"] == "frontier" and i % 5 == 2:
             r["steps"] = json.dumps(
-                [{"tier": "local", "reason": "empty"}, {"tier": "mid", "reason": "truncated"}, {"tier": "frontier"}]
+                [
+                    {"tier": "local", "reasons": ["invalid_json", "truncated"]},
+                    {"tier": "mid", "reasons": ["refusal"]},
+                    {"tier": "frontier", "reasons": []},
+                ]
             )
         if i % 2 == 0:
             served = str(r["tier"])

@@ -116,7 +116,7 @@ def test_quality_section_equals_the_truth(tmp_path: Path, monkeypatch: pytest.Mo
             continue
         steps = json.loads(r["steps"]) if r["steps"] else [{"tier": r["tier"]}]
         tried.update(s["tier"] for s in steps)
-        moved.update((s["tier"], s["reason"]) for s in steps[:-1])
+        moved.update((s["tier"], why) for s in steps[:-1] for why in s["reasons"])
     escalations = next(d.value for d in at.dataframe if "reason" in d.value.columns)
     assert {(t, why): n for t, why, n in escalations[["tier", "reason", "escalated"]].itertuples(index=False)} == moved
     assert all(row.rate == pytest.approx(row.escalated / tried[row.tier]) for row in escalations.itertuples())

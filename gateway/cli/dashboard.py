@@ -15,9 +15,9 @@ def _dashboard(args: argparse.Namespace) -> int:
 
     settings = Settings()
     app = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+    # The viewer toolbar travels with the app: dashboard/.streamlit/config.toml
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true"]
     cmd += ["--server.port", str(args.port), "--server.address", args.host, "--browser.gatherUsageStats", "false"]
-    cmd += ["--client.toolbarMode", "viewer"]
     where = settings.sqlite_file or settings.database_url.split("@")[-1]
     print(f"dashboard on http://{args.host}:{args.port} reading {where}", flush=True)
     # Become streamlit rather than wait on it: a stop signal (docker, systemd, a test's teardown)
