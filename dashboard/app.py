@@ -56,9 +56,15 @@ def _sidebar(engine: Engine) -> tuple[q.Filters, bool]:
     routes = st.sidebar.multiselect("Route", q.distinct_values(engine, "route"))
     tiers = st.sidebar.multiselect("Tier", q.distinct_values(engine, "tier"))
     keys = st.sidebar.multiselect("API key", q.distinct_values(engine, "api_key_id"))
+    session = st.sidebar.text_input(
+        "Conversation", placeholder="session id", help="x-tierwise-session, or the id the gateway answered with"
+    )
     refresh = st.sidebar.toggle("Auto-refresh every 10 s", value=False)
     since = datetime.now(UTC) - window if window else None
-    return q.Filters(since=since, routes=tuple(routes), tiers=tuple(tiers), api_keys=tuple(keys)), refresh
+    filters = q.Filters(
+        since=since, routes=tuple(routes), tiers=tuple(tiers), api_keys=tuple(keys), session=session.strip() or None
+    )
+    return filters, refresh
 
 
 def _top_row(s: q.Summary, judged: qq.Judged | None) -> None:

@@ -52,6 +52,7 @@ class Filters:
     routes: tuple[str, ...] = ()
     tiers: tuple[str, ...] = ()
     api_keys: tuple[str, ...] = ()
+    session: str | None = None  # one conversation (the ledger's session_id)
 
     def where(self, table: Any = T) -> ColumnElement[bool]:
         """The client requests these filters select, on ``table`` (the ledger or an alias of it)."""
@@ -67,6 +68,8 @@ class Filters:
             conds.append(c.tier.in_(self.tiers))
         if self.api_keys:
             conds.append(c.api_key_id.in_(self.api_keys))
+        if self.session:
+            conds.append(c.session_id == self.session)
         return and_(*conds)
 
 
@@ -262,6 +265,7 @@ def recent(engine: Engine, f: Filters, limit: int = 50) -> list[dict[str, Any]]:
         T.c.api,
         T.c.route,
         T.c.tier,
+        T.c.session_id,
         T.c.status_code,
         T.c.error_type,
         T.c.cost_usd,

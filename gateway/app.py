@@ -42,6 +42,7 @@ from gateway.quality.sampler import QualitySampler
 from gateway.quality.snapshots import record_snapshot
 from gateway.redact import install_redaction, uninstall_redaction
 from gateway.routing.resolve import Resolver, RouterLike
+from gateway.routing.sessions import MemorySessions, Sessions
 from gateway.settings import Settings
 from gateway.state import GatewayState
 
@@ -101,6 +102,8 @@ def create_app(
             for provider in {id(p): p for p in state.providers.values()}.values():
                 await provider.aclose()
             await state.guard.limiter.aclose()
+            if state.pipeline.resolver.sessions is not None:
+                await state.pipeline.resolver.sessions.aclose()
             await app.state.embeddings.aclose()
             if state.fake_server is not None:
                 state.fake_server.stop()
@@ -181,7 +184,9 @@ async def _build_state(
     if router is None and router_factory is not None and settings.load_router:
         router = await asyncio.to_thread(router_factory, loaded)
     guard = await _build_guard(settings, engine, loaded.policy, clock)
-    resolver = Resolver(router, availability.tier_available, availability.deployment_available)
+    resolver = Resolver(
+        router, availability.tier_available, availability.deployment_available, _sessions(settings, clock)
+    )
     # The gateway's own shadow and judge calls go to the ledger only: the metrics count clients'.
     sampler = QualitySampler(
         dispatcher=dispatcher,
@@ -251,6 +256,15 @@ async def _build_guard(settings: Settings, engine: Engine, policy: Policy, clock
     except Exception as exc:  # the limits store may be down at start; requests will say so
         log.error("could not seed budget counters from the ledger: %s", type(exc).__name__)
     return guard
+
+
+def _sessions(settings: Settings, clock: Clock) -> Sessions:
+    """Conversations' tiers where the limits are: Redis when replicas share them, else here."""
+    if settings.redis_url:
+        from gateway.routing.redis_sessions import RedisSessions  # noqa: PLC0415
+
+        return RedisSessions(settings.redis_url)
+    return MemorySessions(clock)
 
 
 async def _reconcile_budgets(state: GatewayState, interval_s: float = 2.0) -> None:

@@ -67,6 +67,7 @@ def traffic_rows(n: int, now: datetime) -> list[dict[str, Any]]:
                 "request_id": uuid.uuid4().hex,
                 "created_at": now - timedelta(hours=(i % 48), minutes=i % 7),  # about half in the last 24 h
                 "api_key_id": None if status == 401 else ("key_a", "key_b", None)[i % 3],
+                "session_id": f"conv-{i % 4}" if i % 2 else None,
                 "route": None if status == 401 else ("auto", "cheap")[i % 2],
                 "requested_model": "auto",
                 "tier": None if status == 401 else tier,

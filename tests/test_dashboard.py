@@ -91,6 +91,14 @@ def test_traffic_figures_equal_sql_truth(tmp_path: Path, monkeypatch: pytest.Mon
     m = metrics(at)
     assert m["Requests"] == f"{n_f:,}" and m["Saved vs all-frontier"] == "$0.0000"
 
+    # One conversation: every turn of it, on any tier.
+    at.sidebar.multiselect[1].unselect("frontier").run()
+    at.sidebar.text_input[0].input("conv-1").run()
+    (n_s,) = con.execute(
+        "SELECT count(*) FROM requests WHERE created_at >= ? AND session_id = 'conv-1' AND purpose = 'client'", (since,)
+    ).fetchone()
+    assert 0 < n_s < n and metrics(at)["Requests"] == f"{n_s:,}"
+
 
 def test_a_missing_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Started from another directory, with the default URL: it names the file it looked for

@@ -8,7 +8,6 @@ import logging
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,8 @@ from sqlalchemy import text
 from gateway.demo.fake_upstream import create_fake_app
 from gateway.demo.server_thread import ServerThread
 from gateway.ledger import make_engine
-from tests.conftest import REPO, GatewayFactory, MinuteStartClock, fake_stats, free_port, three_tier_policy
+from tests.conftest import REPO, GatewayFactory, MinuteStartClock, fake_stats, three_tier_policy
+from tests.replicas import Replicas
 from tests.tcp_proxy import TcpProxy
 
 MASTER = "sk-master-test-0123456789"
@@ -152,65 +152,6 @@ def test_open_mode_without_keys(start_gateway: GatewayFactory, fake_upstream: st
 # -- two replicas on PostgreSQL + Redis ------------------------------------------------------
 
 
-class Replicas:
-    def __init__(self, tmp: Path, policy: str, db_url: str, redis_url: str | None, n: int = 2) -> None:
-        self.policy = tmp / "policy.yaml"
-        self.policy.write_text(textwrap.dedent(policy))
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.urls: list[str] = []
-        for i in range(n):
-            port = free_port()
-            env = {
-                **os.environ,
-                "TIERWISE_DATABASE_URL": db_url,
-                "TIERWISE_MASTER_KEY": MASTER,
-                "TIERWISE_SPOOL_DIR": str(tmp / f"spool-{i}"),
-                "TIERWISE_LEDGER_FLUSH_INTERVAL_S": "0.05",
-            }
-            if redis_url:
-                env["TIERWISE_REDIS_URL"] = redis_url
-            log = (tmp / f"replica-{i}.log").open("wb")
-            self.procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "gateway.cli",
-                        "serve",
-                        "--policy",
-                        str(self.policy),
-                        "--port",
-                        str(port),
-                        "--no-router",
-                    ],
-                    cwd=REPO,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-            self.urls.append(f"http://127.0.0.1:{port}")
-        for url in self.urls:
-            _wait(url + "/healthz")
-
-    def stop(self) -> None:
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            p.wait(timeout=20)
-
-
-def _wait(url: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} never became healthy")
-
-
 @pytest.fixture
 def own_upstream() -> Iterator[str]:
     server = ServerThread(create_fake_app())
@@ -231,7 +172,7 @@ def _pg_rows(url: str, sql: str, **params: object) -> list[tuple[object, ...]]:
 def test_budget_holds_under_concurrency_across_two_replicas(
     tmp_path: Path, own_upstream: str, pg_url: str, redis_url: str
 ) -> None:
-    reps = Replicas(tmp_path, three_tier_policy(own_upstream), pg_url, redis_url)
+    reps = Replicas(tmp_path, three_tier_policy(own_upstream), pg_url, redis_url, MASTER)
     try:
         # worst case per call: ~ (prompt ~30 tok x $2.5 + 20 tok x $10) / 1M = ~$0.000275; budget ~3 calls
         budget = 0.0009
@@ -265,7 +206,7 @@ def test_budget_holds_under_concurrency_across_two_replicas(
 
 
 def test_rate_limit_across_two_replicas(tmp_path: Path, own_upstream: str, pg_url: str, redis_url: str) -> None:
-    reps = Replicas(tmp_path, three_tier_policy(own_upstream), pg_url, redis_url)
+    reps = Replicas(tmp_path, three_tier_policy(own_upstream), pg_url, redis_url, MASTER)
     try:
         for _ in range(2):  # the replicas use the wall clock: a run that straddles a minute boundary is redone
             key = admin(reps.urls[0], "POST", "/keys", json={"rpm_limit": 10}).json()["key"]
@@ -283,7 +224,7 @@ def test_database_outage_loses_no_ledger_rows(tmp_path: Path, own_upstream: str,
     pg_port = int(pg_url.rsplit(":", maxsplit=1)[-1].split("/", maxsplit=1)[0])
     proxy = TcpProxy(pg_port)
     via_proxy = pg_url.replace(f":{pg_port}/", f":{proxy.port}/")
-    reps = Replicas(tmp_path, three_tier_policy(own_upstream), via_proxy, None, n=1)
+    reps = Replicas(tmp_path, three_tier_policy(own_upstream), via_proxy, None, MASTER, n=1)
     url = reps.urls[0]
     try:
         ids = [chat(url + "/v1", "none").headers["x-tierwise-request-id"] for _ in range(5)]

@@ -12,6 +12,7 @@ from gateway.api.responses import SSEResponse, client_host
 from gateway.chat_request import parse_chat_request
 from gateway.keys.guard import bearer_token
 from gateway.pipeline import Pipeline, StreamAnswer
+from gateway.routing.sessions import SESSION_HEADER
 
 __all__ = ["chat_completions"]
 
@@ -21,7 +22,7 @@ log = logging.getLogger("tierwise.chat")
 async def chat_completions(request: Request) -> Response:
     pipeline: Pipeline = request.app.state.tierwise.pipeline
     token = bearer_token(request.headers.get("authorization"))
-    async with pipeline.call("chat", token, client_host(request)) as call:
+    async with pipeline.call("chat", token, client_host(request), request.headers.get(SESSION_HEADER)) as call:
         body = await read_json_body(request, call.limits.max_body_bytes)
         chat = parse_chat_request(body, call.limits.unknown_fields)
         if chat.dropped:

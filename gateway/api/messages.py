@@ -19,6 +19,7 @@ from gateway.chat_request import parse_chat_request
 from gateway.errors import GatewayError, InvalidRequestError
 from gateway.keys.guard import bearer_token
 from gateway.pipeline import Pipeline, StreamAnswer
+from gateway.routing.sessions import SESSION_HEADER
 from gateway.translate.anthropic import (
     MessageEvents,
     chat_to_message,
@@ -36,7 +37,7 @@ async def create_message(request: Request) -> Response:
     pipeline: Pipeline = request.app.state.tierwise.pipeline
     token = request.headers.get("x-api-key") or bearer_token(request.headers.get("authorization"))
     try:
-        async with pipeline.call("messages", token, client_host(request)) as call:
+        async with pipeline.call("messages", token, client_host(request), request.headers.get(SESSION_HEADER)) as call:
             body = await read_json_body(request, call.limits.max_body_bytes)
             if not loaded():
                 await asyncio.to_thread(load)  # imports litellm and the SDK's types: seconds, once

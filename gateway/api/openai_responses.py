@@ -15,6 +15,7 @@ from gateway.chat_request import parse_chat_request
 from gateway.errors import InvalidRequestError
 from gateway.keys.guard import bearer_token
 from gateway.pipeline import Pipeline, StreamAnswer
+from gateway.routing.sessions import SESSION_HEADER
 from gateway.translate.check import FieldError
 from gateway.translate.responses import ResponseEvents, chat_to_response, responses_to_chat
 
@@ -27,7 +28,7 @@ _CLIENT_NAMES = {"max_completion_tokens": "max_output_tokens", "response_format"
 async def create_response(request: Request) -> Response:
     pipeline: Pipeline = request.app.state.tierwise.pipeline
     token = bearer_token(request.headers.get("authorization"))
-    async with pipeline.call("responses", token, client_host(request)) as call:
+    async with pipeline.call("responses", token, client_host(request), request.headers.get(SESSION_HEADER)) as call:
         body = await read_json_body(request, call.limits.max_body_bytes)
         try:
             chat = parse_chat_request(responses_to_chat(body))

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 
 from gateway.api.deps import require_caller
+from gateway.routing.sessions import SESSION_HEADER, SESSION_PATTERN
 
 __all__ = ["ERROR_CODES", "add_operation", "install_openapi"]
 
@@ -71,6 +72,15 @@ def add_operation(
         responses[str(status)] = {"description": "an error", "content": {"application/json": {"schema": error}}}
     spec.setdefault("paths", {}).setdefault(path, {})["post"] = {
         "summary": summary,
+        "parameters": [
+            {
+                "name": SESSION_HEADER,
+                "in": "header",
+                "required": False,
+                "description": "the conversation this turn belongs to: it keeps its first turn's tier (auto routes)",
+                "schema": {"type": "string", "pattern": SESSION_PATTERN},
+            }
+        ],
         "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
         "responses": responses,
         "security": [{"bearer": []}],

@@ -43,6 +43,7 @@ class Call:
     parent_request_id: str | None = None  # the sampled request a shadow or judge call belongs to
     checks: list[str] = field(default_factory=list)  # answer checks that failed
     escalated: list[Step] = field(default_factory=list)  # paid answers that failed and were replaced
+    session: str | None = None  # the client's name for the conversation (x-tierwise-session)
 
     @property
     def limits(self) -> Limits:
@@ -101,12 +102,20 @@ class Call:
             api=self.api,
             purpose=self.purpose,
             parent_request_id=self.parent_request_id,
+            session_id=self.session_id,
             checks=orjson.dumps(self.checks).decode() if self.checks else None,
             steps=orjson.dumps([s.as_json() for s in steps]).decode() if steps else None,
         )
 
+    @property
+    def session_id(self) -> str | None:
+        res = self.resolution
+        return res.session if res is not None and res.session else self.session
+
     def headers(self, attempted: Attempted | None = None) -> dict[str, str]:
         out = {"x-tierwise-request-id": self.request_id}
+        if (session := self.session_id) is not None:
+            out["x-tierwise-session"] = session
         step = attempted.step if attempted else None
         if step is not None:
             out["x-tierwise-tier"] = step.tier

@@ -27,7 +27,7 @@ from gateway.availability import Availability
 from gateway.chat_request import ChatRequest
 from gateway.clock import Clock
 from gateway.dispatch import Attempted, Dispatcher, DispatchFailed, Plan, PlanStep
-from gateway.errors import ClientGoneError, GatewayError, UpstreamTimeoutError
+from gateway.errors import ClientGoneError, GatewayError, InvalidRequestError, UpstreamTimeoutError
 from gateway.keys import Guard
 from gateway.ledger.models import LedgerRow
 from gateway.pipeline.budget import prompt_tokens_bound, worst_case_tokens, worst_case_usd
@@ -52,6 +52,7 @@ from gateway.providers.base import Completion, UpstreamStream
 from gateway.quality.checks import Reply, answer_of, failed_checks
 from gateway.quality.feedback import NOT_FOUND
 from gateway.routing.resolve import Resolver
+from gateway.routing.sessions import SESSION_HEADER, valid_session
 from gateway.usage import Usage, estimate_tokens
 
 __all__ = ["Answer", "Pipeline", "StreamAnswer"]
@@ -109,9 +110,12 @@ class Pipeline:
 
     # -- a request's life -------------------------------------------------------------------
     @contextlib.asynccontextmanager
-    async def call(self, api: str, token: str, client_host: str | None) -> AsyncIterator[Call]:
+    async def call(
+        self, api: str, token: str, client_host: str | None, session: str | None = None
+    ) -> AsyncIterator[Call]:
         """Authenticate and yield the request's :class:`Call`; a request refused anywhere inside
-        is ledgered (once) and its error carries the request id."""
+        is ledgered (once) and its error carries the request id. ``session``: the client's
+        ``x-tierwise-session`` header."""
         call = Call(
             request_id="req_" + secrets.token_hex(12),
             api=api,
@@ -120,6 +124,14 @@ class Pipeline:
         )
         try:
             call.identity = await self.guard.authenticate(token, client_host)
+            if session is not None:
+                if not valid_session(session):
+                    raise InvalidRequestError(
+                        f"{SESSION_HEADER}: 1-128 letters, digits and ._:- (starting with a letter or digit)",
+                        param=SESSION_HEADER,
+                        code="invalid_session",
+                    )
+                call.session = session
             yield call
         except GatewayError as exc:
             self._record(call, None, None, exc.status_code, exc.code or exc.error_type)
@@ -152,7 +164,8 @@ class Pipeline:
 
     async def _plan(self, call: Call, chat: ChatRequest) -> Plan:
         loaded, identity = call.loaded, call.identity
-        res = await self.resolver.resolve(loaded, chat.model, chat.body["messages"])
+        owner = identity.key_id if identity else None
+        res = await self.resolver.resolve(loaded, chat.model, chat.body["messages"], call.session, owner)
         call.resolution = res
         call.notes.extend(res.notes)
         limits = loaded.policy.limits
@@ -211,6 +224,7 @@ class Pipeline:
             call.escalated.append(Step(step, _usage_of(chat, completion), why))
             previous, plan = (attempted, completion), above
         call.ttft_ms = (self.clock.monotonic() - call.started) * 1000
+        await self._keep_escalation(call, attempted)
         usage = _usage_of(chat, completion)
         payload = orjson.loads(completion.body)
         answer = answer_of(payload)
@@ -221,6 +235,13 @@ class Pipeline:
         headers["x-tierwise-cost-usd"] = f"{cost:.8f}"
         content = orjson.dumps(strip_logprobs(payload)) if added_logprobs else completion.body
         return Answer(content, headers, cost)
+
+    async def _keep_escalation(self, call: Call, attempted: Attempted) -> None:
+        """An escalated turn moves its conversation up: the next turn starts where this one ended."""
+        res, step = call.resolution, attempted.step
+        if call.escalated and step is not None and res is not None and res.session is not None:
+            owner = call.identity.key_id if call.identity else None
+            await self.resolver.keep(call.loaded.policy, res.session, owner, step.tier)
 
     def _sample(
         self, call: Call, chat: ChatRequest, attempted: Attempted, text: str, usage: Usage, cost: float
@@ -262,6 +283,8 @@ class Pipeline:
             usage = stream.usage or _stream_usage(chat, stream)
             call.escalated.append(Step(attempted.step, usage, why))
             plan, held = above, []
+
+        await self._keep_escalation(call, attempted)
 
         def first_event() -> None:
             call.ttft_ms = (self.clock.monotonic() - call.started) * 1000

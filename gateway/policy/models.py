@@ -18,6 +18,7 @@ __all__ = [
     "QualityConfig",
     "Route",
     "RouterConfig",
+    "SessionConfig",
     "Tier",
 ]
 
@@ -138,8 +139,8 @@ class CalibrationTarget(_Strict):
 class RouterConfig(_Strict):
     enabled: bool = True
     # A shipped artifact by name (``default``: static encoder distilled from MiniLM, sub-millisecond
-    # decisions; ``minilm``: MiniLM itself, as good under cross-validation, 13-70 ms a decision) or a
-    # directory path, relative to the policy file.
+    # decisions; ``minilm``: MiniLM itself through ONNX Runtime, ~6 ms; ``two-stage``: the static one
+    # when its choice is clear, else MiniLM) or a directory path, relative to the policy file.
     artifact: str = "default"
     # Map each policy tier to the artifact tier whose estimator stands for it.
     tier_map: dict[str, str] = Field(default_factory=dict)
@@ -240,6 +241,15 @@ class Embeddings(_Strict):
         return next((d for d in self.deployments if d.name == self.default), None)
 
 
+class SessionConfig(_Strict):
+    """Per-conversation routing for ``auto`` routes: a conversation (``x-tierwise-session``, else
+    its system prompt and first user turn) keeps its first turn's tier, moving only up."""
+
+    enabled: bool = True
+    # Since the conversation's last turn; every turn renews it.
+    ttl_s: float = Field(default=1800, gt=0, le=7 * 86_400)
+
+
 class Policy(_Strict):
     version: Literal[1] = 1
     tiers: list[Tier] = Field(min_length=1)
@@ -250,6 +260,7 @@ class Policy(_Strict):
     quality: QualityConfig = QualityConfig()
     # Escalation for every route (and tier/... names) that does not set its own.
     escalate: EscalateConfig = EscalateConfig()
+    sessions: SessionConfig = SessionConfig()
     embeddings: Embeddings | None = None
 
     @model_validator(mode="after")

@@ -18,6 +18,7 @@ from gateway.errors import ModelNotFoundError, ServiceUnavailableError
 from gateway.policy.loader import LoadedPolicy
 from gateway.policy.models import Policy
 from gateway.policy.pricing import reference_call_cost
+from gateway.routing.sessions import Sessions, conversation_id
 
 __all__ = ["Decision", "Resolution", "Resolver", "RouterLike", "price_scale", "prompt_text"]
 
@@ -79,6 +80,7 @@ class Resolution:
     router_scores: dict[str, float] = field(default_factory=dict)
     router_version: str | None = None
     notes: list[str] = field(default_factory=list)
+    session: str | None = None  # the conversation an auto route kept this request's tier for
 
 
 def prompt_text(messages: Sequence[dict[str, Any]], max_chars: int) -> tuple[str, int]:
@@ -105,18 +107,32 @@ class Resolver:
         router: RouterLike | None,
         available: Callable[[Policy, str], bool],
         deployment_available: Callable[[str, Policy], bool] = lambda _name, _policy: True,
+        sessions: Sessions | None = None,
     ) -> None:
         self.router = router
+        self.sessions = sessions
         self._available = available  # (policy, tier name) -> has a usable deployment
         self._deployment_available = deployment_available  # (deployment name, policy) -> usable
         self._scale: tuple[LoadedPolicy, list[float]] | None = None  # for the current snapshot
 
-    async def resolve(self, loaded: LoadedPolicy, model: str, messages: Sequence[dict[str, Any]]) -> Resolution:
+    async def resolve(
+        self,
+        loaded: LoadedPolicy,
+        model: str,
+        messages: Sequence[dict[str, Any]],
+        session: str | None = None,
+        owner: str | None = None,
+    ) -> Resolution:
+        """``session``: the client's name for the conversation (else one is derived from it);
+        ``owner``: the key making the request, whose conversations these are."""
         policy = loaded.policy
         route = policy.route(model)
         if route is not None:
             if route.auto and self.router is not None and policy.router is not None and policy.router.enabled:
                 res = await self._ask_router(loaded, route.name, messages)
+                if self.sessions is not None and policy.sessions.enabled:
+                    res.session = session or conversation_id(messages)
+                    res.tier = await self.keep(policy, res.session, owner, res.tier)
             elif route.tier is not None:
                 res = Resolution(route=route.name, tier=route.tier)
             else:
@@ -166,6 +182,17 @@ class Resolver:
             router_scores={to_ours.get(k, k): round(v, 4) for k, v in decision.scores.items()},
             router_version=decision.version,
         )
+
+    async def keep(self, policy: Policy, session: str, owner: str | None, tier: str) -> str:
+        """The tier the conversation goes on at: ``tier``, or the higher one it already has.
+        Without the sessions store (Redis down) the turn is routed on its own."""
+        assert self.sessions is not None
+        order = [t.name for t in policy.tiers]
+        try:
+            return await self.sessions.raise_to(f"{owner or '-'}:{session}", tier, order, policy.sessions.ttl_s)
+        except Exception as exc:
+            log.warning("conversation tiers unavailable (%s): this turn is routed on its own", type(exc).__name__)
+            return tier
 
     def _cost_scale(self, loaded: LoadedPolicy) -> list[float]:
         if self._scale is None or self._scale[0] is not loaded:  # once per policy snapshot

@@ -1,0 +1,86 @@
+"""Per-conversation routing: a conversation keeps the tier its first turn was routed to.
+
+Routing each turn afresh makes a conversation bounce between models, which loses prompt caches
+and tool-call state. So the router's choice for a conversation is remembered for a while, and a
+later turn may move it up (the router asks for more, or an answer escalated) but never down.
+
+A conversation is named by the client (``x-tierwise-session``) or, failing that, by a hash of
+what every turn of it repeats: the system prompt and the first user turn. Either way it is kept
+per API key, so one client can never move another's conversations.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from gateway.chat_request import message_text
+from gateway.clock import Clock
+
+__all__ = ["SESSION_HEADER", "SESSION_PATTERN", "MemorySessions", "Sessions", "conversation_id", "valid_session"]
+
+SESSION_HEADER = "x-tierwise-session"
+SESSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+_VALID = re.compile(SESSION_PATTERN)
+
+
+def valid_session(value: str) -> bool:
+    """A client's session name: 1-128 characters of letters, digits and ``._:-``."""
+    return bool(_VALID.match(value))
+
+
+def conversation_id(messages: Sequence[dict[str, Any]]) -> str:
+    """A stable name for a conversation without one: its system prompt(s) and first user turn."""
+    opening: list[str] = []
+    for message in messages:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            opening.append(message_text(message.get("content")))
+        elif role == "user":
+            opening.append(message_text(message.get("content")))
+            break
+    return "h-" + hashlib.sha256(orjson.dumps(opening)).hexdigest()[:32]
+
+
+class Sessions(abc.ABC):
+    """Where conversations' tiers are kept: in this process, or in Redis for several replicas."""
+
+    @abc.abstractmethod
+    async def raise_to(self, key: str, tier: str, order: Sequence[str], ttl_s: float) -> str:
+        """Keep ``key`` at ``tier`` or the higher tier it already has (by ``order``, cheapest
+        first), for ``ttl_s`` more seconds; return the tier it is kept at."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional
+        pass
+
+
+def higher_of(kept: str | None, tier: str, order: Sequence[str]) -> str:
+    """The higher of two tiers by ``order``; a tier the policy no longer has counts for nothing."""
+    if kept is None or kept not in order:
+        return tier
+    return kept if order.index(kept) > order.index(tier) else tier
+
+
+class MemorySessions(Sessions):
+    """One process's conversations, oldest forgotten first past ``max_entries``."""
+
+    def __init__(self, clock: Clock, max_entries: int = 100_000) -> None:
+        self._clock = clock
+        self._max = max_entries
+        self._kept: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    async def raise_to(self, key: str, tier: str, order: Sequence[str], ttl_s: float) -> str:
+        now = self._clock.monotonic()
+        found = self._kept.pop(key, None)
+        kept = found[0] if found is not None and found[1] > now else None
+        tier = higher_of(kept, tier, order)
+        self._kept[key] = (tier, now + ttl_s)
+        while len(self._kept) > self._max:
+            self._kept.popitem(last=False)
+        return tier

@@ -1,0 +1,115 @@
+"""Per-conversation routing end to end: the real router and openai client against the gateway; a
+conversation keeps its first turn's tier, in one process and across two replicas sharing Redis."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from router import Router, default_artifact_dir
+from tests.conftest import GatewayFactory, three_tier_policy
+from tests.replicas import Replicas
+
+HARD = "Prove that there are infinitely many primes, rigorously, then generalise to primes of the form 4k+3."
+# At this cost weight the shipped router sends HARD to the frontier and "Thanks!" to mid.
+ROUTED = "router: {artifact: default, cost_weight: 0.05}"
+MASTER = "sk-master-sessions-0123456789"
+
+
+def _policy(fake: str) -> str:
+    auto = three_tier_policy(fake, extra=ROUTED)
+    return auto.replace("{name: auto, auto: true, tier: mid}", "{name: auto, auto: true}")
+
+
+def _turns(*said: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [{"role": "system", "content": "You are a maths tutor."}]
+    for i, text in enumerate(said):
+        if i:
+            out.append({"role": "assistant", "content": "Here is my answer."})
+        out.append({"role": "user", "content": text})
+    return out
+
+
+def test_a_conversation_keeps_its_tier_and_a_fresh_one_routes_alone(
+    start_gateway: GatewayFactory, fake_upstream: str
+) -> None:
+    gw = start_gateway(_policy(fake_upstream), router=Router.load(default_artifact_dir()))
+    client = openai.OpenAI(base_url=gw.v1, api_key="x", max_retries=0)
+    said = [HARD, "Thanks!", "ok"]
+    served = []
+    for n in range(1, 4):
+        raw = client.chat.completions.with_raw_response.create(model="auto", messages=_turns(*said[:n]))
+        served.append((raw.headers["x-tierwise-tier"], raw.headers["x-tierwise-router-tier"]))
+        session = raw.headers["x-tierwise-session"]
+    assert served == [("frontier", "frontier"), ("frontier", "mid"), ("frontier", "mid")]
+    rows = gw.rows(wait_for=3)
+    assert [r["session_id"] for r in rows] == [session] * 3
+
+    # The same last message opening another conversation: the router decides it alone.
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=_turns("Thanks!"))
+    assert raw.headers["x-tierwise-tier"] == "mid" and raw.headers["x-tierwise-session"] != session
+
+    # The Responses API names its conversation the same way.
+    first = client.responses.with_raw_response.create(
+        model="auto", instructions="Be brief.", input=HARD, extra_headers={"x-tierwise-session": "resp-1"}
+    )
+    later = client.responses.with_raw_response.create(
+        model="auto", input="Thanks!", extra_headers={"x-tierwise-session": "resp-1"}
+    )
+    assert first.headers["x-tierwise-tier"] == later.headers["x-tierwise-tier"] == "frontier"
+
+
+def test_a_bad_session_header_is_refused_in_each_apis_envelope(
+    start_gateway: GatewayFactory, fake_upstream: str
+) -> None:
+    gw = start_gateway(_policy(fake_upstream), router=Router.load(default_artifact_dir()))
+    bad = {"x-tierwise-session": "no spaces allowed"}
+    chat = httpx.post(gw.v1 + "/chat/completions", json={"model": "auto", "messages": _turns("hi")}, headers=bad)
+    assert chat.status_code == 400
+    assert chat.json()["error"]["param"] == "x-tierwise-session" and chat.json()["error"]["code"] == "invalid_session"
+    msg = {"model": "auto", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+    messages = httpx.post(gw.v1 + "/messages", json=msg, headers=bad)
+    assert messages.status_code == 400
+    assert messages.json()["type"] == "error" and messages.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_two_replicas_share_a_conversation_through_redis(
+    tmp_path: Path, fake_upstream: str, pg_url: str, redis_url: str
+) -> None:
+    reps = Replicas(tmp_path, _policy(fake_upstream), pg_url, redis_url, MASTER, router=True)
+    try:
+        a, b = (openai.OpenAI(base_url=url + "/v1", api_key=MASTER, max_retries=0) for url in reps.urls)
+        session = {"x-tierwise-session": f"conv-{uuid.uuid4().hex}"}
+        first = a.chat.completions.with_raw_response.create(model="auto", messages=_turns(HARD), extra_headers=session)
+        assert first.headers["x-tierwise-tier"] == "frontier"
+        second = b.chat.completions.with_raw_response.create(
+            model="auto", messages=_turns(HARD, "Thanks!"), extra_headers=session
+        )
+        assert second.headers["x-tierwise-tier"] == "frontier" and second.headers["x-tierwise-router-tier"] == "mid"
+        other = b.chat.completions.with_raw_response.create(
+            model="auto",
+            messages=_turns(HARD, "Thanks!"),
+            extra_headers={"x-tierwise-session": f"conv-{uuid.uuid4().hex}"},
+        )
+        assert other.headers["x-tierwise-tier"] == "mid"
+    finally:
+        reps.stop()
+
+
+@pytest.mark.parametrize("header", [None, "s-1"])
+def test_pinned_routes_record_the_session_without_keeping_a_tier(
+    start_gateway: GatewayFactory, fake_upstream: str, header: str | None
+) -> None:
+    gw = start_gateway(_policy(fake_upstream), router=Router.load(default_artifact_dir()))
+    extra = {"x-tierwise-session": header} if header else {}
+    raw = openai.OpenAI(base_url=gw.v1, api_key="x").chat.completions.with_raw_response.create(
+        model="cheap", messages=_turns(HARD), extra_headers=extra
+    )
+    assert raw.headers["x-tierwise-tier"] == "local"
+    assert raw.headers.get("x-tierwise-session") == header
+    assert gw.rows()[0]["session_id"] == header

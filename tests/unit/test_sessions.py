@@ -1,0 +1,180 @@
+"""Per-conversation routing: a conversation keeps its first turn's tier and only moves up."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.chat_request import parse_chat_request
+from gateway.errors import InvalidRequestError
+from gateway.pipeline import Answer
+from gateway.routing.resolve import Resolver
+from gateway.routing.sessions import MemorySessions, Sessions, conversation_id, valid_session
+from tests.unit.fakes import THREE_TIERS, FakeClock, completion
+from tests.unit.test_pipeline import World
+
+ORDER = ["local", "mid", "frontier"]
+AUTO = THREE_TIERS.replace("routes:\n", "router: {artifact: default}\nroutes:\n  - {name: auto, auto: true}\n")
+
+
+@dataclass
+class Decision:
+    tier: str
+    scores: dict[str, float] = field(default_factory=dict)
+    version: str = "keywords"
+
+
+class KeywordRouter:
+    """Routes on a word in the last user turn: "hard" -> frontier, "medium" -> mid, else local."""
+
+    version = "keywords"
+    tiers: Sequence[str] = ORDER
+    encoder_name = "none"
+
+    def decide(self, text: str, **_: Any) -> Decision:
+        return Decision("frontier" if "hard" in text else "mid" if "medium" in text else "local")
+
+    def cost_scale(self, relative_call_cost: Mapping[str, float | None]) -> list[float]:
+        return [1.0] * len(ORDER)
+
+    def decides_inline(self, text: str, length: int | None = None) -> bool:
+        return True
+
+    def features(self, texts: Sequence[str], *, lengths: Sequence[int | None] | None = None) -> Any:
+        return None
+
+
+def world(tmp_path: Path, sessions: Sessions | None, yaml_text: str = AUTO) -> World:
+    w = World(tmp_path, {name: [completion("ok")] for name in ("local-a", "mid-a", "top-a")}, yaml_text)
+    w.pipeline.resolver = Resolver(KeywordRouter(), lambda _p, _t: True, sessions=sessions)
+    return w
+
+
+async def turn(w: World, messages: list[dict[str, Any]], session: str | None = None, token: str = "") -> Answer:
+    async with w.pipeline.call("chat", token, "127.0.0.1", session) as call:
+        answer = await w.pipeline.run(call, parse_chat_request({"model": "auto", "messages": messages}))
+    assert isinstance(answer, Answer)
+    return answer
+
+
+def conversation(*turns: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [{"role": "system", "content": "You help with code."}]
+    for i, text in enumerate(turns):
+        if i:
+            out.append({"role": "assistant", "content": "..."})
+        out.append({"role": "user", "content": text})
+    return out
+
+
+async def test_later_turns_keep_the_tier_and_only_move_up(tmp_path: Path) -> None:
+    w = world(tmp_path, MemorySessions(FakeClock()))
+    tiers = []
+    said = ["a medium question", "thanks", "now a hard one", "ok, bye"]
+    for n in range(1, len(said) + 1):
+        answer = await turn(w, conversation(*said[:n]))
+        tiers.append(answer.headers["x-tierwise-tier"])
+        assert answer.headers["x-tierwise-session"].startswith("h-")
+    assert tiers == ["mid", "mid", "frontier", "frontier"]
+    rows = w.ledger.rows
+    assert [r.router_tier for r in rows] == ["mid", "local", "frontier", "local"]  # what the router said
+    assert len({r.session_id for r in rows}) == 1
+    # the same last message in a fresh conversation is routed on its own
+    fresh = await turn(w, [{"role": "user", "content": "thanks"}])
+    assert fresh.headers["x-tierwise-tier"] == "local"
+    w.engine.dispose()
+
+
+async def test_a_named_session_ignores_the_opening_and_is_per_key(tmp_path: Path) -> None:
+    w = world(tmp_path, MemorySessions(FakeClock()))
+    (key_a, _), (key_b, _) = w.keys.create(owner="a"), w.keys.create(owner="b")
+    first = await turn(w, conversation("a hard question"), session="chat-42", token=key_a)
+    assert first.headers["x-tierwise-tier"] == "frontier" and first.headers["x-tierwise-session"] == "chat-42"
+    other_opening = await turn(w, conversation("hello"), session="chat-42", token=key_a)
+    assert other_opening.headers["x-tierwise-tier"] == "frontier"
+    # another key's conversation of the same name is its own
+    theirs = await turn(w, conversation("hello"), session="chat-42", token=key_b)
+    assert theirs.headers["x-tierwise-tier"] == "local"
+    assert [r.session_id for r in w.ledger.rows] == ["chat-42"] * 3
+    w.engine.dispose()
+
+
+async def test_a_session_expires_after_its_ttl(tmp_path: Path) -> None:
+    clock = FakeClock()
+    w = world(tmp_path, MemorySessions(clock), AUTO + "sessions: {ttl_s: 60}\n")
+    await turn(w, conversation("a hard question"), session="s1")
+    clock.advance(59)
+    assert (await turn(w, conversation("hi"), session="s1")).headers["x-tierwise-tier"] == "frontier"
+    clock.advance(59)  # renewed by the last turn
+    assert (await turn(w, conversation("hi"), session="s1")).headers["x-tierwise-tier"] == "frontier"
+    clock.advance(61)
+    assert (await turn(w, conversation("hi"), session="s1")).headers["x-tierwise-tier"] == "local"
+    w.engine.dispose()
+
+
+async def test_sessions_off_routes_every_turn_alone(tmp_path: Path) -> None:
+    w = world(tmp_path, MemorySessions(FakeClock()), AUTO + "sessions: {enabled: false}\n")
+    await turn(w, conversation("a hard question"), session="s1")
+    answer = await turn(w, conversation("hi"), session="s1")
+    assert answer.headers["x-tierwise-tier"] == "local"
+    assert w.ledger.rows[-1].session_id == "s1"  # still recorded: the dashboard can follow it
+    w.engine.dispose()
+
+
+async def test_a_bad_session_name_is_a_400(tmp_path: Path) -> None:
+    w = world(tmp_path, MemorySessions(FakeClock()))
+    with pytest.raises(InvalidRequestError) as err:
+        await turn(w, conversation("hi"), session="x" * 200)
+    assert err.value.param == "x-tierwise-session"
+    assert w.ledger.rows[-1].status_code == 400
+    w.engine.dispose()
+
+
+async def test_a_failing_store_routes_the_turn_alone(tmp_path: Path) -> None:
+    class Down(Sessions):
+        async def raise_to(self, key: str, tier: str, order: Sequence[str], ttl_s: float) -> str:
+            raise ConnectionError("redis is down")
+
+    w = world(tmp_path, Down())
+    assert (await turn(w, conversation("a medium question"))).headers["x-tierwise-tier"] == "mid"
+    w.engine.dispose()
+
+
+async def test_escalation_moves_the_conversation_up(tmp_path: Path) -> None:
+    escalate = AUTO + "escalate: {on: [invalid_json]}\n"
+    w = world(tmp_path, MemorySessions(FakeClock()), escalate)
+    w.provider.scripts["local-a"] = [completion("not json")]
+    w.provider.scripts["mid-a"] = [completion('{"a": 1}')]
+    messages = conversation("hi")
+    async with w.pipeline.call("chat", "", "127.0.0.1") as call:
+        chat = parse_chat_request({"model": "auto", "messages": messages, "response_format": {"type": "json_object"}})
+        first = await w.pipeline.run(call, chat)
+    assert isinstance(first, Answer) and first.headers["x-tierwise-tier"] == "mid"
+    second = await turn(w, [*messages, {"role": "assistant", "content": "{}"}, {"role": "user", "content": "more"}])
+    assert second.headers["x-tierwise-tier"] == "mid"
+    assert json.loads(w.ledger.rows[0].steps or "[]")[0]["tier"] == "local"
+    w.engine.dispose()
+
+
+async def test_memory_store_forgets_the_oldest_past_its_size() -> None:
+    s = MemorySessions(FakeClock(), max_entries=2)
+    await s.raise_to("a", "frontier", ORDER, 60)
+    await s.raise_to("b", "frontier", ORDER, 60)
+    await s.raise_to("c", "frontier", ORDER, 60)
+    assert await s.raise_to("a", "local", ORDER, 60) == "local"
+    assert await s.raise_to("c", "local", ORDER, 60) == "frontier"
+    # a tier the policy no longer has counts for nothing
+    assert await s.raise_to("c", "mid", ["mid", "top"], 60) == "mid"
+
+
+def test_conversation_id_names_the_opening_only() -> None:
+    a = conversation("a medium question", "thanks")
+    b = conversation("a medium question", "something else entirely")
+    assert conversation_id(a) == conversation_id(b) == conversation_id(a[:2])
+    assert conversation_id(conversation("another opening", "thanks")) != conversation_id(a)
+    assert valid_session("chat-42:turns_1.x") and not valid_session("") and not valid_session("a b")
+    assert not valid_session("-starts-with-dash") and not valid_session("x" * 129)
