@@ -30,8 +30,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from router.adapt import JudgedSamples, adapt, observed_samples
-from router.artifact import Artifact
-from router.cli import offline, resolve_artifact
+from router.artifact import Artifact, resolve_artifact
+from router.cli import offline
 from router.core import Router
 from router.data import OutcomeSet, read_rows, tier_matrix
 from router.estimators import F32, TierModels, TrainingSet, fit_tier_models

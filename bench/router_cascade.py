@@ -19,8 +19,9 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from gateway.quality.checks import text_checks
+from router.artifact import resolve_artifact
 from router.cascade import cascade, check_failures, read_responses
-from router.cli import offline, resolve_artifact
+from router.cli import offline
 from router.core import Router, choose
 from router.data import OutcomeSet, read_rows, tier_matrix
 from router.evaluate import evaluate, print_table, select_tiers, write_png

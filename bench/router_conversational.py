@@ -17,7 +17,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from gateway.policy.loader import load_policy  # noqa: E402
 from gateway.routing.resolve import price_scale  # noqa: E402
-from router import Router, default_artifact_dir  # noqa: E402
+from router import Router  # noqa: E402
+from router.artifact import resolve_artifact  # noqa: E402
 from router.checks.conversational import judge  # noqa: E402
 
 
@@ -28,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
     loaded = load_policy(Path(args.policy))
     for name in args.artifacts:
-        router = Router.load(Path(name) if "/" in name else default_artifact_dir().parent / name)
+        router = Router.load(resolve_artifact(name))
         report = judge(router, price_scale(router, loaded))
         print(f"{name:<10} {report.line()}")
         for prompt in report.easy_to_frontier:

@@ -29,7 +29,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from router import Router, default_artifact_dir  # noqa: E402
+from router import Router  # noqa: E402
+from router.artifact import resolve_artifact  # noqa: E402
 from router.data import read_rows  # noqa: E402
 
 WORDS = [
@@ -176,7 +177,7 @@ def main() -> None:
     args = ap.parse_args()
     results: list[dict[str, object]] = []
     for name in args.artifacts:
-        path = Path(name) if "/" in name else default_artifact_dir().parent / name
+        path = resolve_artifact(name)
         t0 = time.perf_counter()
         router = Router.load(path)
         load_s = time.perf_counter() - t0

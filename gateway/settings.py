@@ -15,6 +15,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from router.offline import offline
+
 __all__ = ["REPO_ROOT", "LocalModelSettings", "Settings", "offline_environment"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -26,8 +28,7 @@ def offline_environment() -> None:
     Nothing is downloaded at run time."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    offline()
 
 
 class LocalModelSettings(BaseSettings):

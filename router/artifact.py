@@ -17,7 +17,7 @@ import numpy as np
 
 from router.estimators import LENGTH_SCALE, TierModels
 
-__all__ = ["Artifact", "ArtifactError", "default_artifact_dir", "load_artifact", "save_artifact"]
+__all__ = ["Artifact", "ArtifactError", "default_artifact_dir", "load_artifact", "resolve_artifact", "save_artifact"]
 
 FORMAT = "tierwise-router/1"
 _ARRAYS = ("quality_w", "quality_b", "cost_w", "cost_b")
@@ -46,6 +46,16 @@ class Artifact:
 
 def default_artifact_dir() -> Path:
     return Path(__file__).resolve().parent / "artifacts" / "default"
+
+
+def resolve_artifact(value: str, relative_to: Path | None = None) -> Path:
+    """A shipped artifact by name (``default``, ``minilm``, ``two-stage``), else a directory;
+    a relative one is taken against ``relative_to`` (a policy's folder) when given."""
+    shipped = default_artifact_dir().parent / value
+    if "/" not in value and shipped.is_dir():
+        return shipped
+    path = Path(value)
+    return path if path.is_absolute() or relative_to is None else relative_to / path
 
 
 def _sha256(path: Path) -> str:

@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from router.crossval import cross_validate  # noqa: PLC0415
+    from router.data import parse_tier_aliases  # noqa: PLC0415
     from router.evaluate import print_table  # noqa: PLC0415
-    from router.train import DataSpec, parse_tier_aliases, train  # noqa: PLC0415
+    from router.train import DataSpec, train  # noqa: PLC0415
 
     d = Path(args.data_dir)
     cache = Path(args.cache) if args.cache else None

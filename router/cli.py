@@ -3,41 +3,31 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from router.offline import offline
+
 if TYPE_CHECKING:
     from router.cascade import Check
     from router.data import OutcomeSet
     from router.evaluate import EvalResult
 
-__all__ = ["evaluate_file", "load_eval_data", "log", "main", "offline", "register", "resolve_artifact"]
+__all__ = ["evaluate_file", "load_eval_data", "log", "main", "offline", "register"]
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def resolve_artifact(value: str) -> Path:
-    from router.artifact import default_artifact_dir  # noqa: PLC0415
-
-    shipped = default_artifact_dir().parent / value
-    return shipped if "/" not in value and shipped.is_dir() else Path(value)
-
-
 def _train(args: argparse.Namespace) -> int:
     offline()
+    from router.data import parse_tier_aliases  # noqa: PLC0415
     from router.encoders import build_encoder  # noqa: PLC0415
-    from router.train import parse_data_spec, parse_tier_aliases, train  # noqa: PLC0415
+    from router.train import parse_data_spec, train  # noqa: PLC0415
 
     log(f"loading encoder {args.encoder}")
     encoder = build_encoder(args.encoder)
@@ -70,6 +60,7 @@ def evaluate_file(args: argparse.Namespace, check: Check | None = None) -> int:
     """``router eval``; with ``check`` (recorded answer -> the checks it fails), the cascade too:
     each choice escalated up to ``args.max_steps`` tiers while its recorded answer fails."""
     offline()
+    from router.artifact import resolve_artifact  # noqa: PLC0415
     from router.cascade import check_failures, read_responses  # noqa: PLC0415
     from router.core import Router  # noqa: PLC0415
     from router.data import parse_tiers  # noqa: PLC0415
@@ -125,7 +116,7 @@ def _adapt(args: argparse.Namespace) -> int:
     import numpy as np  # noqa: PLC0415
 
     from router.adapt import adapt, draw_samples, observed_samples  # noqa: PLC0415
-    from router.artifact import save_artifact  # noqa: PLC0415
+    from router.artifact import resolve_artifact, save_artifact  # noqa: PLC0415
     from router.core import Router  # noqa: PLC0415
     from router.data import parse_tiers, read_rows, tier_matrix  # noqa: PLC0415
 
@@ -181,8 +172,9 @@ def _report(result: EvalResult, json_path: str | None) -> None:
 def _cv(args: argparse.Namespace) -> int:
     offline()
     from router.crossval import cross_validate  # noqa: PLC0415
+    from router.data import parse_tier_aliases  # noqa: PLC0415
     from router.encoders import build_encoder  # noqa: PLC0415
-    from router.train import parse_data_spec, parse_tier_aliases  # noqa: PLC0415
+    from router.train import parse_data_spec  # noqa: PLC0415
 
     log(f"loading encoder {args.encoder}")
     result = cross_validate(

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["OutcomeSet", "Row", "parse_tiers", "prompt_for_routing", "read_rows", "tier_matrix"]
+__all__ = ["OutcomeSet", "Row", "parse_tier_aliases", "parse_tiers", "prompt_for_routing", "read_rows", "tier_matrix"]
 
 
 @dataclass(frozen=True)
@@ -75,17 +75,22 @@ def read_rows(paths: Iterable[Path]) -> list[Row]:
     return rows
 
 
-def parse_tiers(spec: str) -> dict[str, str]:
-    """``local=M1,mid=M2,frontier=M3`` -> ordered {tier: model}, cheapest first."""
-    tiers: dict[str, str] = {}
+def parse_tier_aliases(spec: str) -> dict[str, list[str]]:
+    """``local=M1|ALIAS,mid=M2,...`` -> ordered {tier: [model, aliases...]}, cheapest first."""
+    tiers: dict[str, list[str]] = {}
     for part in spec.split(","):
         if "=" not in part:
-            raise ValueError(f"--tiers: expected tier=MODEL, got {part!r}")
-        tier, model = part.split("=", 1)
-        tiers[tier.strip()] = model.strip()
+            raise ValueError(f"--tiers: expected tier=MODEL[|ALIAS...], got {part!r}")
+        tier, models = part.split("=", 1)
+        tiers[tier.strip()] = [m.strip() for m in models.split("|") if m.strip()]
     if len(tiers) < 2:
         raise ValueError("--tiers: name at least two tiers, cheapest first")
     return tiers
+
+
+def parse_tiers(spec: str) -> dict[str, str]:
+    """``local=M1,mid=M2,frontier=M3`` -> ordered {tier: model}, cheapest first (a tier's first model)."""
+    return {tier: models[0] for tier, models in parse_tier_aliases(spec).items() if models}
 
 
 @dataclass

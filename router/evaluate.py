@@ -28,6 +28,7 @@ from router.cascade import cascade
 from router.data import OutcomeSet, prompt_for_routing
 from router.estimators import F32
 from router.metrics import aiq, apgr_cpt, cost_at_quality, operating_point
+from router.tiermap import estimators_for
 
 __all__ = ["EvalResult", "RouterCurve", "evaluate", "print_table", "write_json", "write_png"]
 
@@ -285,10 +286,6 @@ def score_rows(router: Any, data: OutcomeSet, progress: bool = True) -> tuple[F3
 
 
 def select_tiers(router_tiers: Sequence[str], named: Sequence[str]) -> list[int]:
-    """Which artifact estimators stand for the named tiers: same names, else by rank."""
-    if all(t in router_tiers for t in named):
-        return [list(router_tiers).index(t) for t in named]
-    k = len(router_tiers)
-    if len(named) == 2:
-        return [k - 2, k - 1] if k > 2 else [0, 1]  # two-tier: the top pair (e.g. mid vs frontier)
-    return [round(i * (k - 1) / max(1, len(named) - 1)) for i in range(len(named))]
+    """The artifact's estimator columns for the named tiers (``router.tiermap``'s rule)."""
+    chosen = estimators_for(named, router_tiers)
+    return [list(router_tiers).index(chosen[t]) for t in named]

@@ -9,8 +9,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,13 +19,12 @@ import numpy as np
 
 from router.artifact import Artifact, save_artifact
 from router.calibrate import fit_cost_weight
+from router.cli import log
 from router.data import Row, read_rows
 from router.encoders import Encoder
 from router.estimators import DEFAULT_C, F32, LENGTH_SCALE, TrainingSet, fit_tier_models, text_features
 
-__all__ = ["DataSpec", "embed_rows", "parse_data_spec", "parse_tier_aliases", "train"]
-
-log = logging.getLogger("tierwise.router.train")
+__all__ = ["DataSpec", "embed_rows", "parse_data_spec", "train"]
 
 
 @dataclass(frozen=True)
@@ -39,22 +36,6 @@ class DataSpec:
 def parse_data_spec(spec: str) -> DataSpec:
     path, _, weight = spec.rpartition(":") if spec.rpartition(":")[2].replace(".", "", 1).isdigit() else (spec, "", "")
     return DataSpec(Path(path), float(weight) if weight else 1.0)
-
-
-def parse_tier_aliases(spec: str) -> dict[str, list[str]]:
-    tiers: dict[str, list[str]] = {}
-    for part in spec.split(","):
-        if "=" not in part:
-            raise ValueError(f"--tiers: expected tier=MODEL[|ALIAS...], got {part!r}")
-        tier, models = part.split("=", 1)
-        tiers[tier.strip()] = [m.strip() for m in models.split("|") if m.strip()]
-    if len(tiers) < 2:
-        raise ValueError("--tiers: name at least two tiers, cheapest first")
-    return tiers
-
-
-def _stderr(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def embed_rows(
@@ -125,7 +106,7 @@ def train(
     calibrate_quality: float | None = 0.95,
     cache_dir: Path | None = None,
     seed: int = 0,
-    progress: Callable[[str], None] = _stderr,
+    progress: Callable[[str], None] = log,
 ) -> Artifact:
     started = time.time()
     per_tier: dict[str, list[TrainingSet]] = {t: [] for t in tiers}

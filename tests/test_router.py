@@ -18,10 +18,10 @@ import pytest
 from router import ArtifactError, Router, default_artifact_dir, load_artifact
 from router.calibrate import fit_cost_weight, write_cost_weight
 from router.core import choose
-from router.data import parse_tiers, read_rows, tier_matrix
+from router.data import parse_tier_aliases, parse_tiers, read_rows, tier_matrix
 from router.encoders import Encoder, build_encoder
 from router.metrics import aiq, apgr_cpt, cost_at_quality, hull
-from router.train import DataSpec, parse_tier_aliases, train
+from router.train import DataSpec, train
 from tests.conftest import REPO, GatewayFactory, require_shared_data
 
 RB_TIERS = "local=mistralai/mistral-7b-chat,mid=mistralai/mixtral-8x7b-chat,frontier=gpt-4-1106-preview"

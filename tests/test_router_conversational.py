@@ -10,14 +10,15 @@ import pytest
 
 from gateway.policy.loader import load_policy
 from gateway.routing.resolve import price_scale
-from router import Router, default_artifact_dir
+from router import Router
+from router.artifact import resolve_artifact
 from router.checks.conversational import judge, load_prompts
 from tests.conftest import REPO
 
 
 @functools.cache
 def shipped(name: str) -> Router:
-    return Router.load(default_artifact_dir().parent / name)
+    return Router.load(resolve_artifact(name))
 
 
 def test_the_list_holds_the_readmes_examples() -> None:

@@ -7,7 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from router.cli import evaluate_file, load_eval_data, log, offline, resolve_artifact
+from router.artifact import resolve_artifact
+from router.cli import evaluate_file, load_eval_data, log, offline
 
 __all__ = ["register"]
 
@@ -41,11 +42,9 @@ def _calibrate(args: argparse.Namespace) -> int:
         )
         return 1
     data = load_eval_data(args)
-    artifact = cfg.artifact if args.artifact is None else args.artifact
+    # The policy's artifact is relative to the policy's folder, as the gateway reads it.
     router = Router.load(
-        resolve_artifact(artifact)
-        if artifact == "default" or Path(artifact).is_absolute()
-        else policy_path.parent / artifact
+        resolve_artifact(args.artifact) if args.artifact else resolve_artifact(cfg.artifact, policy_path.parent)
     )
     cols = select_tiers(router.tiers, data.tiers)
     log(f"calibrating on {len(data.rows)} rows of {args.data}")
@@ -99,8 +98,11 @@ def _adapt_from_ledger(args: argparse.Namespace) -> int:
     loaded = load_policy(Path(args.policy) if args.policy else settings.policy_path)
     cfg = loaded.policy.router
     tiers = [t.name for t in loaded.policy.tiers]
-    base_name = args.base or (cfg.artifact if cfg else "default")
-    base = load_artifact(resolve_artifact(base_name))
+    policy_dir = (Path(args.policy) if args.policy else settings.policy_path).parent
+    base_path = (
+        resolve_artifact(args.base) if args.base else resolve_artifact(cfg.artifact if cfg else "default", policy_dir)
+    )
+    base = load_artifact(base_path)
     engine = make_engine(settings.database_url)
     try:
         found = ledger_samples(engine, tiers, base, parse_since(args.since) if args.since else None)

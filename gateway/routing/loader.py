@@ -17,13 +17,9 @@ def artifact_dir(loaded: LoadedPolicy) -> Path | None:
     cfg = loaded.policy.router
     if cfg is None or not cfg.enabled:
         return None
-    from router.artifact import default_artifact_dir  # noqa: PLC0415
+    from router.artifact import resolve_artifact  # noqa: PLC0415
 
-    shipped = default_artifact_dir().parent / cfg.artifact
-    if "/" not in cfg.artifact and shipped.is_dir():  # a shipped artifact by name: default, static
-        return shipped
-    path = Path(cfg.artifact)
-    return path if path.is_absolute() else loaded.source.parent / path
+    return resolve_artifact(cfg.artifact, loaded.source.parent)
 
 
 def load_router(loaded: LoadedPolicy) -> RouterLike | None:

@@ -19,6 +19,7 @@ from gateway.policy.loader import LoadedPolicy
 from gateway.policy.models import Policy
 from gateway.policy.pricing import reference_call_cost
 from gateway.routing.sessions import Sessions, conversation_id
+from router.tiermap import estimators_for
 
 __all__ = ["Decision", "Resolution", "Resolver", "RouterLike", "price_scale", "prompt_text"]
 
@@ -234,13 +235,8 @@ def price_scale(
 
 
 def _artifact_to_policy(ours: list[str], theirs: list[str], tier_map: dict[str, str]) -> dict[str, str]:
-    """Artifact tier -> policy tier: explicit map, else same names, else by rank (cheap..frontier)."""
-    if tier_map:
-        return {a: p for p, a in tier_map.items() if a in theirs}
-    if set(theirs) <= set(ours):
-        return {t: t for t in theirs}
+    """Artifact tier -> the cheapest policy tier its estimator stands for (``router.tiermap``)."""
     out: dict[str, str] = {}
-    for i, a in enumerate(theirs):
-        j = round(i * (len(ours) - 1) / max(1, len(theirs) - 1))
-        out[a] = ours[j]
+    for policy_tier, artifact_tier in estimators_for(ours, theirs, tier_map).items():
+        out.setdefault(artifact_tier, policy_tier)
     return out

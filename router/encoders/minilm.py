@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from router.encoders.base import Vectors
+from router.offline import offline
 
 __all__ = ["MiniLMEncoder", "minilm_path"]
 
@@ -29,8 +29,7 @@ class MiniLMEncoder:
     inline = False  # tens of milliseconds a prompt: the gateway runs it in a thread
 
     def __init__(self, threads: int | None = None, max_seq_length: int = 256) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        offline()
         import torch  # noqa: PLC0415 - heavy; loaded once, when an encoder is built
         from sentence_transformers import SentenceTransformer  # noqa: PLC0415
 

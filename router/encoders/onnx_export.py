@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from router.encoders.minilm import minilm_path
+from router.offline import OFFLINE_ENV
 
 __all__ = ["cache_dir", "export", "onnx_model"]
 
@@ -49,7 +50,7 @@ def onnx_model(quantized: bool = True) -> Path:
     """The exported model file, exporting it in a subprocess first if it is not cached."""
     path = cache_dir() / _FILES[quantized]
     if not path.is_file():
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env = {**os.environ, **OFFLINE_ENV}
         cmd = [sys.executable, "-m", "router.encoders.onnx_export", "--out", str(path.parent)]
         run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
         if run.returncode != 0 or not path.is_file():

@@ -18,6 +18,7 @@ import numpy as np
 
 from router.encoders.base import Vectors
 from router.encoders.minilm import minilm_path
+from router.offline import offline
 
 __all__ = ["StaticEncoder", "distill", "static_vectors_path"]
 
@@ -58,9 +59,7 @@ class StaticEncoder:
 
 def distill(out: Path, dims: int = 256, batch: int = 512) -> Path:
     """Embed every vocabulary token with MiniLM ([CLS] tok [SEP], mean-pooled), PCA to ``dims``."""
-    import os  # noqa: PLC0415
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    offline()
     import torch  # noqa: PLC0415
     from sentence_transformers import SentenceTransformer  # noqa: PLC0415
     from sklearn.decomposition import PCA  # noqa: PLC0415
