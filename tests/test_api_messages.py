@@ -76,6 +76,18 @@ def test_tool_use_round_trip(gw: Gateway, fake_upstream: str) -> None:
     assert messages[2] == {"role": "tool", "tool_call_id": use.id, "content": "18C and sunny"}
 
 
+def test_one_tool_at_a_time_reaches_the_upstream(gw: Gateway, fake_upstream: str) -> None:
+    client(gw).messages.create(
+        model="tier/mid",
+        max_tokens=64,
+        tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice={"type": "auto", "disable_parallel_tool_use": True},
+        messages=[{"role": "user", "content": "weather in Paris and Rome?"}],
+    )
+    seen = fake_stats(fake_upstream)["last_request"]["body"]
+    assert seen["parallel_tool_calls"] is False and seen["tool_choice"] == "auto"
+
+
 def test_stream_text_and_tool_use(gw: Gateway) -> None:
     c = client(gw)
     with c.messages.stream(model="cheap", max_tokens=64, messages=[{"role": "user", "content": "one two three"}]) as s:

@@ -21,6 +21,7 @@ from typing import Any, Final, get_type_hints
 
 import orjson
 
+from gateway.settings import offline_environment
 from gateway.translate.check import FieldError, Loc, check
 from gateway.translate.sse import DONE, chat_event, named_event
 
@@ -56,6 +57,7 @@ class _Kit:
 @functools.cache
 def load() -> _Kit:
     """Import what translating a request needs; seconds the first time: call it in a thread."""
+    offline_environment()  # before litellm's import, which would fetch its price map
     from anthropic import types  # noqa: PLC0415
     from anthropic.types import message_create_params  # noqa: PLC0415
     from litellm.llms.anthropic.pass_through.adapters import LiteLLMAnthropicMessagesAdapter  # noqa: PLC0415
@@ -112,6 +114,9 @@ def messages_to_chat(body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str,
     chat, names = kit.adapter.translate_anthropic_to_openai(request)
     chat = dict(chat)
     chat["messages"] = [_clean_message(m) for m in chat["messages"]]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("disable_parallel_tool_use"):
+        chat["parallel_tool_calls"] = False  # the adapter drops it
     if body.get("stream"):
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # message_delta carries usage
