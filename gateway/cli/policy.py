@@ -1,10 +1,14 @@
-"""``tierwise policy check``."""
+"""``tierwise policy check`` and ``tierwise policy replay``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.policy.loader import LoadedPolicy
 
 __all__ = ["register"]
 
@@ -27,9 +31,72 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    """Estimated cost and judged quality of a candidate policy (or artifact) over logged traffic."""
+    import orjson  # noqa: PLC0415
+
+    from gateway.ledger import make_engine  # noqa: PLC0415
+    from gateway.policy.loader import PolicyError, load_policy  # noqa: PLC0415
+    from gateway.quality.learn import parse_since  # noqa: PLC0415
+    from gateway.quality.replay import ReplayError, replay  # noqa: PLC0415
+    from gateway.quality.replay_report import table, write_png  # noqa: PLC0415
+    from gateway.settings import Settings  # noqa: PLC0415
+
+    if args.candidate is None and args.artifact is None:
+        print("tierwise policy replay: give --candidate FILE, --artifact DIR or both", file=sys.stderr)
+        return 2
+    settings = Settings()
+    try:
+        since = parse_since(args.since) if args.since else None
+        current = load_policy(Path(args.policy) if args.policy else settings.policy_path)
+        candidate = load_policy(Path(args.candidate)) if args.candidate else current
+    except (PolicyError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.artifact is not None:
+        candidate = _with_artifact(candidate, Path(args.artifact).resolve())
+    engine = make_engine(settings.database_url)
+    try:
+        report = replay(engine, [("current", current), ("candidate", candidate)], since=since, since_label=args.since)
+    except ReplayError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(table(report))
+    if args.png:
+        write_png(report, Path(args.png))
+        print(f"wrote {args.png}")
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _with_artifact(loaded: LoadedPolicy, artifact: Path) -> LoadedPolicy:
+    """The policy with its router reading another artifact (``--artifact``)."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from gateway.policy.models import RouterConfig  # noqa: PLC0415
+
+    policy = loaded.policy
+    cfg = (policy.router or RouterConfig()).model_copy(update={"artifact": str(artifact)})
+    return replace(loaded, policy=policy.model_copy(update={"router": cfg}))
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     policy = sub.add_parser("policy", help="policy files")
     psub = policy.add_subparsers(dest="policy_command", required=True)
     check = psub.add_parser("check", help="validate a policy file")
     check.add_argument("file")
     check.set_defaults(func=_check)
+    rp = psub.add_parser(
+        "replay", help="estimated cost and judged quality of a candidate policy or artifact over logged traffic"
+    )
+    rp.add_argument("--candidate", default=None, help="the policy file to compare (default: the current one)")
+    rp.add_argument("--policy", default=None, help="the current policy (default: TIERWISE_POLICY_PATH)")
+    rp.add_argument("--artifact", default=None, help="the candidate's router artifact directory")
+    rp.add_argument("--since", default=None, help="only requests judged this recently (7d, 12h)")
+    rp.add_argument("--png", default=None, help="write a chart of cost against quality here")
+    rp.add_argument("--json", default=None, help="write the figures here")
+    rp.set_defaults(func=_replay)
