@@ -241,7 +241,7 @@ def _router(loaded: LoadedPolicy, judged: list[JudgedRequest]) -> tuple[_ReplayR
     return _ReplayRouter(router, {r.request_id: r.prompt_chars for r in judged}, len(vectors)), about
 
 
-def _decide(loaded: LoadedPolicy, judged: list[JudgedRequest]) -> _Decided:
+def _decide(label: str, loaded: LoadedPolicy, judged: list[JudgedRequest]) -> _Decided:
     router, about = _router(loaded, judged)
     encoder = router.router.encoder_name if router is not None else None
     resolver = Resolver(router, available=lambda _policy, _tier: True)
@@ -269,7 +269,7 @@ def _decide(loaded: LoadedPolicy, judged: list[JudgedRequest]) -> _Decided:
     if router is not None and router.embedded == 0 and unreadable:
         stored = sorted({r.encoder for r in judged if r.encoder is not None})
         raise ReplayError(
-            f"{loaded.source}: its router ({about}) reads embeddings of {encoder}, the judged samples hold "
+            f"{label} ({loaded.source}): its router ({about}) reads embeddings of {encoder}, the judged samples hold "
             f"{', '.join(stored) or 'none'} (the encoder serving when they were judged): replay a router "
             "artifact on the same encoder (e.g. one `tierwise router adapt --from-ledger` wrote)"
         )
@@ -421,7 +421,7 @@ def replay(
             skipped["judged on other tiers"] += 1
         else:
             judged.append(_request(row))
-    decided = {label: _decide(loaded, judged) for label, loaded in policies}
+    decided = {label: _decide(label, loaded, judged) for label, loaded in policies}
     keep = [i for i in range(len(judged)) if all(d.tiers[i] is not None for d in decided.values())]
     for label, d in decided.items():
         for why, n in d.why.items():

@@ -111,13 +111,13 @@ def write_png(report: Report, path: Path) -> None:
         )
     first = report.policies[0]
     ax.plot(first.frontier_cost_per_1k, 100, "x", color="grey", label=f"all on {first.frontier}")
-    ax.set_xlim(left=0)
+    ax.set_xlim(left=-0.03 * ax.get_xlim()[1])  # room for a policy that costs next to nothing
     ax.set_xlabel("cost per 1,000 requests (USD)")
     ax.set_ylabel(f"quality relative to {ref} (%)")
     window = f" since {report.since}" if report.since else ""
     ax.set_title(f"Replay of {report.replayed} judged requests{window}", fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower right")  # dear and worse: the corner a policy seldom is
     fig.text(
         0.01, 0.01, "bars: 95% intervals; shaded: quality if the unknowns were all inadequate..all adequate", fontsize=7
     )
