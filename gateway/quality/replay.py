@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -87,13 +87,31 @@ class Served:
     per_tier: dict[str, int]
 
 
+_COLUMNS = (
+    "request_id",
+    "served_tier",
+    "shadow_tier",
+    "cheaper_tier",
+    "reference_tier",
+    "adequacy",
+    "sample_rate",
+    "encoder",
+    "embedding",
+    "prompt_chars",
+    "prompt_tokens",
+    "served_tokens",
+    "shadow_tokens",
+)
+
+
 def _cutoff(since: timedelta | None, now: datetime) -> datetime | None:
     return now - since if since is not None else None
 
 
 def _judged(engine: Engine, since: timedelta | None, now: datetime) -> list[dict[str, Any]]:
     client = and_(_R.c.request_id == _J.c.request_id, _R.c.purpose == "client")
-    q = select(_J, _R.c.requested_model).select_from(_J.outerjoin(_R, client)).order_by(_J.c.id)
+    cols = [_J.c[name] for name in _COLUMNS]
+    q = select(*cols, _R.c.requested_model).select_from(_J.outerjoin(_R, client)).order_by(_J.c.id)
     cutoff = _cutoff(since, now)
     if cutoff is not None:
         q = q.where(_J.c.created_at >= cutoff)
@@ -199,7 +217,7 @@ class _ReplayRouter:
             text, length=self.lengths[text], cost_weight=cost_weight, allowed=allowed, cost_scale=cost_scale
         )
 
-    def cost_scale(self, relative_call_cost: Any) -> list[float]:
+    def cost_scale(self, relative_call_cost: Mapping[str, float | None]) -> list[float]:
         return self.router.cost_scale(relative_call_cost)
 
     def decides_inline(self, text: str, length: int | None = None) -> bool:

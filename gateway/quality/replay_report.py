@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from gateway.quality.replay import Interval, Replayed, Report
@@ -10,8 +11,11 @@ from gateway.quality.stats import Estimate
 __all__ = ["table", "write_png"]
 
 
-def _usd(i: Interval) -> str:
-    return f"${i.mean:.4g} ±{(i.high - i.low) / 2:.2g}"
+def _usd(value: Interval | float) -> str:
+    """Three significant figures, the ± to the same decimals (no exponents)."""
+    mean = value.mean if isinstance(value, Interval) else value
+    d = max(0, 2 - math.floor(math.log10(mean))) if mean > 0 else 2
+    return f"${mean:.{d}f}" + (f" ±{(value.high - value.low) / 2:.{d}f}" if isinstance(value, Interval) else "")
 
 
 def _pct(i: Interval) -> str:
@@ -38,7 +42,7 @@ def table(report: Report) -> str:
         ["router", "", *(p.router for p in ps)],
         [
             "cost / 1k requests",
-            f"${served.cost_usd / served.requests * 1000:.4g}" if served.requests else "-",
+            _usd(served.cost_usd / served.requests * 1000) if served.requests else "-",
             *(_usd(p.cost_per_1k) for p in ps),
         ],
         [
@@ -92,7 +96,7 @@ def write_png(report: Report, path: Path) -> None:
     colours = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
     for p, colour in zip(report.policies, colours, strict=False):
         c = p.cost_per_1k
-        label = f"{p.label} ({Path(p.source).name}): saved {p.saved.mean:.0%}, {p.unknown} unknown"
+        label = f"{p.label}: {Path(p.source).name}, {p.router}\nsaved {p.saved.mean:.0%}, {p.unknown} unknown"
         if p.quality is None:
             ax.axvline(c.mean, color=colour, linestyle=":", label=f"{label}, quality unknown")
             continue
