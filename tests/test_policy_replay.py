@@ -192,7 +192,7 @@ def test_replay_says_what_is_wrong(
         code == 1
         and f"{two}: tiers ['local', 'frontier'] do not match the current policy's ['local', 'mid', 'frontier']" in err
     )
-    code, err = replay("--artifact", str(default_artifact_dir().parent / "minilm"))
+    code, err = replay("--artifact", "minilm")
     assert (
         code == 1
         and "(minilm, cost weight 0.02) reads embeddings of minilm-l6-v2-onnx-int8-t64, the judged samples hold static-minilm-l6-v2"
@@ -202,14 +202,14 @@ def test_replay_says_what_is_wrong(
 
     # The same artifact again is the same policy: the same figures.
     out = tmp_path / "same.json"
-    assert replay("--artifact", str(default_artifact_dir()), "--json", str(out))[0] == 0
+    assert replay("--artifact", "default", "--json", str(out))[0] == 0
     current, same = json.loads(out.read_text())["policies"]
     assert same["cost_per_1k"] == current["cost_per_1k"] and same["quality"] == current["quality"]
 
     empty = tmp_path / "empty.db"
     create_schema(make_engine(f"sqlite:///{empty}"))
     monkeypatch.setenv("TIERWISE_DATABASE_URL", f"sqlite:///{empty}")
-    code, err = replay("--artifact", str(default_artifact_dir()), "--since", "7d")
+    code, err = replay("--artifact", "default", "--since", "7d")
     assert (code, err) == (
         1,
         "no judged samples in the ledger since 7d: set quality.sample_rate and a judge in the policy, "

@@ -54,7 +54,9 @@ def _replay(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     if args.artifact is not None:
-        candidate = _with_artifact(candidate, Path(args.artifact).resolve())
+        from router.artifact import resolve_artifact  # noqa: PLC0415
+
+        candidate = _with_artifact(candidate, resolve_artifact(args.artifact, Path.cwd()))
     engine = make_engine(settings.database_url)
     try:
         report = replay(engine, [("current", current), ("candidate", candidate)], since=since, since_label=args.since)
@@ -95,7 +97,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     rp.add_argument("--candidate", default=None, help="the policy file to compare (default: the current one)")
     rp.add_argument("--policy", default=None, help="the current policy (default: TIERWISE_POLICY_PATH)")
-    rp.add_argument("--artifact", default=None, help="the candidate's router artifact directory")
+    rp.add_argument("--artifact", default=None, help="the candidate's router artifact (a directory, or a shipped name)")
     rp.add_argument("--since", default=None, help="only requests judged this recently (7d, 12h)")
     rp.add_argument("--png", default=None, help="write a chart of cost against quality here")
     rp.add_argument("--json", default=None, help="write the figures here")
