@@ -95,10 +95,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rp = psub.add_parser(
         "replay", help="estimated cost and judged quality of a candidate policy or artifact over logged traffic"
     )
-    rp.add_argument("--candidate", default=None, help="the policy file to compare (default: the current one)")
-    rp.add_argument("--policy", default=None, help="the current policy (default: TIERWISE_POLICY_PATH)")
-    rp.add_argument("--artifact", default=None, help="the candidate's router artifact (a directory, or a shipped name)")
+    rp.add_argument(
+        "--candidate", metavar="FILE", default=None, help="the policy file to compare (default: the current one)"
+    )
+    rp.add_argument("--policy", metavar="FILE", default=None, help="the current policy (default: TIERWISE_POLICY_PATH)")
+    rp.add_argument(
+        "--artifact",
+        metavar="DIR",
+        default=None,
+        help="the candidate's router artifact (a directory, or a shipped name)",
+    )
     rp.add_argument("--since", default=None, help="only requests judged this recently (7d, 12h)")
-    rp.add_argument("--png", default=None, help="write a chart of cost against quality here")
-    rp.add_argument("--json", default=None, help="write the figures here")
+    rp.add_argument("--png", metavar="OUT", default=None, help="write a chart of cost against quality here")
+    rp.add_argument("--json", metavar="OUT", default=None, help="write the figures here")
     rp.set_defaults(func=_replay)
