@@ -13,9 +13,9 @@ from dashboard import charts
 from dashboard import quality_queries as qq
 from dashboard.policy_view import RunningPolicy
 from dashboard.queries import Filters, Summary
-from dashboard.stats import MIN_SAMPLES, Estimate
 from dashboard.tiers import TierColours
 from gateway.quality.checks import CHECKS
+from gateway.quality.stats import MIN_SAMPLES, Estimate
 
 __all__ = ["QUALITY_TABLES", "headline_metric", "quality_section"]
 

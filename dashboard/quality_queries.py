@@ -19,8 +19,8 @@ from sqlalchemy.sql import ColumnElement
 
 from dashboard.dialect import epoch_bucket, floor_int, json_item, json_key_float, json_length
 from dashboard.queries import REQUESTS, Filters, rows
-from dashboard.stats import Sums
 from gateway.quality.models import Feedback, Judgement
+from gateway.quality.stats import Sums
 
 __all__ = [
     "Calibration",

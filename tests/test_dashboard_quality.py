@@ -15,8 +15,8 @@ import pytest
 
 from dashboard import quality_queries as qq
 from dashboard import queries as q
-from dashboard.stats import MIN_SAMPLES, Sums, wilson
 from gateway.ledger import make_engine
+from gateway.quality.stats import MIN_SAMPLES, Sums, wilson
 from tests.dashboard_data import SNAPSHOT_POLICY, build, write
 from tests.test_dashboard import metrics, run_app
 
