@@ -75,12 +75,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state, app.state.metrics = await _build_state(settings, router, router_factory, clock or SystemClock())
+        state = await _build_state(settings, router, router_factory, clock or SystemClock())
         app.state.tierwise = state
-        fake = state.fake_server
-        app.state.embeddings = EmbeddingsFlow(
-            state.pipeline, settings.credential, lambda: fake.url + "/v1" if fake is not None else None
-        )
         tasks = [
             asyncio.create_task(state.policy.watch(settings.policy_poll_interval_s), name="policy-watch"),
             asyncio.create_task(
@@ -89,7 +85,7 @@ def create_app(
             ),
             asyncio.create_task(_reconcile_budgets(state), name="budget-reconcile"),
             asyncio.create_task(state.sampler.run(), name="quality-sampler"),
-            asyncio.create_task(app.state.metrics.watch(), name="metrics-gauges"),
+            asyncio.create_task(state.metrics.watch(), name="metrics-gauges"),
         ]
         state.policy.install_sighup()
         state.ledger.start()
@@ -104,7 +100,7 @@ def create_app(
             await state.guard.limiter.aclose()
             if state.pipeline.resolver.sessions is not None:
                 await state.pipeline.resolver.sessions.aclose()
-            await app.state.embeddings.aclose()
+            await state.embeddings.aclose()
             if state.fake_server is not None:
                 state.fake_server.stop()
             state.ledger.engine.dispose()
@@ -134,7 +130,7 @@ def create_app(
 
 async def _build_state(
     settings: Settings, router: RouterLike | None, router_factory: RouterFactory | None, clock: Clock
-) -> tuple[GatewayState, Metrics]:
+) -> GatewayState:
     loaded = load_policy(settings.policy_path)
     store = PolicyStore(loaded)
     fake_server: ServerThread | None = None
@@ -216,6 +212,9 @@ async def _build_state(
         asyncio.get_running_loop().run_in_executor(None, record_snapshot, engine, new)
 
     store.on_change(snapshot)
+    embeddings = EmbeddingsFlow(
+        pipeline, settings.credential, lambda: fake_server.url + "/v1" if fake_server is not None else None
+    )
     state = GatewayState(
         settings=settings,
         policy=store,
@@ -227,13 +226,15 @@ async def _build_state(
         providers=providers,
         sampler=sampler,
         redaction=redaction,
+        metrics=metrics,
+        embeddings=embeddings,
         router=router,
         fake_server=fake_server,
     )
     async with httpx.AsyncClient() as client:
         await probe_once(store, availability, client)
     _log_availability(availability, loaded.policy)
-    return state, metrics
+    return state
 
 
 async def _build_guard(settings: Settings, engine: Engine, policy: Policy, clock: Clock) -> Guard:

@@ -9,7 +9,9 @@ from gateway.demo.server_thread import ServerThread
 from gateway.dispatch import Dispatcher
 from gateway.keys.guard import Guard
 from gateway.ledger.writer import LedgerWriter
+from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
+from gateway.pipeline.embeddings import EmbeddingsFlow
 from gateway.policy.store import PolicyStore
 from gateway.providers.base import Provider
 from gateway.quality.sampler import QualitySampler
@@ -32,5 +34,7 @@ class GatewayState:
     providers: dict[str, Provider]
     sampler: QualitySampler
     redaction: RedactingFilter
+    metrics: Metrics
+    embeddings: EmbeddingsFlow
     router: RouterLike | None = None
     fake_server: ServerThread | None = None

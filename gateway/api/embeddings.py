@@ -8,13 +8,14 @@ from starlette.responses import Response
 from gateway.api.body import read_json_body
 from gateway.api.responses import client_host
 from gateway.keys.guard import bearer_token
-from gateway.pipeline.embeddings import EmbeddingsFlow
+from gateway.state import GatewayState
 
 __all__ = ["create_embeddings"]
 
 
 async def create_embeddings(request: Request) -> Response:
-    flow: EmbeddingsFlow = request.app.state.embeddings
+    state: GatewayState = request.app.state.tierwise
+    flow = state.embeddings
     token = bearer_token(request.headers.get("authorization"))
     async with flow.pipeline.call("embeddings", token, client_host(request)) as call:
         body = await read_json_body(request, call.limits.max_body_bytes)

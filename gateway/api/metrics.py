@@ -16,7 +16,7 @@ from starlette.responses import Response
 from gateway.api.responses import client_host
 from gateway.errors import AuthenticationError
 from gateway.keys.guard import bearer_token
-from gateway.metrics import CONTENT_TYPE, Metrics
+from gateway.metrics import CONTENT_TYPE
 from gateway.net import is_loopback
 from gateway.state import GatewayState
 
@@ -25,7 +25,6 @@ __all__ = ["metrics_endpoint"]
 
 async def metrics_endpoint(request: Request) -> Response:
     state: GatewayState = request.app.state.tierwise
-    metrics: Metrics = request.app.state.metrics
     token = bearer_token(request.headers.get("authorization"))
     secret = state.settings.metrics_token
     scraper = bool(secret and token and hmac.compare_digest(token.encode(), secret.get_secret_value().encode()))
@@ -37,4 +36,4 @@ async def metrics_endpoint(request: Request) -> Response:
     if not any_keys and not (scraper or is_loopback(client_host(request))):
         raise AuthenticationError("this gateway has no API keys yet: /metrics serves loopback clients only")
     # Off the loop: under --workers N this reads every worker's file.
-    return Response(await asyncio.to_thread(metrics.exposition), media_type=CONTENT_TYPE)
+    return Response(await asyncio.to_thread(state.metrics.exposition), media_type=CONTENT_TYPE)
