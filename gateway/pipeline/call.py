@@ -73,6 +73,9 @@ class Call:
         notes = self.notes + attempted.fallbacks
         steps = [*self.escalated, Step(step, usage)] if self.escalated and step is not None else []
         before = self.escalated
+        own = self.cost(attempted, usage) + sum(s.cost for s in before)
+        # Embeddings are pinned, not routed: no tier, and no saving to report against the frontier.
+        pinned = self.api == "embeddings"
         prompt = usage.prompt_tokens + sum(s.usage.prompt_tokens for s in before)
         completion = usage.completion_tokens + sum(s.usage.completion_tokens for s in before)
         return LedgerRow(
@@ -80,7 +83,7 @@ class Call:
             api_key_id=self.api_key_id,
             route=res.route if res else None,
             requested_model=self.requested_model[:256],
-            tier=step.tier if step else (res.tier if res else None),
+            tier=None if pinned else step.tier if step else (res.tier if res else None),
             deployment=step.deployment.name if step else None,
             upstream_model=step.deployment.model if step else None,
             router_tier=res.router_tier if res else None,
@@ -89,9 +92,11 @@ class Call:
             prompt_tokens=prompt,
             completion_tokens=completion,
             usage_estimated=usage.estimated or any(s.usage.estimated for s in before),
-            cost_usd=self.cost(attempted, usage) + sum(s.cost for s in before),
+            cost_usd=own,
             # The frontier's price for the answer delivered: escalating costs savings, as it should.
-            frontier_cost_usd=cost_usd(self.loaded.price(frontier.name), usage.prompt_tokens, usage.completion_tokens),
+            frontier_cost_usd=own
+            if pinned
+            else cost_usd(self.loaded.price(frontier.name), usage.prompt_tokens, usage.completion_tokens),
             ttft_ms=self.ttft_ms,
             latency_ms=(now - self.started) * 1000,
             status_code=status,

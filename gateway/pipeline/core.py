@@ -159,7 +159,7 @@ class Pipeline:
             return await self._complete(call, chat, plan, escalate)
         except BaseException:
             if not call.recorded:  # whatever was raised: release the budget, write the row
-                await self._settle(call, None, None, 500, "internal_error")
+                await self.settle(call, None, None, 500, "internal_error")
             raise
 
     async def _plan(self, call: Call, chat: ChatRequest) -> Plan:
@@ -213,7 +213,7 @@ class Pipeline:
                 break
             except BaseException as exc:
                 # The client left (or we broke) while an upstream was working on it: it may bill all of it.
-                await self._settle(call, attempted, _worst_usage(chat, attempted), *_abandoned(exc))
+                await self.settle(call, attempted, _worst_usage(chat, attempted), *_abandoned(exc))
                 raise
             step = attempted.step
             payload = orjson.loads(completion.body)
@@ -229,7 +229,7 @@ class Pipeline:
         payload = orjson.loads(completion.body)
         answer = answer_of(payload)
         call.checks = failed_checks(chat.body, answer)
-        cost = await self._settle(call, attempted, usage, 200, None)
+        cost = await self.settle(call, attempted, usage, 200, None)
         self._sample(call, chat, attempted, answer.text, usage, cost)
         headers = call.headers(attempted)
         headers["x-tierwise-cost-usd"] = f"{cost:.8f}"
@@ -268,7 +268,7 @@ class Pipeline:
             except DispatchFailed as failed:
                 raise await self._failed(call, chat, failed) from failed
             except BaseException as exc:
-                await self._settle(call, attempted, _worst_usage(chat, attempted), *_abandoned(exc))
+                await self.settle(call, attempted, _worst_usage(chat, attempted), *_abandoned(exc))
                 raise
             stream.collect = collect
             if not buffered or escalate is None or attempted.step is None:
@@ -293,7 +293,7 @@ class Pipeline:
             usage = upstream.usage or _stream_usage(chat, upstream)
             if status == 200:
                 call.checks = failed_checks(chat.body, _reply(upstream))
-            cost = await self._settle(call, attempted, usage, status, error_type)
+            cost = await self.settle(call, attempted, usage, status, error_type)
             if sampled and status == 200:
                 self._sample(call, chat, attempted, upstream.text, usage, cost)
 
@@ -313,13 +313,13 @@ class Pipeline:
         status = err.status_code if isinstance(err, GatewayError) else 502
         # A timed-out upstream may have produced (and will bill) everything it was allowed to.
         usage = _worst_usage(chat, failed.attempted) if isinstance(err, UpstreamTimeoutError) else None
-        await self._settle(call, failed.attempted, usage, status, failed.attempted.error_type or type(err).__name__)
+        await self.settle(call, failed.attempted, usage, status, failed.attempted.error_type or type(err).__name__)
         if isinstance(err, GatewayError):
             err.headers.update(call.headers(failed.attempted))
         return err
 
     # -- settlement ---------------------------------------------------------------------------
-    async def _settle(
+    async def settle(
         self, call: Call, attempted: Attempted | None, usage: Usage | None, status: int, error_type: str | None
     ) -> float:
         """Ledger the request, then settle its budget reservation with what it really cost (once)."""

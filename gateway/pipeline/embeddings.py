@@ -103,12 +103,12 @@ class EmbeddingsFlow:
             content, usage = await self._send(dep, body, attempted, call.loaded.policy.dispatch)
         except _Failed as exc:
             error = _client_error(exc)
-            await self._settle(call, attempted, None, error.status_code, exc.kind)
+            await self.pipeline.settle(call, attempted, None, error.status_code, exc.kind)
             raise error from exc
         except BaseException:
-            await self._settle(call, attempted, None, 500, "internal_error")
+            await self.pipeline.settle(call, attempted, None, 500, "internal_error")
             raise
-        cost = await self._settle(call, attempted, usage or _estimate(body), 200, None)
+        cost = await self.pipeline.settle(call, attempted, usage or _estimate(body), 200, None)
         headers = call.headers()
         headers["x-tierwise-deployment"] = dep.name
         headers["x-tierwise-cost-usd"] = f"{cost:.8f}"
@@ -164,20 +164,6 @@ class EmbeddingsFlow:
         usage = answer.get("usage")
         tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
         return response.content, Usage(int(tokens), 0) if isinstance(tokens, int) else None
-
-    async def _settle(
-        self, call: Call, attempted: Attempted, usage: Usage | None, status: int, error_type: str | None
-    ) -> float:
-        """Write the request's row, then settle its reservation with what it cost (as the chat pipeline does)."""
-        if call.recorded:
-            return 0.0
-        call.recorded = True
-        row = call.row(attempted, usage, status, error_type, self.pipeline.clock.monotonic())
-        row.tier = None  # not a routed tier
-        row.frontier_cost_usd = row.cost_usd  # pinned: no saving to report against the frontier
-        self.pipeline.ledger.record(row)
-        await self.pipeline.guard.settle(call.identity, call.reservation, row.cost_usd, usage.total if usage else 0)
-        return row.cost_usd
 
 
 def _check(body: Mapping[str, Any]) -> None:
