@@ -77,3 +77,16 @@ def test_a_summary_without_a_gateway_says_what_it_could_not_read() -> None:
         "  by status: ConnectError 3",
         "  spend:     unknown (GET /metrics failed: ConnectError)",
     ]
+
+
+def test_demo_traffic_in_a_log_says_how_far_it_got_every_tenth_of_the_run(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    gw = start_gateway((REPO / "policies" / "fake.yaml").read_text())
+    demo = ["demo-traffic", "--base-url", gw.v1, "--requests", "20", "--shared", str(tmp_path)]
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *demo], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    progress = [line.split(" in ")[0].strip() for line in run.stderr.splitlines()]
+    assert progress == [f"{n}/20" for n in range(2, 21, 2)]  # no bar drawn into a file, no httpx lines

@@ -11,6 +11,8 @@ __all__ = ["register"]
 def _demo(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
     import logging  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import time  # noqa: PLC0415
 
     from tqdm import tqdm  # noqa: PLC0415
 
@@ -21,12 +23,20 @@ def _demo(args: argparse.Namespace) -> int:
     shared = Path(args.shared) if args.shared else REPO_ROOT.parent / "shared" / "data" / "routing"
     prompts = load_prompts(shared)
     print(f"sending {args.requests} requests ({len(prompts)} distinct prompts) to {args.base_url}", flush=True)
-    # disable=None: a bar on a terminal, nothing in a log file (the summary says it all).
-    with tqdm(total=args.requests, unit="req", disable=None, dynamic_ncols=True) as bar:
+    # A bar on a terminal; in a log, a line every tenth of the run.
+    tty = sys.stderr.isatty()
+    every = max(1, args.requests // 10)
+    started = time.monotonic()
+    with tqdm(total=args.requests, unit="req", disable=not tty, dynamic_ncols=True) as bar:
 
         def advance(summary: DemoSummary) -> None:
-            bar.update()
-            bar.set_postfix_str(" ".join(f"{t}={n}" for t, n in sorted(summary.by_tier.items())), refresh=False)
+            tiers = " ".join(f"{t}={n}" for t, n in sorted(summary.by_tier.items()))
+            if tty:
+                bar.update()
+                bar.set_postfix_str(tiers, refresh=False)
+            elif summary.requests % every == 0 or summary.requests == args.requests:
+                took = time.monotonic() - started
+                print(f"  {summary.requests}/{args.requests} in {took:.0f}s: {tiers}", file=sys.stderr, flush=True)
 
         summary = asyncio.run(run_demo(args.base_url, args.requests, args.concurrency, prompts, on_done=advance))
     print("\n".join(summary.lines()))
