@@ -10,7 +10,6 @@ __all__ = ["register"]
 
 def _demo(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
-    import logging  # noqa: PLC0415
     import sys  # noqa: PLC0415
     import time  # noqa: PLC0415
 
@@ -19,7 +18,6 @@ def _demo(args: argparse.Namespace) -> int:
     from gateway.demo.traffic import DemoSummary, load_prompts, run_demo  # noqa: PLC0415
     from gateway.settings import REPO_ROOT  # noqa: PLC0415
 
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     shared = Path(args.shared) if args.shared else REPO_ROOT.parent / "shared" / "data" / "routing"
     prompts = load_prompts(shared)
     print(f"sending {args.requests} requests ({len(prompts)} distinct prompts) to {args.base_url}", flush=True)
