@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 
 # Installs the gateway with the local model extra. The first run compiles llama.cpp's wheel (the
 # slow part: minutes of silence from pip), so the install says every 30 s that it is still working.
-SLOW := a first setup takes ~5 min, and 8-17 min more once per machine while llama.cpp's wheel compiles
+SLOW := setup takes 2-7 min, and 8-17 min more once per machine while llama.cpp's wheel compiles
 $(STAMP): pyproject.toml
 	@echo "== setting up $(VENV) ($(SLOW); README: Two commands)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
