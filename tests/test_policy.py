@@ -32,8 +32,25 @@ def problems(tmp_path: Path, text: str) -> str:
 
 def test_shipped_policies_are_valid() -> None:
     for path in sorted((REPO / "policies").rglob("*.yaml")):
+        if path.name == "bad.yaml":  # the README's rejected example: test_readme_policy_check_example
+            continue
         loaded = load_policy(path)
         assert loaded.policy.tiers, path
+
+
+def test_readme_policy_check_example_prints_the_readme_error_line() -> None:
+    readme = (REPO / "README.md").read_text().splitlines()
+    command = "$ tierwise policy check policies/bad.yaml"
+    expected = readme[readme.index(command) + 1]
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "policy", "check", "policies/bad.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert run.stderr.strip() == expected
 
 
 def test_unknown_key_is_named_with_file_and_path(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step is noise at start
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request (demo-traffic, keys, probes)
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code

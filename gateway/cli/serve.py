@@ -32,6 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - commands import only what they use
     from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
 
+    from gateway.cli.announce import AnnouncingServer, serving_line  # noqa: PLC0415
     from gateway.settings import Settings, offline_environment  # noqa: PLC0415
 
     offline_environment()
@@ -65,9 +66,11 @@ def _serve(args: argparse.Namespace) -> int:
     metrics_dir = _metrics_dir() if settings.workers > 1 else None
     try:
         if settings.workers > 1:
-            Multiprocess(config, sockets=[config.bind_socket()]).run()
+            sock = config.bind_socket()
+            print(serving_line(settings, sock.getsockname()[1]), flush=True)  # the workers share it
+            Multiprocess(config, sockets=[sock]).run()
         else:
-            uvicorn.Server(config).run()
+            AnnouncingServer(config, settings).run()
     finally:
         if supervisor is not None:
             supervisor.stop()

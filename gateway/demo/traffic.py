@@ -1,18 +1,20 @@
 """``tierwise demo-traffic``: a realistic mix of prompts through a running gateway, so a new
-user sees a populated dashboard within a minute."""
+user sees a populated dashboard within a minute, and a summary of what it did."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import random
-import sys
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-__all__ = ["SAMPLE_PROMPTS", "load_prompts", "run_demo"]
+__all__ = ["SAMPLE_PROMPTS", "DemoSummary", "load_prompts", "run_demo"]
 
 SAMPLE_PROMPTS = [
     "hi!",
@@ -33,6 +35,8 @@ SAMPLE_PROMPTS = [
     "Give three tips for writing clear commit messages.",
 ]
 
+_TIERS_UNKNOWN = "-"  # a refused or failed request has no tier
+
 
 def load_prompts(shared: Path | None) -> list[str]:
     """Prompts from the shared routing data where present, else the bundled samples."""
@@ -47,15 +51,78 @@ def load_prompts(shared: Path | None) -> list[str]:
     return prompts
 
 
-async def run_demo(base_url: str, n: int, concurrency: int, prompts: list[str], seed: int = 0) -> dict[str, int]:
+@dataclass
+class DemoSummary:
+    """What a demo run did: requests by tier and by status, and what the gateway says they cost.
+
+    Spend comes from the gateway's ``/metrics`` before and after the run (streams included, which
+    carry no cost header), so it counts any other traffic the gateway served meanwhile; None when
+    the metrics could not be read (``spend_note`` says why).
+    """
+
+    requests: int = 0
+    by_tier: Counter[str] = field(default_factory=Counter)
+    by_status: Counter[str] = field(default_factory=Counter)
+    elapsed_s: float = 0.0
+    spend_usd: float | None = None
+    frontier_usd: float | None = None
+    spend_note: str = ""
+
+    def lines(self) -> list[str]:
+        rate = self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        out = [
+            f"{self.requests} requests in {self.elapsed_s:.1f}s ({rate:.1f}/s)",
+            f"  by tier:   {_counts(self.by_tier)}",
+            f"  by status: {_counts(self.by_status)}",
+        ]
+        if self.spend_usd is None or self.frontier_usd is None:
+            out.append(f"  spend:     unknown ({self.spend_note})")
+        else:
+            saved = self.frontier_usd - self.spend_usd
+            share = f", {saved / self.frontier_usd:.1%}" if self.frontier_usd > 0 else ""
+            out.append(
+                f"  spend:     ${self.spend_usd:.6f}; all-frontier would have cost ${self.frontier_usd:.6f}"
+                f" (saved ${saved:.6f}{share})"
+            )
+        return out
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{key} {n}" for key, n in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))) or "none"
+
+
+async def _spend(client: httpx.AsyncClient, base_url: str) -> tuple[float, float] | str:
+    """The gateway's cost and frontier-cost counters (all APIs), or why they could not be read."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    try:
+        r = await client.get(root + "/metrics")
+    except httpx.HTTPError as exc:
+        return f"GET /metrics failed: {type(exc).__name__}"
+    if r.status_code != 200:
+        return f"GET /metrics answered {r.status_code}"
+    totals = {"tierwise_cost_usd_total": 0.0, "tierwise_frontier_cost_usd_total": 0.0}
+    for line in r.text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals["tierwise_cost_usd_total"], totals["tierwise_frontier_cost_usd_total"]
+
+
+async def run_demo(
+    base_url: str,
+    n: int,
+    concurrency: int,
+    prompts: list[str],
+    seed: int = 0,
+    on_done: Callable[[DemoSummary], None] | None = None,
+) -> DemoSummary:
+    """Send ``n`` requests (a mix of routes, 30% streamed) with ``concurrency`` in flight;
+    ``on_done`` is called after each one (a progress bar)."""
     rng = random.Random(seed)
-    counts: dict[str, int] = {}
+    summary = DemoSummary()
     sem = asyncio.Semaphore(concurrency)
-    done = 0
-    started = time.monotonic()
 
     async def one(client: httpx.AsyncClient) -> None:
-        nonlocal done
         model = rng.choices(["auto", "cheap", "best", "tier/mid"], [7, 1, 1, 1])[0]
         body = {"model": model, "messages": [{"role": "user", "content": rng.choice(prompts)}], "max_tokens": 64}
         stream = rng.random() < 0.3
@@ -65,19 +132,27 @@ async def run_demo(base_url: str, n: int, concurrency: int, prompts: list[str], 
                     async with client.stream("POST", "/chat/completions", json={**body, "stream": True}) as r:
                         async for _ in r.aiter_lines():
                             pass
-                        key = r.headers.get("x-tierwise-tier", str(r.status_code))
                 else:
                     r = await client.post("/chat/completions", json=body)
-                    key = r.headers.get("x-tierwise-tier", str(r.status_code))
+                tier, status = r.headers.get("x-tierwise-tier", _TIERS_UNKNOWN), str(r.status_code)
             except httpx.HTTPError as exc:
-                key = type(exc).__name__
-        counts[key] = counts.get(key, 0) + 1
-        done += 1
-        if done % max(1, n // 10) == 0 or done == n:
-            print(f"  {done}/{n} requests in {time.monotonic() - started:.1f}s: {counts}", file=sys.stderr, flush=True)
+                tier, status = _TIERS_UNKNOWN, type(exc).__name__
+        summary.requests += 1
+        summary.by_tier[tier] += 1
+        summary.by_status[status] += 1
+        if on_done is not None:
+            on_done(summary)
 
+    started = time.monotonic()
     async with httpx.AsyncClient(
         base_url=base_url.rstrip("/"), timeout=120, headers={"authorization": "Bearer sk-demo"}
     ) as client:
+        before = await _spend(client, base_url)
         await asyncio.gather(*(one(client) for _ in range(n)))
-    return counts
+        summary.elapsed_s = time.monotonic() - started
+        after = await _spend(client, base_url)
+    if isinstance(before, str) or isinstance(after, str):
+        summary.spend_note = before if isinstance(before, str) else str(after)
+    else:
+        summary.spend_usd, summary.frontier_usd = after[0] - before[0], after[1] - before[1]
+    return summary

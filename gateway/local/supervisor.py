@@ -35,7 +35,7 @@ def bundled_gguf() -> Path | None:
 
 
 class LocalModelSupervisor:
-    """Runs ``python -m llama_cpp.server`` and keeps it running until ``stop()``."""
+    """Runs llama-cpp-python's server (``gateway.local.llama_server``) and keeps it running until ``stop()``."""
 
     def __init__(self, settings: LocalModelSettings, ready_timeout_s: float = 120.0) -> None:
         model = settings.model_path or bundled_gguf()
@@ -61,7 +61,7 @@ class LocalModelSupervisor:
         return [
             sys.executable,
             "-m",
-            "llama_cpp.server",
+            "gateway.local.llama_server",
             "--model",
             str(self.model_path),
             "--model_alias",
@@ -74,6 +74,10 @@ class LocalModelSupervisor:
             str(c.ctx),
             "--n_threads",
             str(c.threads),
+            # By default a new request cuts the stream being generated short with a bare [DONE]
+            # (no finish_reason) and a broken connection; requests wait their turn instead.
+            "--interrupt_requests",
+            "False",
         ]
 
     def _spawn(self) -> None:

@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 
 from gateway.chat_request import CHAT_FIELDS
+from gateway.pipeline.budget import prompt_tokens_bound
 from gateway.policy.models import Deployment
 from gateway.providers.base import (
     Completion,
@@ -25,7 +26,7 @@ from gateway.providers.base import (
     UpstreamTimeout,
 )
 from gateway.redact import redact
-from gateway.usage import usage_of
+from gateway.usage import Usage, usage_of
 
 __all__ = ["OpenAICompatibleProvider", "parse_retry_after"]
 
@@ -143,7 +144,7 @@ class OpenAICompatibleProvider(Provider):
         }
         response = await self._send(deployment, api_key, upstream_body)
         stream = UpstreamStream(events=_empty())
-        stream.events = self._events(response, stream, include_usage)
+        stream.events = _ended(self._events(response, stream, include_usage), stream, include_usage, upstream_body)
         return stream
 
     async def _events(
@@ -196,6 +197,58 @@ class OpenAICompatibleProvider(Provider):
             if "usage" in payload and not payload.get("choices") and not include_usage:
                 return False
         return True
+
+
+async def _ended(
+    events: AsyncIterator[bytes], stream: UpstreamStream, include_usage: bool, body: dict[str, Any]
+) -> AsyncIterator[bytes]:
+    """The stream, ended as OpenAI ends one whatever the upstream sent: the first choice's last
+    chunk carries a ``finish_reason``, and a client that asked for usage gets its chunk before
+    ``[DONE]``. When the upstream reported no usage it is estimated here, once, so the client's
+    chunk and the ledger's row (marked estimated) hold the same counts."""
+    last = b""
+    async for event in events:
+        if stream.done:  # this is the [DONE] event: what is missing goes just before it
+            yield _missing_end(last, stream, include_usage, body) + event
+        else:
+            last = event
+            yield event
+
+
+def _missing_end(last: bytes, stream: UpstreamStream, include_usage: bool, body: dict[str, Any]) -> bytes:
+    estimated = stream.usage is None
+    if stream.usage is None:
+        prompt = prompt_tokens_bound(body, chars_per_token=4)
+        stream.usage = Usage(prompt, (stream.completion_chars + 3) // 4, estimated=True)
+    usage = stream.usage
+    out = b""
+    fields = _chunk_fields(last)
+    if stream.finish_reason is None:
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        stream.finish_reason = "length" if limit and usage.completion_tokens >= int(limit) else "stop"
+        choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": stream.finish_reason}
+        out += b"data: " + orjson.dumps({**fields, "choices": [choice]}) + b"\n\n"
+    if estimated and include_usage:
+        counts = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
+        counts["total_tokens"] = usage.total
+        out += b"data: " + orjson.dumps({**fields, "choices": [], "usage": counts}) + b"\n\n"
+    return out
+
+
+def _chunk_fields(event: bytes) -> dict[str, Any]:
+    """``id``, ``created`` and ``model`` of a stream chunk (an event's last data line), for chunks
+    the gateway adds to the same stream."""
+    fields: dict[str, Any] = {"object": "chat.completion.chunk"}
+    for line in reversed(event.split(b"\n")):
+        if line.startswith(b"data:"):
+            try:
+                payload = orjson.loads(line[5:].strip())
+            except orjson.JSONDecodeError:
+                break
+            if isinstance(payload, dict):
+                fields.update({k: payload[k] for k in ("id", "created", "model") if k in payload})
+            break
+    return fields
 
 
 async def _empty() -> AsyncIterator[bytes]:
