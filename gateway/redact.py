@@ -9,15 +9,25 @@ from collections.abc import Iterable
 
 __all__ = ["RedactingFilter", "install_redaction", "redact", "uninstall_redaction"]
 
-# Bearer tokens, "sk-..."-style keys and long opaque runs of key alphabet (32+ characters).
-_KEYLIKE = re.compile(r"(?i)(bearer\s+)\S+|\b(?:sk|pk|rk|key|api|tw)[-_][A-Za-z0-9_\-]{8,}|[A-Za-z0-9_\-+/=]{32,}")
+# Bearer tokens, "sk-..."-style keys, and long runs of key alphabet (32+ characters) mixing upper
+# and lower case and digits as random keys do; paths, hex digests and version names do not.
+_KEYLIKE = re.compile(r"(?i)(bearer\s+)\S+|\b(?:sk|pk|rk|key|api|tw)[-_][A-Za-z0-9_\-]{8,}|([A-Za-z0-9_\-+/=]{32,})")
+
+
+def _blank(m: re.Match[str]) -> str:
+    run = m.group(2)
+    if run is not None and not (
+        any(c.isupper() for c in run) and any(c.islower() for c in run) and any(c.isdigit() for c in run)
+    ):
+        return run
+    return (m.group(1) or "") + "[redacted]"
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "[redacted]")
-    return _KEYLIKE.sub(lambda m: (m.group(1) or "") + "[redacted]", text)
+    return _KEYLIKE.sub(_blank, text)
 
 
 class RedactingFilter(logging.Filter):

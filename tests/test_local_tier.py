@@ -52,6 +52,12 @@ def test_tier_without_key_is_unavailable_and_nearest_serves(
     assert raw.headers["x-tierwise-tier"] == "local"
     row = gw.rows("request_id = ?", (raw.headers["x-tierwise-request-id"],))[0]
     assert json.loads(row["fallbacks"]) == ["tier mid unavailable -> local"]
+    # a deployment asked for by name is never silently called without its key
+    with pytest.raises(openai.APIStatusError) as err:
+        openai.OpenAI(base_url=gw.v1, api_key="x", max_retries=0).chat.completions.create(
+            model="mid-keyed", messages=[{"role": "user", "content": "x"}]
+        )
+    assert err.value.status_code == 503 and "mid-keyed` is unavailable" in err.value.message
     assert any("only tier local is available" in r.message for r in caplog.records)
 
 

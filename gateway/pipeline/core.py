@@ -30,7 +30,7 @@ from gateway.dispatch import Attempted, Dispatcher, DispatchFailed, Plan, PlanSt
 from gateway.errors import ClientGoneError, GatewayError, InvalidRequestError, UpstreamTimeoutError
 from gateway.keys import Guard
 from gateway.ledger.models import LedgerRow
-from gateway.pipeline.budget import prompt_tokens_bound, worst_case_tokens, worst_case_usd
+from gateway.pipeline.budget import worst_case_tokens, worst_case_usd
 from gateway.pipeline.call import Call
 from gateway.pipeline.escalation import (
     Step,
@@ -53,7 +53,7 @@ from gateway.quality.checks import Reply, answer_of, failed_checks
 from gateway.quality.feedback import NOT_FOUND
 from gateway.routing.resolve import Resolver
 from gateway.routing.sessions import SESSION_HEADER, valid_session
-from gateway.usage import Usage, estimate_tokens
+from gateway.usage import Usage, estimate_tokens, prompt_tokens_bound
 
 __all__ = ["Answer", "Pipeline", "StreamAnswer"]
 

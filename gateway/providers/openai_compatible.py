@@ -14,7 +14,6 @@ import aiohttp
 import orjson
 
 from gateway.chat_request import CHAT_FIELDS
-from gateway.pipeline.budget import prompt_tokens_bound
 from gateway.policy.models import Deployment
 from gateway.providers.base import (
     Completion,
@@ -26,7 +25,7 @@ from gateway.providers.base import (
     UpstreamTimeout,
 )
 from gateway.redact import redact
-from gateway.usage import Usage, usage_of
+from gateway.usage import Usage, prompt_tokens_bound, usage_of
 
 __all__ = ["OpenAICompatibleProvider", "parse_retry_after"]
 

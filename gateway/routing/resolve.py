@@ -144,6 +144,12 @@ class Resolver:
                 raise ModelNotFoundError(f"the model `{model}` does not exist", param="model")
             res = Resolution(route=None, tier=name)
         elif (found := policy.deployment(model)) is not None:
+            if not self._deployment_available(model, policy):
+                raise ServiceUnavailableError(
+                    f"deployment `{model}` is unavailable (its key is not set, or it is not answering; "
+                    "GET /v1/models says which); a route or tier/... falls back to another",
+                    code="deployment_unavailable",
+                )
             return Resolution(route=None, tier=found[0].name, deployment=model, fallback=False)
         else:
             raise ModelNotFoundError(f"the model `{model}` does not exist", param="model")
