@@ -181,7 +181,11 @@ async def _build_state(
         router = await asyncio.to_thread(router_factory, loaded)
     guard = await _build_guard(settings, engine, loaded.policy, clock)
     resolver = Resolver(
-        router, availability.tier_available, availability.deployment_available, _sessions(settings, clock)
+        router,
+        availability.tier_available,
+        availability.deployment_available,
+        _sessions(settings, clock),
+        availability.has_key,
     )
     # The gateway's own shadow and judge calls go to the ledger only: the metrics count clients'.
     sampler = QualitySampler(

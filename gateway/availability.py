@@ -19,10 +19,12 @@ class Availability:
     probe_timeouts: dict[str, int] = field(default_factory=dict)
 
     def deployment_available(self, name: str, policy: Policy) -> bool:
+        return name not in self.down and self.has_key(name, policy)
+
+    def has_key(self, name: str, policy: Policy) -> bool:
+        """The deployment's credentials are in the environment (or it needs none)."""
         found = policy.deployment(name)
-        if found is None:
-            return False
-        return name not in self.down and self.dispatcher.has_credentials(found[1])
+        return found is not None and self.dispatcher.has_credentials(found[1])
 
     def tier_available(self, policy: Policy, tier: str) -> bool:
         return any(self.deployment_available(d.name, policy) for d in policy.tier(tier).deployments)

@@ -109,9 +109,11 @@ class Resolver:
         available: Callable[[Policy, str], bool],
         deployment_available: Callable[[str, Policy], bool] = lambda _name, _policy: True,
         sessions: Sessions | None = None,
+        has_key: Callable[[str, Policy], bool] = lambda _name, _policy: True,
     ) -> None:
         self.router = router
         self.sessions = sessions
+        self._has_key = has_key  # (deployment name, policy) -> its credentials are set
         self._available = available  # (policy, tier name) -> has a usable deployment
         self._deployment_available = deployment_available  # (deployment name, policy) -> usable
         self._scale: tuple[LoadedPolicy, list[float]] | None = None  # for the current snapshot
@@ -144,10 +146,12 @@ class Resolver:
                 raise ModelNotFoundError(f"the model `{model}` does not exist", param="model")
             res = Resolution(route=None, tier=name)
         elif (found := policy.deployment(model)) is not None:
-            if not self._deployment_available(model, policy):
+            # A server the probe finds down is still tried (it may be back: a refusal is instant);
+            # a deployment without its key would only earn an upstream 401 the client cannot fix.
+            if not self._has_key(model, policy):
                 raise ServiceUnavailableError(
-                    f"deployment `{model}` is unavailable (its key is not set, or it is not answering; "
-                    "GET /v1/models says which); a route or tier/... falls back to another",
+                    f"deployment `{model}` is unavailable: its API key is not set (GET /v1/models says which); "
+                    "a route or tier/... falls back to another",
                     code="deployment_unavailable",
                 )
             return Resolution(route=None, tier=found[0].name, deployment=model, fallback=False)
