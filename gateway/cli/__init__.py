@@ -15,7 +15,11 @@ _GROUPS = (serve, policy, router, keys, dashboard, demo, local)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tierwise", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="tierwise",
+        description="Tierwise: an OpenAI-compatible gateway that sends each request to the cheapest "
+        "model tier good enough for it.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for group in _GROUPS:
         group.register(sub)
