@@ -229,6 +229,7 @@ def gateway_policy(fake: str, sample_rate: float = 0.4) -> str:
       - {{name: cheap, tier: local}}
       - {{name: best, tier: frontier}}
     router: {{artifact: default, target: {{quality: 0.9}}}}
+    escalate: {{on: [tool_args_invalid], max_steps: 2}}
     quality:
       sample_rate: {sample_rate}
       max_daily_usd: 5
@@ -239,7 +240,7 @@ def gateway_policy(fake: str, sample_rate: float = 0.4) -> str:
 
 def drive(base_url: str, requests: int = 160) -> dict[str, int]:
     """Traffic through a running gateway (master key ``MASTER``): two keys, a route mix, tool calls
-    whose arguments fail their check, feedback on a quarter of the answers, and refusals (a bad key,
+    whose arguments a tier below the prompt's difficulty gets wrong (escalated), feedback on a quarter of the answers, and refusals (a bad key,
     an unknown model, an unknown field, a key over its rate limit). Returns status code counts."""
     admin = {"authorization": f"Bearer {MASTER}"}
     with httpx.Client(base_url=base_url, timeout=30) as http:

@@ -44,6 +44,7 @@ def gateway_ledger(
     statuses = drive(gw.url)
     assert {"200", "400", "401", "404", "429"} <= set(statuses), statuses
     assert settle(gw.db_path) >= 40  # about half of the answered requests are judged
+    assert gw.rows("steps IS NOT NULL")  # hard tool calls went up a tier (or two)
     spread_over(gw.db_path, timedelta(hours=2))
     yield gw.db_path
 
