@@ -18,7 +18,10 @@ PORTKEY_DIR = HERE / "portkey"
 PORTKEY_MAIN = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
 
 
-def tierwise_policy(mock: str, path: Path) -> None:
+def tierwise_policy(mock: str, path: Path, judged: bool = False) -> None:
+    """Three tiers on the mock; ``judged``: the quality loop on, as a user would start it (5% of
+    requests answered again by another tier and judged in both orders by the frontier)."""
+    quality = "quality: {sample_rate: 0.05, judge: bench-frontier}\n" if judged else ""
     path.write_text(
         f"""
 version: 1
@@ -34,16 +37,19 @@ routes:
   - {{name: mock, tier: mid}}
 router: {{artifact: default}}
 """
+        + quality
     )
 
 
 @contextmanager
-def tierwise(mock: str, workdir: Path, workers: int = 1, redis_url: str | None = None) -> Iterator[Target]:
-    """`tierwise serve` on a fresh SQLite ledger. With redis_url it runs as production would:
-    limits shared in Redis, and requests carry a virtual key with a rate limit and a budget, so
-    every request checks and settles them there."""
+def tierwise(
+    mock: str, workdir: Path, workers: int = 1, redis_url: str | None = None, judged: bool = False
+) -> Iterator[Target]:
+    """`tierwise serve` on a fresh SQLite ledger and journal. With redis_url it runs as production
+    would: limits shared in Redis, and requests carry a virtual key with a rate limit and a
+    budget, so every request checks and settles them there."""
     workdir.mkdir(parents=True, exist_ok=True)
-    tierwise_policy(mock, workdir / "policy.yaml")
+    tierwise_policy(mock, workdir / "policy.yaml", judged)
     port = free_port()
     database_url = f"sqlite:///{workdir / 'ledger.db'}"
     # Migrated before the server starts: workers starting together on a fresh SQLite file race to
@@ -52,7 +58,7 @@ def tierwise(mock: str, workdir: Path, workers: int = 1, redis_url: str | None =
     subprocess.run([PY, "-c", migrate, database_url], cwd=REPO, check=True)
     env = {
         "TIERWISE_DATABASE_URL": database_url,
-        "TIERWISE_SPOOL_PATH": str(workdir / "spool.jsonl"),
+        "TIERWISE_SPOOL_DIR": str(workdir / "journal"),
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
     master = "sk-bench-master-" + secrets.token_hex(8)

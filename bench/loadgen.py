@@ -2,7 +2,7 @@
 the *scheduled* send time so a slow server cannot hide queueing (no coordinated omission).
 
     python bench/loadgen.py --url URL --model M --rate 50 --seconds 10 [--stream] [--unique]
-        [--max-tokens N] [--header NAME:VALUE ...]
+        [--max-tokens N] [--header NAME:VALUE ...] [--api chat|responses]
 Prints one JSON object. Streams also give time to first token (ttft), to the end of the stream
 (ttlt) and the span between the first and the last content chunk of each request (span).
 """
@@ -17,6 +17,15 @@ import statistics
 import time
 
 import httpx
+
+PROMPT = "Summarise the benefits of unit tests in one sentence."
+
+
+def request_body(api: str, model: str, content: str, max_tokens: int) -> dict[str, object]:
+    """A chat completion, or the same question through OpenAI's Responses API."""
+    if api == "responses":
+        return {"model": model, "input": content, "max_output_tokens": max_tokens}
+    return {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens}
 
 
 def pct(values: list[float], p: float) -> float | None:
@@ -38,11 +47,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
         async def one(i: int, scheduled: float) -> None:
             content = f"{args.prompt} #{i}" if args.unique else args.prompt
-            body = {
-                "model": args.model,
-                "messages": [{"role": "user", "content": content}],
-                "max_tokens": args.max_tokens,
-            }
+            body = request_body(args.api, args.model, content, args.max_tokens)
             try:
                 if args.stream:
                     body["stream"] = True
@@ -117,11 +122,12 @@ def main() -> None:
     ap.add_argument("--key", default="sk-bench")
     ap.add_argument("--rate", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=10)
-    ap.add_argument("--stream", action="store_true")
+    ap.add_argument("--stream", action="store_true", help="chat only")
+    ap.add_argument("--api", choices=("chat", "responses"), default="chat", help="the body --url expects")
     ap.add_argument("--max-tokens", type=int, default=16, help="the mock streams one chunk per token")
     ap.add_argument("--header", action="append", default=[], help="NAME:VALUE, sent with every request")
     ap.add_argument("--unique", action="store_true", help="a different prompt every request (no router cache hits)")
-    ap.add_argument("--prompt", default="Summarise the benefits of unit tests in one sentence.")
+    ap.add_argument("--prompt", default=PROMPT)
     print(json.dumps(asyncio.run(run(ap.parse_args()))))
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from loadgen import PROMPT, request_body
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PY = sys.executable
-PROMPT = "Summarise the benefits of unit tests in one sentence."
 
 
 @dataclass
@@ -34,6 +34,7 @@ class Target:
     pids: list[int]
     key: str = "sk-bench"
     headers: dict[str, str] = field(default_factory=dict)
+    api: str = "chat"  # or "responses": the body the url expects (loadgen.request_body)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def rss_mb(pids: list[int]) -> float:
 def loadgen(
     t: Target, rate: int, seconds: float, stream: bool = False, unique: bool = False, max_tokens: int = 16
 ) -> dict[str, Any]:
-    cmd = [PY, str(HERE / "loadgen.py"), "--url", t.url, "--model", t.model, "--key", t.key]
+    cmd = [PY, str(HERE / "loadgen.py"), "--url", t.url, "--model", t.model, "--key", t.key, "--api", t.api]
     cmd += ["--rate", str(rate), "--seconds", str(seconds), "--max-tokens", str(max_tokens)]
     cmd += ["--stream"] if stream else []
     cmd += ["--unique"] if unique else []
@@ -155,7 +156,7 @@ def loadgen(
 
 
 def _wrk_script(t: Target) -> str:
-    body = json.dumps({"model": t.model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 16})
+    body = json.dumps(request_body(t.api, t.model, PROMPT, 16))
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {t.key}", **t.headers}
     lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body)}"]
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]

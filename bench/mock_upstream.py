@@ -1,12 +1,15 @@
 """A fast mock OpenAI-compatible upstream for benchmarks: fixed small answers, optional fixed
 latency, streaming with a usage chunk. Raw ASGI, so the mock is never the bottleneck.
 
-A stream carries one content chunk per requested token (``max_tokens``, 5 when absent), sent
-back to back: every gateway forwards ``max_tokens`` unchanged, so a client picks the stream
-length through any of them, and a burst makes a gateway's per-chunk relay cost show in the
-time from first to last token.
+A stream carries one content chunk per requested token (``max_tokens``, 5 when absent):
+every gateway forwards ``max_tokens`` unchanged, so a client picks the stream length through
+any of them. The first content chunk comes alone, then a pause (``--first-token-gap-ms``, as a
+model takes a while for its second token), then the rest back to back: the burst makes a
+gateway's per-chunk relay cost show in the time from first to last token, and the pause keeps
+that burst (a core's worth of work for the mock and the gateway on a 2-core machine) out of
+the time to the first token.
 
-    python bench/mock_upstream.py --port 9100 [--latency-ms 50]
+    python bench/mock_upstream.py --port 9100 [--latency-ms 50] [--first-token-gap-ms 5]
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ MODELS = json.dumps(
 ).encode()
 
 
-def make_app(latency_s: float) -> Any:
+def make_app(latency_s: float, first_token_gap_s: float) -> Any:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
@@ -95,7 +98,10 @@ def make_app(latency_s: float) -> Any:
             await send(
                 {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
             )
-            for piece in stream_events(chunks):
+            first, *rest = stream_events(chunks)
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            await asyncio.sleep(first_token_gap_s)
+            for piece in rest:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
             return
@@ -109,10 +115,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=9100)
     ap.add_argument("--latency-ms", type=float, default=0.0)
+    ap.add_argument("--first-token-gap-ms", type=float, default=5.0)
     args = ap.parse_args()
-    uvicorn.run(
-        make_app(args.latency_ms / 1000), host="127.0.0.1", port=args.port, log_level="warning", access_log=False
-    )
+    app = make_app(args.latency_ms / 1000, args.first_token_gap_ms / 1000)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 PINNED, AUTO = "tierwise-pinned", "tierwise-auto"
+RESPONSES = "tierwise-responses"  # the pinned route through /v1/responses
+PINNED_JUDGED, AUTO_JUDGED = "tierwise-pinned-judged", "tierwise-auto-judged"  # quality loop on, 5%
 ONE_WORKER, TWO_WORKERS = "tierwise-1w-redis", "tierwise-2w-redis"
 LITELLM, PORTKEY = "litellm-proxy", "portkey"
 
@@ -48,6 +50,7 @@ def figures(raw: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "rss_mb": rss.get("100k", rss.get("after_runs")),
             "rss_growth_pct": None if "100k" not in rss else (rss["100k"] / rss["10k"] - 1) * 100,
             "unique_added_p50_ms": _sub(r.get("unique_prompts", {}).get("p50_ms"), d["p50_ms"]),
+            "journal_append_us": r.get("journal", {}).get("append_us"),
         }
     return out
 
@@ -109,6 +112,30 @@ HEADLINES: dict[str, Headline] = {
         True,
     ),
     "rss_growth_pct": ("RSS growth 10k -> 100k requests (%)", lambda c: _fig(c, PINNED, "rss_growth_pct"), 5.0, True),
+    "responses_over_chat_ms": (
+        "added p50, Responses API - chat, pinned (ms)",
+        lambda c: _sub(_fig(c, RESPONSES, "added_p50_ms"), _fig(c, PINNED, "added_p50_ms")),
+        None,
+        True,
+    ),
+    "judged_over_plain_ms": (
+        "added p50, quality loop on - off, pinned (ms)",
+        lambda c: _sub(_fig(c, PINNED_JUDGED, "added_p50_ms"), _fig(c, PINNED, "added_p50_ms")),
+        None,
+        True,
+    ),
+    "judged_cpu_ratio": (
+        "CPU per request, quality loop on / off, pinned",
+        lambda c: _div(_fig(c, PINNED_JUDGED, "cpu_s_per_1k"), _fig(c, PINNED, "cpu_s_per_1k")),
+        None,
+        True,
+    ),
+    "journal_append_us": (
+        "ledger journal append per request (µs)",
+        lambda c: _fig(c, PINNED, "journal_append_us"),
+        None,
+        True,
+    ),
 }
 
 
@@ -148,7 +175,7 @@ def print_table(result: dict[str, Any]) -> None:
         f"streams of {plan['stream_chunks']} chunks at {plan['stream_rate']} req/s; one worker unless named"
     )
     cols = ("+p50 ms", "+p99 ms", "TTFT +ms", "chunk µs", "max rps", "CPU-s/1k", "RSS MB")
-    print(f"{'contender':<20}" + "".join(f"{col:>10}" for col in cols))
+    print(f"{'contender':<24}" + "".join(f"{col:>10}" for col in cols))
     for name, r in c.items():
         values = (
             _f(r["added_p50_ms"]),
@@ -159,12 +186,12 @@ def print_table(result: dict[str, Any]) -> None:
             _f(r["cpu_s_per_1k"]),
             _f(r["rss_mb"], 0),
         )
-        print(f"{name:<20}" + "".join(f"{v:>10}" for v in values))
+        print(f"{name:<24}" + "".join(f"{v:>10}" for v in values))
     print()
     for key, (label, _, target, lower) in HEADLINES.items():
         v = h.get(key)
         if target is None:
-            print(f"{label:<46}{_f(v, 3):>10}   (cross-check, no target)")
+            print(f"{label:<46}{_f(v, 3):>10}   (no target)")
             continue
         verdict = "" if v is None else ("ok" if (v <= target if lower else v >= target) else "MISSED")
         print(f"{label:<46}{_f(v, 3):>10}   target {'<=' if lower else '>='} {target:g}  {verdict}")

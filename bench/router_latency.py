@@ -134,7 +134,7 @@ def gateway(name: str) -> dict[str, object]:
             **os.environ,
             "PYTHONPATH": str(REPO),
             "TIERWISE_DATABASE_URL": f"sqlite:///{tmp}/ledger.db",
-            "TIERWISE_SPOOL_PATH": f"{tmp}/spool.jsonl",
+            "TIERWISE_SPOOL_DIR": f"{tmp}/journal",
         }
         cmd = [sys.executable, "-m", "gateway.cli", "serve", "--policy", str(path), "--port", str(port)]
         t0 = time.perf_counter()

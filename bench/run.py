@@ -17,6 +17,8 @@ import dataclasses
 import json
 import os
 import shutil
+import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -24,9 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import contenders
+import orjson
 import redis
 import report
 from measure import HERE, PY, Plan, Target, free_port, loadgen, log, measure, process, rss_mb, tree, wrk
+
+from gateway.ledger.journal import Journal
+from gateway.ledger.models import LedgerRow
 
 OUT = HERE / "out"
 
@@ -42,6 +48,36 @@ def rss_growth(t: Target) -> dict[str, Any]:
     marks["100k"] = rss_mb(t.pids)
     log(f"tierwise RSS: warm {marks['warm']:.0f} MB, 10k {marks['10k']:.0f} MB, 100k {marks['100k']:.0f} MB")
     return {**marks, "requests": total}
+
+
+def journal_cost(ledger_db: Path, tmp: Path, rows: int = 20_000) -> dict[str, float]:
+    """What the crash-durable ledger adds to a request on its path: serialising the row and the
+    journal's write() before the response is sent (the fsync is a second's batch, off the path).
+    Median over batches of 1,000 appends of a row the run wrote (an `auto` one, the longest)."""
+    with sqlite3.connect(ledger_db) as con:
+        con.row_factory = sqlite3.Row
+        stored = con.execute("SELECT * FROM requests ORDER BY length(router_scores) DESC LIMIT 1").fetchone()
+    fields = {k: v for k, v in dict(stored).items() if k in LedgerRow.__dataclass_fields__ and k != "created_at"}
+    row = LedgerRow(**fields)
+    journal = Journal(tmp / "journal-cost")
+    per_row = []
+    for _ in range(rows // 1000):
+        start = time.perf_counter()
+        for _ in range(1000):
+            journal.append(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+        per_row.append((time.perf_counter() - start) * 1000)  # ms per 1,000 = µs per row
+    journal.close()
+    result = {"append_us": statistics.median(per_row), "row_bytes": len(orjson.dumps(row))}
+    log(f"ledger journal: {result['append_us']:.1f} µs per row ({result['row_bytes']} bytes), on the request path")
+    return result
+
+
+def purposes(ledger_db: Path) -> dict[str, int]:
+    """Rows by purpose (client, shadow, judge): that the quality loop ran, and how much."""
+    with sqlite3.connect(ledger_db) as con:
+        counts = dict(con.execute("SELECT purpose, count(*) FROM requests GROUP BY purpose").fetchall())
+    log(f"quality loop on: ledger rows by purpose {counts}")
+    return counts
 
 
 def redis_reachable(url: str) -> bool:
@@ -60,17 +96,27 @@ def one_run(args: argparse.Namespace, plan: Plan, tmp: Path) -> dict[str, dict[s
     with process([PY, str(HERE / "mock_upstream.py"), "--port", str(mport)], mock + "/v1/models") as mock_proc:
         raw["direct"] = measure("direct", Target(mock + "/v1/chat/completions", "mock", tree(mock_proc.pid)), plan)
 
+        no_stream = dataclasses.replace(plan, stream_chunks=0)
         with contenders.tierwise(mock, tmp / "tierwise") as t:
             raw[report.PINNED] = measure(report.PINNED, t, plan)
             auto = dataclasses.replace(t, model="auto")
             raw[report.AUTO] = measure(report.AUTO, auto, plan)
             # a new prompt every request: the router encodes each one
             raw[report.AUTO]["unique_prompts"] = loadgen(auto, max(5, plan.rate // 5), plan.seconds, unique=True)
+            # the same pinned route through OpenAI's Responses API (translated to chat and back)
+            responses = dataclasses.replace(t, url=t.url.replace("/chat/completions", "/responses"), api="responses")
+            raw[report.RESPONSES] = measure(report.RESPONSES, responses, no_stream)
             raw[report.PINNED]["rss_mb"] = rss_growth(t) if plan.wrk_seconds else {"warm": rss_mb(t.pids)}
+        raw[report.PINNED]["journal"] = journal_cost(tmp / "tierwise" / "ledger.db", tmp)
+
+        # the quality loop on: 5% of requests shadowed by another tier and judged in both orders
+        with contenders.tierwise(mock, tmp / "tierwise-judged", judged=True) as t:
+            raw[report.PINNED_JUDGED] = measure(report.PINNED_JUDGED, t, no_stream)
+            raw[report.AUTO_JUDGED] = measure(report.AUTO_JUDGED, dataclasses.replace(t, model="auto"), no_stream)
+        raw[report.PINNED_JUDGED]["ledger_purposes"] = purposes(tmp / "tierwise-judged" / "ledger.db")
 
         if not args.skip_workers and redis_reachable(args.redis_url):
             # production-like: limits and budgets checked in Redis on every request; no stream phase
-            no_stream = dataclasses.replace(plan, stream_chunks=0)
             for workers, name in ((1, report.ONE_WORKER), (2, report.TWO_WORKERS)):
                 with contenders.tierwise(mock, tmp / name, workers, args.redis_url) as t:
                     raw[name] = measure(name, t, no_stream)

@@ -27,6 +27,12 @@ def test_bench_harness_smoke(tmp_path: Path) -> None:
         for run in result["runs"]
         for name, raw in run["raw"].items()
     }
+    for name in ("tierwise-responses", "tierwise-pinned-judged", "tierwise-auto-judged"):
+        assert contenders[name]["errors"] == 0, errors
+        assert contenders[name]["added_p50_ms"] is not None
+    raw = result["runs"][0]["raw"]
+    assert raw["tierwise-pinned-judged"]["ledger_purposes"]["client"] > 0  # the judged gateway served
+    assert contenders["tierwise-pinned"]["journal_append_us"] > 0
     for name in ("tierwise-pinned", "tierwise-auto"):
         assert contenders[name]["errors"] == 0, errors
         # every chunk of the mock's 200-chunk stream reached the client, one event each

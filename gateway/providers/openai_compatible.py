@@ -149,14 +149,14 @@ class OpenAICompatibleProvider(Provider):
     async def _events(
         self, response: aiohttp.ClientResponse, stream: UpstreamStream, include_usage: bool
     ) -> AsyncIterator[bytes]:
-        buffer = b""
+        buffer = b""  # an event not complete yet
         try:
             async for raw in response.content.iter_any():
-                buffer += raw.replace(b"\r\n", b"\n")
-                while b"\n\n" in buffer:
-                    event, buffer = buffer.split(b"\n\n", 1)
-                    keep = self._inspect(event, stream, include_usage)
-                    if keep:
+                # One split per read: a read can hold hundreds of events, and re-splitting the rest
+                # after each one made a burst quadratic.
+                *events, buffer = (buffer + raw).replace(b"\r\n", b"\n").split(b"\n\n")
+                for event in events:
+                    if self._inspect(event, stream, include_usage):
                         yield event + b"\n\n"
                     if stream.done or stream.error:
                         return
