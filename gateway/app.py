@@ -173,7 +173,9 @@ async def _build_state(
 
     engine = make_engine(settings.database_url)
     await asyncio.to_thread(create_schema, engine)
-    ledger = LedgerWriter(engine, settings.spool_dir, settings.ledger_batch_size, settings.ledger_flush_interval_s)
+    ledger = LedgerWriter(
+        engine, settings.spool_dir, batch_size=settings.ledger_batch_size, interval_s=settings.ledger_flush_interval_s
+    )
     dispatcher = Dispatcher(providers, settings.credential, clock)
     availability = Availability(dispatcher)
 

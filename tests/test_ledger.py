@@ -85,6 +85,32 @@ async def test_writer_keeps_rows_while_the_database_is_down_and_replays(tmp_path
     assert list(spool.iterdir()) == []
 
 
+async def test_a_writer_that_falls_behind_holds_bounded_memory_and_loses_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    engine = make_engine(f"sqlite:///{db}")
+    create_schema(engine)
+    spool = tmp_path / "spool"
+    writer = LedgerWriter(make_engine(f"sqlite:///{tmp_path / 'later' / 'l.db'}"), spool, max_queued=100)
+    ids = [f"over-{i}" for i in range(250)]  # the writer never ran while these arrived
+    for rid in ids[:150]:
+        writer.record(_row(rid))
+    assert len(writer._queue) == 100 and writer.queued == 150  # the other 50 are only in the journal
+    await writer.flush()  # the database is away: the whole segment waits on disk
+    assert writer.degraded and writer.spooled == 150 and writer.queued == 0
+    for rid in ids[150:]:
+        writer.record(_row(rid))
+    writer.engine = engine  # back
+    writer.retry_interval_s = 0
+    await writer.flush()
+    await writer.flush()
+    with engine.connect() as conn:
+        got = [r[0] for r in conn.execute(text("select request_id from requests"))]
+    assert sorted(got) == sorted(ids)
+    assert writer.degraded is None and writer.spooled == 0
+    await writer.close()
+    assert list(spool.iterdir()) == []
+
+
 _CRASH = """
 import asyncio, os, sys
 from pathlib import Path

@@ -2,14 +2,18 @@
 
 ``record(row)`` appends the row to the journal (a ``write()``, before the response is sent) and
 queues it. A background task moves the queue into the database in batches, on one writer thread
-(one connection, rows in order). A batch the database refuses stays in its journal segment and
-is replayed, oldest first, once the database answers again; so are the segments a crashed
-process left behind. ``close()`` writes everything before the process exits.
+(one connection, rows in order). When the database falls behind (a saturated process leaves its
+writer thread little time), the queue stops at ``max_queued`` rows and the segment that
+overflowed is written from its journal file instead, so memory stays bounded whatever the load.
+A batch the database refuses stays in its journal segment and is replayed, oldest first, once
+the database answers again; so are the segments a crashed process left behind. ``close()``
+writes everything before the process exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
@@ -42,14 +46,17 @@ class LedgerWriter:
         interval_s: float = 0.2,
         sync_interval_s: float = 1.0,
         retry_interval_s: float = 2.0,
+        max_queued: int = 2_000,
     ) -> None:
         self.engine = engine
         self.journal = Journal(spool_dir)
         self.batch_size = batch_size
+        self.max_queued = max_queued
         self.interval_s = interval_s
         self.sync_interval_s = sync_interval_s
         self.retry_interval_s = retry_interval_s
         self._queue: deque[LedgerRow] = deque()
+        self._overflowed = 0  # rows of the active segment that are only in the journal
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.written = 0
@@ -63,13 +70,17 @@ class LedgerWriter:
 
     def record(self, row: LedgerRow) -> None:
         self.journal.append(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
-        self._queue.append(row)
+        if len(self._queue) >= self.max_queued:
+            self._overflowed += 1
+        else:
+            self._queue.append(row)
         if len(self._queue) >= self.batch_size:
             self._wakeup.set()
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        """Rows not in the database yet, in memory or only in the active journal file."""
+        return len(self._queue) + self._overflowed
 
     def status(self, stuck_after_s: float = 5.0) -> str | None:
         """Why the ledger is not keeping up, if it is not (for /readyz)."""
@@ -94,11 +105,16 @@ class LedgerWriter:
         """Write what is queued now; replay waiting segments (at start, then every few seconds
         while the database is away); fsync the journal about once a second."""
         loop = asyncio.get_running_loop()
-        if self._queue:
+        if self._queue or self._overflowed:
             segment = self.journal.rotate()
-            rows = list(self._queue)
+            rows, overflowed = list(self._queue), self._overflowed
             self._queue.clear()
-            await loop.run_in_executor(self._thread, self._commit, segment, rows)
+            self._overflowed = 0
+            if overflowed:  # the segment holds rows the queue did not: write it from the file
+                if not await loop.run_in_executor(self._thread, self._replay_segment, segment, False):
+                    self.spooled += len(rows) + overflowed
+            else:
+                await loop.run_in_executor(self._thread, self._commit, segment, rows)
         now = time.monotonic()
         # Waiting rows are retried every few seconds; otherwise look once a minute for files a
         # crashed sibling (another worker on this directory) left behind.
@@ -159,31 +175,40 @@ class LedgerWriter:
 
     def _replay(self) -> None:
         for segment in self.journal.segments():
-            try:
-                data = segment.read_bytes()
-            except FileNotFoundError:
-                self.journal.done(segment)
-                continue
-            rows = []
-            for line in data.splitlines():
-                try:
-                    rows.append(_restore(orjson.loads(line)))
-                except orjson.JSONDecodeError:  # a line torn by a machine crash
-                    log.error("skipped an unreadable ledger journal line in %s", segment.name)
-            try:
-                self._insert(rows)
-            except (SQLAlchemyError, OSError) as exc:
-                self._waiting(exc, 0)
+            if not self._replay_segment(segment):
                 return
-            self.journal.done(segment)
-            self.written += len(rows)
-            self.spooled = max(0, self.spooled - len(rows))
-            if rows:
-                log.warning("replayed %d ledger rows from %s", len(rows), segment.name)
         if self.degraded and not self.journal.segments():
             log.warning("ledger database is back; every waiting row is written")
             self.degraded = None
             self.spooled = 0
+
+    def _replay_segment(self, segment: Path, announce: bool = True) -> bool:
+        """Write one journal segment from its file, a batch at a time (a segment that overflowed
+        the queue may hold many); False if the database refused it."""
+        written = 0
+        try:
+            with segment.open("rb") as lines:
+                while batch := list(itertools.islice(lines, self.batch_size)):
+                    rows = []
+                    for line in batch:
+                        try:
+                            rows.append(_restore(orjson.loads(line)))
+                        except orjson.JSONDecodeError:  # a line torn by a machine crash
+                            log.error("skipped an unreadable ledger journal line in %s", segment.name)
+                    self._insert(rows)  # a replay from the start skips rows already written
+                    written += len(rows)
+        except FileNotFoundError:
+            self.journal.done(segment)
+            return True
+        except (SQLAlchemyError, OSError) as exc:
+            self._waiting(exc, 0)
+            return False
+        self.journal.done(segment)
+        self.written += written
+        self.spooled = max(0, self.spooled - written)
+        if written and announce:
+            log.warning("replayed %d ledger rows from %s", written, segment.name)
+        return True
 
     def _waiting(self, exc: BaseException, rows: int) -> None:
         if not self.degraded:
