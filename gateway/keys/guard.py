@@ -21,7 +21,7 @@ from gateway.errors import (
     RateLimitError,
     ServiceUnavailableError,
 )
-from gateway.keys.limiter import Limiter, Reservation
+from gateway.keys.limiter import Admission, Limiter, Reservation
 from gateway.keys.models import KEY_PREFIX
 from gateway.keys.store import Identity, KeyStore
 from gateway.net import is_loopback
@@ -129,25 +129,37 @@ class Guard:
         self.degraded = None
         return result
 
-    async def admit(self, identity: Identity | None, tokens: int = 0) -> TokenHold | None:
+    async def admit(
+        self, identity: Identity | None, tokens: int = 0, worst_usd: float = 0.0
+    ) -> tuple[TokenHold | None, Reservation | None]:
         """Count the request against the key's rate limits, holding its worst-case ``tokens`` in
-        the token window (settled with the real count), so concurrent requests cannot overrun it."""
-        if identity is None or (identity.rpm_limit is None and identity.tpm_limit is None):
-            return None
+        the token window (settled with the real count), and reserve its worst-case cost against
+        the key's budgets, so concurrent requests cannot overrun either; one limits-store call."""
+        if identity is None:
+            return None, None
         now = self.clock.now()
+        limited = identity.rpm_limit is not None or identity.tpm_limit is not None
         held = tokens if identity.tpm_limit is not None else 0
-        wait = await self._guarded(
-            "rate check",
-            lambda: self.limiter.check_rate(identity.key_id, identity.rpm_limit, identity.tpm_limit, now, held),
-            None,
+        rate = (identity.rpm_limit, identity.tpm_limit, held) if limited else None
+        budgeted = identity.budget_daily_usd is not None or identity.budget_monthly_usd is not None
+        budget = (worst_usd, identity.budget_daily_usd, identity.budget_monthly_usd) if budgeted else None
+        if rate is None and budget is None:
+            return None, None
+        admission = await self._guarded(
+            "admission", lambda: self.limiter.admit(identity.key_id, now, rate, budget), Admission()
         )
-        if wait is not None:
+        if admission.wait is not None:
             raise RateLimitError(
                 f"rate limit reached for this key "
                 f"({identity.rpm_limit} requests / {identity.tpm_limit} tokens per minute)",
-                headers={"retry-after": str(max(1, round(wait)))},
+                headers={"retry-after": str(max(1, round(admission.wait)))},
             )
-        return TokenHold(min(held, identity.tpm_limit or 0), now)
+        if admission.over_budget:
+            raise QuotaExceededError(
+                "budget exhausted for this key: the worst-case cost of this request does not fit", param=None
+            )
+        hold = TokenHold(min(held, identity.tpm_limit or 0), now) if limited else None
+        return hold, admission.reservation
 
     async def budget_left(self, identity: Identity | None) -> float | None:
         """The smaller share of the daily and monthly budget still unspent (None: no budget)."""
@@ -162,24 +174,6 @@ class Guard:
             if limit
         ]
         return min(shares) if shares else None
-
-    async def reserve(self, identity: Identity | None, worst_usd: float) -> Reservation | None:
-        if identity is None or (identity.budget_daily_usd is None and identity.budget_monthly_usd is None):
-            return None
-        now = self.clock.now()
-        sentinel: Reservation | None = Reservation(identity.key_id, 0, "", "")
-        res: Reservation | None = await self._guarded(
-            "budget reservation",
-            lambda: self.limiter.reserve(
-                identity.key_id, worst_usd, identity.budget_daily_usd, identity.budget_monthly_usd, now
-            ),
-            sentinel,
-        )
-        if res is None:
-            raise QuotaExceededError(
-                "budget exhausted for this key: the worst-case cost of this request does not fit", param=None
-            )
-        return None if res is sentinel else res
 
     async def settle(
         self,

@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass
 
-__all__ = ["Limiter", "MemoryLimiter", "Reservation", "day_month", "to_micros"]
+__all__ = ["Admission", "Limiter", "MemoryLimiter", "Reservation", "day_month", "to_micros"]
 
 
 def to_micros(usd: float) -> int:
@@ -33,7 +33,38 @@ class Reservation:
     month: str
 
 
+@dataclass(frozen=True)
+class Admission:
+    """A request's admission: refused by a rate limit (``wait``: seconds until the window frees
+    up), refused by a budget (``over_budget``; the request still counts against its rate
+    limits, as a refused request does), or admitted with its budget ``reservation`` (None when
+    no budget was asked for)."""
+
+    wait: float | None = None
+    over_budget: bool = False
+    reservation: Reservation | None = None
+
+
 class Limiter(abc.ABC):
+    async def admit(
+        self,
+        key_id: str,
+        now: float,
+        rate: tuple[int | None, int | None, int] | None,
+        budget: tuple[float, float | None, float | None] | None,
+    ) -> Admission:
+        """The rate check (``rate``: rpm, tpm, tokens to hold) and then the budget reservation
+        (``budget``: worst-case USD, daily and monthly limits) of one request. A backend where
+        each is a round trip does both in one."""
+        if rate is not None:
+            wait = await self.check_rate(key_id, rate[0], rate[1], now, rate[2])
+            if wait is not None:
+                return Admission(wait=wait)
+        if budget is None:
+            return Admission()
+        reservation = await self.reserve(key_id, budget[0], budget[1], budget[2], now)
+        return Admission(over_budget=reservation is None, reservation=reservation)
+
     @abc.abstractmethod
     async def check_rate(
         self, key_id: str, rpm: int | None, tpm: int | None, now: float, tokens: int = 0

@@ -6,36 +6,38 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from gateway.keys.limiter import Limiter, Reservation, day_month, to_micros
+from gateway.keys.limiter import Admission, Limiter, Reservation, day_month, to_micros
 
 __all__ = ["RedisLimiter"]
 
-_RESERVE = """
-local d = tonumber(redis.call('GET', KEYS[1]) or '0')
-local m = tonumber(redis.call('GET', KEYS[2]) or '0')
-local a = tonumber(ARGV[1])
-if tonumber(ARGV[2]) >= 0 and d + a > tonumber(ARGV[2]) then return 0 end
-if tonumber(ARGV[3]) >= 0 and m + a > tonumber(ARGV[3]) then return 0 end
-redis.call('INCRBY', KEYS[1], a)
-redis.call('EXPIRE', KEYS[1], 172800)
-redis.call('INCRBY', KEYS[2], a)
-redis.call('EXPIRE', KEYS[2], 3024000)
-return 1
-"""
-
-_RATE = """
-local r = tonumber(redis.call('GET', KEYS[1]) or '0')
-local t = tonumber(redis.call('GET', KEYS[2]) or '0')
-local tpm = tonumber(ARGV[2])
-local hold = tonumber(ARGV[3])
-if tpm >= 0 and hold > tpm then hold = tpm end
-if tonumber(ARGV[1]) >= 0 and r + 1 > tonumber(ARGV[1]) then return 0 end
-if tpm >= 0 and t + hold > tpm then return 0 end
-redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], 120)
-if tpm >= 0 then
-  redis.call('INCRBY', KEYS[2], hold)
-  redis.call('EXPIRE', KEYS[2], 120)
+# A request's admission in one round trip: its rate check (KEYS 1-2, when ARGV[1] is 1), then
+# its budget reservation (KEYS 3-4, when ARGV[5] is 1). 1: admitted; 0: over a rate limit
+# (nothing counted); -1: over a budget (the rate counted, as for any refused request).
+_ADMIT = """
+if ARGV[1] == '1' then
+  local rpm, tpm, hold = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+  if tpm >= 0 and hold > tpm then hold = tpm end
+  local r = tonumber(redis.call('GET', KEYS[1]) or '0')
+  local t = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if rpm >= 0 and r + 1 > rpm then return 0 end
+  if tpm >= 0 and t + hold > tpm then return 0 end
+  redis.call('INCR', KEYS[1])
+  redis.call('EXPIRE', KEYS[1], 120)
+  if tpm >= 0 then
+    redis.call('INCRBY', KEYS[2], hold)
+    redis.call('EXPIRE', KEYS[2], 120)
+  end
+end
+if ARGV[5] == '1' then
+  local a, daily, monthly = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+  local d = tonumber(redis.call('GET', KEYS[3]) or '0')
+  local m = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if daily >= 0 and d + a > daily then return -1 end
+  if monthly >= 0 and m + a > monthly then return -1 end
+  redis.call('INCRBY', KEYS[3], a)
+  redis.call('EXPIRE', KEYS[3], 172800)
+  redis.call('INCRBY', KEYS[4], a)
+  redis.call('EXPIRE', KEYS[4], 3024000)
 end
 return 1
 """
@@ -45,20 +47,38 @@ class RedisLimiter(Limiter):
     def __init__(self, url: str, prefix: str = "tierwise") -> None:
         self._r: Any = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._p = prefix
-        self._reserve = self._r.register_script(_RESERVE)
-        self._rate = self._r.register_script(_RATE)
+        self._admit = self._r.register_script(_ADMIT)
 
     def _money(self, key_id: str, period: str) -> str:
         return f"{self._p}:spend:{key_id}:{period}"
 
+    async def admit(
+        self,
+        key_id: str,
+        now: float,
+        rate: tuple[int | None, int | None, int] | None,
+        budget: tuple[float, float | None, float | None] | None,
+    ) -> Admission:
+        minute = int(now // 60)
+        day, month = day_month(now)
+        rpm, tpm, tokens = rate or (None, None, 0)
+        usd, daily, monthly = budget or (0.0, None, None)
+        amount = to_micros(usd)
+        keys = [f"{self._p}:rpm:{key_id}:{minute}", f"{self._p}:tpm:{key_id}:{minute}"]
+        keys += [self._money(key_id, day), self._money(key_id, month)]
+        args = [int(rate is not None), _limit(rpm), _limit(tpm), tokens]
+        args += [int(budget is not None), amount, _money_limit(daily), _money_limit(monthly)]
+        outcome = int(await self._admit(keys=keys, args=args))
+        if outcome == 0:
+            return Admission(wait=self.retry_after(now))
+        if outcome == -1:
+            return Admission(over_budget=True)
+        return Admission(reservation=Reservation(key_id, amount, day, month) if budget is not None else None)
+
     async def check_rate(
         self, key_id: str, rpm: int | None, tpm: int | None, now: float, tokens: int = 0
     ) -> float | None:
-        minute = int(now // 60)
-        keys = [f"{self._p}:rpm:{key_id}:{minute}", f"{self._p}:tpm:{key_id}:{minute}"]
-        args = [rpm if rpm is not None else -1, tpm if tpm is not None else -1, tokens]
-        ok = await self._rate(keys=keys, args=args)
-        return None if int(ok) == 1 else self.retry_after(now)
+        return (await self.admit(key_id, now, (rpm, tpm, tokens), None)).wait
 
     async def add_tokens(self, key_id: str, tokens: int, now: float) -> None:
         k = f"{self._p}:tpm:{key_id}:{int(now // 60)}"
@@ -70,17 +90,7 @@ class RedisLimiter(Limiter):
     async def reserve(
         self, key_id: str, usd: float, daily: float | None, monthly: float | None, now: float
     ) -> Reservation | None:
-        day, month = day_month(now)
-        amount = to_micros(usd)
-        ok = await self._reserve(
-            keys=[self._money(key_id, day), self._money(key_id, month)],
-            args=[
-                amount,
-                to_micros(daily) if daily is not None else -1,
-                to_micros(monthly) if monthly is not None else -1,
-            ],
-        )
-        return Reservation(key_id, amount, day, month) if int(ok) == 1 else None
+        return (await self.admit(key_id, now, None, (usd, daily, monthly))).reservation
 
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
         delta = to_micros(actual_usd) - reservation.micros
@@ -106,3 +116,12 @@ class RedisLimiter(Limiter):
 
     async def aclose(self) -> None:
         await self._r.aclose()
+
+
+def _limit(value: int | None) -> int:
+    """A limit as the scripts take it: -1 for none."""
+    return -1 if value is None else value
+
+
+def _money_limit(usd: float | None) -> int:
+    return -1 if usd is None else to_micros(usd)

@@ -148,11 +148,9 @@ class Pipeline:
         guard, identity = self.guard, call.identity
         escalate = self._escalation(call)
         answers = escalate.max_steps + 1 if escalate else 1  # every answer asked for is paid for
-        if identity is not None and identity.tpm_limit is not None:
-            call.token_hold = await guard.admit(identity, worst_case_tokens(chat.body, plan, answers))
-        else:
-            await guard.admit(identity)
-        call.reservation = await guard.reserve(identity, worst_case_usd(chat.body, plan, answers))
+        tokens = worst_case_tokens(chat.body, plan, answers) if identity and identity.tpm_limit is not None else 0
+        worst_usd = worst_case_usd(chat.body, plan, answers) if identity else 0.0
+        call.token_hold, call.reservation = await guard.admit(identity, tokens, worst_usd)
         try:
             if chat.stream:
                 return await self._open_stream(call, chat, plan, escalate)

@@ -95,9 +95,7 @@ class EmbeddingsFlow:
         if allowed is not None and not {dep.name, "embeddings"} & allowed:
             raise PermissionDeniedError(f"this key may not use embeddings deployment `{dep.name}`", param="model")
         assert dep.price is not None  # the policy requires it
-        guard = self.pipeline.guard
-        await guard.admit(identity)
-        call.reservation = await guard.reserve(identity, _worst_case_usd(body, dep.price))
+        _, call.reservation = await self.pipeline.guard.admit(identity, 0, _worst_case_usd(body, dep.price))
         attempted = Attempted(step=PlanStep("", dep, dep.price))
         try:
             content, usage = await self._send(dep, body, attempted, call.loaded.policy.dispatch)

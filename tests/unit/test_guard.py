@@ -82,12 +82,12 @@ async def test_budget_reserves_the_worst_case_and_settles_the_real_cost(store: K
     g = guard(store, clock, limiter)
     key, info = store.create(budget_daily_usd=0.01)
     identity = await g.authenticate(key, "127.0.0.1")
-    first = await g.reserve(identity, 0.006)
+    _, first = await g.admit(identity, worst_usd=0.006)
     with pytest.raises(QuotaExceededError):
-        await g.reserve(identity, 0.006)  # 0.012 would not fit, though the first may cost less
+        await g.admit(identity, worst_usd=0.006)  # 0.012 would not fit, though the first may cost less
     await g.settle(identity, first, 0.001, tokens=10)
     assert await limiter.spent(info["id"], clock.now()) == (0.001, 0.001)
-    await g.reserve(identity, 0.006)  # now it fits
+    await g.admit(identity, worst_usd=0.006)  # now it fits
     assert await g.budget_left(identity) == pytest.approx(1 - 0.007 / 0.01)
 
 
@@ -110,6 +110,6 @@ async def test_a_failing_settlement_never_fails_the_request(store: KeyStore) -> 
     g = guard(store, clock, _BrokenLimiter())
     key, _ = store.create(budget_daily_usd=1.0)
     identity = await g.authenticate(key, "127.0.0.1")
-    reservation = await g.reserve(identity, 0.1)
+    _, reservation = await g.admit(identity, worst_usd=0.1)
     await g.settle(identity, reservation, 0.01, tokens=5)  # does not raise
     assert g.unsettled == 1 and g.degraded and "settlement" in g.degraded
