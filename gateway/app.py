@@ -189,7 +189,9 @@ async def _build_state(
         _sessions(settings, clock),
         availability.has_key,
     )
-    # The gateway's own shadow and judge calls go to the ledger only: the metrics count clients'.
+    metrics = Metrics(lambda: ledger.queued, ledger.journal.waiting_bytes)
+    # The gateway's own shadow and judge calls go to the ledger only: the metrics count clients'
+    # (and how many samples were judged, skipped or failed).
     sampler = QualitySampler(
         dispatcher=dispatcher,
         availability=availability,
@@ -198,8 +200,8 @@ async def _build_state(
         engine=engine,
         router=router,
         clock=clock,
+        outcomes=metrics.sample_outcome,
     )
-    metrics = Metrics(lambda: ledger.queued, ledger.journal.waiting_bytes)
     pipeline = Pipeline(
         policy=store,
         resolver=resolver,

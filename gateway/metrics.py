@@ -95,6 +95,12 @@ class Metrics:
             "tierwise_escalations", "Requests answered more than once", ("api", "tier"), registry=r
         )
         self.router = Counter("tierwise_router_decisions", "The router's choices", ("route", "router_tier"), registry=r)
+        self.samples = Counter(
+            "tierwise_quality_samples",
+            "Sampled requests by outcome: judged, skipped (queue full or the day's cap reached) or failed",
+            ("outcome",),
+            registry=r,
+        )
         self.queue = Gauge(
             "tierwise_ledger_queue_depth", "Ledger rows waiting to be written", registry=r, multiprocess_mode="livesum"
         )
@@ -144,6 +150,9 @@ class Metrics:
         )
         self._children[key] = c
         return c
+
+    def sample_outcome(self, outcome: str) -> None:
+        self.samples.labels(outcome).inc()
 
     def refresh_gauges(self) -> None:
         self.queue.set(self._queue_depth())

@@ -198,6 +198,8 @@ class QualityConfig(_Strict):
     store_text: bool = False
     # Sampled requests waiting for their shadow call; beyond it samples are skipped, never queued.
     queue_size: int = Field(default=100, ge=1, le=10_000)
+    # Samples judged at once (a shadow call and two judge calls each, in turn).
+    concurrency: int = Field(default=8, ge=1, le=256)
 
     @property
     def judge_name(self) -> str | None:

@@ -1,11 +1,13 @@
 """Judged samples of live traffic, after the client has its answer.
 
 A sampled request is queued (a bounded queue: a full one skips the sample, never delays the
-client). A background task then asks another tier the same request — the reference (top) tier
-when a cheaper one answered, the next tier down when the reference did, or we would never learn
-that cheap would have done — and has the judge compare the two answers in both orders. Shadow
-and judge calls are ledgered with their purpose and the sampled request's id, are never charged
-to the caller's key, and stop for the day once they have cost ``quality.max_daily_usd``.
+client). A background task judges up to ``quality.concurrency`` samples at once (each waits on
+a shadow call and two judge calls, seconds each with real models): it asks another tier the
+same request — the reference (top) tier when a cheaper one answered, the next tier down when
+the reference did, or we would never learn that cheap would have done — and has the judge
+compare the two answers in both orders. Shadow and judge calls are ledgered with their purpose
+and the sampled request's id, are never charged to the caller's key, and stop for the day once
+they have cost ``quality.max_daily_usd``. Each sample's outcome is counted in ``/metrics``.
 """
 
 from __future__ import annotations
@@ -60,7 +62,9 @@ class QualitySampler:
         router: RouterLike | None,
         clock: Clock,
         rng: random.Random | None = None,
+        outcomes: Callable[[str], None] = lambda outcome: None,
     ) -> None:
+        """``outcomes``: told of each sample's end, ``judged``, ``skipped`` or ``failed``."""
         self.dispatcher = dispatcher
         self.availability = availability
         self.ledger = ledger
@@ -71,6 +75,7 @@ class QualitySampler:
         self.rng = rng or random.Random()
         self._queue: deque[Sample] = deque()
         self._wakeup = asyncio.Event()
+        self._outcomes = outcomes
         self.judged = 0
         self.skipped = 0  # sampled, but the queue was full or the day's cap reached
         self.failed = 0
@@ -83,10 +88,14 @@ class QualitySampler:
     def offer(self, sample: Sample) -> None:
         quality = sample.call.loaded.policy.quality
         if len(self._queue) >= quality.queue_size:
-            self.skipped += 1
+            self._skip()
             return
         self._queue.append(sample)
         self._wakeup.set()
+
+    def _skip(self) -> None:
+        self.skipped += 1
+        self._outcomes("skipped")
 
     @property
     def queued(self) -> int:
@@ -94,16 +103,23 @@ class QualitySampler:
 
     # -- the background task -------------------------------------------------------------------
     async def run(self) -> None:
+        running: set[asyncio.Task[None]] = set()
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._queue:
-                sample = self._queue.popleft()
-                try:
-                    await self.judge(sample)
-                except Exception:  # a failed sample must never stop the loop
-                    self.failed += 1
-                    log.exception("judging sample %s failed", sample.call.request_id)
+            while self._queue and len(running) < self._queue[0].call.loaded.policy.quality.concurrency:
+                task = asyncio.create_task(self._judge_one(self._queue.popleft()))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _: self._wakeup.set())  # room for the next sample
+
+    async def _judge_one(self, sample: Sample) -> None:
+        try:
+            await self.judge(sample)
+        except Exception:  # a failed sample must never stop the loop
+            self.failed += 1
+            self._outcomes("failed")
+            log.exception("judging sample %s failed", sample.call.request_id)
 
     async def drain(self) -> None:
         """Judge everything queued now (tests; shutdown waits for nothing)."""
@@ -175,6 +191,7 @@ class QualitySampler:
         }
         await asyncio.to_thread(self._write, row)
         self.judged += 1
+        self._outcomes("judged")
 
     async def _capped(self, loaded: LoadedPolicy, worst: float, work: Callable[[], Awaitable[T]]) -> T | None:
         """Run ``work`` if its worst case fits today's cap (reserved like a key's budget, so replicas
@@ -183,7 +200,7 @@ class QualitySampler:
             _BUDGET_KEY, worst, loaded.policy.quality.max_daily_usd, None, self.clock.now()
         )
         if reservation is None:
-            self.skipped += 1
+            self._skip()
             return None
         result: T | None = None
         try:
