@@ -3,6 +3,7 @@ deployments on the fake provider over real HTTP, keys and the ledger as for chat
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 
 import httpx
@@ -31,6 +32,14 @@ def embeddings_policy(fake_url: str, default: str | None = "embed-small", retrie
 
 def client(gw: Gateway, key: str = "sk-local") -> openai.OpenAI:
     return openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0)
+
+
+def _embed_status(gw: Gateway, key: str, text: str) -> int:
+    try:
+        client(gw, key).embeddings.create(model="embed-small", input=text)
+    except openai.APIStatusError as exc:
+        return exc.status_code
+    return 200
 
 
 def test_vectors_usage_cost_and_ledger(start_gateway: GatewayFactory, fake_upstream: str) -> None:
@@ -123,6 +132,12 @@ def test_keys_rate_limits_and_budgets_apply(start_gateway: GatewayFactory, fake_
     with pytest.raises(openai.RateLimitError) as info:  # worst case of 250k characters: $0.0025
         client(gw, broke).embeddings.create(model="embed-small", input="word " * 50_000)
     assert info.value.body["code"] == "insufficient_quota"  # type: ignore[index]
+
+    # a token limit holds each call's worst case at admission, so concurrent calls cannot overrun it
+    tpm = key(tpm_limit=3000)
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(lambda _: _embed_status(gw, tpm, "x " * 2000), range(20)))
+    assert results.count(200) == 1 and set(results) == {200, 429}
 
     chat_only = key(allowed_routes=["cheap"])
     with pytest.raises(openai.PermissionDeniedError):

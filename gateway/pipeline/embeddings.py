@@ -29,7 +29,7 @@ from gateway.errors import (
 )
 from gateway.pipeline.call import Call
 from gateway.pipeline.core import Pipeline
-from gateway.policy.models import Deployment, DispatchConfig, Price
+from gateway.policy.models import Deployment, DispatchConfig
 from gateway.policy.pricing import cost_usd
 from gateway.providers.openai_compatible import parse_retry_after
 from gateway.redact import redact
@@ -95,7 +95,10 @@ class EmbeddingsFlow:
         if allowed is not None and not {dep.name, "embeddings"} & allowed:
             raise PermissionDeniedError(f"this key may not use embeddings deployment `{dep.name}`", param="model")
         assert dep.price is not None  # the policy requires it
-        _, call.reservation = await self.pipeline.guard.admit(identity, 0, _worst_case_usd(body, dep.price))
+        # the worst case held against a token limit too, as chat does, so concurrent calls cannot overrun it
+        tokens = _worst_case_tokens(body) if identity is not None and identity.tpm_limit is not None else 0
+        worst_usd = cost_usd(dep.price, _worst_case_tokens(body), 0)
+        call.token_hold, call.reservation = await self.pipeline.guard.admit(identity, tokens, worst_usd)
         attempted = Attempted(step=PlanStep("", dep, dep.price))
         try:
             content, usage = await self._send(dep, body, attempted, call.loaded.policy.dispatch)
@@ -193,9 +196,9 @@ def _estimate(body: Mapping[str, Any]) -> Usage:
     return Usage(tokens, 0, estimated=True)
 
 
-def _worst_case_usd(body: Mapping[str, Any], price: Price) -> float:
+def _worst_case_tokens(body: Mapping[str, Any]) -> int:
     # 2 characters a token over the whole input: above every tokenizer's count
-    return cost_usd(price, len(orjson.dumps(body.get("input"))) // 2 + 16, 0)
+    return len(orjson.dumps(body.get("input"))) // 2 + 16
 
 
 def _upstream_message(response: httpx.Response, key: str | None) -> str:
