@@ -13,7 +13,12 @@ import math
 import time
 from dataclasses import dataclass
 
-__all__ = ["Admission", "Limiter", "MemoryLimiter", "Reservation", "day_month", "to_micros"]
+__all__ = ["Admission", "BudgetAsk", "Limiter", "MemoryLimiter", "RateAsk", "Reservation", "day_month", "to_micros"]
+
+RateAsk = tuple[int | None, int | None, int]
+"""A key's rpm and tpm limits (None: none) and the tokens a request holds against tpm."""
+BudgetAsk = tuple[float, float | None, float | None]
+"""A request's worst-case USD and its key's daily and monthly budgets (None: none)."""
 
 
 def to_micros(usd: float) -> int:
@@ -46,16 +51,9 @@ class Admission:
 
 
 class Limiter(abc.ABC):
-    async def admit(
-        self,
-        key_id: str,
-        now: float,
-        rate: tuple[int | None, int | None, int] | None,
-        budget: tuple[float, float | None, float | None] | None,
-    ) -> Admission:
-        """The rate check (``rate``: rpm, tpm, tokens to hold) and then the budget reservation
-        (``budget``: worst-case USD, daily and monthly limits) of one request. A backend where
-        each is a round trip does both in one."""
+    async def admit(self, key_id: str, now: float, rate: RateAsk | None, budget: BudgetAsk | None) -> Admission:
+        """The rate check and then the budget reservation of one request (None: not asked). A
+        backend where each is a round trip does both in one."""
         if rate is not None:
             wait = await self.check_rate(key_id, rate[0], rate[1], now, rate[2])
             if wait is not None:

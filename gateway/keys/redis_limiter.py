@@ -7,7 +7,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from gateway.keys.limiter import Admission, Limiter, Reservation, day_month, to_micros
+from gateway.keys.limiter import Admission, BudgetAsk, Limiter, RateAsk, Reservation, day_month, to_micros
 
 __all__ = ["RedisLimiter"]
 
@@ -62,13 +62,7 @@ class RedisLimiter(Limiter):
     def _money(self, key_id: str, period: str) -> str:
         return f"{self._p}:spend:{key_id}:{period}"
 
-    async def admit(
-        self,
-        key_id: str,
-        now: float,
-        rate: tuple[int | None, int | None, int] | None,
-        budget: tuple[float, float | None, float | None] | None,
-    ) -> Admission:
+    async def admit(self, key_id: str, now: float, rate: RateAsk | None, budget: BudgetAsk | None) -> Admission:
         minute = int(now // 60)
         day, month = day_month(now)
         rpm, tpm, tokens = rate or (None, None, 0)
