@@ -15,15 +15,14 @@ gateway's own network).
 
 from __future__ import annotations
 
-import types
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_type_hints
 
 from openai.types.chat import completion_create_params as _sdk
-from pydantic import TypeAdapter, ValidationError
-from typing_extensions import is_typeddict
+from pydantic import ValidationError
 
+from gateway import sdk_types
 from gateway.errors import InvalidRequestError
 from gateway.policy.loader import format_loc
 
@@ -72,7 +71,9 @@ MAX_DEPTH = 64
 """Nesting deeper than this is refused: nothing in the API needs it, and serialisers give up
 further down (orjson at 255), which would otherwise surface as a server error."""
 
-_TYPES = TypeAdapter(_sdk.CompletionCreateParamsBase)
+
+class _Body(_sdk.CompletionCreateParamsBase, total=False):
+    stream: bool | None  # checked first, for a plainer message than the SDK's two literal types
 
 
 @dataclass(frozen=True)
@@ -116,24 +117,15 @@ def parse_chat_request(body: dict[str, Any], unknown: Literal["reject", "drop"] 
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequestError("stream: must be true or false", param="stream")
+    # Top-level fields were allowlisted above; the SDK's types check what is inside them.
     try:
-        validated = _drain(_TYPES.validate_python(body, strict=True), (), body)
-    except _Invalid as exc:
-        raise InvalidRequestError(f"{exc.loc}: {exc.msg}", param=exc.loc) from None
+        validated = sdk_types.adapter(_Body, "ignore" if unknown == "drop" else "forbid").validate_python(
+            body, strict=True
+        )
     except ValidationError as exc:
-        loc, msg = _describe(exc, body, ())
-        raise InvalidRequestError(f"{loc}: {msg}", param=loc) from None
-    # Top-level fields were allowlisted above (``stream`` is not in the types checked): look inside.
-    extra = next((p for k, v in validated.items() if (p := _extra_key(body[k], v, (k,))) is not None), None)
-    if extra is not None:
-        if unknown == "reject":
-            where = format_loc(extra)
-            raise InvalidRequestError(
-                f"{where}: not a field of this part of the chat-completions API",
-                param=where,
-                code="unsupported_parameter",
-            )
-        body = {**validated, **({"stream": body["stream"]} if "stream" in body else {})}
+        raise _refusal(exc, body) from None
+    if unknown == "drop":
+        body = validated
     _check_parts(body)
     _check_bounds(body)
     options = body.get("stream_options")
@@ -191,50 +183,13 @@ def _check_depth(value: Any) -> None:
             stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
 
 
-# -- validation against the SDK's types, with errors that name the field -------------------
-class _Invalid(Exception):
-    def __init__(self, loc: str, msg: str) -> None:
-        self.loc, self.msg = loc, msg
-
-
-def _drain(value: Any, path: tuple[int | str, ...], root: Any) -> Any:
-    """The SDK types iterables as ``Iterable[...]``, which pydantic validates lazily: walk the
-    result so every element is checked (keeping the path for the error message), and return it
-    as plain lists and dicts."""
-    if isinstance(value, dict):
-        return {key: _drain(item, (*path, key), root) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_drain(item, (*path, i), root) for i, item in enumerate(value)]
-    if isinstance(value, Iterator):
-        out: list[Any] = []
-        while True:
-            try:
-                item = next(value)
-            except StopIteration:
-                return out
-            except ValidationError as exc:
-                # pydantic's locations start at the item's index already
-                loc, msg = _describe(exc, _value_at(root, path), path)
-                raise _Invalid(loc, msg) from None
-            out.append(_drain(item, (*path, len(out)), root))
-    return value
-
-
-def _extra_key(sent: Any, known: Any, path: tuple[int | str, ...]) -> tuple[int | str, ...] | None:
-    """The path of the first key the client sent that the validated value does not have."""
-    if isinstance(sent, dict) and isinstance(known, dict):
-        for key, value in sent.items():
-            if key not in known:
-                return (*path, key)
-            found = _extra_key(value, known[key], (*path, key))
-            if found is not None:
-                return found
-    elif isinstance(sent, list) and isinstance(known, list):
-        for i, (a, b) in enumerate(zip(sent, known, strict=False)):
-            found = _extra_key(a, b, (*path, i))
-            if found is not None:
-                return found
-    return None
+def _refusal(exc: ValidationError, body: Mapping[str, Any]) -> InvalidRequestError:
+    found = sdk_types.problem(exc, body)
+    where = format_loc(list(found.loc))
+    if found.unknown_key:
+        message = f"{where}: not a field of this part of the chat-completions API"
+        return InvalidRequestError(message, param=where, code="unsupported_parameter")
+    return InvalidRequestError(f"{where}: {found.message}", param=where)
 
 
 def _check_parts(body: Mapping[str, Any]) -> None:
@@ -254,91 +209,3 @@ def _check_parts(body: Mapping[str, Any]) -> None:
                 raise InvalidRequestError(
                     f"{where}.image_url.url: only https: and data: URLs are accepted", param=f"{where}.image_url.url"
                 )
-
-
-def _value_at(root: Any, path: Iterable[int | str]) -> Any:
-    node = root
-    for part in path:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node
-
-
-def _describe(exc: ValidationError, value: Any, prefix: tuple[int | str, ...]) -> tuple[str, str]:
-    """The most useful of pydantic's errors: unions report one error per member, so keep the
-    errors of the member the value itself names (its ``role`` or ``type``)."""
-    errors = exc.errors()
-    mismatches: list[tuple[tuple[int | str, ...], str, Any, str]] = []
-    for err in errors:
-        mismatch = _mismatch(err["loc"], value)
-        if mismatch is None:
-            return format_loc([*prefix, *(p for p in err["loc"] if not _is_tag(p))]), str(err["msg"])
-        if mismatch[1]:
-            mismatches.append(mismatch)
-    if mismatches:  # no member matches: the discriminator itself is wrong
-        where, key, got, _ = mismatches[0]
-        allowed = sorted({_TAGS[tag][1] for w, _, _, tag in mismatches if w == where})
-        return format_loc([*prefix, *where, key]), f"{got!r} is not one of {', '.join(map(repr, allowed))}"
-    err = errors[0]
-    return format_loc([*prefix, *(p for p in err["loc"] if not _is_tag(p))]), str(err["msg"])
-
-
-def _mismatch(loc: tuple[int | str, ...], value: Any) -> tuple[tuple[int | str, ...], str, Any, str] | None:
-    """None if the union branches named in ``loc`` match the value; else where they diverge
-    (path, discriminator key or "" for a str/list branch, the value's own, the branch)."""
-    node: Any = value
-    where: tuple[int | str, ...] = ()
-    for part in loc:
-        if isinstance(part, str) and part in _TAGS:
-            key, expected = _TAGS[part]
-            got = node.get(key) if isinstance(node, dict) else None
-            if got != expected:
-                return where, key, got, part
-            continue
-        if isinstance(part, str) and _is_tag(part):
-            scalar = part == "str" or part.startswith("literal[")
-            if scalar != isinstance(node, (str, int, float)):
-                return where, "", node, part
-            continue
-        where = (*where, part)
-        node = _value_at(node, [part])
-    return None
-
-
-def _is_tag(part: int | str) -> bool:
-    """Union-branch labels pydantic puts in error locations (class names, ``str``, ``list[...]``)."""
-    return isinstance(part, str) and (part in _TAGS or part[:1].isupper() or "[" in part or part == "str")
-
-
-def _discriminators() -> dict[str, tuple[str, str]]:
-    """TypedDict name -> (key, literal) for every union in the SDK's request types whose members
-    each fix one key to a literal (messages by ``role``, content parts and tools by ``type``)."""
-    out: dict[str, tuple[str, str]] = {}
-    seen: set[int] = set()
-
-    def visit(tp: Any) -> None:
-        if id(tp) in seen:
-            return
-        seen.add(id(tp))
-        origin = get_origin(tp)
-        if origin in (Union, types.UnionType):
-            members = [m for m in get_args(tp) if is_typeddict(m)]
-            for m in members:
-                for key, ann in get_type_hints(m).items():
-                    literal = get_origin(ann) is Literal and len(get_args(ann)) == 1
-                    if literal and isinstance(get_args(ann)[0], str) and all(key in get_type_hints(o) for o in members):
-                        out[m.__name__] = (key, get_args(ann)[0])
-                        break
-        if is_typeddict(tp):
-            for ann in get_type_hints(tp).values():
-                visit(ann)
-        for arg in get_args(tp):
-            visit(arg)
-
-    visit(_sdk.CompletionCreateParamsBase)
-    return out
-
-
-_TAGS = _discriminators()
