@@ -43,11 +43,17 @@ router: {{artifact: default}}
 
 @contextmanager
 def tierwise(
-    mock: str, workdir: Path, workers: int = 1, redis_url: str | None = None, judged: bool = False
+    mock: str,
+    workdir: Path,
+    workers: int = 1,
+    redis_url: str | None = None,
+    judged: bool = False,
+    checkout: Path = REPO,
 ) -> Iterator[Target]:
     """`tierwise serve` on a fresh SQLite ledger and journal. With redis_url it runs as production
     would: limits shared in Redis, and requests carry a virtual key with a rate limit and a
-    budget, so every request checks and settles them there."""
+    budget, so every request checks and settles them there. ``checkout``: the source tree to run
+    (another revision's worktree, for bench/ab.py)."""
     workdir.mkdir(parents=True, exist_ok=True)
     tierwise_policy(mock, workdir / "policy.yaml", judged)
     port = free_port()
@@ -55,7 +61,7 @@ def tierwise(
     # Migrated before the server starts: workers starting together on a fresh SQLite file race to
     # migrate it, and the loser exits and stops the whole server (seen with --workers 2).
     migrate = "import sys; from gateway.ledger.db import create_schema, make_engine as m; create_schema(m(sys.argv[1]))"
-    subprocess.run([PY, "-c", migrate, database_url], cwd=REPO, check=True)
+    subprocess.run([PY, "-c", migrate, database_url], cwd=checkout, check=True)
     env = {
         "TIERWISE_DATABASE_URL": database_url,
         "TIERWISE_SPOOL_DIR": str(workdir / "journal"),
@@ -67,7 +73,7 @@ def tierwise(
     cmd = [PY, "-m", "gateway.cli", "serve", "--policy", str(workdir / "policy.yaml"), "--port", str(port)]
     cmd += ["--workers", str(workers), "--log-level", "warning"]
     base = f"http://127.0.0.1:{port}"
-    with process(cmd, base + "/readyz", env=env, timeout_s=120) as proc:
+    with process(cmd, base + "/readyz", env=env, timeout_s=120, cwd=checkout) as proc:
         key = "sk-bench"
         if redis_url:
             r = httpx.post(
