@@ -3,8 +3,9 @@ while wrk holds 16 connections open against the mock upstream.
 
     python bench/hotspots.py [--seconds 20] [--top 30] [--out bench/out/hotspots.txt]
 
-Prints the share of samples spent in each function (self), and in each of the gateway's own
-functions with what they call (inclusive); idle samples (the event loop waiting) are left out.
+Prints each thread's CPU per request, and for each busy thread the share of its samples spent
+in each function (self) and in each function with what it calls (inclusive); idle samples (the
+event loop waiting) are left out.
 Needs py-spy (pip install py-spy) and wrk.
 """
 
@@ -76,21 +77,30 @@ def busy(stacks: collections.Counter[str]) -> collections.Counter[str]:
 
 
 def report(stacks: collections.Counter[str], per_request: collections.Counter[str], top: int) -> str:
-    total = sum(stacks.values()) or 1
-    self_time: collections.Counter[str] = collections.Counter()
-    inclusive: collections.Counter[str] = collections.Counter()
+    """Per thread (py-spy's root frame names it): where its busy samples are, self and inclusive."""
+    threads: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for stack, n in stacks.items():
-        functions = [_function(frame) for frame in stack.split(";")]
-        self_time[functions[-1]] += n
-        for function in set(functions):
-            if function.rpartition("(")[2].rstrip(")") in OWN:
-                inclusive[function] += n
+        threads[stack.partition(";")[0].partition(": ")[2] or "?"][stack] += n
     lines = ["CPU per request by thread (µs; py-spy's own sampling included):"]
     lines += [f"  {us:7.1f}  {name}" for name, us in per_request.most_common() if us >= 0.5]
-    lines += ["", f"{total} busy samples", "", "self:"]
-    lines += [f"  {n / total:6.1%}  {f}" for f, n in self_time.most_common(top)]
-    lines += ["", "inclusive, the gateway's own functions:"]
-    lines += [f"  {n / total:6.1%}  {f}" for f, n in inclusive.most_common(top)]
+    for thread, mine in sorted(threads.items(), key=lambda kv: -sum(kv[1].values())):
+        total = sum(mine.values())
+        if total < 0.02 * sum(stacks.values()):
+            continue
+        self_time: collections.Counter[str] = collections.Counter()
+        inclusive: collections.Counter[str] = collections.Counter()
+        for stack, n in mine.items():
+            functions = [_function(frame) for frame in stack.split(";")[1:]]
+            self_time[functions[-1] if functions else "?"] += n
+            for function in set(functions):
+                inclusive[function] += n
+        lines += ["", f"{thread}: {total} busy samples", "  self:"]
+        lines += [f"  {n / total:6.1%}  {f}" for f, n in self_time.most_common(top)]
+        lines += ["  inclusive (* the gateway's own):"]
+        lines += [
+            f"  {n / total:6.1%} {'*' if f.rpartition('(')[2].rstrip(')') in OWN else ' '} {f}"
+            for f, n in inclusive.most_common(top)
+        ]
     return "\n".join(lines)
 
 

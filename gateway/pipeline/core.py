@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from gateway.clock import Clock
 from gateway.dispatch import Attempted, Dispatcher, DispatchFailed, Plan, PlanStep
 from gateway.errors import ClientGoneError, GatewayError, InvalidRequestError, UpstreamTimeoutError
 from gateway.keys import Guard
-from gateway.ledger.models import LedgerRow
+from gateway.ledger.models import LedgerRow, new_request_id
 from gateway.pipeline.budget import worst_case_tokens, worst_case_usd
 from gateway.pipeline.call import Call
 from gateway.pipeline.escalation import (
@@ -117,7 +116,7 @@ class Pipeline:
         is ledgered (once) and its error carries the request id. ``session``: the client's
         ``x-tierwise-session`` header."""
         call = Call(
-            request_id="req_" + secrets.token_hex(12),
+            request_id=new_request_id(),
             api=api,
             loaded=self.policy.current,
             started=self.clock.monotonic(),
@@ -346,7 +345,7 @@ class Pipeline:
         """Ledger a probe the dispatcher sent to a failing deployment (it is paid like any call)."""
         now = self.clock.monotonic()
         call = Call(
-            request_id="req_" + secrets.token_hex(12),
+            request_id=new_request_id(),
             api="chat",
             loaded=self.policy.current,
             started=now - seconds,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -30,6 +29,7 @@ from gateway.availability import Availability
 from gateway.clock import Clock
 from gateway.dispatch import Attempted, Dispatcher, DispatchFailed, Plan, PlanStep
 from gateway.keys.limiter import Limiter
+from gateway.ledger.models import new_request_id
 from gateway.pipeline.budget import worst_case_usd
 from gateway.pipeline.call import Call
 from gateway.pipeline.core import RowSink
@@ -214,7 +214,7 @@ class QualitySampler:
     ) -> tuple[str, Usage, float] | None:
         """One of the gateway's own calls, ledgered as such; None when it failed."""
         call = Call(
-            request_id="req_" + secrets.token_hex(12),
+            request_id=new_request_id(),
             api="chat",
             loaded=loaded,
             started=self.clock.monotonic(),
