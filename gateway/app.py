@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -89,6 +90,11 @@ def create_app(
         ]
         state.policy.install_sighup()
         state.ledger.start()
+        # What start-up loaded (litellm's tables, the router, the SDKs' types) lives as long as
+        # the process: frozen out of the collector's sight, a full collection scans only what
+        # requests made (under load, full collections of ~230k objects took ~5% of the CPU).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
