@@ -7,14 +7,16 @@ import sqlite3
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import openai
 import pytest
 from sqlalchemy import text
+from sqlmodel import Session, select
 
 from gateway.ledger import LedgerWriter, create_schema, make_engine
-from gateway.ledger.models import LedgerRow
+from gateway.ledger.models import LedgerEntry, LedgerRow
 from tests.conftest import REPO, GatewayFactory, three_tier_policy
 
 
@@ -115,7 +117,7 @@ _CRASH = """
 import asyncio, os, sys
 from pathlib import Path
 from gateway.ledger import LedgerWriter, make_engine
-from gateway.ledger.models import LedgerRow
+from gateway.ledger.models import LedgerEntry, LedgerRow
 
 async def main() -> None:
     writer = LedgerWriter(make_engine(sys.argv[1]), Path(sys.argv[2]), batch_size=1000, interval_s=60)
@@ -141,3 +143,45 @@ async def test_rows_of_a_killed_process_are_replayed_by_the_next(tmp_path: Path)
         assert conn.execute(text("select count(*) from requests")).scalar() == 50
     await writer.close()
     assert list(spool.iterdir()) == []
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+async def test_every_field_reads_back_as_written_in_any_batch_size(
+    tmp_path: Path, database: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("pg_url") if database == "postgres" else f"sqlite:///{tmp_path / 'l.db'}"
+    engine = make_engine(url)
+    create_schema(engine)
+    when = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+    full = LedgerRow(
+        request_id=f"full-{uuid.uuid4().hex}",
+        requested_model="auto",
+        created_at=when,
+        api_key_id="k1",
+        stream=True,
+        usage_estimated=True,
+        ttft_ms=None,
+        cost_usd=0.000125,
+        router_scores='{"mid": 0.9}',
+        status_code=502,
+        confidence=0.5,
+    )
+    rows = [full, *(_row(f"n-{uuid.uuid4().hex}") for _ in range(700))]  # 701 rows: runs of 512, 128, ... 1
+    writer = LedgerWriter(engine, tmp_path / "spool", batch_size=1000)
+    for row in rows:
+        writer.record(row)
+    writer.record(rows[5])  # written twice (a replay): kept once, the rest of its batch still written
+    await writer.flush()
+    await writer.close()
+    with Session(engine) as session:
+        stored = {e.request_id: e for e in session.exec(select(LedgerEntry))}
+    assert len(stored) == len(rows)
+    got = stored[full.request_id]
+    assert {f: getattr(got, f) for f in LedgerRow.__slots__ if f != "created_at"} == {
+        f: getattr(full, f) for f in LedgerRow.__slots__ if f != "created_at"
+    }
+    assert got.created_at.replace(tzinfo=UTC) == when
+    if database == "sqlite":  # as SQLAlchemy stores it (naive UTC): the dashboard compares these strings
+        with engine.connect() as conn:
+            raw = conn.execute(text("select created_at from requests where request_id = :r"), {"r": full.request_id})
+            assert raw.scalar() == "2026-01-02 03:04:05.123456"
