@@ -93,8 +93,11 @@ def create_app(
         # What start-up loaded (litellm's tables, the router, the SDKs' types) lives as long as
         # the process: frozen out of the collector's sight, a full collection scans only what
         # requests made (under load, full collections of ~230k objects took ~5% of the CPU).
+        # Young collections every 20,000 allocations rather than 700 (a request makes hundreds):
+        # -6% CPU a request under load, for at most a few MB of cyclic garbage kept a bit longer.
         gc.collect()
         gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
         try:
             yield
         finally:
