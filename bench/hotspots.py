@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import contenders
-from measure import HERE, PY, REPO, Target, free_port, log, process, tree, wrk
+from measure import HERE, PY, REPO, Target, free_port, log, process, wrk
 
 SPY = shutil.which("py-spy") or str(Path(PY).with_name("py-spy"))  # pip puts it beside the interpreter
 OWN = {str(p.relative_to(REPO / "gateway")) for p in (REPO / "gateway").rglob("*.py")}  # as py-spy names them
@@ -125,7 +125,6 @@ def main() -> int:
         process([PY, str(HERE / "mock_upstream.py"), "--port", str(mport)], mock + "/v1/models"),
         contenders.tierwise(mock, Path(tmp)) as t,
     ):
-        t = Target(t.url, t.model, tree(t.pids[0]), key=t.key)
         wrk(t, 3, 16)  # warm
         log(f"sampling for {args.seconds}s under wrk -c16")
         stacks, per_request = profile(t, args.seconds)
