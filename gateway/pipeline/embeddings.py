@@ -96,9 +96,11 @@ class EmbeddingsFlow:
             raise PermissionDeniedError(f"this key may not use embeddings deployment `{dep.name}`", param="model")
         assert dep.price is not None  # the policy requires it
         # the worst case held against a token limit too, as chat does, so concurrent calls cannot overrun it
-        tokens = _worst_case_tokens(body) if identity is not None and identity.tpm_limit is not None else 0
-        worst_usd = cost_usd(dep.price, _worst_case_tokens(body), 0)
-        call.token_hold, call.reservation = await self.pipeline.guard.admit(identity, tokens, worst_usd)
+        worst = _worst_case_tokens(body)
+        tokens = worst if identity is not None and identity.tpm_limit is not None else 0
+        call.token_hold, call.reservation = await self.pipeline.guard.admit(
+            identity, tokens, cost_usd(dep.price, worst, 0)
+        )
         attempted = Attempted(step=PlanStep("", dep, dep.price))
         try:
             content, usage = await self._send(dep, body, attempted, call.loaded.policy.dispatch)
