@@ -14,7 +14,6 @@ import argparse
 import statistics
 import subprocess
 import tempfile
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -39,18 +38,19 @@ def main() -> int:
     trees = {rev: worktree(rev, tmp) for rev in args.revs}
     mport = free_port()
     mock = f"http://127.0.0.1:{mport}"
-    starts: dict[str, Callable[[int], AbstractContextManager[Target]]] = {
-        rev: (lambda i, rev=rev: contenders.tierwise(mock, tmp / f"{rev}-{i}", checkout=trees[rev]))  # type: ignore[misc]
-        for rev in args.revs
-    }
-    if args.portkey and contenders.portkey_installed():
-        starts["portkey"] = lambda i: contenders.portkey(mock)
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in starts}
+
+    def start(name: str, i: int) -> AbstractContextManager[Target]:
+        if name == "portkey":
+            return contenders.portkey(mock)
+        return contenders.tierwise(mock, tmp / f"{name}-{i}", checkout=trees[name])
+
+    names = [*args.revs, *(["portkey"] if args.portkey and contenders.portkey_installed() else [])]
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     try:
         with process([PY, str(HERE / "mock_upstream.py"), "--port", str(mport)], mock + "/v1/models"):
             for i in range(args.rounds):
-                for name, start in starts.items():
-                    with start(i) as t:
+                for name in names:
+                    with start(name, i) as t:
                         wrk(t, 2, 16)
                         r = wrk(t, args.seconds, 16)
                     runs[name].append({"rps": r["rps"], "cpu_ms": r["cpu_s_per_1k"]})
