@@ -34,6 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
     from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
 
     from gateway.cli.announce import AnnouncingServer, serving_line  # noqa: PLC0415
+    from gateway.cli.http_protocol import CoalescingHttpToolsProtocol  # noqa: PLC0415
     from gateway.settings import Settings, offline_environment  # noqa: PLC0415
 
     offline_environment()
@@ -61,6 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         log_level=args.log_level,
         access_log=False,
+        http=CoalescingHttpToolsProtocol,
         # A worker loads the router and the policy before it answers; on a busy 2-core machine
         # that can take longer than uvicorn's default 5 s, and it would be killed as hung.
         timeout_worker_healthcheck=60,
