@@ -93,7 +93,7 @@ def problem(exc: ValidationError, value: Any) -> Problem:
     one error per member, and only the member the value is has the useful one."""
     errors = exc.errors()
     err = next((e for e in errors if _member_matches(e["loc"], value)), errors[0])
-    loc = tuple(p for p in err["loc"] if not _is_label(p))
+    loc = _path(err["loc"], value)
     kind = str(err["type"])
     if kind == "extra_forbidden":
         return Problem(loc, "not a field of this part of the API", unknown_key=True)
@@ -106,10 +106,21 @@ def problem(exc: ValidationError, value: Any) -> Problem:
     return Problem(loc, str(err["msg"]), unknown_key=False)
 
 
+def _path(loc: tuple[int | str, ...], value: Any) -> tuple[int | str, ...]:
+    """Pydantic's error location as a path in the value sent: union-member labels left out."""
+    path: list[int | str] = []
+    node = value
+    for part in loc:
+        if not _is_label(part, node):
+            path.append(part)
+            node = _value_at(node, (part,))
+    return tuple(path)
+
+
 def _member_matches(loc: tuple[int | str, ...], value: Any) -> bool:
     node = value
     for part in loc:
-        if not _is_label(part):
+        if not _is_label(part, node):
             node = _value_at(node, (part,))
         elif part == "str" or str(part).startswith("literal["):
             if not isinstance(node, (str, int, float)):
@@ -119,9 +130,11 @@ def _member_matches(loc: tuple[int | str, ...], value: Any) -> bool:
     return True
 
 
-def _is_label(part: int | str) -> bool:
-    """Union-member labels pydantic puts in locations (class names, ``str``, ``list[...]``)."""
-    return isinstance(part, str) and (part[:1].isupper() or "[" in part or part == "str")
+def _is_label(part: int | str, node: Any) -> bool:
+    """A union-member label pydantic puts in locations (class names, ``str``, ``list[...]``),
+    not a key of the object the location has reached (a client's ``{"Name": ...}``)."""
+    shaped = isinstance(part, str) and (part[:1].isupper() or "[" in part or part == "str")
+    return shaped and not (isinstance(node, dict) and part in node)
 
 
 def _value_at(root: Any, path: tuple[int | str, ...]) -> Any:

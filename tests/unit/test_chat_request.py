@@ -111,6 +111,15 @@ def test_a_full_conversation_passes_exactly_as_sent() -> None:
             "unsupported_parameter",
             "not a field",
         ),
+        # a client's capitalised keys are path steps, not the union labels pydantic puts in locations
+        (body(messages=[{**USER, "Name": "x"}]), "messages[0].Name", "unsupported_parameter", "not a field"),
+        (
+            body(messages=[{"role": "user", "content": [{"type": "text", "text": "x", "Cache": 1}]}]),
+            "messages[0].content[0].Cache",
+            "unsupported_parameter",
+            "not a field",
+        ),
+        (body(metadata={"Team": 1}), "metadata.Team", None, "string"),
         (body(messages=[{"role": "robot", "content": "x"}]), "messages[0].role", None, "'robot' is not one of"),
         (body(messages=[{"content": "x"}]), "messages[0].role", None, "is not one of"),
         (body(messages=[USER, {"role": "user", "content": 5}]), "messages[1].content", None, ""),
