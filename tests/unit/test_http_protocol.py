@@ -48,7 +48,9 @@ class Connection:
         self.loop = asyncio.new_event_loop()
         config = uvicorn.Config(app, http=CoalescingHttpToolsProtocol, lifespan="off", log_level="warning")
         self.state = ServerState()
-        self.protocol = CoalescingHttpToolsProtocol(config=config, server_state=self.state, app_state={}, _loop=self.loop)
+        self.protocol = CoalescingHttpToolsProtocol(
+            config=config, server_state=self.state, app_state={}, _loop=self.loop
+        )
         self.transport = RecordingTransport()
         self.protocol.connection_made(self.transport)
 
