@@ -51,5 +51,5 @@ async def create_message(request: Request) -> Response:
         return JSONResponse(error_body(exc.status_code, exc.message), status_code=exc.status_code, headers=exc.headers)
     if isinstance(answer, StreamAnswer):
         return translated_sse(answer, MessageEvents(message_id, str(body["model"]), names))
-    out = chat_to_message(orjson.loads(answer.body), message_id, names)
+    out = chat_to_message(answer.payload, message_id, names)
     return Response(orjson.dumps(out), media_type="application/json", headers=answer.headers)

@@ -41,7 +41,7 @@ async def create_response(request: Request) -> Response:
     created = int(pipeline.clock.now())
     if isinstance(answer, StreamAnswer):
         return translated_sse(answer, ResponseEvents(body, response_id, created))
-    out: dict[str, Any] = chat_to_response(orjson.loads(answer.body), body, response_id, created)
+    out: dict[str, Any] = chat_to_response(answer.payload, body, response_id, created)
     return Response(orjson.dumps(out), media_type="application/json", headers=answer.headers)
 
 

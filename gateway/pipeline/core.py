@@ -72,6 +72,7 @@ class Answer:
     body: bytes
     headers: dict[str, str]
     cost_usd: float
+    payload: dict[str, Any]  # ``body`` parsed
 
 
 @dataclass
@@ -213,7 +214,7 @@ class Pipeline:
                 await self.settle(call, attempted, _worst_usage(chat, attempted), *_abandoned(exc))
                 raise
             step = attempted.step
-            payload = orjson.loads(completion.body)
+            payload = completion.payload
             why = reasons(escalate, chat.body, answer_of(payload), confidence_in(payload)) if escalate else ()
             above = higher(plan, step.tier) if why and step is not None else None
             if above is None or step is None or len(call.escalated) >= (escalate.max_steps if escalate else 0):
@@ -223,15 +224,17 @@ class Pipeline:
         call.ttft_ms = (self.clock.monotonic() - call.started) * 1000
         await self._keep_escalation(call, attempted)
         usage = _usage_of(chat, completion)
-        payload = orjson.loads(completion.body)
+        payload = completion.payload
         answer = answer_of(payload)
         call.checks = failed_checks(chat.body, answer)
         cost = await self.settle(call, attempted, usage, 200, None)
         self._sample(call, chat, attempted, answer.text, usage, cost)
         headers = call.headers(attempted)
         headers["x-tierwise-cost-usd"] = f"{cost:.8f}"
-        content = orjson.dumps(strip_logprobs(payload)) if added_logprobs else completion.body
-        return Answer(content, headers, cost)
+        if added_logprobs:
+            payload = strip_logprobs(payload)
+        content = orjson.dumps(payload) if added_logprobs else completion.body
+        return Answer(content, headers, cost, payload)
 
     async def _keep_escalation(self, call: Call, attempted: Attempted) -> None:
         """An escalated turn moves its conversation up: the next turn starts where this one ended."""

@@ -74,6 +74,7 @@ class UnsendableRequest(ProviderError):
 class Completion:
     body: bytes  # the JSON to send back, as the upstream produced it where possible
     usage: Usage | None
+    payload: dict[str, Any]  # ``body`` parsed, once, by the provider that checked it
 
 
 @dataclass

@@ -91,7 +91,7 @@ class LitellmProvider(Provider):
         except Exception as exc:  # litellm raises many types; all are mapped
             raise self._map_error(exc, api_key) from exc
         payload = resp.model_dump(exclude_none=True)
-        return Completion(body=orjson.dumps(payload), usage=usage_of(payload))
+        return Completion(body=orjson.dumps(payload), usage=usage_of(payload), payload=payload)
 
     async def open_stream(
         self, deployment: Deployment, api_key: str | None, body: dict[str, Any], include_usage: bool

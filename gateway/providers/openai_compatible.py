@@ -136,7 +136,7 @@ class OpenAICompatibleProvider(Provider):
             raise UpstreamProtocolError("upstream answered with invalid JSON") from exc
         if not isinstance(payload, dict) or "choices" not in payload:
             raise UpstreamProtocolError("upstream answer has no `choices`")
-        return Completion(body=content, usage=usage_of(payload))
+        return Completion(body=content, usage=usage_of(payload), payload=payload)
 
     async def open_stream(
         self, deployment: Deployment, api_key: str | None, body: dict[str, Any], include_usage: bool

@@ -229,8 +229,7 @@ class QualitySampler:
             error = failed.attempted.error_type
             self.ledger.record(call.row(failed.attempted, None, 502, error, self.clock.monotonic()))
             return None
-        payload = orjson.loads(completion.body)
-        answer = answer_of(payload)
+        answer = answer_of(completion.payload)
         text = answer.text or "".join(f"{name}({args})" for name, args in answer.tool_calls)
         usage = completion.usage or Usage(0, 0, estimated=True)
         row = call.row(attempted, usage, 200, None, self.clock.monotonic())

@@ -41,7 +41,7 @@ class FakeClock:
 
 def completion(text: str = "ok", prompt: int = 10, out: int = 5) -> Completion:
     body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
-    return Completion(orjson.dumps(body), Usage(prompt, out))
+    return Completion(orjson.dumps(body), Usage(prompt, out), body)
 
 
 Outcome = Completion | ProviderError | Exception | list[bytes]

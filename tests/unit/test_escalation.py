@@ -32,7 +32,8 @@ def answer(
     choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
     if logprobs is not None:
         choice["logprobs"] = {"content": [{"token": "x", "logprob": v, "top_logprobs": []} for v in logprobs]}
-    return Completion(orjson.dumps({"choices": [choice]}), Usage(prompt, out))
+    payload = {"choices": [choice]}
+    return Completion(orjson.dumps(payload), Usage(prompt, out), payload)
 
 
 def chunk(text: str, finish: str | None = None) -> bytes:
