@@ -45,6 +45,9 @@ class _PairedWrites:
         self._flush()
         self._transport.close()
 
+    def is_closing(self) -> bool:  # asked on every request: not through __getattr__
+        return self._transport.is_closing()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
