@@ -63,7 +63,10 @@ class Connection:
             self.loop.run_until_complete(asyncio.sleep(0))
 
     def finish(self) -> list[bytes | str]:
-        self.loop.run_until_complete(asyncio.gather(*self.state.tasks))
+        async def served() -> None:
+            await asyncio.gather(*self.state.tasks)
+
+        self.loop.run_until_complete(served())
         self.run_ready()
         self.loop.close()
         return self.transport.events
