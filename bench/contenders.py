@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,11 +49,16 @@ def tierwise(
     redis_url: str | None = None,
     judged: bool = False,
     checkout: Path = REPO,
+    under: Sequence[str] = (),
 ) -> Iterator[Target]:
     """`tierwise serve` on a fresh SQLite ledger and journal. With redis_url it runs as production
     would: limits shared in Redis, and requests carry a virtual key with a rate limit and a
     budget, so every request checks and settles them there. ``checkout``: the source tree to run
-    (another revision's worktree, for bench/ab.py)."""
+    (another revision's worktree, for bench/ab.py). ``under``: a command to run the server under
+    (valgrind, for bench/ab.py --instructions). The router is not loaded then (it would take
+    minutes, and the pinned route does not use it), and work on a timer happens on counts
+    instead (ledger rows written 500 at a time, no policy polls or health probes): a slower
+    process would otherwise do more of it per request."""
     workdir.mkdir(parents=True, exist_ok=True)
     tierwise_policy(mock, workdir / "policy.yaml", judged)
     port = free_port()
@@ -70,10 +75,14 @@ def tierwise(
     master = "sk-bench-master-" + secrets.token_hex(8)
     if redis_url:
         env |= {"TIERWISE_REDIS_URL": redis_url, "TIERWISE_MASTER_KEY": master}
-    cmd = [PY, "-m", "gateway.cli", "serve", "--policy", str(workdir / "policy.yaml"), "--port", str(port)]
+    if under:
+        env["TIERWISE_LOAD_ROUTER"] = "false"
+        for timer in ("LEDGER_FLUSH_INTERVAL_S", "POLICY_POLL_INTERVAL_S", "LOCAL_PROBE_INTERVAL_S"):
+            env["TIERWISE_" + timer] = "3600"
+    cmd = [*under, PY, "-m", "gateway.cli", "serve", "--policy", str(workdir / "policy.yaml"), "--port", str(port)]
     cmd += ["--workers", str(workers), "--log-level", "warning"]
     base = f"http://127.0.0.1:{port}"
-    with process(cmd, base + "/readyz", env=env, timeout_s=120, cwd=checkout) as proc:
+    with process(cmd, base + "/readyz", env=env, timeout_s=600 if under else 120, cwd=checkout) as proc:
         key = "sk-bench"
         if redis_url:
             r = httpx.post(
