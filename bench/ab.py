@@ -2,7 +2,7 @@
 gateway), measured in turns so that a noisy machine affects them alike.
 
     python bench/ab.py REV_A REV_B [--rounds 5] [--seconds 10] [--portkey]
-    python bench/ab.py REV_A REV_B --instructions [--requests 1000]
+    python bench/ab.py REV_A REV_B --instructions [--rounds 3] [--requests 1000]
 
 Each revision runs from its own git worktree on the pinned route, one worker, SQLite ledger,
 against the same mock upstream; each round starts every contender afresh, warms it up, then
@@ -12,8 +12,9 @@ A change worth a few percent hides in these machines' noise (rounds of the same 
 differ by ±15%). ``--instructions`` counts instead: each revision serves under valgrind's
 callgrind, and the user-space instructions of ``--requests`` sequential requests (after a
 warm-up) are divided by their number, with the server's timers made count-based (see
-``contenders.tierwise``); the same revision measures within ~0.5% run to run. Work in the
-kernel (socket writes, wake-ups) is not in that count.
+``contenders.tierwise``). Runs of the same revision still differ by up to ~1.5% (how often
+the event loop wakes per request depends on timing), so take the median of a few rounds.
+Work in the kernel (socket writes, wake-ups) is not in that count.
 """
 
 from __future__ import annotations
@@ -56,19 +57,24 @@ def instructions_per_request(t: Target, dumps: Path, requests: int) -> float:
     return int(re.search(r"^summary: (\d+)", dump.read_text(), re.MULTILINE).group(1)) / requests  # type: ignore[union-attr]
 
 
-def count_instructions(revs: list[str], trees: dict[str, Path], mock: str, tmp: Path, requests: int) -> int:
-    per_request: dict[str, float] = {}
-    for rev in revs:
-        dumps = tmp / f"callgrind-{rev.replace('/', '_')}"
-        dumps.mkdir()
-        under = ["valgrind", "--tool=callgrind", "-q", f"--callgrind-out-file={dumps}/callgrind.%p"]
-        with contenders.tierwise(mock, tmp / f"{rev}-cg", checkout=trees[rev], under=under) as t:
-            per_request[rev] = instructions_per_request(t, dumps, requests)
-        log(f"{rev}: {per_request[rev]:,.0f} instructions per request")
-    base = per_request[revs[0]]
-    print(f"\n{'':>12} {'instructions/request':>21} {'vs A':>7}   ({requests} sequential requests, callgrind)")
-    for rev, n in per_request.items():
-        print(f"{rev[:12]:>12} {n:21,.0f} {n / base:6.3f}x")
+def count_instructions(
+    revs: list[str], trees: dict[str, Path], mock: str, tmp: Path, requests: int, rounds: int
+) -> int:
+    runs: dict[str, list[float]] = {rev: [] for rev in revs}
+    for i in range(rounds):
+        for rev in revs:
+            dumps = tmp / f"callgrind-{rev.replace('/', '_')}-{i}"
+            dumps.mkdir()
+            under = ["valgrind", "--tool=callgrind", "-q", f"--callgrind-out-file={dumps}/callgrind.%p"]
+            with contenders.tierwise(mock, tmp / f"{rev}-cg-{i}", checkout=trees[rev], under=under) as t:
+                runs[rev].append(instructions_per_request(t, dumps, requests))
+            log(f"round {i + 1} {rev}: {runs[rev][-1]:,.0f} instructions per request")
+    med = {rev: statistics.median(ns) for rev, ns in runs.items()}
+    print(
+        f"\n{'':>12} {'instructions/request':>21} {'vs A':>7}   (medians of {rounds}; {requests} sequential requests)"
+    )
+    for rev, n in med.items():
+        print(f"{rev[:12]:>12} {n:21,.0f} {n / med[revs[0]]:6.3f}x")
     return 0
 
 
@@ -96,7 +102,7 @@ def main() -> int:
     try:
         with process([PY, str(HERE / "mock_upstream.py"), "--port", str(mport)], mock + "/v1/models"):
             if args.instructions:
-                return count_instructions(args.revs, trees, mock, tmp, args.requests)
+                return count_instructions(args.revs, trees, mock, tmp, args.requests, args.rounds)
             for i in range(args.rounds):
                 for name in names:
                     with start(name, i) as t:
