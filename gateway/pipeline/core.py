@@ -231,10 +231,10 @@ class Pipeline:
         self._sample(call, chat, attempted, answer.text, usage, cost)
         headers = call.headers(attempted)
         headers["x-tierwise-cost-usd"] = f"{cost:.8f}"
-        if added_logprobs:
-            payload = strip_logprobs(payload)
-        content = orjson.dumps(payload) if added_logprobs else completion.body
-        return Answer(content, headers, cost, payload)
+        if not added_logprobs:
+            return Answer(completion.body, headers, cost, payload)
+        payload = strip_logprobs(payload)
+        return Answer(orjson.dumps(payload), headers, cost, payload)
 
     async def _keep_escalation(self, call: Call, attempted: Attempted) -> None:
         """An escalated turn moves its conversation up: the next turn starts where this one ended."""
