@@ -444,6 +444,72 @@ def test_a_catastrophic_pattern_stalls_nothing(keyed: ServeProcess) -> None:
     assert r.status_code == 200 and time.monotonic() - started < 5
 
 
+def _schema_bomb(depth: int) -> dict[str, Any]:
+    """Each level's anyOf refers to the next twice: 2**depth paths through ~1.8 KB at depth 24."""
+    defs: dict[str, Any] = {f"l{i}": {"anyOf": [{"$ref": f"#/$defs/l{i + 1}"}] * 2} for i in range(depth)}
+    defs[f"l{depth}"] = {"type": "string"}
+    return {"type": "object", "$defs": defs, "$ref": "#/$defs/l0"}
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _bomb_requests(model: str) -> list[tuple[str, dict[str, Any]]]:
+    bomb = _schema_bomb(24)
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": bomb}}
+    tools = [{"type": "function", "function": {"name": "f", "parameters": bomb}}]
+    return [
+        ("/chat/completions", _msg(model, response_format=fmt)),
+        ("/chat/completions", _msg(model, response_format=fmt, stream=True)),
+        ("/chat/completions", _msg(model, tools=tools)),
+        (
+            "/responses",
+            {"model": model, "input": "hi", "text": {"format": {"type": "json_schema", "name": "x", "schema": bomb}}},
+        ),
+        (
+            "/messages",
+            {
+                "model": model,
+                "max_tokens": 50,
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"name": "f", "input_schema": bomb}],
+            },
+        ),
+    ]
+
+
+def test_a_schema_bomb_is_served_priced_and_stalls_nothing(keyed: ServeProcess) -> None:
+    """A 1.8 KB schema whose $refs double the work per level froze the loop and grew the gateway
+    to 19.6 GB: its check is skipped with the reason, while /healthz answers and memory stays put."""
+    key = _key(keyed)
+    auth = {"authorization": f"Bearer {key}", "x-api-key": key}
+    for path, body in _bomb_requests("echo-mid"):  # each API's first call loads its translator
+        plain = {k: v for k, v in body.items() if k not in ("response_format", "tools", "text")}
+        assert httpx.post(keyed.v1 + path, json=plain, headers=auth, timeout=60).status_code == 200
+    start_rss = _rss_mb(keyed.proc.pid)
+    for path, body in _bomb_requests("echo-mid"):
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            sent = [pool.submit(httpx.post, keyed.v1 + path, json=body, headers=auth, timeout=60) for _ in range(3)]
+            slowest = 0.0
+            while not all(f.done() for f in sent):
+                started = time.monotonic()
+                assert httpx.get(keyed.url + "/healthz", timeout=5).status_code == 200
+                slowest = max(slowest, time.monotonic() - started)
+                assert _rss_mb(keyed.proc.pid) - start_rss < 50, path
+            answers = [f.result() for f in sent]
+        assert slowest < 0.1, (path, slowest)
+        for r in answers:
+            assert r.status_code == 200, (path, r.text[:300])
+            row = _wait_rows(keyed, r.headers["x-tierwise-request-id"])[0]
+            assert row["status_code"] == 200 and row["cost_usd"] > 0
+            assert "answer check skipped: the schema expands" in (row["fallbacks"] or ""), (path, row["fallbacks"])
+    assert _rss_mb(keyed.proc.pid) - start_rss < 50
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_a_broken_client_schema_is_served_priced_and_ledgered(keyed: ServeProcess, stream: bool) -> None:
     fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/nowhere"}}}

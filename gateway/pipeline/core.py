@@ -48,7 +48,7 @@ from gateway.pipeline.sampling import Sample, Sampler
 from gateway.policy.models import EscalateConfig
 from gateway.policy.store import PolicyStore
 from gateway.providers.base import Completion, UpstreamStream
-from gateway.quality.checks import Reply, answer_of, failed_checks
+from gateway.quality.checks import Reply, Verdict, answer_of, check_answer
 from gateway.quality.feedback import NOT_FOUND
 from gateway.routing.resolve import Resolver
 from gateway.routing.sessions import SESSION_HEADER, valid_session
@@ -196,7 +196,8 @@ class Pipeline:
         config = call.loaded.policy.dispatch
         added_logprobs = asks_logprobs(escalate, chat.body)
         body = with_logprobs(chat.body) if added_logprobs else chat.body
-        previous: tuple[Attempted, Completion] | None = None  # the last answer that failed its checks
+        # The last answer that failed its checks
+        previous: tuple[Attempted, Completion, Reply, Verdict] | None = None
         while True:
             attempted = Attempted()
             try:
@@ -207,7 +208,7 @@ class Pipeline:
                 # The tier above failed outright: the answer already paid for is the one delivered.
                 call.notes.extend(failed.attempted.fallbacks)
                 call.escalated.pop()
-                attempted, completion = previous
+                attempted, completion, answer, verdict = previous
                 break
             except BaseException as exc:
                 # The client left (or we broke) while an upstream was working on it: it may bill all of it.
@@ -215,22 +216,23 @@ class Pipeline:
                 raise
             step = attempted.step
             payload = completion.payload
-            why = reasons(escalate, chat.body, answer_of(payload), confidence_in(payload)) if escalate else ()
+            answer = answer_of(payload)
+            verdict = await check_answer(chat.body, answer)
+            why = reasons(escalate, verdict.failed, confidence_in(payload)) if escalate else ()
             above = higher(plan, step.tier) if why and step is not None else None
             if above is None or step is None or len(call.escalated) >= (escalate.max_steps if escalate else 0):
                 break
             call.escalated.append(Step(step, _usage_of(chat, completion), why))
-            previous, plan = (attempted, completion), above
+            previous, plan = (attempted, completion, answer, verdict), above
         call.ttft_ms = (self.clock.monotonic() - call.started) * 1000
         await self._keep_escalation(call, attempted)
         usage = _usage_of(chat, completion)
-        payload = completion.payload
-        answer = answer_of(payload)
-        call.checks = failed_checks(chat.body, answer)
+        _record_checks(call, verdict)
         cost = await self.settle(call, attempted, usage, 200, None)
         self._sample(call, chat, attempted, answer.text, usage, cost)
         headers = call.headers(attempted)
         headers["x-tierwise-cost-usd"] = f"{cost:.8f}"
+        payload = completion.payload
         if not added_logprobs:
             return Answer(completion.body, headers, cost, payload)
         payload = strip_logprobs(payload)
@@ -275,7 +277,8 @@ class Pipeline:
                 break
             # Hold the stream until its check can run; escalate before the client sees a byte.
             held = await hold(stream, escalate, chat.body)
-            why = reasons(escalate, chat.body, _reply(stream), held_confidence(held, escalate))
+            verdict = await check_answer(chat.body, _reply(stream))
+            why = reasons(escalate, verdict.failed, held_confidence(held, escalate))
             above = higher(plan, attempted.step.tier) if why else None
             if above is None or len(call.escalated) >= escalate.max_steps:
                 break
@@ -292,7 +295,7 @@ class Pipeline:
         async def finish(upstream: UpstreamStream, status: int, error_type: str | None) -> None:
             usage = upstream.usage or _stream_usage(chat, upstream)
             if status == 200:
-                call.checks = failed_checks(chat.body, _reply(upstream))
+                _record_checks(call, await check_answer(chat.body, _reply(upstream)))
             cost = await self.settle(call, attempted, usage, status, error_type)
             if sampled and status == 200:
                 self._sample(call, chat, attempted, upstream.text, usage, cost)
@@ -377,6 +380,12 @@ def _wants_json(body: dict[str, Any]) -> bool:
 def _prompt_estimate(chat: ChatRequest) -> int:
     """Prompt tokens when the upstream reports none: the whole request, as a provider bills it."""
     return prompt_tokens_bound(chat.body, chars_per_token=4)
+
+
+def _record_checks(call: Call, verdict: Verdict) -> None:
+    call.checks = verdict.failed
+    if verdict.skipped:
+        call.notes.append(f"answer check skipped: {verdict.skipped}")
 
 
 def _reply(stream: UpstreamStream) -> Reply:

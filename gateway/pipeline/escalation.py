@@ -17,7 +17,6 @@ from gateway.dispatch import Plan, PlanStep
 from gateway.policy.models import EscalateConfig
 from gateway.policy.pricing import cost_usd
 from gateway.providers.base import UpstreamStream
-from gateway.quality.checks import Reply, failed_checks
 from gateway.quality.confidence import Confidence, StreamConfidence, confidence_of
 from gateway.usage import Usage
 
@@ -76,11 +75,9 @@ def strip_logprobs(payload: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
-def reasons(
-    cfg: EscalateConfig, body: Mapping[str, Any], reply: Reply, confidence: Confidence | None
-) -> tuple[str, ...]:
-    """The configured checks the answer fails (empty: it stands)."""
-    found = [c for c in failed_checks(body, reply) if c in cfg.on]
+def reasons(cfg: EscalateConfig, failed: Sequence[str], confidence: Confidence | None) -> tuple[str, ...]:
+    """The configured checks the answer fails (empty: it stands); ``failed``: every check it fails."""
+    found = [c for c in failed if c in cfg.on]
     low = cfg.min_confidence is not None and confidence is not None and confidence.lowest_k_mean < cfg.min_confidence
     if "low_confidence" in cfg.on and low:
         found.append("low_confidence")

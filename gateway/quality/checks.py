@@ -8,25 +8,26 @@
     empty              no text and no tool call
     refusal            the model declined (OpenAI's ``refusal`` field, or a refusal opening)
 
-Schemas come from clients, so they are only interpreted, never executed: no ``$ref`` leaves the
-schema (nothing is fetched, no file is read), and ``pattern`` / ``patternProperties`` are not
-checked (a client's regular expression could backtrack for minutes on the event loop). A schema
-that cannot be used is the client's problem, not the answer's: the checks never raise.
+Schemas come from clients, so the work of checking against one is bounded
+(:mod:`gateway.quality.schemas`): a schema over its budget is skipped, and the verdict says why.
+A schema that cannot be used is the client's problem, not the answer's: the checks never raise.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
-import jsonschema
 import orjson
-from jsonschema.validators import Draft202012Validator, extend
-from referencing import Registry
 
-__all__ = ["CHECKS", "Reply", "answer_of", "failed_checks", "text_checks"]
+from gateway.quality.schemas import INLINE_STEPS, OFF_LOOP_STEPS, OverBudget, Steps, over_budget, validates
+
+__all__ = ["CHECKS", "Reply", "Verdict", "answer_of", "check_answer", "failed_checks", "text_checks"]
 
 CHECKS = ("invalid_json", "schema_mismatch", "tool_args_invalid", "truncated", "empty", "refusal")
 
@@ -74,30 +75,54 @@ def _reply(completion: Mapping[str, Any]) -> Reply:
     )
 
 
-def _skip(*_: Any) -> None:
-    return None
+@dataclass(frozen=True)
+class Verdict:
+    """The checks an answer fails, in ``CHECKS`` order, and why a schema check was skipped."""
+
+    failed: list[str] = field(default_factory=list)
+    skipped: str | None = None
 
 
-# Draft 2020-12 without the keywords that run the client's regular expressions.
-_Validator = extend(Draft202012Validator, {"pattern": _skip, "patternProperties": _skip})
-_NO_REMOTE = Registry()  # resolves nothing: a $ref outside the schema is unresolvable, not fetched
-
-
-def failed_checks(request: Mapping[str, Any], answer: Reply) -> list[str]:
-    """Names of the checks the answer fails, in ``CHECKS`` order; never raises."""
+def failed_checks(request: Mapping[str, Any], answer: Reply, steps: int = OFF_LOOP_STEPS) -> Verdict:
+    """The checks the answer fails, spending at most ``steps`` on schemas (else
+    :class:`~gateway.quality.schemas.OverBudget`); never raises otherwise."""
     try:
-        return _failed(request, answer)
+        return _failed(request, answer, Steps(steps) if steps else None)
+    except OverBudget:
+        raise
     except Exception:  # a schema or an answer shaped like nothing we know: not the answer's failure
-        return []
+        return Verdict()
+
+
+async def check_answer(request: Mapping[str, Any], answer: Reply) -> Verdict:
+    """:func:`failed_checks` for the request path: on the loop while the schema work is small,
+    else again, from the start, in the worker thread with the larger budget."""
+    try:
+        return failed_checks(request, answer, INLINE_STEPS)
+    except OverBudget:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(_worker(), failed_checks, request, answer, OFF_LOOP_STEPS)
+    except OverBudget as exc:
+        return Verdict(failed_checks(request, answer, 0).failed, str(exc))
+
+
+@cache
+def _worker() -> ThreadPoolExecutor:
+    # One thread: concurrent costly checks queue behind each other instead of adding up.
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierwise-schema-check")
 
 
 def text_checks(text: str) -> list[str]:
     """The checks a bare answer text can fail (no request, no finish reason): empty, refusal."""
-    return failed_checks({}, Reply(text))
+    return failed_checks({}, Reply(text)).failed
 
 
-def _failed(request: Mapping[str, Any], answer: Reply) -> list[str]:
+def _failed(request: Mapping[str, Any], answer: Reply, steps: Steps | None) -> Verdict:
+    """With no ``steps``, no schema is checked: what the other checks say when schemas ran out."""
     failed: list[str] = []
+    skipped: list[str] = []
     fmt = request.get("response_format") or {}
     kind = fmt.get("type") if isinstance(fmt, dict) else None
     if kind in ("json_object", "json_schema") and not answer.tool_calls:
@@ -107,9 +132,9 @@ def _failed(request: Mapping[str, Any], answer: Reply) -> list[str]:
             failed.append("invalid_json")
         else:
             schema = (fmt.get("json_schema") or {}).get("schema") if kind == "json_schema" else None
-            if isinstance(schema, dict) and not _valid(value, schema):
+            if isinstance(schema, dict) and steps and not _fits(value, schema, steps, skipped):
                 failed.append("schema_mismatch")
-    if answer.tool_calls and _bad_tool_args(request.get("tools") or [], answer.tool_calls):
+    if answer.tool_calls and _bad_tool_args(request.get("tools") or [], answer.tool_calls, steps, skipped):
         failed.append("tool_args_invalid")
     if answer.finish_reason == "length" and not (request.get("max_tokens") or request.get("max_completion_tokens")):
         failed.append("truncated")
@@ -117,19 +142,21 @@ def _failed(request: Mapping[str, Any], answer: Reply) -> list[str]:
         failed.append("empty")
     if answer.refusal or _REFUSAL.match(answer.text[:200]):
         failed.append("refusal")
-    return failed
+    return Verdict(failed, "; ".join(skipped) or None)
 
 
-def _valid(value: Any, schema: dict[str, Any]) -> bool:
-    """Whether the value fits; True when the client's schema itself cannot be used."""
-    try:
-        error = next(_Validator(schema, registry=_NO_REMOTE).iter_errors(value), None)
-    except (jsonschema.SchemaError, RecursionError, Exception):  # unresolvable $ref, broken schema
+def _fits(value: Any, schema: dict[str, Any], steps: Steps, skipped: list[str]) -> bool:
+    """Whether the value fits; True (and the reason in ``skipped``) when the schema is over budget."""
+    why = over_budget(schema)
+    if why is not None:
+        skipped.append(why)
         return True
-    return error is None
+    return validates(value, schema, steps)
 
 
-def _bad_tool_args(tools: Sequence[Any], calls: Sequence[tuple[str, str]]) -> bool:
+def _bad_tool_args(
+    tools: Sequence[Any], calls: Sequence[tuple[str, str]], steps: Steps | None, skipped: list[str]
+) -> bool:
     params = {
         t["function"].get("name"): t["function"].get("parameters")
         for t in tools
@@ -140,7 +167,9 @@ def _bad_tool_args(tools: Sequence[Any], calls: Sequence[tuple[str, str]]) -> bo
             value = orjson.loads(arguments or "{}")
         except orjson.JSONDecodeError:
             return True
-        schema = params.get(name)
-        if name not in params or (isinstance(schema, dict) and not _valid(value, schema)):
+        if name not in params:
+            return True
+        schema = params[name]
+        if isinstance(schema, dict) and steps and not _fits(value, schema, steps, skipped):
             return True
     return False
