@@ -29,11 +29,14 @@ from gateway.providers.base import (
     UpstreamTimeout,
 )
 from gateway.providers.openai_compatible import parse_retry_after
+from gateway.quality.schemas import over_budget
 from gateway.redact import redact
 from gateway.settings import offline_environment
 from gateway.usage import usage_of
 
 __all__ = ["LitellmProvider"]
+
+log = logging.getLogger("tierwise.providers")
 
 
 class LitellmProvider(Provider):
@@ -62,6 +65,10 @@ class LitellmProvider(Provider):
         if isinstance(exc, lt.Timeout):
             return UpstreamTimeout(text)
         if isinstance(exc, lt.APIConnectionError):
+            missing = _cause(exc, ImportError)
+            if missing is not None:  # our install's fault: never the client's 400
+                log.error("litellm needs a module this install lacks (%s): a gateway bug, please report it", missing)
+                return UpstreamProtocolError(f"the gateway's provider library is incomplete: {missing}")
             # litellm also raises this for a request it cannot translate, before sending anything:
             # only a transport failure underneath makes it the deployment's fault.
             return UpstreamConnectError(text) if _transport_failure(exc) else UnsendableRequest(text)
@@ -73,6 +80,7 @@ class LitellmProvider(Provider):
         return UpstreamProtocolError(f"{type(exc).__name__}: {text}")
 
     def _kwargs(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        _check_schemas(body)
         params = {k: v for k, v in body.items() if k in CHAT_FIELDS and k not in self._own}
         return {
             **params,
@@ -83,11 +91,15 @@ class LitellmProvider(Provider):
             "api_key": api_key,
             "timeout": deployment.timeout_s,
             "num_retries": 0,  # retries and fallbacks are the dispatcher's
+            # litellm's own flag for calls that are not MCP gateway calls: without it, any request
+            # with tools imports its MCP handler first, which needs the `mcp` package.
+            "_skip_mcp_handler": True,
         }
 
     async def complete(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> Completion:
+        kwargs = self._kwargs(deployment, api_key, body)
         try:
-            resp = await self._litellm.acompletion(**self._kwargs(deployment, api_key, body))
+            resp = await self._litellm.acompletion(**kwargs)
         except Exception as exc:  # litellm raises many types; all are mapped
             raise self._map_error(exc, api_key) from exc
         payload = resp.model_dump(exclude_none=True)
@@ -125,15 +137,41 @@ class LitellmProvider(Provider):
         yield b"data: [DONE]\n\n"
 
 
+def _check_schemas(body: dict[str, Any]) -> None:
+    """litellm inlines every ``$ref`` of a client schema for some providers (Bedrock tools,
+    Anthropic's output format), by copying: a schema over the expansion budget is refused here
+    rather than expanded there."""
+    fmt = body.get("response_format")
+    schemas = (
+        [("response_format.json_schema.schema", (fmt.get("json_schema") or {}).get("schema"))]
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema"
+        else []
+    )
+    for i, tool in enumerate(body.get("tools") or []):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict):
+            schemas.append((f"tools[{i}].function.parameters", function.get("parameters")))
+    for where, schema in schemas:
+        why = over_budget(schema) if isinstance(schema, dict) else None
+        if why is not None:
+            raise UnsendableRequest(f"{where}: {why}, which this provider's translation would copy out in full")
+
+
 def _transport_failure(exc: BaseException) -> bool:
+    transport = (httpx.TransportError, aiohttp.ClientConnectionError, ConnectionError, TimeoutError)
+    return _cause(exc, transport) is not None
+
+
+def _cause(exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of ``kind`` in the chain of causes (``exc`` included)."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if isinstance(cause, (httpx.TransportError, aiohttp.ClientConnectionError, ConnectionError, TimeoutError)):
-            return True
+        if isinstance(cause, kind):
+            return cause
         cause = cause.__cause__ or cause.__context__
-    return False
+    return None
 
 
 async def _nothing() -> AsyncIterator[bytes]:

@@ -1,0 +1,129 @@
+"""A loopback upstream that answers as Anthropic's Messages API does, prompt caching included.
+
+Caching follows Anthropic's documented rules (docs.anthropic.com, "Prompt caching"): the prefix
+is tools, then system, then messages, in that order; a block with ``cache_control`` marks the end
+of a cacheable prefix; at most 4 such blocks (more is a 400); a request reads the longest marked
+prefix written before and writes the prefix up to its last marked block. Usage counts as
+Anthropic's does: ``input_tokens`` is only what came after the last breakpoint, beside
+``cache_read_input_tokens`` and ``cache_creation_input_tokens`` (split by TTL in
+``cache_creation``). A token here is 4 characters of the block's JSON.
+
+With tools and a last user turn that is not a tool result, it calls the first tool; otherwise it
+answers in text. ``requests`` keeps every body as received, for tests to read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+__all__ = ["AnthropicUpstream"]
+
+
+def _tokens(block: Any) -> int:
+    return max(1, math.ceil(len(orjson.dumps(block)) / 4))
+
+
+def _blocks(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The prompt as Anthropic caches it: tools, system blocks, then every message's blocks."""
+    out: list[dict[str, Any]] = list(body.get("tools") or [])
+    system = body.get("system")
+    out += [{"type": "text", "text": system}] if isinstance(system, str) else list(system or [])
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        out += [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+    return out
+
+
+class AnthropicUpstream:
+    def __init__(self) -> None:
+        self.url = ""  # set by whoever serves ``app``
+        self.requests: list[dict[str, Any]] = []
+        self.cache: set[bytes] = set()  # prefixes written, by their bytes
+        self.app = Starlette(routes=[Route("/v1/messages", self._messages, methods=["POST"])])
+
+    def usage(self, body: dict[str, Any]) -> dict[str, Any] | str:
+        blocks = _blocks(body)
+        marks = [i for i, b in enumerate(blocks) if isinstance(b, dict) and b.get("cache_control")]
+        if len(marks) > 4:
+            return f"A maximum of 4 blocks with cache_control may be provided. Found {len(marks)}."
+        sizes = [_tokens(b) for b in blocks]
+        read_end = 0
+        for end in marks:
+            if orjson.dumps(blocks[: end + 1]) in self.cache:
+                read_end = end + 1
+        write_end = marks[-1] + 1 if marks else 0
+        one_hour = 0
+        for end in marks:
+            key = orjson.dumps(blocks[: end + 1])
+            if end + 1 > read_end:
+                self.cache.add(key)
+                if (blocks[end]["cache_control"] or {}).get("ttl") == "1h":
+                    one_hour = sum(sizes[read_end : end + 1])
+        read = sum(sizes[:read_end])
+        written = sum(sizes[read_end:write_end]) if write_end > read_end else 0
+        one_hour = min(one_hour, written)
+        return {
+            "input_tokens": sum(sizes) - read - written,
+            "cache_read_input_tokens": read,
+            "cache_creation_input_tokens": written,
+            "cache_creation": {"ephemeral_5m_input_tokens": written - one_hour, "ephemeral_1h_input_tokens": one_hour},
+        }
+
+    async def _messages(self, request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        self.requests.append(body)
+        usage = self.usage(body)
+        if isinstance(usage, str):
+            return JSONResponse({"type": "error", "error": {"type": "invalid_request_error", "message": usage}}, 400)
+        last = (body.get("messages") or [{}])[-1]
+        content = last.get("content")
+        answered = isinstance(content, list) and any(b.get("type") == "tool_result" for b in content)
+        tools = body.get("tools") or []
+        if tools and not answered:
+            block: dict[str, Any] = {"type": "tool_use", "id": f"toolu_{len(self.requests)}", "name": tools[0]["name"]}
+            block["input"] = {"path": "main.py"}
+            stop = "tool_use"
+        else:
+            block, stop = {"type": "text", "text": "Done: the tests pass."}, "end_turn"
+        usage["output_tokens"] = _tokens(block)
+        message = {
+            "id": f"msg_up_{len(self.requests)}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", ""),
+            "content": [block],
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        if not body.get("stream"):
+            return JSONResponse(message)
+        return StreamingResponse(self._events(message), media_type="text/event-stream")
+
+    @staticmethod
+    async def _events(message: dict[str, Any]) -> AsyncIterator[bytes]:
+        def event(kind: str, data: dict[str, Any]) -> bytes:
+            return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) + b"\n\n"
+
+        usage, block = message["usage"], message["content"][0]
+        start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+        yield event("message_start", {"message": start})
+        if block["type"] == "text":
+            yield event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+            yield event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": block["text"]}})
+        else:
+            yield event("content_block_start", {"index": 0, "content_block": {**block, "input": {}}})
+            delta = {"type": "input_json_delta", "partial_json": orjson.dumps(block["input"]).decode()}
+            yield event("content_block_delta", {"index": 0, "delta": delta})
+        yield event("content_block_stop", {"index": 0})
+        # As Anthropic's API does today, message_delta repeats the input counts beside the output.
+        yield event("message_delta", {"delta": {"stop_reason": message["stop_reason"]}, "usage": usage})
+        yield event("message_stop", {})
