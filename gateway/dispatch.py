@@ -24,6 +24,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError
 from gateway.policy.loader import LoadedPolicy
 from gateway.policy.models import Deployment, DispatchConfig, Price
+from gateway.providers import anthropic_fields
 from gateway.providers.base import (
     Completion,
     Provider,
@@ -67,11 +68,12 @@ class PlanStep:
         return min(limit, self.output_cap) if self.output_cap else limit
 
     def body_for(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The request as this deployment gets it: with exactly the output limit that was reserved."""
+        """The request as this deployment gets it: with exactly the output limit that was reserved,
+        and without the fields only another kind of deployment takes."""
         field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
         out = {k: v for k, v in body.items() if k not in ("max_tokens", "max_completion_tokens")}
         out[field] = self.output_limit(body)
-        return out
+        return anthropic_fields.for_deployment(out, self.deployment)[0]
 
 
 @dataclass(frozen=True)

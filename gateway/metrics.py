@@ -53,6 +53,9 @@ class _Children:
     ttft: Histogram
     prompt_tokens: Counter
     completion_tokens: Counter
+    cache_read_tokens: Counter
+    cache_write_tokens: Counter
+    reasoning_tokens: Counter
     cost: Counter
     frontier_cost: Counter
     fallbacks: Counter
@@ -77,7 +80,13 @@ class Metrics:
             buckets=_SECONDS,
             registry=r,
         )
-        self.tokens = Counter("tierwise_tokens", "Tokens billed", ("api", "tier", "deployment", "kind"), registry=r)
+        self.tokens = Counter(
+            "tierwise_tokens",
+            "Tokens billed. kind: prompt (all input), completion (all output), and the parts of those billed"
+            " at other rates: cache_read and cache_write (of prompt), reasoning (of completion)",
+            ("api", "tier", "deployment", "kind"),
+            registry=r,
+        )
         self.cost = Counter("tierwise_cost_usd", "What requests cost", ("api", "tier", "deployment"), registry=r)
         self.frontier_cost = Counter(
             "tierwise_frontier_cost_usd",
@@ -123,6 +132,12 @@ class Metrics:
             c.prompt_tokens.inc(row.prompt_tokens)
         if row.completion_tokens:
             c.completion_tokens.inc(row.completion_tokens)
+        if row.cache_read_tokens:
+            c.cache_read_tokens.inc(row.cache_read_tokens)
+        if row.cache_write_tokens:
+            c.cache_write_tokens.inc(row.cache_write_tokens)
+        if row.reasoning_tokens:
+            c.reasoning_tokens.inc(row.reasoning_tokens)
         if row.cost_usd:
             c.cost.inc(row.cost_usd)
         if row.frontier_cost_usd:
@@ -143,6 +158,9 @@ class Metrics:
             self.ttft.labels(api, tier),
             self.tokens.labels(api, tier, dep, "prompt"),
             self.tokens.labels(api, tier, dep, "completion"),
+            self.tokens.labels(api, tier, dep, "cache_read"),
+            self.tokens.labels(api, tier, dep, "cache_write"),
+            self.tokens.labels(api, tier, dep, "reasoning"),
             self.cost.labels(api, tier, dep),
             self.frontier_cost.labels(api),
             self.fallbacks.labels(api, tier),

@@ -13,24 +13,81 @@ __all__ = ["IMAGE_TOKENS", "Usage", "estimate_tokens", "prompt_tokens_bound", "u
 
 @dataclass(frozen=True)
 class Usage:
+    """One answer's tokens by the kind each is billed as.
+
+    ``prompt_tokens`` counts every input token, cache reads and writes included (OpenAI's rule);
+    ``cache_write_1h_tokens`` are the part of the writes Anthropic keeps for an hour (billed
+    higher than its 5-minute writes); ``reasoning_tokens`` are inside ``completion_tokens``.
+    """
+
     prompt_tokens: int
     completion_tokens: int
     estimated: bool = False
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    @property
+    def uncached_prompt_tokens(self) -> int:
+        return self.prompt_tokens - self.cache_read_tokens - self.cache_write_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.estimated or other.estimated,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.cache_write_1h_tokens + other.cache_write_1h_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+        )
+
 
 def usage_of(payload: Mapping[str, Any]) -> Usage | None:
-    """OpenAI's ``usage`` object of a completion or stream chunk, if it has a usable one."""
+    """The ``usage`` of an OpenAI-shaped completion or stream chunk, if it has a usable one.
+
+    Every answer reaches us in OpenAI's shape (from OpenAI-compatible servers as sent, from
+    litellm as it normalises each provider), so this is the one reader, by OpenAI's counting
+    rule: ``prompt_tokens`` includes cached tokens, ``prompt_tokens_details.cached_tokens`` are
+    the cache reads (OpenAI, vLLM, llama.cpp), ``completion_tokens`` includes
+    ``completion_tokens_details.reasoning_tokens``. Cache writes are Anthropic's: its API counts
+    ``input_tokens`` *without* ``cache_read_input_tokens`` and ``cache_creation_input_tokens``, and
+    litellm adds both back into ``prompt_tokens`` and reports the writes as
+    ``cache_creation_input_tokens`` (split by TTL in ``cache_creation`` /
+    ``prompt_tokens_details.cache_creation_token_details``). Reads and writes are clamped to the
+    prompt, so a malformed report can never price below zero.
+    """
     usage = payload.get("usage")
     if not isinstance(usage, dict):
         return None
     try:
-        return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        prompt = max(0, int(usage.get("prompt_tokens") or 0))
+        completion = max(0, int(usage.get("completion_tokens") or 0))
+        details = _dict(usage.get("prompt_tokens_details"))
+        read = _count(details.get("cached_tokens"), usage.get("cache_read_input_tokens"))  # the same, twice
+        write = _count(details.get("cache_creation_tokens"), usage.get("cache_creation_input_tokens"))
+        by_ttl = _dict(details.get("cache_creation_token_details")) or _dict(usage.get("cache_creation"))
+        hour = _count(by_ttl.get("ephemeral_1h_input_tokens"))
+        reasoning = _count(_dict(usage.get("completion_tokens_details")).get("reasoning_tokens"))
     except (TypeError, ValueError):
         return None
+    read = min(read, prompt)
+    write = min(write, prompt - read)
+    return Usage(prompt, completion, False, read, write, min(hour, write), min(reasoning, completion))
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _count(*values: Any) -> int:
+    """The largest count given (0 if none): litellm reports some kinds in two places."""
+    return max((max(0, int(v)) for v in values if v is not None), default=0)
 
 
 def estimate_tokens(text: str) -> int:

@@ -9,10 +9,11 @@ from typing import Any
 
 import anthropic
 import openai
+import orjson
 import pytest
 
 from gateway.demo.server_thread import ServerThread
-from tests.anthropic_upstream import AnthropicUpstream
+from tests.caching_upstream import CachingUpstream
 from tests.conftest import Gateway, GatewayFactory
 
 # claude-haiku-4-5 in litellm's price map: USD per token
@@ -27,8 +28,8 @@ OPENAI_EDIT = {"type": "function", "function": {"name": "edit_file", "parameters
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[AnthropicUpstream]:
-    up = AnthropicUpstream()
+def upstream() -> Iterator[CachingUpstream]:
+    up = CachingUpstream()
     server = ServerThread(up.app)
     up.url = server.start()
     yield up
@@ -36,7 +37,7 @@ def upstream() -> Iterator[AnthropicUpstream]:
 
 
 @pytest.fixture
-def gw(start_gateway: GatewayFactory, upstream: AnthropicUpstream, monkeypatch: pytest.MonkeyPatch) -> Gateway:
+def gw(start_gateway: GatewayFactory, upstream: CachingUpstream, monkeypatch: pytest.MonkeyPatch) -> Gateway:
     monkeypatch.setenv("TIERWISE_TEST_ANTHROPIC_KEY", "sk-ant-test")
     return start_gateway(
         f"""
@@ -83,7 +84,7 @@ def test_tools_reach_claude_through_litellm_on_responses(gw: Gateway) -> None:
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_a_coding_agent_turn_on_messages_with_a_failed_tool_result(
-    gw: Gateway, upstream: AnthropicUpstream, stream: bool
+    gw: Gateway, upstream: CachingUpstream, stream: bool
 ) -> None:
     client = anthropic.Anthropic(base_url=gw.url, api_key="none", max_retries=0)
     messages: list[Any] = [
@@ -109,7 +110,7 @@ def test_a_coding_agent_turn_on_messages_with_a_failed_tool_result(
 @pytest.mark.xfail(
     strict=True, reason="litellm's chat translation has no is_error: needs the native Messages pass-through (#25)"
 )
-def test_is_error_reaches_claude(gw: Gateway, upstream: AnthropicUpstream) -> None:
+def test_is_error_reaches_claude(gw: Gateway, upstream: CachingUpstream) -> None:
     client = anthropic.Anthropic(base_url=gw.url, api_key="none", max_retries=0)
     result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "no such file", "is_error": True}
     client.messages.create(
@@ -122,3 +123,170 @@ def test_is_error_reaches_claude(gw: Gateway, upstream: AnthropicUpstream) -> No
         ],
     )
     assert upstream.requests[-1]["messages"][-1]["content"][0].get("is_error") is True
+
+
+# -- prompt caching: carried to Anthropic, priced as each provider bills ----------------------
+SYSTEM = "You are a careful coding agent. " * 300  # ~2,300 tokens: worth caching
+
+
+def _anthropic_cost(billed: dict[str, Any]) -> float:
+    """Anthropic's bill (docs.anthropic.com, "Prompt caching" pricing) at claude-haiku-4-5's rates."""
+    hour = billed["cache_creation"]["ephemeral_1h_input_tokens"]
+    return (
+        billed["input_tokens"] * INPUT
+        + billed["cache_read_input_tokens"] * CACHE_READ
+        + (billed["cache_creation_input_tokens"] - hour) * CACHE_WRITE
+        + hour * CACHE_WRITE_1H
+        + billed["output_tokens"] * OUTPUT
+    )
+
+
+def _turns() -> list[list[Any]]:
+    """Two turns of a coding agent: the second appends a tool call and its result to the first."""
+    first: list[Any] = [
+        {"role": "user", "content": [{"type": "text", "text": "fix the bug", "cache_control": {"type": "ephemeral"}}]}
+    ]
+    result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "patched main.py"}
+    second = [
+        *first,
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "edit_file", "input": {}}]},
+        {"role": "user", "content": [{**result, "cache_control": {"type": "ephemeral"}}]},
+    ]
+    return [first, second]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_cache_breakpoints_reach_claude_and_the_ledger_bills_what_anthropic_does(
+    gw: Gateway, upstream: CachingUpstream, stream: bool
+) -> None:
+    client = anthropic.Anthropic(base_url=gw.url, api_key="none", max_retries=0)
+    # A 1-hour entry may not follow a 5-minute one: the long-lived prefix comes first
+    hour = {"type": "ephemeral", "ttl": "1h"}
+    variant = "stream" if stream else "json"  # the upstream's cache is shared by the two runs
+    system = [{"type": "text", "text": SYSTEM, "cache_control": hour}]
+    tools = [{**EDIT, "description": f"Edit a file ({variant})", "cache_control": hour}]
+    seen = []
+    for messages in _turns():
+        kwargs: dict[str, Any] = {"model": "agent", "max_tokens": 256, "system": system, "tools": tools}
+        if stream:
+            with client.messages.stream(**kwargs, messages=messages) as s:
+                message = s.get_final_message()
+                request_id = s.response.headers["x-tierwise-request-id"]
+        else:
+            raw = client.messages.with_raw_response.create(**kwargs, messages=messages)
+            message, request_id = raw.parse(), raw.headers["x-tierwise-request-id"]
+        sent = upstream.requests[-1]
+        assert sent["system"][0]["cache_control"] == hour
+        assert sent["tools"][0]["cache_control"] == hour
+        assert sent["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
+        billed = upstream.usage_log[-1]
+        usage = message.usage
+        # Messages usage reads as Anthropic's: input_tokens exclude the cache reads and writes
+        assert (usage.input_tokens, usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (
+            billed["input_tokens"],
+            billed["cache_read_input_tokens"],
+            billed["cache_creation_input_tokens"],
+        )
+        row = _row(gw, request_id)
+        assert row["cost_usd"] == pytest.approx(_anthropic_cost(billed), abs=1e-9)
+        assert (row["cache_read_tokens"], row["cache_write_tokens"]) == (
+            billed["cache_read_input_tokens"],
+            billed["cache_creation_input_tokens"],
+        )
+        seen.append(billed)
+    first, second = seen
+    assert first["cache_read_input_tokens"] == 0 and first["cache_creation_input_tokens"] > 2000
+    assert second["cache_read_input_tokens"] == first["cache_creation_input_tokens"]  # the prefix hit
+    assert first["cache_creation"]["ephemeral_1h_input_tokens"] > 2000  # system and tools, for an hour
+    assert second["cache_creation_input_tokens"] > 0  # the new turn, up to the tool result's mark
+
+
+def test_a_fifth_breakpoint_is_our_400_before_any_upstream(gw: Gateway, upstream: CachingUpstream) -> None:
+    client = anthropic.Anthropic(base_url=gw.url, api_key="none", max_retries=0)
+    mark = {"cache_control": {"type": "ephemeral"}}
+    sent = len(upstream.requests)
+    with pytest.raises(anthropic.BadRequestError) as err:
+        client.messages.create(
+            model="agent",
+            max_tokens=64,
+            system=[{"type": "text", "text": "a", **mark}, {"type": "text", "text": "b", **mark}],  # type: ignore[list-item]
+            tools=[{**EDIT, **mark}],  # type: ignore[list-item]
+            messages=[{"role": "user", "content": [{"type": "text", "text": t, **mark} for t in "cd"]}],  # type: ignore[misc]
+        )
+    assert "at most 4 blocks may carry cache_control" in str(err.value) and "found 5" in str(err.value)
+    assert len(upstream.requests) == sent
+
+
+GPT_4O_MINI = (0.15e-6, 0.075e-6, 0.6e-6)  # input, cached input, output: litellm's map, per token
+
+
+@pytest.fixture
+def mixed(start_gateway: GatewayFactory, upstream: CachingUpstream, monkeypatch: pytest.MonkeyPatch) -> Gateway:
+    """An OpenAI-compatible tier priced from litellm's map, under an Anthropic one."""
+    monkeypatch.setenv("TIERWISE_TEST_ANTHROPIC_KEY", "sk-ant-test")
+    return start_gateway(
+        f"""
+        version: 1
+        tiers:
+          - name: mid
+            deployments:
+              - {{name: mini, model: openai/gpt-4o-mini, api_base: "{upstream.url}/v1", max_retries: 0}}
+          - name: frontier
+            deployments:
+              - {{name: claude, model: anthropic/claude-haiku-4-5, api_base: "{upstream.url}",
+                  api_key_env: TIERWISE_TEST_ANTHROPIC_KEY, max_retries: 0}}
+        routes:
+          - {{name: agent, tier: frontier}}
+          - {{name: cheap, tier: mid}}
+        """
+    )
+
+
+@pytest.mark.parametrize("api", ["chat", "chat-stream", "responses"])
+def test_openai_cached_tokens_are_billed_at_the_cached_rate(
+    mixed: Gateway, upstream: CachingUpstream, api: str
+) -> None:
+    client = openai.OpenAI(base_url=mixed.v1, api_key="none", max_retries=0)
+    system = SYSTEM + api
+    rows = []
+    for question in ("first question", "second question"):
+        if api == "responses":
+            raw = client.responses.with_raw_response.create(model="cheap", instructions=system, input=question)
+            cached = raw.parse().usage.input_tokens_details.cached_tokens  # type: ignore[union-attr]
+        else:
+            messages: Any = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+            stream = api == "chat-stream"
+            raw = client.chat.completions.with_raw_response.create(
+                model="cheap",
+                messages=messages,
+                stream=stream,
+                **({"stream_options": {"include_usage": True}} if stream else {}),
+            )
+            parsed = raw.parse()
+            usage = [c.usage for c in parsed if c.usage][-1] if stream else parsed.usage  # type: ignore[union-attr]
+            cached = usage.prompt_tokens_details.cached_tokens  # type: ignore[union-attr]
+        billed = upstream.usage_log[-1]
+        assert cached == billed["prompt_tokens_details"]["cached_tokens"]
+        row = _row(mixed, raw.headers["x-tierwise-request-id"])
+        inp, read, out = GPT_4O_MINI
+        bill = (billed["prompt_tokens"] - cached) * inp + cached * read + billed["completion_tokens"] * out
+        assert row["cost_usd"] == pytest.approx(bill, abs=1e-9)
+        assert row["cache_read_tokens"] == cached
+        rows.append(row)
+    assert rows[0]["cache_read_tokens"] == 0 and rows[1]["cache_read_tokens"] >= 1024
+
+
+def test_breakpoints_never_reach_a_deployment_that_does_not_take_them(
+    mixed: Gateway, upstream: CachingUpstream
+) -> None:
+    client = anthropic.Anthropic(base_url=mixed.url, api_key="none", max_retries=0)
+    raw = client.messages.with_raw_response.create(
+        model="cheap",
+        max_tokens=64,
+        system=[{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}],
+        messages=[{"role": "user", "content": "hi"}],
+    )
+    assert raw.parse().content[0].type == "text"
+    assert raw.headers["x-tierwise-dropped"] == "cache_control"
+    sent = upstream.requests[-1]
+    assert "cache_control" not in orjson.dumps(sent).decode() and "_anthropic_fields" not in sent

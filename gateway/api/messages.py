@@ -7,6 +7,7 @@ in ``x-api-key`` (as Anthropic's clients send them) or ``Authorization: Bearer``
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import orjson
 from starlette.requests import Request
@@ -28,6 +29,7 @@ from gateway.translate.anthropic import (
     loaded,
     messages_to_chat,
 )
+from gateway.translate.anthropic_extras import carry
 from gateway.translate.check import FieldError
 
 __all__ = ["create_message"]
@@ -42,10 +44,12 @@ async def create_message(request: Request) -> Response:
             if not loaded():
                 await asyncio.to_thread(load)  # imports litellm and the SDK's types: seconds, once
             try:
-                chat_body, names = messages_to_chat(body)
+                chat_body, names, marks = messages_to_chat(body)
             except FieldError as exc:
                 raise InvalidRequestError(exc.message, param=exc.param, code=exc.code) from None
-            answer = await pipeline.run(call, parse_chat_request(chat_body))
+            chat = parse_chat_request(chat_body)
+            call.notes.extend(f"cache_control not carried: {lost}" for lost in marks.lost)
+            answer = await pipeline.run(call, replace(chat, body=carry(chat.body, marks)))
             message_id = "msg_" + call.request_id.removeprefix("req_")
     except GatewayError as exc:
         return JSONResponse(error_body(exc.status_code, exc.message), status_code=exc.status_code, headers=exc.headers)

@@ -39,8 +39,12 @@ class LedgerEntry(SQLModel, table=True):
     router_tier: str | None = Field(default=None, max_length=64)
     router_scores: str | None = None  # JSON: tier -> predicted quality
     router_version: str | None = Field(default=None, max_length=128)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: int = 0  # every input token, cache reads and writes included (OpenAI's count)
+    completion_tokens: int = 0  # reasoning tokens included
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0  # 1-hour writes included
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
     usage_estimated: bool = False
     cost_usd: float = 0.0
     # What the same tokens would have cost on the frontier tier: the base of "savings".
@@ -81,6 +85,10 @@ class LedgerRow:
     router_version: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
     usage_estimated: bool = False
     cost_usd: float = 0.0
     frontier_cost_usd: float = 0.0

@@ -238,7 +238,7 @@ def _write(conn: Connection, rows: list[dict[str, Any]]) -> None:
         done += run
 
 
-_MAX_RUN = 512  # rows per statement: 512 x 31 columns stays under SQLite's 32,766 parameters
+_MAX_RUN = 512  # rows per statement: 512 x 35 columns stays under SQLite's 32,766 parameters
 
 
 @functools.cache

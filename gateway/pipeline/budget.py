@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.dispatch import Plan
 from gateway.policy.pricing import cost_usd
-from gateway.usage import prompt_tokens_bound
+from gateway.usage import Usage, prompt_tokens_bound
 
 __all__ = ["worst_case_tokens", "worst_case_usd"]
 
@@ -27,5 +27,6 @@ def worst_case_usd(body: dict[str, Any], plan: Plan, steps: int = 1) -> float:
     """``steps``: calls one request may pay for (an escalation pays for each)."""
     prompt = prompt_tokens_bound(body)
     n = int(body.get("n") or 1)
-    worst = max((cost_usd(s.price, prompt, s.output_limit(body) * n) for s in plan.steps), default=0.0)
+    # Uncached: what a prompt costs when no cache is read (writes are not sent to any provider yet).
+    worst = max((cost_usd(s.price, Usage(prompt, s.output_limit(body) * n)) for s in plan.steps), default=0.0)
     return worst * steps

@@ -14,6 +14,7 @@ from gateway.pipeline.escalation import Step
 from gateway.policy.loader import LoadedPolicy
 from gateway.policy.models import Limits
 from gateway.policy.pricing import cost_usd
+from gateway.providers import anthropic_fields
 from gateway.routing.resolve import Resolution
 from gateway.usage import Usage
 
@@ -44,6 +45,7 @@ class Call:
     checks: list[str] = field(default_factory=list)  # answer checks that failed
     escalated: list[Step] = field(default_factory=list)  # paid answers that failed and were replaced
     session: str | None = None  # the client's name for the conversation (x-tierwise-session)
+    provider_fields: list[str] = field(default_factory=list)  # fields only some deployments take
 
     @property
     def limits(self) -> Limits:
@@ -55,7 +57,7 @@ class Call:
 
     def cost(self, attempted: Attempted, usage: Usage) -> float:
         step = attempted.step
-        return cost_usd(step.price, usage.prompt_tokens, usage.completion_tokens) if step else 0.0
+        return cost_usd(step.price, usage) if step else 0.0
 
     def row(
         self,
@@ -76,8 +78,7 @@ class Call:
         own = self.cost(attempted, usage) + sum(s.cost for s in before)
         # Embeddings are pinned, not routed: no tier, and no saving to report against the frontier.
         pinned = self.api == "embeddings"
-        prompt = usage.prompt_tokens + sum(s.usage.prompt_tokens for s in before)
-        completion = usage.completion_tokens + sum(s.usage.completion_tokens for s in before)
+        paid = sum((s.usage for s in before), usage)
         return LedgerRow(
             request_id=self.request_id,
             api_key_id=self.api_key_id,
@@ -89,14 +90,17 @@ class Call:
             router_tier=res.router_tier if res else None,
             router_scores=orjson.dumps(res.router_scores).decode() if res and res.router_scores else None,
             router_version=res.router_version if res else None,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            usage_estimated=usage.estimated or any(s.usage.estimated for s in before),
+            prompt_tokens=paid.prompt_tokens,
+            completion_tokens=paid.completion_tokens,
+            cache_read_tokens=paid.cache_read_tokens,
+            cache_write_tokens=paid.cache_write_tokens,
+            cache_write_1h_tokens=paid.cache_write_1h_tokens,
+            reasoning_tokens=paid.reasoning_tokens,
+            usage_estimated=paid.estimated,
             cost_usd=own,
-            # The frontier's price for the answer delivered: escalating costs savings, as it should.
-            frontier_cost_usd=own
-            if pinned
-            else cost_usd(self.loaded.price(frontier.name), usage.prompt_tokens, usage.completion_tokens),
+            # The frontier's price for the answer delivered, token kind by kind (as if the frontier
+            # had read and written the same cache): escalating costs savings, as it should.
+            frontier_cost_usd=own if pinned else cost_usd(self.loaded.price(frontier.name), usage),
             ttft_ms=self.ttft_ms,
             latency_ms=(now - self.started) * 1000,
             status_code=status,
@@ -125,6 +129,8 @@ class Call:
         if step is not None:
             out["x-tierwise-tier"] = step.tier
             out["x-tierwise-deployment"] = step.deployment.name
+            if self.provider_fields and not anthropic_fields.takes(step.deployment):
+                out["x-tierwise-dropped"] = ",".join(self.provider_fields)
         res = self.resolution
         if res is not None and res.router_version:
             out["x-tierwise-router-version"] = res.router_version

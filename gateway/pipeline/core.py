@@ -47,6 +47,7 @@ from gateway.pipeline.relay import Relay
 from gateway.pipeline.sampling import Sample, Sampler
 from gateway.policy.models import EscalateConfig
 from gateway.policy.store import PolicyStore
+from gateway.providers import anthropic_fields
 from gateway.providers.base import Completion, UpstreamStream
 from gateway.quality.checks import Reply, Verdict, answer_of, check_answer
 from gateway.quality.feedback import NOT_FOUND
@@ -144,6 +145,7 @@ class Pipeline:
     async def run(self, call: Call, chat: ChatRequest) -> Answer | StreamAnswer:
         call.requested_model = chat.model
         call.stream = chat.stream
+        call.provider_fields = chat.body.get(anthropic_fields.MARKER) or []
         plan = await self._plan(call, chat)
         guard, identity = self.guard, call.identity
         escalate = self._escalation(call)

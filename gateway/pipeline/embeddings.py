@@ -99,7 +99,7 @@ class EmbeddingsFlow:
         worst = _worst_case_tokens(body)
         tokens = worst if identity is not None and identity.tpm_limit is not None else 0
         call.token_hold, call.reservation = await self.pipeline.guard.admit(
-            identity, tokens, cost_usd(dep.price, worst, 0)
+            identity, tokens, cost_usd(dep.price, Usage(worst, 0))
         )
         attempted = Attempted(step=PlanStep("", dep, dep.price))
         try:

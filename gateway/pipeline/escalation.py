@@ -45,7 +45,7 @@ class Step:
 
     @property
     def cost(self) -> float:
-        return cost_usd(self.step.price, self.usage.prompt_tokens, self.usage.completion_tokens)
+        return cost_usd(self.step.price, self.usage)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +53,8 @@ class Step:
             "deployment": self.step.deployment.name,
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
+            "cache_read_tokens": self.usage.cache_read_tokens,
+            "cache_write_tokens": self.usage.cache_write_tokens,
             "cost_usd": self.cost,
             "reasons": list(self.reasons),
         }

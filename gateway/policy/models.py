@@ -30,10 +30,18 @@ class _Strict(BaseModel):
 
 
 class Price(_Strict):
-    """USD per one million tokens."""
+    """USD per one million tokens. Unset cache prices bill those tokens at ``input_per_1m``
+    (never below what the provider may charge; ``tierwise policy check`` says which are unset)."""
 
     input_per_1m: float = Field(ge=0)
     output_per_1m: float = Field(ge=0)
+    cached_input_per_1m: float | None = Field(default=None, ge=0)  # cache reads
+    cache_write_per_1m: float | None = Field(default=None, ge=0)  # cache writes (Anthropic's 5-minute)
+    cache_write_1h_per_1m: float | None = Field(default=None, ge=0)  # Anthropic's 1-hour writes
+
+    @property
+    def caching_unpriced(self) -> bool:
+        return self.cached_input_per_1m is None or self.cache_write_per_1m is None
 
 
 class Deployment(_Strict):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.policy.models import Deployment, Price
+from gateway.usage import Usage
 
 __all__ = ["REFERENCE_CALL", "PriceMap", "cost_usd", "litellm_price_map", "reference_call_cost"]
 
@@ -66,15 +67,37 @@ def litellm_price_map() -> PriceMap:
             continue
         inp, out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
         if isinstance(inp, (int, float)) and isinstance(out, (int, float)):
-            entries[name] = Price(input_per_1m=inp * 1e6, output_per_1m=out * 1e6)
+            entries[name] = Price(
+                input_per_1m=inp * 1e6,
+                output_per_1m=out * 1e6,
+                cached_input_per_1m=_per_1m(info.get("cache_read_input_token_cost")),
+                cache_write_per_1m=_per_1m(info.get("cache_creation_input_token_cost")),
+                cache_write_1h_per_1m=_per_1m(info.get("cache_creation_input_token_cost_above_1hr")),
+            )
         cap = info.get("max_output_tokens")
         if isinstance(cap, int) and cap > 0:
             limits[name] = cap
     return PriceMap(entries, limits)
 
 
-def cost_usd(price: Price, prompt_tokens: int, completion_tokens: int) -> float:
-    return (prompt_tokens * price.input_per_1m + completion_tokens * price.output_per_1m) / 1e6
+def _per_1m(per_token: Any) -> float | None:
+    return per_token * 1e6 if isinstance(per_token, (int, float)) and per_token >= 0 else None
+
+
+def cost_usd(price: Price, usage: Usage) -> float:
+    """What the provider bills for these tokens: each kind at its own rate, a cache rate left
+    unset at the input rate. Anthropic's 1-hour writes fall back to the 5-minute write rate."""
+    inp = price.input_per_1m
+    read = inp if price.cached_input_per_1m is None else price.cached_input_per_1m
+    write = inp if price.cache_write_per_1m is None else price.cache_write_per_1m
+    hour = write if price.cache_write_1h_per_1m is None else price.cache_write_1h_per_1m
+    return (
+        usage.uncached_prompt_tokens * inp
+        + usage.cache_read_tokens * read
+        + (usage.cache_write_tokens - usage.cache_write_1h_tokens) * write
+        + usage.cache_write_1h_tokens * hour
+        + usage.completion_tokens * price.output_per_1m
+    ) / 1e6
 
 
 # Prompt and completion tokens of the call used to compare tiers' prices as one number. Only the
@@ -84,4 +107,4 @@ REFERENCE_CALL = (750, 250)
 
 
 def reference_call_cost(price: Price) -> float:
-    return cost_usd(price, *REFERENCE_CALL)
+    return cost_usd(price, Usage(*REFERENCE_CALL))

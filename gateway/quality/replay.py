@@ -40,6 +40,7 @@ from gateway.quality.models import Judgement
 from gateway.quality.stats import Z95, Estimate, Sums
 from gateway.routing.loader import artifact_dir
 from gateway.routing.resolve import Resolver
+from gateway.usage import Usage
 from router.artifact import ArtifactError, load_artifact
 from router.core import Decision, Router
 
@@ -359,7 +360,7 @@ def _estimate(
 
     def cost(r: JudgedRequest, tier: str) -> float:
         answer = r.answer_tokens.get(tier, r.answer_tokens[r.served_tier])
-        return cost_usd(price[tier], r.prompt_tokens, answer)
+        return cost_usd(price[tier], Usage(r.prompt_tokens, answer))
 
     w = np.array([r.weight for r in judged])
     c = np.array([cost(r, t) for r, t in zip(judged, tiers, strict=True)])

@@ -22,8 +22,10 @@ from typing import Any, Final, get_type_hints
 import orjson
 
 from gateway.settings import offline_environment
+from gateway.translate.anthropic_extras import Marks, find_marks
 from gateway.translate.check import FieldError, Loc, check
 from gateway.translate.sse import DONE, chat_event, named_event
+from gateway.usage import Usage, usage_of
 
 __all__ = [
     "MessageEvents",
@@ -37,8 +39,9 @@ __all__ = [
 
 # Sampling fields older SDKs still send (the current SDK's type no longer lists them).
 _LEGACY: Final = {"temperature": (0.0, 1.0), "top_p": (0.0, 1.0)}
-# Accepted and not sent on: the policy's tiers decide how hard a model thinks, and a cache or
-# service-tier hint means nothing to the other providers behind a route.
+# Accepted and not sent on: the policy's tiers decide how hard a model thinks, and the service
+# tier and automatic caching (a top-level cache_control) are Anthropic's alone. Breakpoints on
+# blocks are carried (anthropic_extras).
 _DROPPED: Final = frozenset({"thinking", "cache_control", "service_tier"})
 
 
@@ -105,22 +108,25 @@ _STOP_REASONS: Final = {
 
 
 # -- request ----------------------------------------------------------------------------------
-def messages_to_chat(body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """A Messages API request as a chat-completions body, and the adapter's map of shortened
-    tool names back to the client's (OpenAI allows 64 characters)."""
+def messages_to_chat(body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str], Marks]:
+    """A Messages API request as a chat-completions body, the adapter's map of shortened tool
+    names back to the client's (OpenAI allows 64 characters), and the request's cache
+    breakpoints placed in that body (:func:`~gateway.translate.anthropic_extras.carry` puts them
+    on it once it is checked)."""
     kit = load()
     _check(body, kit)
     request = {k: v for k, v in body.items() if k not in _DROPPED and k != "stream"}
     chat, names = kit.adapter.translate_anthropic_to_openai(request)
     chat = dict(chat)
     chat["messages"] = [_clean_message(m) for m in chat["messages"]]
+    marks = find_marks(body, chat)
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("disable_parallel_tool_use"):
         chat["parallel_tool_calls"] = False  # the adapter drops it
     if body.get("stream"):
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # message_delta carries usage
-    return chat, dict(names)
+    return chat, dict(names), marks
 
 
 def _check(body: Mapping[str, Any], kit: _Kit) -> None:
@@ -245,12 +251,20 @@ def _arguments(arguments: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _usage(usage: Mapping[str, Any]) -> dict[str, int]:
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+def _usage(usage: Mapping[str, Any]) -> dict[str, Any]:
+    """Anthropic's usage from OpenAI's: Anthropic counts ``input_tokens`` without the cache
+    reads and writes reported beside it (docs.anthropic.com, "Prompt caching": total input is
+    the sum of the three), where OpenAI's ``prompt_tokens`` includes them."""
+    read = usage_of({"usage": usage}) or Usage(0, 0)
     return {
-        "input_tokens": int(usage.get("prompt_tokens") or 0),
-        "output_tokens": int(usage.get("completion_tokens") or 0),
-        "cache_read_input_tokens": int(cached),
+        "input_tokens": read.uncached_prompt_tokens,
+        "output_tokens": read.completion_tokens,
+        "cache_read_input_tokens": read.cache_read_tokens,
+        "cache_creation_input_tokens": read.cache_write_tokens,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": read.cache_write_tokens - read.cache_write_1h_tokens,
+            "ephemeral_1h_input_tokens": read.cache_write_1h_tokens,
+        },
     }
 
 

@@ -25,6 +25,7 @@ from openai.types.responses.tool_choice_function_param import ToolChoiceFunction
 
 from gateway.translate.check import FieldError, Loc, check
 from gateway.translate.sse import DONE, chat_event, named_event
+from gateway.usage import Usage, usage_of
 
 __all__ = ["RESPONSES_FIELDS", "ResponseEvents", "chat_to_response", "responses_to_chat"]
 
@@ -331,16 +332,14 @@ def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: st
 
 
 def _usage(usage: Mapping[str, Any]) -> dict[str, Any]:
-    prompt = int(usage.get("prompt_tokens") or 0)
-    completion = int(usage.get("completion_tokens") or 0)
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+    """OpenAI's Responses usage counts as chat's does: cached tokens inside ``input_tokens``."""
+    read = usage_of({"usage": usage}) or Usage(0, 0)
     return {
-        "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached},
-        "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": reasoning},
-        "total_tokens": prompt + completion,
+        "input_tokens": read.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": read.cache_read_tokens},
+        "output_tokens": read.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": read.reasoning_tokens},
+        "total_tokens": read.total,
     }
 
 

@@ -1,4 +1,9 @@
-"""A loopback upstream that answers as Anthropic's Messages API does, prompt caching included.
+"""A loopback upstream that answers as Anthropic's Messages API and OpenAI's chat API do, each with
+its provider's prompt caching and usage counting.
+
+OpenAI (platform.openai.com, "Prompt caching"): automatic for prompts of 1,024 tokens or more, in
+increments of 128 tokens of the longest prefix seen before; ``prompt_tokens`` includes the
+``prompt_tokens_details.cached_tokens``.
 
 Caching follows Anthropic's documented rules (docs.anthropic.com, "Prompt caching"): the prefix
 is tools, then system, then messages, in that order; a block with ``cache_control`` marks the end
@@ -24,11 +29,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-__all__ = ["AnthropicUpstream"]
+__all__ = ["CachingUpstream"]
 
 
 def _tokens(block: Any) -> int:
     return max(1, math.ceil(len(orjson.dumps(block)) / 4))
+
+
+def _mark(block: Any) -> dict[str, Any]:
+    """A block's cache_control; a tool result's may be on its last inner block."""
+    if not isinstance(block, dict):
+        return {}
+    inner = block.get("content") if block.get("type") == "tool_result" else None
+    if isinstance(inner, list) and inner and isinstance(inner[-1], dict) and inner[-1].get("cache_control"):
+        return dict(inner[-1]["cache_control"])
+    return dict(block.get("cache_control") or {})
 
 
 def _blocks(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -42,30 +57,81 @@ def _blocks(body: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-class AnthropicUpstream:
+class CachingUpstream:
     def __init__(self) -> None:
         self.url = ""  # set by whoever serves ``app``
         self.requests: list[dict[str, Any]] = []
+        self.usage_log: list[dict[str, Any]] = []  # the usage of every answer, as billed
         self.cache: set[bytes] = set()  # prefixes written, by their bytes
-        self.app = Starlette(routes=[Route("/v1/messages", self._messages, methods=["POST"])])
+        self.app = Starlette(
+            routes=[
+                Route("/v1/messages", self._messages, methods=["POST"]),
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            ]
+        )
+
+    # -- OpenAI -----------------------------------------------------------------------------
+    def openai_usage(self, body: dict[str, Any], completion: int) -> dict[str, Any]:
+        messages = body.get("messages") or []
+        sizes = [_tokens(m) for m in messages]
+        cached = 0
+        for end in range(1, len(messages) + 1):
+            key = b"openai" + orjson.dumps(messages[:end])
+            prefix = sum(sizes[:end])
+            if key in self.cache and prefix >= 1024:
+                cached = prefix // 128 * 128
+            self.cache.add(key)
+        prompt = sum(sizes)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        }
+
+    async def _chat(self, request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        self.requests.append(body)
+        text = "Done: the tests pass."
+        usage = self.openai_usage(body, _tokens(text))
+        self.usage_log.append(usage)
+        base = {"id": f"chatcmpl-{len(self.requests)}", "created": 0, "model": body.get("model", "")}
+        if not body.get("stream"):
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            return JSONResponse({**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+
+        async def chunks() -> AsyncIterator[bytes]:
+            def chunk(choices: list[Any], **extra: Any) -> bytes:
+                data = {**base, "object": "chat.completion.chunk", "choices": choices, **extra}
+                return b"data: " + orjson.dumps(data) + b"\n\n"
+
+            yield chunk([{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}])
+            yield chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+            yield chunk([], usage=usage)
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(chunks(), media_type="text/event-stream")
+
+    # -- Anthropic --------------------------------------------------------------------------
 
     def usage(self, body: dict[str, Any]) -> dict[str, Any] | str:
         blocks = _blocks(body)
-        marks = [i for i, b in enumerate(blocks) if isinstance(b, dict) and b.get("cache_control")]
+        marks = [i for i, b in enumerate(blocks) if _mark(b)]
         if len(marks) > 4:
             return f"A maximum of 4 blocks with cache_control may be provided. Found {len(marks)}."
         sizes = [_tokens(b) for b in blocks]
         read_end = 0
         for end in marks:
-            if orjson.dumps(blocks[: end + 1]) in self.cache:
+            if b"anthropic" + orjson.dumps(blocks[: end + 1]) in self.cache:
                 read_end = end + 1
         write_end = marks[-1] + 1 if marks else 0
         one_hour = 0
         for end in marks:
-            key = orjson.dumps(blocks[: end + 1])
+            key = b"anthropic" + orjson.dumps(blocks[: end + 1])
             if end + 1 > read_end:
                 self.cache.add(key)
-                if (blocks[end]["cache_control"] or {}).get("ttl") == "1h":
+                if _mark(blocks[end]).get("ttl") == "1h":
                     one_hour = sum(sizes[read_end : end + 1])
         read = sum(sizes[:read_end])
         written = sum(sizes[read_end:write_end]) if write_end > read_end else 0
@@ -94,6 +160,7 @@ class AnthropicUpstream:
         else:
             block, stop = {"type": "text", "text": "Done: the tests pass."}, "end_turn"
         usage["output_tokens"] = _tokens(block)
+        self.usage_log.append(usage)
         message = {
             "id": f"msg_up_{len(self.requests)}",
             "type": "message",

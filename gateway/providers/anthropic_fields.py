@@ -1,0 +1,46 @@
+"""Fields only Anthropic deployments take: prompt-cache breakpoints and extended thinking.
+
+A Messages API request may carry ``cache_control`` (on system blocks, tools and content blocks)
+and ``thinking``. The translator puts them into the chat body where litellm's Anthropic
+transformation reads them (``cache_control`` on content parts and tools, ``thinking`` as a
+parameter) and names them under :data:`MARKER`, a key no client can send (the chat API's
+allowlist refuses it) and no provider forwards (they send only chat fields). Each deployment
+gets them only if it is an Anthropic one; any other gets the body without them, and the answer
+says so (``x-tierwise-dropped``): an allowlist per deployment kind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.policy.models import Deployment
+
+__all__ = ["MARKER", "for_deployment", "takes"]
+
+MARKER = "_anthropic_fields"  # -> the names of the fields the body carries, e.g. ["cache_control"]
+
+
+def takes(deployment: Deployment) -> bool:
+    """Whether the deployment is Anthropic's API through litellm (which reads these fields)."""
+    return deployment.provider == "litellm" and deployment.model.startswith("anthropic/")
+
+
+def for_deployment(body: dict[str, Any], deployment: Deployment) -> tuple[dict[str, Any], list[str]]:
+    """The body as ``deployment`` may get it, and the names of the fields taken out for it."""
+    fields: list[str] = body.get(MARKER) or []
+    if not fields or takes(deployment):
+        return body, []
+    out = {k: v for k, v in body.items() if k not in ("thinking", MARKER)}
+    if "cache_control" in fields:
+        out["messages"] = [_unmarked_message(m) for m in body["messages"]]
+        if "tools" in body:
+            out["tools"] = [{k: v for k, v in t.items() if k != "cache_control"} for t in body["tools"]]
+    return out, list(fields)
+
+
+def _unmarked_message(message: dict[str, Any]) -> dict[str, Any]:
+    content = message.get("content")
+    if not isinstance(content, list) or not any(isinstance(p, dict) and "cache_control" in p for p in content):
+        return message
+    parts = [{k: v for k, v in p.items() if k != "cache_control"} if isinstance(p, dict) else p for p in content]
+    return {**message, "content": parts}

@@ -1,0 +1,75 @@
+"""Cache breakpoints of a Messages request: placed on the parts litellm's adapter makes of their
+blocks, counted against Anthropic's limit, and kept from deployments that do not take them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.policy.models import Deployment
+from gateway.providers.anthropic_fields import MARKER, for_deployment
+from gateway.translate.anthropic import messages_to_chat
+from gateway.translate.anthropic_extras import carry
+from gateway.translate.check import FieldError
+
+CC = {"type": "ephemeral"}
+TOOL = {"name": "edit", "input_schema": {"type": "object"}}
+
+
+def _chat(**body: Any) -> dict[str, Any]:
+    chat, _, marks = messages_to_chat({"model": "m", "max_tokens": 10, **body})
+    assert not marks.lost, marks.lost
+    return carry(chat, marks)
+
+
+def test_each_mark_lands_on_the_part_made_of_its_block() -> None:
+    chat = _chat(
+        system=[{"type": "text", "text": "a"}, {"type": "text", "text": "big", "cache_control": CC}],
+        tools=[{**TOOL, "cache_control": CC}],
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "x"}, {"type": "text", "text": "y", "cache_control": CC}],
+            },
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "edit", "input": {}}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "done", "cache_control": CC},
+                    {"type": "text", "text": "next"},
+                ],
+            },
+        ],
+    )
+    messages = chat["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "user"]
+    assert "cache_control" not in messages[0]["content"][0] and messages[0]["content"][1]["cache_control"] == CC
+    assert messages[1]["content"][1]["cache_control"] == CC
+    assert messages[3]["content"] == [{"type": "text", "text": "done", "cache_control": CC}]
+    assert chat["tools"][0]["cache_control"] == CC and chat[MARKER] == ["cache_control"]
+
+
+def test_a_request_without_marks_is_untouched() -> None:
+    chat = _chat(messages=[{"role": "user", "content": "hi"}])
+    assert MARKER not in chat and "cache_control" not in str(chat)
+
+
+def test_a_fifth_mark_is_refused_with_the_count() -> None:
+    blocks = [{"type": "text", "text": str(i), "cache_control": CC} for i in range(5)]
+    with pytest.raises(FieldError, match="at most 4 blocks may carry cache_control.*found 5"):
+        messages_to_chat({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": blocks}]})
+
+
+def test_other_deployments_get_the_body_without_them() -> None:
+    chat = _chat(
+        system=[{"type": "text", "text": "big", "cache_control": CC}],
+        tools=[{**TOOL, "cache_control": CC}],
+        messages=[{"role": "user", "content": "hi"}],
+    )
+    claude = Deployment(name="c", model="anthropic/claude-haiku-4-5")
+    local = Deployment(name="l", model="openai/smol", api_base="http://127.0.0.1:1/v1")
+    assert for_deployment(chat, claude) == (chat, [])
+    body, dropped = for_deployment(chat, local)
+    assert dropped == ["cache_control"] and "cache_control" not in str(body) and MARKER not in body
+    assert "cache_control" in str(chat)  # the original is not changed for the next step
