@@ -57,7 +57,7 @@ def test_a_request_without_marks_is_untouched() -> None:
 
 def test_a_fifth_mark_is_refused_with_the_count() -> None:
     blocks = [{"type": "text", "text": str(i), "cache_control": CC} for i in range(5)]
-    with pytest.raises(FieldError, match="at most 4 blocks may carry cache_control.*found 5"):
+    with pytest.raises(FieldError, match=r"at most 4 blocks may carry cache_control.*found 5"):
         messages_to_chat({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": blocks}]})
 
 
