@@ -131,3 +131,33 @@ def test_a_route_can_turn_escalation_off(start_gateway: GatewayFactory, fake_ups
         model="cheap", messages=[{"role": "user", "content": "a user as JSON"}], response_format=JSON
     )
     assert "x-tierwise-escalated" not in raw.headers and raw.headers["x-tierwise-tier"] == "local"
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_escalation_and_fallback_stay_inside_a_keys_fence(
+    start_gateway: GatewayFactory, fake_upstream: str, api: str
+) -> None:
+    """A key limited to the `cheap` route got the frontier's answer through escalation."""
+    import httpx
+
+    escalate = "escalate: {on: [invalid_json], max_steps: 2}"
+    policy = three_tier_policy(fake_upstream, local="ignores-format", mid="ignores-format", extra=escalate)
+    gw = start_gateway(policy, master_key="sk-master-fence-0123456789")
+    admin = {"authorization": "Bearer sk-master-fence-0123456789"}
+    made = httpx.post(gw.url + "/admin/keys", json={"allowed_routes": ["cheap"]}, headers=admin)
+    assert made.status_code == 201, made.text
+    client = _client(gw.v1).with_options(api_key=made.json()["key"])
+    if api == "chat":
+        raw: object = client.chat.completions.with_raw_response.create(
+            model="cheap", messages=[{"role": "user", "content": "a user as JSON"}], response_format=JSON
+        )
+    else:
+        raw = client.responses.with_raw_response.create(
+            model="cheap", input="a user as JSON", text={"format": {"type": "json_object"}}
+        )
+    headers = raw.headers  # type: ignore[attr-defined]
+    assert headers["x-tierwise-tier"] == "local" and "x-tierwise-escalated" not in headers
+    row = gw.rows("request_id = ?", (headers["x-tierwise-request-id"],))[0]
+    assert row["tier"] == "local" and json.loads(row["checks"]) == ["invalid_json"]
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(model="tier/frontier", messages=[{"role": "user", "content": "hi"}])

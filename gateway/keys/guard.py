@@ -25,6 +25,7 @@ from gateway.keys.limiter import Admission, Limiter, Reservation
 from gateway.keys.models import KEY_PREFIX
 from gateway.keys.store import Identity, KeyStore
 from gateway.net import is_loopback
+from gateway.policy.models import Policy
 
 __all__ = ["Guard", "TokenHold", "bearer_token"]
 
@@ -110,6 +111,29 @@ class Guard:
             raise PermissionDeniedError(f"this key may not use model `{sorted(names)[0]}`", param="model")
         if identity.allowed_tiers is not None and tier not in identity.allowed_tiers:
             raise PermissionDeniedError(f"this key may not use tier `{tier}`", param="model")
+
+    @staticmethod
+    def fence(identity: Identity | None, policy: Policy) -> frozenset[str] | None:
+        """The tiers a key's requests may be answered on, fallback and escalation included (None:
+        any). ``allowed_tiers`` names them; ``allowed_routes`` reaches a route's tier (every tier
+        for an ``auto`` route), a ``tier/<name>``, or a deployment's tier."""
+        if identity is None:
+            return None
+        fence = identity.allowed_tiers
+        if identity.allowed_routes is not None:
+            reached: set[str] = set()
+            for name in identity.allowed_routes:
+                route = policy.route(name)
+                if route is not None and route.auto:
+                    reached.update(t.name for t in policy.tiers)
+                elif route is not None:
+                    reached.add(str(route.tier))
+                elif name.startswith("tier/"):
+                    reached.add(name.removeprefix("tier/"))
+                elif (found := policy.deployment(name)) is not None:
+                    reached.add(found[0].name)
+            fence = frozenset(reached) if fence is None else fence & reached
+        return fence
 
     # -- limits -----------------------------------------------------------------------------
     async def _guarded(self, what: str, call: Callable[[], Awaitable[T]], default: T) -> T:

@@ -180,8 +180,9 @@ class Pipeline:
         plan = self.dispatcher.plan(
             loaded, res.tier, deployment=res.deployment, fallback=res.fallback, down=self.availability.down
         )
-        if identity is not None and identity.allowed_tiers is not None:
-            plan = Plan([s for s in plan.steps if s.tier in identity.allowed_tiers], plan.requested_tier)
+        fence = Guard.fence(identity, loaded.policy)
+        if fence is not None:  # fallback and escalation stay inside what the key may use
+            plan = Plan([s for s in plan.steps if s.tier in fence], plan.requested_tier)
         return plan
 
     def _escalation(self, call: Call) -> EscalateConfig | None:

@@ -113,3 +113,33 @@ async def test_a_failing_settlement_never_fails_the_request(store: KeyStore) -> 
     _, reservation = await g.admit(identity, worst_usd=0.1)
     await g.settle(identity, reservation, 0.01, tokens=5)  # does not raise
     assert g.unsettled == 1 and g.degraded and "settlement" in g.degraded
+
+
+@pytest.mark.parametrize(
+    ("routes", "tiers", "fence"),
+    [
+        (None, None, None),
+        (["cheap"], None, {"local"}),
+        (["auto"], None, {"local", "mid", "frontier"}),
+        (["auto"], ["local", "mid"], {"local", "mid"}),
+        (["tier/mid", "frontier-a"], None, {"mid", "frontier"}),
+        (["gpt-4o"], None, set()),  # a name the policy does not know reaches nothing
+    ],
+)
+def test_a_keys_fence_is_the_tiers_its_names_reach(
+    routes: list[str] | None, tiers: list[str] | None, fence: set[str] | None
+) -> None:
+    import textwrap
+
+    import yaml
+
+    from gateway.keys.store import Identity
+    from gateway.policy.models import Policy
+    from tests.conftest import three_tier_policy
+
+    policy = Policy.model_validate(yaml.safe_load(textwrap.dedent(three_tier_policy("http://127.0.0.1:9"))))
+    identity = Identity(
+        "k", "o", "t", frozenset(routes) if routes else None, frozenset(tiers) if tiers else None,
+        None, None, None, None, None,
+    )  # fmt: skip
+    assert Guard.fence(identity, policy) == (frozenset(fence) if fence is not None else None)
