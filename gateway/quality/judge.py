@@ -24,7 +24,19 @@ Think briefly, then end with exactly one verdict on its own line:
 [[A>B]] if answer A is better, [[B>A]] if answer B is better, [[A=B]] if they are equally good (or equally bad)."""
 
 _VERDICT = re.compile(r"\[\[\s*(A\s*[>=<]\s*B|B\s*[>=<]\s*A)\s*\]\]")
+# The verdict ends the judge's last line (markdown emphasis and a full stop may follow it).
+_FINAL = re.compile(_VERDICT.pattern + r"[\s*_.]*$")
+# What only the gateway may write into the judge's prompt: the verdict form and the section headers.
+_MARKERS = re.compile(
+    r"\[\[|\]\]|\[(?=\s*(?:User request|Answer [AB])\s*\])|(?<=User request)\]|(?<=Answer [AB])\]", re.I
+)
 _MAX_CHARS = 12_000  # of the conversation and of each answer shown to the judge
+
+
+def _fenced(text: str) -> str:
+    """Untrusted text (the request, the answers) with the prompt's markers made inert: a request
+    that ends in ``[[A=B]]`` or fakes an ``[Answer B]`` section cannot speak for the judge."""
+    return _MARKERS.sub(lambda m: m.group(0).replace("[", "(").replace("]", ")"), text)
 
 
 def judge_messages(request_messages: Sequence[Mapping[str, Any]], answer_a: str, answer_b: str) -> list[dict[str, str]]:
@@ -32,18 +44,21 @@ def judge_messages(request_messages: Sequence[Mapping[str, Any]], answer_a: str,
         f"{m.get('role', 'user')}: {message_text(m.get('content'))}" for m in request_messages if isinstance(m, Mapping)
     )
     user = (
-        f"[User request]\n{conversation[-_MAX_CHARS:]}\n\n"
-        f"[Answer A]\n{answer_a[:_MAX_CHARS]}\n\n"
-        f"[Answer B]\n{answer_b[:_MAX_CHARS]}\n\n"
+        f"[User request]\n{_fenced(conversation[-_MAX_CHARS:])}\n\n"
+        f"[Answer A]\n{_fenced(answer_a[:_MAX_CHARS])}\n\n"
+        f"[Answer B]\n{_fenced(answer_b[:_MAX_CHARS])}\n\n"
         "Your verdict:"
     )
     return [{"role": "system", "content": RUBRIC}, {"role": "user", "content": user}]
 
 
 def parse_verdict(text: str) -> str | None:
-    """``"A"``, ``"B"`` or ``"tie"`` from the judge's last verdict; None when there is none."""
-    found = _VERDICT.findall(text or "")
-    if not found:
+    """``"A"``, ``"B"`` or ``"tie"`` from the one verdict that ends the judge's answer, where the
+    rubric tells it to put it; None when the last line holds none, or more than one."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    found = _VERDICT.findall(last)
+    if len(found) != 1 or not _FINAL.search(last):
         return None
     v = re.sub(r"\s", "", found[-1])
     if "=" in v:
