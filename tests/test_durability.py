@@ -153,6 +153,48 @@ def test_a_database_that_stops_answering_stalls_nothing(
         gw.stop()
 
 
+def test_a_blackholed_key_store_costs_a_keyed_request_almost_nothing_and_turns_readiness_off(
+    tmp_path: Path, fake_upstream: str, stalling_pg: tuple[str, TcpProxy]
+) -> None:
+    """Each keyed request used to wait out the 3 s lookup timeout, /readyz stayed ready and
+    /admin/keys hung for 20 s before a 500."""
+    via_proxy, proxy = stalling_pg
+    gw = ServeProcess(
+        tmp_path, _policy(fake_upstream), {"TIERWISE_DATABASE_URL": via_proxy, "TIERWISE_MASTER_KEY": MASTER}
+    )
+    admin = {"authorization": f"Bearer {MASTER}"}
+    try:
+        known = httpx.post(gw.url + "/admin/keys", json={}, headers=admin).json()["key"]
+        revoked = httpx.post(gw.url + "/admin/keys", json={}, headers=admin).json()
+        assert httpx.delete(gw.url + f"/admin/keys/{revoked['id']}", headers=admin).status_code == 200
+        assert _chat(gw.url, known).status_code == 200 and _chat(gw.url, revoked["key"]).status_code == 401
+        assert httpx.get(gw.url + "/readyz", headers=admin).json()["ready"] is True
+        proxy.stall()
+        time.sleep(2.5)  # the cached lookups expire (2 s): the next request must ask the store
+        assert _chat(gw.url, known).status_code == 200  # the first one waits out the timeout
+        took = []
+        for _ in range(10):
+            started = time.monotonic()
+            assert _chat(gw.url, known).status_code == 200
+            took.append(time.monotonic() - started)
+        assert sorted(took)[5] < 0.05, took  # the median keyed request, after the first failure
+        assert _chat(gw.url, revoked["key"]).status_code == 401  # a revoked key stays revoked
+        ready = httpx.get(gw.url + "/readyz", headers=admin, timeout=10)
+        assert ready.status_code == 503 and ready.json()["ready"] is False
+        assert any("key store unavailable" in d for d in ready.json()["degraded"]), ready.json()
+        started = time.monotonic()
+        listed = httpx.get(gw.url + "/admin/keys", headers=admin, timeout=30)
+        assert listed.status_code == 503 and time.monotonic() - started < 1, listed.text
+        proxy.restore()
+        deadline = time.monotonic() + 20
+        while httpx.get(gw.url + "/readyz", headers=admin, timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "readiness never came back"
+            time.sleep(0.5)
+        assert httpx.get(gw.url + "/admin/keys", headers=admin).status_code == 200
+    finally:
+        gw.stop()
+
+
 @pytest.fixture
 def flaky_redis(redis_url: str) -> Iterator[tuple[str, TcpProxy]]:
     host_port = redis_url.split("//", 1)[1].split("/", 1)[0]

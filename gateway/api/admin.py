@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Any
 
@@ -49,19 +48,21 @@ async def _master(request: Request, state: GatewayState = Depends(get_state)) ->
 
 @router.post("/keys")
 async def create_key(fields: KeyFields, state: GatewayState = Depends(_master)) -> JSONResponse:
-    key, info = await asyncio.to_thread(state.guard.store.create, **fields.model_dump(exclude_unset=True))
+    fields_set = fields.model_dump(exclude_unset=True)
+    key, info = await state.guard.store_call(lambda: state.guard.store.create(**fields_set))
     # The only time the key itself is ever returned.
     return JSONResponse({"key": key, **info}, status_code=201)
 
 
 @router.get("/keys")
 async def list_keys(state: GatewayState = Depends(_master)) -> dict[str, Any]:
-    return {"data": await asyncio.to_thread(state.guard.store.list)}
+    return {"data": await state.guard.store_call(state.guard.store.list)}
 
 
 @router.patch("/keys/{key_id}")
 async def update_key(key_id: str, fields: KeyFields, state: GatewayState = Depends(_master)) -> dict[str, Any]:
-    info = await asyncio.to_thread(state.guard.store.update, key_id, **fields.model_dump(exclude_unset=True))
+    fields_set = fields.model_dump(exclude_unset=True)
+    info = await state.guard.store_call(lambda: state.guard.store.update(key_id, **fields_set))
     if info is None:
         raise ModelNotFoundError(f"no key {key_id}", code="key_not_found")
     return info
@@ -69,12 +70,14 @@ async def update_key(key_id: str, fields: KeyFields, state: GatewayState = Depen
 
 @router.delete("/keys/{key_id}")
 async def revoke_key(key_id: str, state: GatewayState = Depends(_master)) -> dict[str, Any]:
-    if not await asyncio.to_thread(state.guard.store.revoke, key_id):
+    if not await state.guard.store_call(lambda: state.guard.store.revoke(key_id)):
         raise ModelNotFoundError(f"no key {key_id}", code="key_not_found")
     return {"id": key_id, "revoked": True}
 
 
 @router.get("/keys/{key_id}/spend")
 async def key_spend(key_id: str, state: GatewayState = Depends(_master)) -> dict[str, Any]:
+    if not await state.guard.store_call(lambda: state.guard.store.exists(key_id)):
+        raise ModelNotFoundError(f"no key {key_id}", code="key_not_found")
     day, month = await state.guard.limiter.spent(key_id, state.guard.clock.now())
     return {"id": key_id, "spent_today_usd": day, "spent_month_usd": month}

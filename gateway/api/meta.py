@@ -71,8 +71,11 @@ async def readyz(state: GatewayState = Depends(require_caller)) -> JSONResponse:
     degraded: list[str] = []
     if ledger := state.ledger.status():
         degraded.append(ledger)
-    if state.guard.degraded:
-        degraded.append(state.guard.degraded)
+    guard = state.guard
+    if guard.key_store_down:
+        degraded.append(guard.key_store_down)
+    if guard.degraded:
+        degraded.append(guard.degraded)
     if state.policy.last_error:
         degraded.append("last policy reload was rejected: " + state.policy.last_error.splitlines()[0])
     for tier, ok in tiers.items():
@@ -81,6 +84,7 @@ async def readyz(state: GatewayState = Depends(require_caller)) -> JSONResponse:
     for name, why in state.dispatcher.cooldowns().items():
         degraded.append(f"deployment {name} is cooling down: {why}")
     router_info = {"loaded": state.router is not None, "version": getattr(state.router, "version", None)}
-    ready = any(tiers.values())
+    # A replica that cannot check keys or hold limits should leave the load balancer's rotation.
+    ready = any(tiers.values()) and guard.key_store_down is None and not guard.limits_down
     body = {"ready": ready, "tiers": tiers, "router": router_info, "degraded": degraded}
     return JSONResponse(body, status_code=200 if ready else 503)

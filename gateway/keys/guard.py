@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -61,9 +62,17 @@ class Guard:
         self.master_key = master_key
         self.fail_open = fail_open
         self.clock = clock or SystemClock()
-        self.degraded: str | None = None
+        self.degraded: str | None = None  # the limits store's trouble, for /readyz
+        self.limits_down = False  # its last call failed: this replica should not take traffic
         self.unsettled = 0  # settlements the limits store failed: counters need a re-seed
         self.lookup_timeout_s = 3.0
+        # The key store failed: until a background probe gets an answer, requests are served from
+        # the last known lookups (or refused at once) instead of each waiting out a timeout.
+        self.key_store_down: str | None = None
+        self.key_store_retry_s = 2.0
+        self._probe: asyncio.Task[None] | None = None
+        # Its own threads: calls stuck on a dead database must not take the loop's default pool.
+        self._store_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tierwise-key-store")
 
     # -- identity ---------------------------------------------------------------------------
     async def authenticate(self, token: str, client_host: str | None) -> Identity | None:
@@ -72,7 +81,7 @@ class Guard:
         # (another replica may have just created it): it must never be served as anonymous.
         any_keys = True if token.startswith(KEY_PREFIX) else self.store.cached_any_keys()
         if any_keys is None:  # only then pay for a thread hop and a query
-            any_keys = await self._ask_store(self.store.any_keys, self.store.last_any_keys)
+            any_keys = await self._ask_store(self.store.any_keys, lambda: (True, self.store.last_any_keys()))
         if not any_keys:
             if not is_loopback(client_host):
                 raise AuthenticationError("this gateway has no API keys yet and only serves loopback clients")
@@ -88,17 +97,48 @@ class Guard:
             raise AuthenticationError("API key has expired", code="expired_api_key")
         return identity
 
-    async def _ask_store(self, ask: Callable[[], T], stale: Callable[[], T | None]) -> T:
+    async def _ask_store(self, ask: Callable[[], T], stale: Callable[[], tuple[bool, T]]) -> T:
         """A key-store query, bounded in time: a database that stalls must not stall requests.
-        Past the limit (or on an error) the last known answer is used, else it is a fast 503."""
+        Past the limit (or on an error, or while the store is known to be down) the last known
+        answer is used, else it is a fast 503. A revoked key is known as revoked."""
+        if self.key_store_down is None:
+            try:
+                return await self.store_call(ask)
+            except ServiceUnavailableError:
+                pass
+        known, answer = stale()
+        if known:
+            return answer
+        raise ServiceUnavailableError("the key store is not answering; try again shortly")
+
+    async def store_call(self, call: Callable[[], T]) -> T:
+        """A key-store call off the loop, in at most ``lookup_timeout_s``; a failure marks the store
+        down (a fast 503 here and for every call until a probe finds it answering again)."""
+        if self.key_store_down is not None:
+            raise ServiceUnavailableError("the key store is not answering; try again shortly")
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(asyncio.to_thread(ask), timeout=self.lookup_timeout_s)
+            return await asyncio.wait_for(loop.run_in_executor(self._store_threads, call), self.lookup_timeout_s)
         except (TimeoutError, SQLAlchemyError) as exc:
-            known = stale()
-            if known is not None:
-                return known
-            self.degraded = f"key store unavailable ({type(exc).__name__})"
+            self.key_store_down = f"key store unavailable ({type(exc).__name__})"
+            log.error("%s: serving known keys until it answers again", self.key_store_down)
+            if self._probe is None or self._probe.done():
+                self._probe = loop.create_task(self._probe_store())
             raise ServiceUnavailableError("the key store is not answering; try again shortly") from exc
+
+    async def _probe_store(self) -> None:
+        """Ask the store every ``key_store_retry_s`` until it answers; no request waits for this."""
+        loop = asyncio.get_running_loop()
+        while self.key_store_down is not None:
+            await self.clock.sleep(self.key_store_retry_s)
+            try:
+                await asyncio.wait_for(
+                    loop.run_in_executor(self._store_threads, self.store.ping), self.lookup_timeout_s
+                )
+            except (TimeoutError, SQLAlchemyError):
+                continue
+            log.warning("key store answering again")
+            self.key_store_down = None
 
     def is_master(self, token: str) -> bool:
         return bool(self.master_key and token and hmac.compare_digest(token.encode(), self.master_key.encode()))
@@ -146,11 +186,15 @@ class Guard:
             self.degraded = (
                 f"limits store unavailable ({type(exc).__name__}); failing {'open' if self.fail_open else 'closed'}"
             )
+            self.limits_down = True
             log.error("%s: %s", what, self.degraded)
             if self.fail_open:
                 return default
             raise ServiceUnavailableError("budget and rate-limit store unavailable; try again shortly") from exc
-        self.degraded = None
+        if self.limits_down:
+            self.limits_down = False
+            if not self.unsettled:
+                self.degraded = None
         return result
 
     async def admit(
@@ -219,6 +263,7 @@ class Guard:
                     await self.limiter.add_tokens(identity.key_id, delta, hold.at if hold else self.clock.now())
         except Exception as exc:  # redis raises its own tree; every failure is handled the same way
             self.unsettled += 1
+            self.limits_down = True
             self.degraded = (
                 f"limits store failed during settlement ({type(exc).__name__}); counters re-seed from the ledger"
             )

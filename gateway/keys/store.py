@@ -135,10 +135,20 @@ class KeyStore:
         """The last known answer, however old (keys are rarely added; used while the database is down)."""
         return self._any[1]
 
-    def stale_lookup(self, key: str) -> Identity | None:
-        """A cached identity, however old: better than refusing a known key while the database is down."""
+    def stale_lookup(self, key: str) -> tuple[bool, Identity | None]:
+        """(known, identity) from the cache, however old: better than refusing a known key while the
+        database is down; a key last seen revoked or unknown is known as such (identity None)."""
         hit = self._cache.get(hash_key(key))
-        return hit[1] if hit is not None else None
+        return (True, hit[1]) if hit is not None else (False, None)
+
+    def exists(self, key_id: str) -> bool:
+        with Session(self.engine) as s:
+            return s.get(ApiKey, key_id) is not None
+
+    def ping(self) -> None:
+        """Raises unless the database answers."""
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
 
     def any_keys(self) -> bool:
         cached = self.cached_any_keys()

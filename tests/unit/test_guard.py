@@ -143,3 +143,49 @@ def test_a_keys_fence_is_the_tiers_its_names_reach(
         None, None, None, None, None,
     )  # fmt: skip
     assert Guard.fence(identity, policy) == (frozenset(fence) if fence is not None else None)
+
+
+async def test_a_failing_key_store_is_asked_once_then_known_keys_are_served_at_once(tmp_path: Path) -> None:
+    import asyncio
+
+    from sqlalchemy.exc import OperationalError
+
+    from gateway.errors import ServiceUnavailableError
+
+    class Flaky(KeyStore):
+        down = False
+        asked = 0
+
+        def lookup(self, key: str):  # type: ignore[no-untyped-def]
+            if self.down:
+                self.asked += 1
+                raise OperationalError("select", {}, Exception("gone"))
+            return super().lookup(key)
+
+        def ping(self) -> None:
+            if self.down:
+                raise OperationalError("select 1", {}, Exception("gone"))
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'keys.db'}")
+    create_schema(engine)
+    clock = FakeClock()
+    store = Flaky(engine, clock=clock)
+    g = guard(store, clock)
+    known, _ = store.create()
+    unknown = "sk-tw-" + "x" * 43
+    assert await g.authenticate(known, "10.0.0.1") is not None
+    store.down = True
+    store._cache.clear()  # a replica that has not seen the key lately: it must ask the store
+    with pytest.raises(ServiceUnavailableError):
+        await g.authenticate(known, "10.0.0.1")
+    assert store.asked == 1 and g.key_store_down is not None
+    for token in (known, unknown):
+        with pytest.raises(ServiceUnavailableError):
+            await g.authenticate(token, "10.0.0.1")
+    assert store.asked == 1  # not asked again while it is down: no request waits for it
+    store.down = False
+    assert g._probe is not None  # the probe runs on its own, every key_store_retry_s of the (fake) clock
+    await asyncio.wait_for(g._probe, timeout=10)
+    assert g.key_store_down is None and clock.slept == [g.key_store_retry_s] * len(clock.slept)
+    assert await g.authenticate(known, "10.0.0.1") is not None
+    engine.dispose()
