@@ -53,6 +53,14 @@ def test_admin_api_needs_master_key(keyed) -> None:  # type: ignore[no-untyped-d
     assert r.status_code == 400 and "colour" in r.json()["error"]["message"]
 
 
+def test_the_spend_of_a_key_that_does_not_exist_is_a_404(keyed) -> None:  # type: ignore[no-untyped-def]
+    r = admin(keyed.url, "GET", "/keys/key_0000000000000000/spend")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "key_not_found"
+    made = admin(keyed.url, "POST", "/keys", json={}).json()
+    spend = admin(keyed.url, "GET", f"/keys/{made['id']}/spend").json()
+    assert (spend["spent_today_usd"], spend["spent_month_usd"]) == (0, 0)
+
+
 def test_key_lifecycle_and_hash_only_storage(keyed, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.DEBUG)
     created = admin(keyed.url, "POST", "/keys", json={"owner": "alice", "team": "search", "metadata": {"app": "bot"}})
