@@ -34,8 +34,14 @@ class RedisSessions(Sessions):
         self._p = prefix
         self._raise = self._r.register_script(_RAISE)
 
-    async def raise_to(self, key: str, tier: str, order: Sequence[str], ttl_s: float) -> str:
-        kept = await self._raise(keys=[f"{self._p}:session:{key}"], args=[tier, int(ttl_s * 1000), *order])
+    async def raise_to(
+        self, owner: str, session: str, tier: str, order: Sequence[str], ttl_s: float, fresh: bool = False
+    ) -> str:
+        key = f"{self._p}:session:{owner}:{session}"
+        if fresh:
+            await self._r.set(key, tier, px=int(ttl_s * 1000))
+            return tier
+        kept = await self._raise(keys=[key], args=[tier, int(ttl_s * 1000), *order])
         return kept.decode() if isinstance(kept, bytes) else str(kept)
 
     async def aclose(self) -> None:

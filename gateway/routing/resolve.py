@@ -135,7 +135,10 @@ class Resolver:
                 res = await self._ask_router(loaded, route.name, messages)
                 if self.sessions is not None and policy.sessions.enabled:
                     res.session = session or conversation_id(messages)
-                    res.tier = await self.keep(policy, res.session, owner, res.tier)
+                    # Without a name from the client, a request with no earlier answer in it
+                    # continues nothing: it starts the conversation its opening names.
+                    fresh = session is None and not any(m.get("role") == "assistant" for m in messages)
+                    res.tier = await self.keep(policy, res.session, owner, res.tier, fresh=fresh)
             elif route.tier is not None:
                 res = Resolution(route=route.name, tier=route.tier)
             else:
@@ -194,13 +197,14 @@ class Resolver:
             router_version=decision.version,
         )
 
-    async def keep(self, policy: Policy, session: str, owner: str | None, tier: str) -> str:
-        """The tier the conversation goes on at: ``tier``, or the higher one it already has.
-        Without the sessions store (Redis down) the turn is routed on its own."""
+    async def keep(self, policy: Policy, session: str, owner: str | None, tier: str, fresh: bool = False) -> str:
+        """The tier the conversation goes on at: ``tier``, or the higher one it already has
+        (``fresh``: it starts here). Without the sessions store (Redis down) the turn is routed
+        on its own."""
         assert self.sessions is not None
         order = [t.name for t in policy.tiers]
         try:
-            return await self.sessions.raise_to(f"{owner or '-'}:{session}", tier, order, policy.sessions.ttl_s)
+            return await self.sessions.raise_to(owner or "-", session, tier, order, policy.sessions.ttl_s, fresh)
         except Exception as exc:
             log.warning("conversation tiers unavailable (%s): this turn is routed on its own", type(exc).__name__)
             return tier

@@ -52,9 +52,12 @@ class Sessions(abc.ABC):
     """Where conversations' tiers are kept: in this process, or in Redis for several replicas."""
 
     @abc.abstractmethod
-    async def raise_to(self, key: str, tier: str, order: Sequence[str], ttl_s: float) -> str:
-        """Keep ``key`` at ``tier`` or the higher tier it already has (by ``order``, cheapest
-        first), for ``ttl_s`` more seconds; return the tier it is kept at."""
+    async def raise_to(
+        self, owner: str, session: str, tier: str, order: Sequence[str], ttl_s: float, fresh: bool = False
+    ) -> str:
+        """Keep ``owner``'s conversation ``session`` at ``tier`` or the higher tier it already has
+        (by ``order``, cheapest first), for ``ttl_s`` more seconds; return the tier it is kept at.
+        ``fresh``: the conversation starts here, whatever was kept under its name."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional
         pass
@@ -68,19 +71,32 @@ def higher_of(kept: str | None, tier: str, order: Sequence[str]) -> str:
 
 
 class MemorySessions(Sessions):
-    """One process's conversations, oldest forgotten first past ``max_entries``."""
+    """One process's conversations, oldest forgotten first: past ``per_owner`` of one key's, and
+    past ``max_entries`` in all from the key that holds most, so no key can evict the others'."""
 
-    def __init__(self, clock: Clock, max_entries: int = 100_000) -> None:
+    def __init__(self, clock: Clock, max_entries: int = 100_000, per_owner: int = 10_000) -> None:
         self._clock = clock
         self._max = max_entries
-        self._kept: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._per_owner = per_owner
+        self._owners: dict[str, OrderedDict[str, tuple[str, float]]] = {}
+        self._size = 0
 
-    async def raise_to(self, key: str, tier: str, order: Sequence[str], ttl_s: float) -> str:
+    async def raise_to(
+        self, owner: str, session: str, tier: str, order: Sequence[str], ttl_s: float, fresh: bool = False
+    ) -> str:
         now = self._clock.monotonic()
-        found = self._kept.pop(key, None)
-        kept = found[0] if found is not None and found[1] > now else None
+        kept_by = self._owners.setdefault(owner, OrderedDict())
+        found = kept_by.pop(session, None)
+        self._size -= found is not None
+        kept = found[0] if found is not None and found[1] > now and not fresh else None
         tier = higher_of(kept, tier, order)
-        self._kept[key] = (tier, now + ttl_s)
-        while len(self._kept) > self._max:
-            self._kept.popitem(last=False)
+        kept_by[session] = (tier, now + ttl_s)
+        self._size += 1
+        if len(kept_by) > self._per_owner:
+            kept_by.popitem(last=False)
+            self._size -= 1
+        while self._size > self._max:
+            largest = max(self._owners.values(), key=len)
+            largest.popitem(last=False)
+            self._size -= 1
         return tier

@@ -162,13 +162,41 @@ async def test_escalation_moves_the_conversation_up(tmp_path: Path) -> None:
 
 async def test_memory_store_forgets_the_oldest_past_its_size() -> None:
     s = MemorySessions(FakeClock(), max_entries=2)
-    await s.raise_to("a", "frontier", ORDER, 60)
-    await s.raise_to("b", "frontier", ORDER, 60)
-    await s.raise_to("c", "frontier", ORDER, 60)
-    assert await s.raise_to("a", "local", ORDER, 60) == "local"
-    assert await s.raise_to("c", "local", ORDER, 60) == "frontier"
+    await s.raise_to("k", "a", "frontier", ORDER, 60)
+    await s.raise_to("k", "b", "frontier", ORDER, 60)
+    await s.raise_to("k", "c", "frontier", ORDER, 60)
+    assert await s.raise_to("k", "a", "local", ORDER, 60) == "local"
+    assert await s.raise_to("k", "c", "local", ORDER, 60) == "frontier"
     # a tier the policy no longer has counts for nothing
-    assert await s.raise_to("c", "mid", ["mid", "top"], 60) == "mid"
+    assert await s.raise_to("k", "c", "mid", ["mid", "top"], 60) == "mid"
+    assert await s.raise_to("k", "c", "local", ORDER, 60, fresh=True) == "local"  # starts again
+
+
+async def test_one_key_cannot_evict_another_keys_conversations() -> None:
+    s = MemorySessions(FakeClock(), max_entries=100, per_owner=10)
+    await s.raise_to("victim", "work", "frontier", ORDER, 60)
+    for i in range(1_000):
+        await s.raise_to("attacker", f"s{i}", "local", ORDER, 60)
+    assert await s.raise_to("victim", "work", "local", ORDER, 60) == "frontier"
+    for owner in range(50):  # many keys: the one holding most gives way first
+        for i in range(3):
+            await s.raise_to(f"k{owner}", f"s{i}", "local", ORDER, 60)
+    assert await s.raise_to("victim", "work", "local", ORDER, 60) == "frontier"
+
+
+async def test_an_opening_turn_without_a_session_continues_nothing(tmp_path: Path) -> None:
+    """A one-turn "What is 2+2?" was served by the frontier because an earlier conversation that
+    opened with the same words had moved up."""
+    w = world(tmp_path, MemorySessions(FakeClock()))
+    resolver, loaded = w.pipeline.resolver, w.pipeline.policy.current
+    opening = [{"role": "user", "content": "What is 2+2?"}]
+    res = await resolver.resolve(loaded, "auto", opening)
+    assert res.tier == "local" and res.session is not None
+    await resolver.keep(loaded.policy, res.session, None, "frontier")  # that conversation escalated
+    follow_up = [*opening, {"role": "assistant", "content": "4"}, {"role": "user", "content": "and 3+3?"}]
+    assert (await resolver.resolve(loaded, "auto", follow_up)).tier == "frontier"
+    assert (await resolver.resolve(loaded, "auto", opening)).tier == "local"
+    w.engine.dispose()
 
 
 def test_conversation_id_names_the_opening_only() -> None:
