@@ -220,6 +220,7 @@ async def _build_state(
         ledger=MeteredLedger(ledger, metrics),
         clock=clock,
         sampler=sampler,
+        refused=metrics.unauthenticated_refusal,
     )
     dispatcher.on_probe = pipeline.record_probe
     await asyncio.to_thread(record_snapshot, engine, loaded)

@@ -110,6 +110,12 @@ class Metrics:
             ("outcome",),
             registry=r,
         )
+        self.unauthenticated = Counter(
+            "tierwise_unauthenticated_refusals",
+            "Requests refused before authentication (401), by API; the ledger keeps one a client address a minute",
+            ("api",),
+            registry=r,
+        )
         self.queue = Gauge(
             "tierwise_ledger_queue_depth", "Ledger rows waiting to be written", registry=r, multiprocess_mode="livesum"
         )
@@ -168,6 +174,9 @@ class Metrics:
         )
         self._children[key] = c
         return c
+
+    def unauthenticated_refusal(self, api: str) -> None:
+        self.unauthenticated.labels(api).inc()
 
     def sample_outcome(self, outcome: str) -> None:
         self.samples.labels(outcome).inc()

@@ -292,6 +292,34 @@ def test_budget_holds_against_large_tools_under_concurrency(keyed: ServeProcess)
     assert 0 < spent <= 0.01
 
 
+def test_unauthenticated_requests_cannot_grow_the_ledger(keyed: ServeProcess) -> None:
+    """1,000 requests with made-up keys wrote 1,008 ledger rows."""
+    before = len(_ledger(keyed))
+
+    def burst(n: int) -> list[int]:
+        with httpx.Client(base_url=keyed.v1, timeout=30) as client:
+            return [
+                client.post(
+                    "/chat/completions", json=_msg("echo-mid"), headers={"authorization": f"Bearer sk-tw-made-up-{i}"}
+                ).status_code
+                for i in range(n)
+            ]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        codes = [c for part in pool.map(burst, [2_500] * 4) for c in part]
+    assert codes == [401] * 10_000
+    metrics = httpx.get(keyed.url + "/metrics", headers={"authorization": f"Bearer {MASTER}"}).text
+    deadline = time.monotonic() + 5
+    while len(_ledger(keyed)) == before and time.monotonic() < deadline:  # the writer flushes every 0.05 s
+        time.sleep(0.05)
+    added = len(_ledger(keyed)) - before
+    assert 1 <= added <= 2, added  # one a client address a minute (the burst may cross a minute)
+    counted = [
+        line for line in metrics.splitlines() if line.startswith('tierwise_unauthenticated_refusals_total{api="chat"}')
+    ]
+    assert counted and float(counted[0].split()[-1]) >= 10_000, counted
+
+
 def test_deep_nesting_is_a_400_and_strands_nothing(keyed: ServeProcess) -> None:
     key = _key(keyed, budget_daily_usd=0.002)
     deep: Any = {"type": "object"}

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,7 +26,13 @@ from gateway.availability import Availability
 from gateway.chat_request import ChatRequest
 from gateway.clock import Clock
 from gateway.dispatch import Attempted, Dispatcher, DispatchFailed, Plan, PlanStep
-from gateway.errors import ClientGoneError, GatewayError, InvalidRequestError, UpstreamTimeoutError
+from gateway.errors import (
+    AuthenticationError,
+    ClientGoneError,
+    GatewayError,
+    InvalidRequestError,
+    UpstreamTimeoutError,
+)
 from gateway.keys import Guard
 from gateway.ledger.models import LedgerRow, new_request_id
 from gateway.pipeline.budget import worst_case_tokens, worst_case_usd
@@ -96,6 +102,7 @@ class Pipeline:
         ledger: RowSink,
         clock: Clock,
         sampler: Sampler | None = None,
+        refused: Callable[[str], None] = lambda api: None,
     ) -> None:
         self.policy = policy
         self.resolver = resolver
@@ -108,6 +115,10 @@ class Pipeline:
         # Recent client requests' keys, so feedback on an answer the ledger has not written yet
         # can be checked without waiting for it.
         self._recent: OrderedDict[str, str | None] = OrderedDict()
+        # Anyone who reaches the port can be refused: those refusals are counted (``refused``),
+        # and ledgered only once a client address a minute, so they cannot grow the database.
+        self._refused = refused
+        self._refusals = _Refusals()
 
     # -- a request's life -------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -135,6 +146,9 @@ class Pipeline:
                 call.session = session
             yield call
         except GatewayError as exc:
+            if isinstance(exc, AuthenticationError) and call.identity is None:
+                self._refused(api)
+                call.recorded = not self._refusals.first(client_host, self.clock.now())
             self._record(call, None, None, exc.status_code, exc.code or exc.error_type)
             exc.headers.update(call.headers())
             raise
@@ -371,6 +385,24 @@ class Pipeline:
 
 
 _RECENT = 10_000
+
+
+class _Refusals:
+    """Which client addresses were refused this minute (at most ``max_sources`` remembered)."""
+
+    def __init__(self, max_sources: int = 1_000) -> None:
+        self._minute = -1
+        self._seen: set[str | None] = set()
+        self._max = max_sources
+
+    def first(self, source: str | None, now: float) -> bool:
+        minute = int(now // 60)
+        if minute != self._minute:
+            self._minute, self._seen = minute, set()
+        if source in self._seen or len(self._seen) >= self._max:
+            return False
+        self._seen.add(source)
+        return True
 _WHOLE = 1_000_000  # characters of a streamed answer kept for checks and the judge
 _OPENING = 200
 
