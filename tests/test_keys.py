@@ -101,6 +101,14 @@ def test_route_and_tier_permissions(keyed) -> None:  # type: ignore[no-untyped-d
     assert chat(keyed.v1, key, "cheap").status_code == 200
     r = chat(keyed.v1, key, "tier/frontier")
     assert r.status_code == 403 and r.json()["error"]["code"] == "permission_denied"
+    # /v1/models lists what the key may ask for, not every model of the policy
+    listed = httpx.get(keyed.v1 + "/models", headers={"authorization": f"Bearer {key}"}).json()["data"]
+    assert [m["id"] for m in listed] == ["cheap"]
+    wider = admin(keyed.url, "POST", "/keys", json={"allowed_routes": ["cheap", "tier/mid", "frontier-a"]}).json()
+    listed = httpx.get(keyed.v1 + "/models", headers={"authorization": f"Bearer {wider['key']}"}).json()["data"]
+    assert [m["id"] for m in listed] == ["cheap", "tier/mid", "mid-a", "frontier-a"]
+    everything = httpx.get(keyed.v1 + "/models", headers={"authorization": f"Bearer {MASTER}"}).json()["data"]
+    assert len(everything) == 8  # 2 routes, 3 tiers, 3 deployments
 
 
 def test_rate_limit_429_with_retry_after(

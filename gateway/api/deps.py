@@ -24,6 +24,6 @@ async def require_caller(request: Request, state: GatewayState = Depends(get_sta
     names, environment variable names and file paths are nobody else's business); in open mode,
     a loopback client."""
     token = bearer_token(request.headers.get("authorization"))
-    if not state.guard.is_master(token):
-        await state.guard.authenticate(token, client_host(request))
+    identity = None if state.guard.is_master(token) else await state.guard.authenticate(token, client_host(request))
+    request.state.identity = identity  # None: the master key, or open mode
     return state

@@ -6,9 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from gateway.api.deps import require_caller
+from gateway.keys import Guard
+from gateway.keys.store import Identity
+from gateway.policy.models import Deployment, Tier
 from gateway.state import GatewayState
 
 __all__ = ["router"]
@@ -21,14 +25,29 @@ def _entry(model_id: str, owned_by: str, **extra: Any) -> dict[str, Any]:
 
 
 @router.get("/v1/models")
-async def list_models(state: GatewayState = Depends(require_caller)) -> JSONResponse:
+async def list_models(request: Request, state: GatewayState = Depends(require_caller)) -> JSONResponse:
+    """The models the caller may ask for (a key's allowed routes and tiers)."""
     policy = state.policy.current.policy
+    identity: Identity | None = request.state.identity
+    fence = Guard.fence(identity, policy)
+
+    def may(names: set[str], tier: str | None) -> bool:  # as the request itself is authorized
+        if identity is None:
+            return True
+        named = identity.allowed_routes is None or bool(names & identity.allowed_routes)
+        return named and (fence is None or tier is None or tier in fence)
+
     data: list[dict[str, Any]] = []
     for route in policy.routes:
         kind = "auto" if route.auto else f"tier/{route.tier}"
-        data.append(_entry(route.name, "tierwise", tierwise={"kind": "route", "routes_to": kind}))
+        if may({route.name}, route.tier):
+            data.append(_entry(route.name, "tierwise", tierwise={"kind": "route", "routes_to": kind}))
     for tier in policy.tiers:
         fake = all(d.provider == "fake" for d in tier.deployments)
+        deployments = [d for d in tier.deployments if may({d.name, f"tier/{tier.name}"}, tier.name)]
+        if not may({f"tier/{tier.name}"}, tier.name):
+            data.extend(_deployments(state, tier, deployments))
+            continue
         data.append(
             _entry(
                 f"tier/{tier.name}",
@@ -40,23 +59,30 @@ async def list_models(state: GatewayState = Depends(require_caller)) -> JSONResp
                 },
             )
         )
-        for dep in tier.deployments:
-            reason = state.availability.unavailable_reason(dep.name, policy)
-            data.append(
-                _entry(
-                    dep.name,
-                    "tierwise-fake" if dep.provider == "fake" else "tierwise",
-                    tierwise={
-                        "kind": "deployment",
-                        "tier": tier.name,
-                        "model": dep.model,
-                        "fake": dep.provider == "fake",
-                        "available": reason is None,
-                        "unavailable_reason": reason,
-                    },
-                )
-            )
+        data.extend(_deployments(state, tier, deployments))
     return JSONResponse({"object": "list", "data": data})
+
+
+def _deployments(state: GatewayState, tier: Tier, deployments: list[Deployment]) -> list[dict[str, Any]]:
+    policy = state.policy.current.policy
+    out = []
+    for dep in deployments:
+        reason = state.availability.unavailable_reason(dep.name, policy)
+        out.append(
+            _entry(
+                dep.name,
+                "tierwise-fake" if dep.provider == "fake" else "tierwise",
+                tierwise={
+                    "kind": "deployment",
+                    "tier": tier.name,
+                    "model": dep.model,
+                    "fake": dep.provider == "fake",
+                    "available": reason is None,
+                    "unavailable_reason": reason,
+                },
+            )
+        )
+    return out
 
 
 @router.get("/healthz")

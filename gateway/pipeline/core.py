@@ -403,6 +403,8 @@ class _Refusals:
             return False
         self._seen.add(source)
         return True
+
+
 _WHOLE = 1_000_000  # characters of a streamed answer kept for checks and the judge
 _OPENING = 200
 
