@@ -132,7 +132,7 @@ def create_app(
     app.include_router(meta.router)
     app.include_router(admin.router)
     app.include_router(feedback.router)
-    install_openapi(app, CHAT_PATH)
+    install_openapi(app)
     _install_error_handlers(app)
     return app
 

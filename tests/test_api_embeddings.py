@@ -73,6 +73,10 @@ def test_model_resolution(start_gateway: GatewayFactory, fake_upstream: str) -> 
     raw = client(gw).embeddings.with_raw_response.create(model="text-embedding-3-small", input="x")
     assert raw.headers["x-tierwise-deployment"] == "embed-small"
     assert "served by the default" in raw.headers["x-tierwise-fallbacks"]
+    # A model name HTTP/1.1 headers cannot carry (a 500, found by the fuzzer) is quoted escaped
+    raw = client(gw).embeddings.with_raw_response.create(model="emb\U00029c53\r\nx-evil: 1", input="x")
+    assert raw.http_response.status_code == 200 and "x-evil" not in raw.headers
+    assert "emb\\U00029c53\\r\\nx-evil: 1" in raw.headers["x-tierwise-fallbacks"]
 
     gw = start_gateway(embeddings_policy(fake_upstream, default=None))
     with pytest.raises(openai.NotFoundError) as info:

@@ -15,9 +15,14 @@ from tests.conftest import REPO, GatewayFactory
 
 
 def _errors_in_the_envelope(ctx: Any, response: Any, case: Any) -> None:
+    """OpenAI's envelope, or Anthropic's on its Messages API."""
     if response.status_code >= 400:
         body = response.json()
-        assert set(body) == {"error"} and {"message", "type", "param", "code"} <= set(body["error"]), body
+        if case.path == "/v1/messages":
+            assert set(body) == {"type", "error"} and body["type"] == "error", body
+            assert set(body["error"]) == {"type", "message"}, body
+        else:
+            assert set(body) == {"error"} and {"message", "type", "param", "code"} <= set(body["error"]), body
     assert "Traceback" not in response.text
 
 
@@ -29,7 +34,8 @@ def test_no_input_breaks_the_gateway(start_gateway: GatewayFactory) -> None:
     chat["properties"]["model"] = {"enum": ["auto", "cheap", "best", "tier/mid", "fake-local", "nope"]}
     schema = schemathesis.openapi.from_dict(raw)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert any(op.path == "/v1/chat/completions" for op in operations)
+    paths = {op.path for op in operations}
+    assert {"/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/embeddings", "/metrics"} <= paths
     for operation in operations:
         # Invalid data needs something to be invalid: a body or a parameter.
         modes = [schemathesis.GenerationMode.POSITIVE]

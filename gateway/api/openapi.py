@@ -1,5 +1,6 @@
 """The OpenAPI document: FastAPI's for its routes, plus the endpoints served outside its router
-(chat completions, on the hot path), described with the ``openai`` SDK's own types."""
+(the four client APIs, on the hot path), each described with its SDK's own types, and every
+error as the gateway answers it (its API's envelope; never FastAPI's 422)."""
 
 from __future__ import annotations
 
@@ -30,28 +31,9 @@ def _schema(tp: Any, components: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def add_operation(
-    spec: dict[str, Any],
-    path: str,
-    *,
-    summary: str,
-    request: Any,
-    response: type[BaseModel],
-    stream_event: type[BaseModel] | None = None,
-    extra_properties: dict[str, Any] | None = None,
-) -> None:
-    """Add ``POST path`` with the request and response schemas of an SDK's types."""
-    components = spec.setdefault("components", {}).setdefault("schemas", {})
-    body = _schema(request, components)
-    body.setdefault("properties", {}).update(extra_properties or {})
-    ok: dict[str, Any] = {"application/json": {"schema": _schema(response, components)}}
-    if stream_event is not None:
-        ok["text/event-stream"] = {
-            "schema": {"type": "string", "description": f"server-sent events, each `data:` a {stream_event.__name__}"}
-        }
-        _schema(stream_event, components)
-    error = {"$ref": "#/components/schemas/ErrorEnvelope"}
-    components["ErrorEnvelope"] = {
+_ENVELOPES: dict[str, dict[str, Any]] = {
+    # OpenAI's, for every API but Messages
+    "ErrorEnvelope": {
         "type": "object",
         "required": ["error"],
         "properties": {
@@ -66,10 +48,52 @@ def add_operation(
                 },
             }
         },
-    }
+    },
+    # Anthropic's, for /v1/messages
+    "AnthropicErrorEnvelope": {
+        "type": "object",
+        "required": ["type", "error"],
+        "properties": {
+            "type": {"const": "error"},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+def _error_responses(spec: dict[str, Any], envelope: str = "ErrorEnvelope") -> dict[str, Any]:
+    spec.setdefault("components", {}).setdefault("schemas", {}).update(_ENVELOPES)
+    error = {"application/json": {"schema": {"$ref": f"#/components/schemas/{envelope}"}}}
+    return {str(status): {"description": "an error", "content": error} for status in ERROR_CODES}
+
+
+def add_operation(
+    spec: dict[str, Any],
+    path: str,
+    *,
+    summary: str,
+    request: Any,
+    response: type[BaseModel],
+    stream_event: Any = None,
+    extra_properties: dict[str, Any] | None = None,
+    envelope: str = "ErrorEnvelope",
+) -> None:
+    """Add ``POST path`` with the request and response schemas of an SDK's types."""
+    components = spec.setdefault("components", {}).setdefault("schemas", {})
+    body = _schema(request, components)
+    body.setdefault("properties", {}).update(extra_properties or {})
+    ok: dict[str, Any] = {"application/json": {"schema": _schema(response, components)}}
+    if stream_event is not None:
+        name = getattr(stream_event, "__name__", None) or str(stream_event)
+        ok["text/event-stream"] = {
+            "schema": {"type": "string", "description": f"server-sent events, each `data:` a {name}"}
+        }
     responses: dict[str, Any] = {"200": {"description": "the answer", "content": ok}}
-    for status in ERROR_CODES:
-        responses[str(status)] = {"description": "an error", "content": {"application/json": {"schema": error}}}
+    responses.update(_error_responses(spec, envelope))
     spec.setdefault("paths", {}).setdefault(path, {})["post"] = {
         "summary": summary,
         "parameters": [
@@ -87,21 +111,87 @@ def add_operation(
     }
 
 
-def install_openapi(app: FastAPI, chat_path: str) -> None:
+def _client_apis(spec: dict[str, Any]) -> None:
+    """The four APIs clients call, from their SDKs' types (the Anthropic SDK's take seconds to
+    import: only when the document is first asked for)."""
+    from anthropic.types import Message, RawMessageStreamEvent, message_create_params  # noqa: PLC0415
+    from openai.types import CreateEmbeddingResponse, embedding_create_params  # noqa: PLC0415
+    from openai.types.responses import Response, ResponseStreamEvent, response_create_params  # noqa: PLC0415
+
+    stream = {"stream": {"type": "boolean"}}
+    add_operation(
+        spec,
+        "/v1/chat/completions",
+        summary="Chat completions (routed to the cheapest adequate tier)",
+        request=chat_params.CompletionCreateParamsBase,
+        response=ChatCompletion,
+        stream_event=ChatCompletionChunk,
+        extra_properties=stream,
+    )
+    add_operation(
+        spec,
+        "/v1/responses",
+        summary="Responses (OpenAI's Responses API, routed like chat)",
+        request=response_create_params.ResponseCreateParamsBase,
+        response=Response,
+        stream_event="ResponseStreamEvent",
+        extra_properties=stream,
+    )
+    _schema(ResponseStreamEvent, spec["components"]["schemas"])
+    add_operation(
+        spec,
+        "/v1/messages",
+        summary="Messages (Anthropic's Messages API, routed like chat; key in x-api-key or a bearer token)",
+        request=message_create_params.MessageCreateParamsBase,
+        response=Message,
+        stream_event="RawMessageStreamEvent",
+        extra_properties=stream,
+        envelope="AnthropicErrorEnvelope",
+    )
+    _schema(RawMessageStreamEvent, spec["components"]["schemas"])
+    add_operation(
+        spec,
+        "/v1/embeddings",
+        summary="Embeddings (pinned to a deployment; not routed)",
+        request=embedding_create_params.EmbeddingCreateParams,
+        response=CreateEmbeddingResponse,
+    )
+    spec["paths"]["/metrics"] = {
+        "get": {
+            "summary": "Prometheus metrics (the master key, once keys exist)",
+            "responses": {
+                "200": {
+                    "description": "the exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                **_error_responses(spec),
+            },
+            "security": [{"bearer": []}],
+        }
+    }
+
+
+def _as_answered(spec: dict[str, Any]) -> None:
+    """FastAPI documents a 422 for a body it cannot validate; the gateway answers those 400 in its
+    envelope (and 401 without a key)."""
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None:
+                responses.update({k: v for k, v in _error_responses(spec).items() if k not in responses})
+    schemas = spec.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+
+
+def install_openapi(app: FastAPI) -> None:
     """``GET /openapi.json`` and ``GET /docs``, behind the same key as the API itself."""
 
     def build() -> dict[str, Any]:
         if app.openapi_schema is None:
             spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            add_operation(
-                spec,
-                chat_path,
-                summary="Chat completions (routed to the cheapest adequate tier)",
-                request=chat_params.CompletionCreateParamsBase,
-                response=ChatCompletion,
-                stream_event=ChatCompletionChunk,
-                extra_properties={"stream": {"type": "boolean"}},
-            )
+            _as_answered(spec)
+            _client_apis(spec)
             spec.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
             app.openapi_schema = spec
         return app.openapi_schema

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import orjson
@@ -21,6 +22,13 @@ from gateway.usage import Usage
 __all__ = ["Call"]
 
 _MAX_HEADER = 512
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def _header_safe(text: str) -> str:
+    """Printable ASCII only: notes can quote what a client sent (a model name), and a header
+    must not carry a line break, nor a character HTTP/1.1 cannot encode (a 500 before this)."""
+    return _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
 
 
 @dataclass
@@ -145,5 +153,5 @@ class Call:
         if notes:
             # Served off the path asked for (a tier unavailable, a deployment failing): say so here,
             # not only in the ledger.
-            out["x-tierwise-fallbacks"] = "; ".join(notes)[:_MAX_HEADER]
+            out["x-tierwise-fallbacks"] = _header_safe("; ".join(notes))[:_MAX_HEADER]
         return out

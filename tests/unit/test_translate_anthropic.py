@@ -33,7 +33,22 @@ def test_a_chat_answer_becomes_a_message() -> None:
         {"type": "tool_use", "id": "c2", "name": "look", "input": {}},
     ]
     assert message["stop_reason"] == "tool_use" and message["model"] == "up-model"
-    assert message["usage"] == {"input_tokens": 7, "output_tokens": 3, "cache_read_input_tokens": 0}
+    assert message["usage"] == {
+        "input_tokens": 7,
+        "output_tokens": 3,
+        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 0,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+    }
+    # Anthropic counts input_tokens without the cache reads and writes beside them (OpenAI with)
+    cached = {**chat, "usage": {"prompt_tokens": 9_600, "completion_tokens": 50, "cache_read_input_tokens": 9_000,
+                                "cache_creation_input_tokens": 500}}  # fmt: skip
+    usage = chat_to_message(cached, "msg_ab", {})["usage"]
+    assert (usage["input_tokens"], usage["cache_read_input_tokens"], usage["cache_creation_input_tokens"]) == (
+        100,
+        9_000,
+        500,
+    )
     length = {"choices": [{"message": {"content": "x"}, "finish_reason": "length"}]}
     assert chat_to_message(length, "msg_ab", {})["stop_reason"] == "max_tokens"
 
