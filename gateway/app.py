@@ -252,6 +252,7 @@ async def _build_state(
     async with httpx.AsyncClient() as client:
         await probe_once(store, availability, client)
     _log_availability(availability, loaded.policy)
+    _log_unpriced_caching(loaded)
     return state
 
 
@@ -298,6 +299,16 @@ async def _reconcile_budgets(state: GatewayState, interval_s: float = 2.0) -> No
 
 def _uses(policy: Policy, provider: str) -> bool:
     return any(d.provider == provider for d in policy.all_deployments)
+
+
+def _log_unpriced_caching(loaded: LoadedPolicy) -> None:
+    unpriced = loaded.caching_unpriced()
+    if unpriced:
+        log.warning(
+            "deployments %s have no cache-read price (litellm's map, or price.cached_input_per_1m): "
+            "their cached tokens are priced at the full input rate",
+            ", ".join(unpriced),
+        )
 
 
 def _log_availability(availability: Availability, policy: Policy) -> None:

@@ -128,6 +128,35 @@ def test_cli_policy_check(tmp_path: Path) -> None:
     assert out.returncode == 1 and f"{bad}: tiers: List should have at least 1 item" in out.stderr
 
 
+def test_policy_check_shows_cache_prices_and_says_which_are_unknown(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        """
+        version: 1
+        tiers:
+          - name: mid
+            deployments:
+              - {name: mini, model: openai/gpt-4o-mini}
+              - {name: own, model: openai/custom, api_base: "http://127.0.0.1:1/v1",
+                 price: {input_per_1m: 1, output_per_1m: 2}}
+              - {name: own-cached, model: openai/custom, api_base: "http://127.0.0.1:1/v1",
+                 price: {input_per_1m: 1, output_per_1m: 2, cached_input_per_1m: 0.1}}
+          - name: frontier
+            deployments:
+              - {name: claude, model: anthropic/claude-sonnet-4-5}
+        routes: [{name: cheap, tier: mid}]
+        """,
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "policy", "check", str(policy)], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    lines = {line.split()[1]: line for line in out.stdout.splitlines()[1:] if not line.strip().startswith("note")}
+    assert "$0.075 cache read" in lines["mini"] and "$0.1 cache read" in lines["own-cached"]
+    assert "$0.3 cache read, $3.75 cache write" in lines["claude"]
+    assert "note: own: no cache-read price known" in out.stdout  # the only one priced at the input rate
+
+
 def test_invalid_reload_keeps_old_policy_valid_reload_applies(
     start_gateway: GatewayFactory, fake_upstream: str
 ) -> None:

@@ -27,7 +27,18 @@ def _check(args: argparse.Namespace) -> int:
         for dep in tier.deployments:
             price = loaded.price(dep.name)
             usd = f"${price.input_per_1m:g} in / ${price.output_per_1m:g} out per 1M tokens"
-            print(f"  {tier.name:<10} {dep.name:<24} {dep.model:<36} {usd}")
+            cache = [
+                f"${v:g} {what}"
+                for what, v in (("cache read", price.cached_input_per_1m), ("cache write", price.cache_write_per_1m))
+                if v is not None
+            ]
+            print(f"  {tier.name:<10} {dep.name:<24} {dep.model:<36} {usd}{'; ' + ', '.join(cache) if cache else ''}")
+    unpriced = loaded.caching_unpriced()
+    if unpriced:
+        print(
+            f"  note: {', '.join(unpriced)}: no cache-read price known (litellm's map, or the policy's "
+            "price.cached_input_per_1m); cached tokens are priced at the input rate"
+        )
     return 0
 
 

@@ -43,6 +43,11 @@ class LoadedPolicy:
     def output_cap(self, deployment: str) -> int | None:
         return self.output_caps.get(deployment)
 
+    def caching_unpriced(self) -> list[str]:
+        """Paid deployments whose cache reads or writes have no price of their own: those tokens
+        are billed at the input rate (never under the provider's bill, but maybe over it)."""
+        return [name for name, p in self.prices.items() if p.input_per_1m > 0 and p.caching_unpriced]
+
 
 class _Loader(yaml.SafeLoader):
     """YAML 1.2's booleans: only ``true`` and ``false``. YAML 1.1 (PyYAML's default) also reads

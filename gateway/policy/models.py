@@ -41,7 +41,9 @@ class Price(_Strict):
 
     @property
     def caching_unpriced(self) -> bool:
-        return self.cached_input_per_1m is None or self.cache_write_per_1m is None
+        """No price for cache reads. (Writes are billed only by providers that report them, and
+        litellm's map prices them for those: OpenAI's caching has no write charge.)"""
+        return self.cached_input_per_1m is None
 
 
 class Deployment(_Strict):
