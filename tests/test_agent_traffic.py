@@ -14,7 +14,7 @@ import pytest
 
 from gateway.demo.server_thread import ServerThread
 from tests.caching_upstream import CachingUpstream
-from tests.conftest import Gateway, GatewayFactory
+from tests.conftest import REPO, Gateway, GatewayFactory
 
 # claude-haiku-4-5 in litellm's price map: USD per token
 INPUT, OUTPUT, CACHE_READ, CACHE_WRITE, CACHE_WRITE_1H = 1e-6, 5e-6, 1e-7, 1.25e-6, 2e-6
@@ -49,6 +49,7 @@ def gw(start_gateway: GatewayFactory, upstream: CachingUpstream, monkeypatch: py
                   api_key_env: TIERWISE_TEST_ANTHROPIC_KEY, max_retries: 0}}
         routes:
           - {{name: agent, tier: frontier}}
+          - {{name: best, tier: frontier}}
         """
     )
 
@@ -290,3 +291,15 @@ def test_breakpoints_never_reach_a_deployment_that_does_not_take_them(
     assert raw.headers["x-tierwise-dropped"] == "cache_control"
     sent = upstream.requests[-1]
     assert "cache_control" not in orjson.dumps(sent).decode() and "_anthropic_fields" not in sent
+
+
+def test_the_readmes_coding_agent_example_runs(gw: Gateway, upstream: CachingUpstream) -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Prompt caching") :]
+    code = section[section.index("```python\n") + len("```python\n") :]
+    code = code[: code.index("```")].replace("http://127.0.0.1:8000", gw.url).replace("sk-tw-...", "open-mode")
+    conversation = [{"role": "user", "content": "fix the failing test"}]
+    exec(code, {"LONG_INSTRUCTIONS": SYSTEM + "readme", "conversation": conversation})
+    sent = upstream.requests[-1]
+    assert sent["system"][0]["cache_control"] == {"type": "ephemeral"} and sent["tools"][0]["cache_control"]
+    assert upstream.usage_log[-1]["cache_creation_input_tokens"] > 2000
