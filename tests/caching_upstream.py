@@ -14,7 +14,7 @@ Anthropic's does: ``input_tokens`` is only what came after the last breakpoint, 
 ``cache_creation``). A token here is 4 characters of the block's JSON.
 
 With tools and a last user turn that is not a tool result, it calls the first tool; otherwise it
-answers in text. ``requests`` keeps every body as received, for tests to read.
+answers in text; with ``thinking`` it thinks first (a signed thinking block). ``requests`` keeps every body as received, for tests to read.
 """
 
 from __future__ import annotations
@@ -159,14 +159,22 @@ class CachingUpstream:
             stop = "tool_use"
         else:
             block, stop = {"type": "text", "text": "Done: the tests pass."}, "end_turn"
-        usage["output_tokens"] = _tokens(block)
+        blocks = [block]
+        if body.get("thinking"):
+            thought = {
+                "type": "thinking",
+                "thinking": "The test fails in main.py.",
+                "signature": f"sig-{len(self.requests)}",
+            }
+            blocks.insert(0, thought)
+        usage["output_tokens"] = sum(_tokens(b) for b in blocks)
         self.usage_log.append(usage)
         message = {
             "id": f"msg_up_{len(self.requests)}",
             "type": "message",
             "role": "assistant",
             "model": body.get("model", ""),
-            "content": [block],
+            "content": blocks,
             "stop_reason": stop,
             "stop_sequence": None,
             "usage": usage,
@@ -180,17 +188,25 @@ class CachingUpstream:
         def event(kind: str, data: dict[str, Any]) -> bytes:
             return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) + b"\n\n"
 
-        usage, block = message["usage"], message["content"][0]
+        usage = message["usage"]
         start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
         yield event("message_start", {"message": start})
-        if block["type"] == "text":
-            yield event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-            yield event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": block["text"]}})
-        else:
-            yield event("content_block_start", {"index": 0, "content_block": {**block, "input": {}}})
-            delta = {"type": "input_json_delta", "partial_json": orjson.dumps(block["input"]).decode()}
-            yield event("content_block_delta", {"index": 0, "delta": delta})
-        yield event("content_block_stop", {"index": 0})
+        for i, block in enumerate(message["content"]):
+            if block["type"] == "thinking":
+                empty = {"type": "thinking", "thinking": "", "signature": ""}
+                yield event("content_block_start", {"index": i, "content_block": empty})
+                thought = {"type": "thinking_delta", "thinking": block["thinking"]}
+                yield event("content_block_delta", {"index": i, "delta": thought})
+                signed = {"type": "signature_delta", "signature": block["signature"]}
+                yield event("content_block_delta", {"index": i, "delta": signed})
+            elif block["type"] == "text":
+                yield event("content_block_start", {"index": i, "content_block": {"type": "text", "text": ""}})
+                yield event("content_block_delta", {"index": i, "delta": {"type": "text_delta", "text": block["text"]}})
+            else:
+                yield event("content_block_start", {"index": i, "content_block": {**block, "input": {}}})
+                delta = {"type": "input_json_delta", "partial_json": orjson.dumps(block["input"]).decode()}
+                yield event("content_block_delta", {"index": i, "delta": delta})
+            yield event("content_block_stop", {"index": i})
         # As Anthropic's API does today, message_delta repeats the input counts beside the output.
         yield event("message_delta", {"delta": {"stop_reason": message["stop_reason"]}, "usage": usage})
         yield event("message_stop", {})

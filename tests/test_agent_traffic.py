@@ -126,6 +126,47 @@ def test_is_error_reaches_claude(gw: Gateway, upstream: CachingUpstream) -> None
     assert upstream.requests[-1]["messages"][-1]["content"][0].get("is_error") is True
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_extended_thinking_reaches_claude_and_its_signed_thoughts_go_round(
+    gw: Gateway, upstream: CachingUpstream, stream: bool
+) -> None:
+    """A thinking turn that calls a tool must send its thinking back, signature intact."""
+    client = anthropic.Anthropic(base_url=gw.url, api_key="none", max_retries=0)
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    messages: list[Any] = [{"role": "user", "content": "fix the bug"}]
+
+    def turn() -> Any:
+        kwargs: dict[str, Any] = {"model": "agent", "max_tokens": 2048, "tools": [EDIT], "thinking": thinking}
+        if stream:
+            with client.messages.stream(**kwargs, messages=messages) as s:
+                return s.get_final_message()
+        return client.messages.create(**kwargs, messages=messages)
+
+    first = turn()
+    assert upstream.requests[-1]["thinking"] == thinking
+    assert [b.type for b in first.content] == ["thinking", "tool_use"]
+    thought = first.content[0]
+    assert thought.thinking == "The test fails in main.py." and thought.signature == f"sig-{len(upstream.requests)}"
+    messages += [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": first.content[1].id, "content": "ok"}]},
+    ]
+    second = turn()
+    sent = upstream.requests[-1]["messages"][1]["content"]
+    assert sent[0] == {"type": "thinking", "thinking": thought.thinking, "signature": thought.signature}
+    assert [b.type for b in second.content] == ["thinking", "text"]
+
+
+def test_thinking_never_reaches_a_deployment_that_does_not_take_it(mixed: Gateway, upstream: CachingUpstream) -> None:
+    client = anthropic.Anthropic(base_url=mixed.url, api_key="none", max_retries=0)
+    raw = client.messages.with_raw_response.create(
+        model="cheap", max_tokens=2048, thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[{"role": "user", "content": "hi"}],
+    )  # fmt: skip
+    assert raw.parse().content[0].type == "text" and raw.headers["x-tierwise-dropped"] == "thinking"
+    assert "thinking" not in upstream.requests[-1]
+
+
 # -- prompt caching: carried to Anthropic, priced as each provider bills ----------------------
 SYSTEM = "You are a careful coding agent. " * 300  # ~2,300 tokens: worth caching
 

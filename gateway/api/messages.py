@@ -44,12 +44,12 @@ async def create_message(request: Request) -> Response:
             if not loaded():
                 await asyncio.to_thread(load)  # imports litellm and the SDK's types: seconds, once
             try:
-                chat_body, names, marks = messages_to_chat(body)
+                chat_body, names, extras = messages_to_chat(body)
             except FieldError as exc:
                 raise InvalidRequestError(exc.message, param=exc.param, code=exc.code) from None
             chat = parse_chat_request(chat_body)
-            call.notes.extend(f"cache_control not carried: {lost}" for lost in marks.lost)
-            answer = await pipeline.run(call, replace(chat, body=carry(chat.body, marks)))
+            call.notes.extend(f"cache_control not carried: {lost}" for lost in extras.lost)
+            answer = await pipeline.run(call, replace(chat, body=carry(chat.body, extras)))
             message_id = "msg_" + call.request_id.removeprefix("req_")
     except GatewayError as exc:
         return JSONResponse(error_body(exc.status_code, exc.message), status_code=exc.status_code, headers=exc.headers)

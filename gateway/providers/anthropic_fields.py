@@ -1,9 +1,10 @@
 """Fields only Anthropic deployments take: prompt-cache breakpoints and extended thinking.
 
-A Messages API request may carry ``cache_control`` (on system blocks, tools and content blocks)
-and ``thinking``. The translator puts them into the chat body where litellm's Anthropic
-transformation reads them (``cache_control`` on content parts and tools, ``thinking`` as a
-parameter) and names them under :data:`MARKER`, a key no client can send (the chat API's
+A Messages API request may carry ``cache_control`` (on system blocks, tools and content blocks),
+``thinking`` and earlier turns' thinking blocks. The translator puts them into the chat body where
+litellm's Anthropic transformation reads them (``cache_control`` on content parts and tools,
+``thinking`` as a parameter, ``thinking_blocks`` on assistant messages) and names them under
+:data:`MARKER`, a key no client can send (the chat API's
 allowlist refuses it) and no provider forwards (they send only chat fields). Each deployment
 gets them only if it is an Anthropic one; any other gets the body without them, and the answer
 says so (``x-tierwise-dropped``): an allowlist per deployment kind.
@@ -31,16 +32,21 @@ def for_deployment(body: dict[str, Any], deployment: Deployment) -> tuple[dict[s
     if not fields or takes(deployment):
         return body, []
     out = {k: v for k, v in body.items() if k not in ("thinking", MARKER)}
-    if "cache_control" in fields:
-        out["messages"] = [_unmarked_message(m) for m in body["messages"]]
-        if "tools" in body:
-            out["tools"] = [{k: v for k, v in t.items() if k != "cache_control"} for t in body["tools"]]
+    out["messages"] = [_plain(m) for m in body["messages"]]
+    if "cache_control" in fields and "tools" in body:
+        out["tools"] = [{k: v for k, v in t.items() if k != "cache_control"} for t in body["tools"]]
     return out, list(fields)
 
 
-def _unmarked_message(message: dict[str, Any]) -> dict[str, Any]:
+def _plain(message: dict[str, Any]) -> dict[str, Any]:
+    """A chat message without thinking blocks and breakpoints (the message itself if it has none)."""
     content = message.get("content")
-    if not isinstance(content, list) or not any(isinstance(p, dict) and "cache_control" in p for p in content):
+    marked = isinstance(content, list) and any(isinstance(p, dict) and "cache_control" in p for p in content)
+    if not marked and "thinking_blocks" not in message:
         return message
-    parts = [{k: v for k, v in p.items() if k != "cache_control"} if isinstance(p, dict) else p for p in content]
-    return {**message, "content": parts}
+    out = {k: v for k, v in message.items() if k != "thinking_blocks"}
+    if marked and isinstance(content, list):
+        out["content"] = [
+            {k: v for k, v in p.items() if k != "cache_control"} if isinstance(p, dict) else p for p in content
+        ]
+    return out

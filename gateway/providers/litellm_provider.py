@@ -82,6 +82,8 @@ class LitellmProvider(Provider):
     def _kwargs(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> dict[str, Any]:
         _check_schemas(body)
         params = {k: v for k, v in body.items() if k in CHAT_FIELDS and k not in self._own}
+        if "thinking" in body:  # only an Anthropic deployment's body has it (anthropic_fields)
+            params["thinking"] = body["thinking"]
         return {
             **params,
             # From the policy only, and last, so nothing above can stand in for them.

@@ -22,7 +22,7 @@ from typing import Any, Final, get_type_hints
 import orjson
 
 from gateway.settings import offline_environment
-from gateway.translate.anthropic_extras import Marks, find_marks
+from gateway.translate.anthropic_extras import Extras, find_extras
 from gateway.translate.check import FieldError, Loc, check
 from gateway.translate.sse import DONE, chat_event, named_event
 from gateway.usage import Usage, usage_of
@@ -39,9 +39,9 @@ __all__ = [
 
 # Sampling fields older SDKs still send (the current SDK's type no longer lists them).
 _LEGACY: Final = {"temperature": (0.0, 1.0), "top_p": (0.0, 1.0)}
-# Accepted and not sent on: the policy's tiers decide how hard a model thinks, and the service
-# tier and automatic caching (a top-level cache_control) are Anthropic's alone. Breakpoints on
-# blocks are carried (anthropic_extras).
+# Not for the adapter: thinking and breakpoints on blocks are carried to Anthropic deployments
+# (anthropic_extras); the service tier and automatic caching (a top-level cache_control) are not
+# sent on: they mean nothing to the other providers behind a route.
 _DROPPED: Final = frozenset({"thinking", "cache_control", "service_tier"})
 
 
@@ -108,25 +108,26 @@ _STOP_REASONS: Final = {
 
 
 # -- request ----------------------------------------------------------------------------------
-def messages_to_chat(body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str], Marks]:
+def messages_to_chat(body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str], Extras]:
     """A Messages API request as a chat-completions body, the adapter's map of shortened tool
-    names back to the client's (OpenAI allows 64 characters), and the request's cache
-    breakpoints placed in that body (:func:`~gateway.translate.anthropic_extras.carry` puts them
-    on it once it is checked)."""
+    names back to the client's (OpenAI allows 64 characters), and what the request carries for
+    Anthropic deployments only (:func:`~gateway.translate.anthropic_extras.carry` puts it on the
+    body once that is checked)."""
     kit = load()
     _check(body, kit)
     request = {k: v for k, v in body.items() if k not in _DROPPED and k != "stream"}
     chat, names = kit.adapter.translate_anthropic_to_openai(request)
     chat = dict(chat)
+    thoughts = {i: list(m["thinking_blocks"]) for i, m in enumerate(chat["messages"]) if m.get("thinking_blocks")}
     chat["messages"] = [_clean_message(m) for m in chat["messages"]]
-    marks = find_marks(body, chat)
+    extras = find_extras(body, chat, thoughts)
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("disable_parallel_tool_use"):
         chat["parallel_tool_calls"] = False  # the adapter drops it
     if body.get("stream"):
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # message_delta carries usage
-    return chat, dict(names), marks
+    return chat, dict(names), extras
 
 
 def _check(body: Mapping[str, Any], kit: _Kit) -> None:
@@ -212,7 +213,8 @@ def chat_to_message(chat: Mapping[str, Any], message_id: str, names: Mapping[str
     """A chat completion as a Messages API ``message``."""
     choice = (chat.get("choices") or [{}])[0]
     message = choice.get("message") or {}
-    content: list[dict[str, Any]] = []
+    # An Anthropic model's thinking comes first, signatures intact: the client sends it back
+    content: list[dict[str, Any]] = [_thinking_block(b) for b in message.get("thinking_blocks") or []]
     text = message.get("content") or message.get("refusal")
     if text:
         content.append({"type": "text", "text": text})
@@ -235,6 +237,16 @@ def chat_to_message(chat: Mapping[str, Any], message_id: str, names: Mapping[str
         "stop_reason": _STOP_REASONS.get(choice.get("finish_reason") or "stop", "end_turn"),
         "stop_sequence": None,
         "usage": _usage(chat.get("usage") or {}),
+    }
+
+
+def _thinking_block(block: Mapping[str, Any]) -> dict[str, Any]:
+    if block.get("type") == "redacted_thinking":
+        return {"type": "redacted_thinking", "data": str(block.get("data") or "")}
+    return {
+        "type": "thinking",
+        "thinking": str(block.get("thinking") or ""),
+        "signature": str(block.get("signature") or ""),
     }
 
 
@@ -343,6 +355,8 @@ class MessageEvents:
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
+            for block in delta.get("thinking_blocks") or []:
+                out.extend(self._thinking(block))
             text = delta.get("content")
             if text:
                 out.extend(self._block("text", {"type": "text", "text": ""}))
@@ -359,6 +373,19 @@ class MessageEvents:
                     out.append(self._delta({"type": "input_json_delta", "partial_json": function["arguments"]}))
             if choice.get("finish_reason"):
                 self._finish = choice["finish_reason"]
+        return out
+
+    def _thinking(self, block: Mapping[str, Any]) -> list[bytes]:
+        """litellm streams a thinking block as pieces: its text, then its signature."""
+        if block.get("type") == "redacted_thinking":
+            out = self._block("redacted", _thinking_block(block))
+            self._open = "redacted:whole"  # a redacted block comes whole: the next one opens anew
+            return out
+        out = self._block("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+        if block.get("thinking"):
+            out.append(self._delta({"type": "thinking_delta", "thinking": block["thinking"]}))
+        if block.get("signature"):
+            out.append(self._delta({"type": "signature_delta", "signature": block["signature"]}))
         return out
 
     def _block(self, kind: str, block: dict[str, Any]) -> list[bytes]:

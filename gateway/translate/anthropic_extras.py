@@ -1,6 +1,12 @@
-"""Prompt-cache breakpoints of a Messages request, carried into its chat-completions form.
+"""What a Messages request carries that chat completions have no field for, carried into its
+chat-completions form for Anthropic deployments: prompt-cache breakpoints and extended thinking.
 
-Anthropic caches the prompt prefix that ends at each block marked ``cache_control`` (the prefix
+Thinking: the request's ``thinking`` and the ``thinking`` / ``redacted_thinking`` blocks of earlier
+assistant turns (Anthropic needs them back, signatures intact, when a thinking turn used a tool)
+go where litellm's Anthropic transformation reads them: a ``thinking`` parameter and an assistant
+message's ``thinking_blocks``.
+
+Cache breakpoints: Anthropic caches the prompt prefix that ends at each block marked ``cache_control`` (the prefix
 runs tools, then system, then messages), and allows at most four marks in a request
 (docs.anthropic.com, "Prompt caching"). litellm's Messages adapter drops the marks; its
 OpenAI-to-Anthropic transformation reads them back from content parts, tool messages' parts and
@@ -20,34 +26,46 @@ from typing import Any, Final
 from gateway.providers.anthropic_fields import MARKER
 from gateway.translate.check import FieldError
 
-__all__ = ["MAX_BREAKPOINTS", "Marks", "carry", "find_marks"]
+__all__ = ["MAX_BREAKPOINTS", "Extras", "carry", "find_extras"]
 
 MAX_BREAKPOINTS: Final = 4
 
 
 @dataclass
-class Marks:
-    """Where the chat body gets each ``cache_control``: (message index, part index) or a tool index."""
+class Extras:
+    """Where the chat body gets each ``cache_control`` ((message index, part index) or a tool
+    index), the request's ``thinking``, and assistant messages' thinking blocks by index."""
 
     parts: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     whole: dict[int, dict[str, Any]] = field(default_factory=dict)  # a message whose text is one part
     tools: dict[int, dict[str, Any]] = field(default_factory=dict)
     lost: list[str] = field(default_factory=list)  # marks whose block the chat form has no place for
+    thinking: dict[str, Any] | None = None
+    thinking_blocks: dict[int, list[Any]] = field(default_factory=dict)
 
-    def __len__(self) -> int:
+    @property
+    def marks(self) -> int:
         return len(self.parts) + len(self.whole) + len(self.tools)
 
+    @property
+    def fields(self) -> list[str]:
+        """The names this request carries, as :data:`MARKER` lists them."""
+        thinks = self.thinking is not None or self.thinking_blocks
+        return ["cache_control"] * bool(self.marks) + ["thinking"] * bool(thinks)
 
-def find_marks(body: Mapping[str, Any], chat: Mapping[str, Any]) -> Marks:
-    """The marks of the Messages ``body``, placed in the adapter's ``chat`` form of it; more than
-    Anthropic allows is the client's error, found before anything is sent."""
+
+def find_extras(body: Mapping[str, Any], chat: Mapping[str, Any], thinking_blocks: dict[int, list[Any]]) -> Extras:
+    """The extras of the Messages ``body``, placed in the adapter's ``chat`` form of it (whose
+    assistant messages had ``thinking_blocks``); more breakpoints than Anthropic allows is the
+    client's error, found before anything is sent."""
     count = _count(body)
     if count > MAX_BREAKPOINTS:
         raise FieldError(
             "cache_control",
             f"at most {MAX_BREAKPOINTS} blocks may carry cache_control (Anthropic's limit); found {count}",
         )
-    marks = Marks()
+    thinking = body.get("thinking")
+    marks = Extras(thinking=dict(thinking) if isinstance(thinking, Mapping) else None, thinking_blocks=thinking_blocks)
     if count == 0:
         return marks
     for i, tool in enumerate(body.get("tools") or []):
@@ -67,12 +85,15 @@ def find_marks(body: Mapping[str, Any], chat: Mapping[str, Any]) -> Marks:
     return marks
 
 
-def carry(chat: dict[str, Any], marks: Marks) -> dict[str, Any]:
-    """The chat body with the marks on it (the parts and tools marked are copies) and named
-    under :data:`MARKER`; unchanged without marks."""
-    if not marks:
+def carry(chat: dict[str, Any], marks: Extras) -> dict[str, Any]:
+    """The chat body with the extras on it (the messages, parts and tools changed are copies) and
+    named under :data:`MARKER`; unchanged without any."""
+    fields = marks.fields
+    if not fields:
         return chat
     messages = list(chat["messages"])
+    for i, blocks in marks.thinking_blocks.items():
+        messages[i] = {**messages[i], "thinking_blocks": blocks}
     for i, cc in marks.whole.items():
         text = messages[i].get("content")
         messages[i] = {**messages[i], "content": [{"type": "text", "text": text, "cache_control": cc}]}
@@ -80,7 +101,9 @@ def carry(chat: dict[str, Any], marks: Marks) -> dict[str, Any]:
         parts = list(messages[i]["content"])
         parts[j] = {**parts[j], "cache_control": cc}
         messages[i] = {**messages[i], "content": parts}
-    out = {**chat, "messages": messages, MARKER: ["cache_control"]}
+    out = {**chat, "messages": messages, MARKER: fields}
+    if marks.thinking is not None:
+        out["thinking"] = marks.thinking
     if marks.tools:
         out["tools"] = [
             ({**t, "cache_control": marks.tools[k]} if k in marks.tools else t) for k, t in enumerate(chat["tools"])
@@ -111,7 +134,7 @@ def _mark_of(block: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _place(marks: Marks, messages: Sequence[Any], at: int, role: str, blocks: Sequence[Any]) -> None:
+def _place(marks: Extras, messages: Sequence[Any], at: int, role: str, blocks: Sequence[Any]) -> None:
     """Marks of ``blocks``, which the adapter made into message ``at``'s parts one for one."""
     target = messages[at] if at < len(messages) else {}
     parts = target.get("content")
@@ -130,7 +153,7 @@ def _place(marks: Marks, messages: Sequence[Any], at: int, role: str, blocks: Se
         marks.lost.append(f"{role} message {at}: its blocks were merged")
 
 
-def _walk(marks: Marks, messages: Sequence[Any], at: int, i: int, message: Mapping[str, Any]) -> int:
+def _walk(marks: Extras, messages: Sequence[Any], at: int, i: int, message: Mapping[str, Any]) -> int:
     """Place the marks of Messages message ``i``; the index of the chat message after it (-1:
     the mapping is not what was expected, and the remaining marks are not placed)."""
     content = message.get("content")

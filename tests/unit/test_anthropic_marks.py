@@ -18,9 +18,9 @@ TOOL = {"name": "edit", "input_schema": {"type": "object"}}
 
 
 def _chat(**body: Any) -> dict[str, Any]:
-    chat, _, marks = messages_to_chat({"model": "m", "max_tokens": 10, **body})
-    assert not marks.lost, marks.lost
-    return carry(chat, marks)
+    chat, _, extras = messages_to_chat({"model": "m", "max_tokens": 10, **body})
+    assert not extras.lost, extras.lost
+    return carry(chat, extras)
 
 
 def test_each_mark_lands_on_the_part_made_of_its_block() -> None:
@@ -73,3 +73,22 @@ def test_other_deployments_get_the_body_without_them() -> None:
     body, dropped = for_deployment(chat, local)
     assert dropped == ["cache_control"] and "cache_control" not in str(body) and MARKER not in body
     assert "cache_control" in str(chat)  # the original is not changed for the next step
+
+
+def test_thinking_and_earlier_thoughts_reach_only_anthropic() -> None:
+    thought = {"type": "thinking", "thinking": "hmm", "signature": "sig"}
+    chat = _chat(
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [thought, {"type": "tool_use", "id": "t1", "name": "edit", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]},
+        ],
+    )
+    assert chat["thinking"] == {"type": "enabled", "budget_tokens": 1024} and chat[MARKER] == ["thinking"]
+    assert chat["messages"][1]["thinking_blocks"] == [thought]
+    claude = Deployment(name="c", model="anthropic/claude-haiku-4-5")
+    local = Deployment(name="l", model="openai/smol", api_base="http://127.0.0.1:1/v1")
+    assert for_deployment(chat, claude) == (chat, [])
+    body, dropped = for_deployment(chat, local)
+    assert dropped == ["thinking"] and "thinking" not in str(body)
