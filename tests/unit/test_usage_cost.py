@@ -6,7 +6,7 @@ import pytest
 
 from gateway.policy.models import Price
 from gateway.policy.pricing import cost_usd, litellm_price_map
-from gateway.usage import Usage, usage_of
+from gateway.usage import Usage, prompt_tokens_bound, usage_of
 
 
 def test_openai_counts_cached_tokens_inside_prompt_tokens() -> None:
@@ -79,3 +79,20 @@ def test_an_unknown_cache_price_is_the_full_input_price() -> None:
     price = Price(input_per_1m=2.0, output_per_1m=8.0)
     assert price.caching_unpriced
     assert cost_usd(price, Usage(1_000, 0, cache_read_tokens=900)) == pytest.approx(cost_usd(price, Usage(1_000, 0)))
+
+
+def test_a_budget_reserves_the_uncached_worst_case_and_the_dearest_cache_write() -> None:
+    from gateway.dispatch import Plan, PlanStep
+    from gateway.pipeline.budget import worst_case_usd
+    from gateway.policy.models import Deployment
+    from gateway.providers.anthropic_fields import MARKER
+
+    haiku = litellm_price_map().lookup("claude-haiku-4-5")
+    assert haiku is not None
+    step = PlanStep("frontier", Deployment(name="c", model="anthropic/claude-haiku-4-5"), haiku, 100)
+    body = {"messages": [{"role": "user", "content": "x" * 4_000}], "max_tokens": 100}
+    marked_body = {**body, MARKER: ["cache_control"]}
+    plain = worst_case_usd(body, Plan([step], "frontier"))
+    marked = worst_case_usd(marked_body, Plan([step], "frontier"))
+    assert plain == pytest.approx(prompt_tokens_bound(body) * 1e-6 + 100 * 5e-6)
+    assert marked == pytest.approx(prompt_tokens_bound(marked_body) * 2e-6 + 100 * 5e-6)  # all written for an hour
