@@ -35,6 +35,7 @@ from gateway.providers.base import (
     UpstreamStream,
     UpstreamTimeout,
 )
+from gateway.quality.schemas import over_budget
 
 __all__ = ["Attempted", "DispatchFailed", "Dispatcher", "Plan", "PlanStep"]
 
@@ -73,7 +74,20 @@ class PlanStep:
         field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
         out = {k: v for k, v in body.items() if k not in ("max_tokens", "max_completion_tokens")}
         out[field] = self.output_limit(body)
+        if self.deployment.structured_outputs == "json_object_schema":
+            _as_json_object(out)
         return anthropic_fields.for_deployment(out, self.deployment)[0]
+
+
+def _as_json_object(body: dict[str, Any]) -> None:
+    """OpenAI's ``json_schema`` format as llama-cpp-python's server takes it; a schema over the
+    budget is not handed to its grammar compiler (which would expand every ``$ref``)."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return
+    schema = (fmt.get("json_schema") or {}).get("schema")
+    fits = isinstance(schema, dict) and over_budget(schema) is None
+    body["response_format"] = {"type": "json_object", "schema": schema} if fits else {"type": "json_object"}
 
 
 @dataclass(frozen=True)

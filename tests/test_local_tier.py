@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import GatewayFactory, free_port
+from tests.conftest import REPO, GatewayFactory, free_port
 
 
 def _policy(fake: str, local_base: str, extra_mid: str = "") -> str:
@@ -141,6 +141,53 @@ def test_real_local_model_through_gateway(start_gateway: GatewayFactory, smollm2
     assert row["status_code"] == 200 and row["completion_tokens"] > 0 and row["cost_usd"] == 0, {
         k: row[k] for k in ("tier", "deployment", "fallbacks")
     }
+
+
+@pytest.mark.local_model
+def test_structured_outputs_on_the_bundled_model(start_gateway: GatewayFactory, smollm2: str) -> None:
+    """json_schema answered a 500 ("every upstream deployment failed"), retried twice: llama-cpp-python's
+    server takes a schema in a json_object format. As the shipped policy declares, it now gets one,
+    and its grammar holds the 135M model to the schema."""
+    import json
+
+    import pydantic
+
+    shipped = (REPO / "policies" / "default.yaml").read_text()
+    assert "structured_outputs: json_object_schema" in shipped
+    policy = f"""
+    version: 1
+    tiers:
+      - name: local
+        deployments:
+          - {{name: local-smollm2, model: openai/smollm2-135m-instruct, api_base: "{smollm2}", timeout_s: 120,
+              max_retries: 0, structured_outputs: json_object_schema, price: {{input_per_1m: 0, output_per_1m: 0}}}}
+    routes: [{{name: auto, tier: local}}]
+    """
+    gw = start_gateway(policy)
+    c = openai.OpenAI(base_url=gw.v1, api_key="x", max_retries=0, timeout=120)
+
+    class City(pydantic.BaseModel):
+        name: str
+        country: str
+
+    ask = [{"role": "user", "content": "Name a city and its country."}]
+    done = c.chat.completions.parse(model="auto", messages=ask, response_format=City, max_tokens=48, temperature=0)
+    assert isinstance(done.choices[0].message.parsed, City)
+    parsed = c.responses.parse(
+        model="auto", input="Name a city and its country.", text_format=City, max_output_tokens=48
+    )
+    assert isinstance(parsed.output_parsed, City)
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}
+    raw = c.chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[{"role": "user", "content": "Pick a number."}],
+        response_format=fmt,
+        max_tokens=16,  # type: ignore[arg-type]
+    )
+    assert isinstance(json.loads(raw.parse().choices[0].message.content or "")["n"], int)
+    row = gw.rows("request_id = ?", (raw.headers["x-tierwise-request-id"],))[0]
+    assert row["status_code"] == 200 and row["checks"] is None and row["attempts"] == 1
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -62,6 +62,10 @@ class Deployment(_Strict):
     # ramble for thousands of tokens), and the most this deployment may be asked for at all.
     default_max_tokens: int | None = Field(default=None, ge=1)
     max_output_tokens: int | None = Field(default=None, ge=1)
+    # How the server takes a JSON Schema for its answer: OpenAI's ``json_schema`` response format,
+    # or llama-cpp-python's ``json_object`` with a ``schema`` (turned into a grammar: the answer
+    # cannot break it), which its server needs (it answers a ``json_schema`` with a 500).
+    structured_outputs: Literal["json_schema", "json_object_schema"] = "json_schema"
 
     @property
     def provider(self) -> Literal["fake", "openai_compatible", "litellm"]:
