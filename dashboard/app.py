@@ -149,8 +149,8 @@ def _json_columns(detail: dict[str, Any]) -> dict[str, Any]:
 
 def _tables(engine: Engine, f: q.Filters, has_quality: bool) -> None:
     st.subheader("Where the money goes")
-    names = ["By API key", "By route", "By model", "Most expensive requests", "Refused and failed"]
-    tables = [q.spend_by(engine, f, c) for c in ("api_key_id", "route", "upstream_model")]
+    names = ["By API key", "By tier", "By route", "By model", "Most expensive requests", "Refused and failed"]
+    tables = [q.spend_by(engine, f, c) for c in ("api_key_id", "tier", "route", "upstream_model")]
     tables += [q.top_expensive(engine, f), q.refusals(engine, f)]
     for tab, rows in zip(st.tabs(names), tables, strict=True):
         if rows:

@@ -183,6 +183,10 @@ def spend_by(engine: Engine, f: Filters, column: str) -> list[dict[str, Any]]:
             func.sum(T.c.cost_usd).label("spend_usd"),
             func.sum(T.c.frontier_cost_usd - T.c.cost_usd).label("saved_usd"),
             func.sum(T.c.prompt_tokens + T.c.completion_tokens).label("tokens"),
+            # The share of input read from a provider's prompt cache (billed at its cached rate)
+            (func.sum(T.c.cache_read_tokens) * 1.0 / func.nullif(func.sum(T.c.prompt_tokens), 0)).label(
+                "cache_read_share"
+            ),
         )
         .where(f.where())
         .group_by(col)

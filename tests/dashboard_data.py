@@ -76,6 +76,7 @@ def traffic_rows(n: int, now: datetime) -> list[dict[str, Any]]:
                 "router_scores": json.dumps({"local": 0.4, "mid": 0.6, "frontier": 0.8}) if i % 2 == 0 else None,
                 "prompt_tokens": p if answered else 0,
                 "completion_tokens": c if answered else 0,
+                "cache_read_tokens": p // 2 if answered and i % 3 == 0 else 0,
                 "cost_usd": (p * price[0] + c * price[1]) / 1e6 if answered else 0.0,
                 "frontier_cost_usd": (p * 2.5 + c * 10) / 1e6 if answered else 0.0,
                 "ttft_ms": 50.0 + i if answered else None,

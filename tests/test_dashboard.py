@@ -17,7 +17,7 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard.queries import Filters, bucket_seconds, spend_over_time
+from dashboard.queries import Filters, bucket_seconds, spend_by, spend_over_time
 from dashboard.tiers import PALETTE, TierColours
 from gateway.ledger import make_engine
 from tests.conftest import REPO, free_port
@@ -98,6 +98,24 @@ def test_traffic_figures_equal_sql_truth(tmp_path: Path, monkeypatch: pytest.Mon
         "SELECT count(*) FROM requests WHERE created_at >= ? AND session_id = 'conv-1' AND purpose = 'client'", (since,)
     ).fetchone()
     assert 0 < n_s < n and metrics(at)["Requests"] == f"{n_s:,}"
+
+
+def test_the_cache_read_share_by_tier_and_key_is_the_ledgers(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    seed(db)
+    con = sqlite3.connect(db)
+    for column in ("tier", "api_key_id"):
+        truth = dict(
+            con.execute(
+                f"SELECT {column}, 1.0 * sum(cache_read_tokens) / nullif(sum(prompt_tokens), 0) FROM requests "
+                f"WHERE purpose = 'client' GROUP BY {column}"
+            ).fetchall()
+        )
+        shown = {r[column]: r["cache_read_share"] for r in spend_by(engine_for(db), Filters(), column)}
+        assert shown.keys() == truth.keys() and any(v for v in truth.values())
+        for k, v in truth.items():
+            assert shown[k] == pytest.approx(v) if v is not None else shown[k] is None
+    con.close()
 
 
 def test_a_missing_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
