@@ -55,8 +55,9 @@ from gateway.policy.models import EscalateConfig
 from gateway.policy.store import PolicyStore
 from gateway.providers import anthropic_fields
 from gateway.providers.base import Completion, UpstreamStream
-from gateway.quality.checks import Reply, Verdict, answer_of, check_answer
+from gateway.quality.checks import Reply, Verdict, answer_of
 from gateway.quality.feedback import NOT_FOUND
+from gateway.quality.sandbox import check_answer
 from gateway.routing.resolve import Resolver
 from gateway.routing.sessions import SESSION_HEADER, valid_session
 from gateway.usage import Usage, estimate_tokens, prompt_tokens_bound

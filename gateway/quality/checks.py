@@ -9,25 +9,23 @@
     refusal            the model declined (OpenAI's ``refusal`` field, or a refusal opening)
 
 Schemas come from clients, so the work of checking against one is bounded
-(:mod:`gateway.quality.schemas`): a schema over its budget is skipped, and the verdict says why.
+(:mod:`gateway.quality.schemas`, and :mod:`gateway.quality.sandbox` for the request path): a
+schema over its budget is skipped, and the verdict says why.
 A schema that cannot be used is the client's problem, not the answer's: the checks never raise.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import orjson
 
-from gateway.quality.schemas import INLINE_STEPS, OFF_LOOP_STEPS, OverBudget, Steps, over_budget, validates
+from gateway.quality.schemas import OFF_LOOP_STEPS, OverBudget, Steps, over_budget, validates
 
-__all__ = ["CHECKS", "Reply", "Verdict", "answer_of", "check_answer", "failed_checks", "text_checks"]
+__all__ = ["CHECKS", "Reply", "Verdict", "answer_of", "failed_checks", "schemas_in_play", "text_checks"]
 
 CHECKS = ("invalid_json", "schema_mismatch", "tool_args_invalid", "truncated", "empty", "refusal")
 
@@ -85,33 +83,13 @@ class Verdict:
 
 def failed_checks(request: Mapping[str, Any], answer: Reply, steps: int = OFF_LOOP_STEPS) -> Verdict:
     """The checks the answer fails, spending at most ``steps`` on schemas (else
-    :class:`~gateway.quality.schemas.OverBudget`); never raises otherwise."""
+    :class:`~gateway.quality.schemas.OverBudget`); never raises otherwise, but for MemoryError."""
     try:
         return _failed(request, answer, Steps(steps) if steps else None)
-    except OverBudget:
+    except (OverBudget, MemoryError):
         raise
     except Exception:  # a schema or an answer shaped like nothing we know: not the answer's failure
         return Verdict()
-
-
-async def check_answer(request: Mapping[str, Any], answer: Reply) -> Verdict:
-    """:func:`failed_checks` for the request path: on the loop while the schema work is small,
-    else again, from the start, in the worker thread with the larger budget."""
-    try:
-        return failed_checks(request, answer, INLINE_STEPS)
-    except OverBudget:
-        pass
-    loop = asyncio.get_running_loop()
-    try:
-        return await loop.run_in_executor(_worker(), failed_checks, request, answer, OFF_LOOP_STEPS)
-    except OverBudget as exc:
-        return Verdict(failed_checks(request, answer, 0).failed, str(exc))
-
-
-@cache
-def _worker() -> ThreadPoolExecutor:
-    # One thread: concurrent costly checks queue behind each other instead of adding up.
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierwise-schema-check")
 
 
 def text_checks(text: str) -> list[str]:
@@ -152,6 +130,22 @@ def _fits(value: Any, schema: dict[str, Any], steps: Steps, skipped: list[str]) 
         skipped.append(why)
         return True
     return validates(value, schema, steps)
+
+
+def schemas_in_play(request: Mapping[str, Any], answer: Reply) -> list[Any]:
+    """The client schemas the answer will be checked against: the response format's (for a text
+    answer) and the parameters of each tool it calls."""
+    found: list[Any] = []
+    fmt = request.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and not answer.tool_calls:
+        found.append((fmt.get("json_schema") or {}).get("schema"))
+    if answer.tool_calls:
+        called = {name for name, _ in answer.tool_calls}
+        for tool in request.get("tools") or []:
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if isinstance(function, dict) and function.get("name") in called:
+                found.append(function.get("parameters"))
+    return [s for s in found if isinstance(s, dict)]
 
 
 def _bad_tool_args(

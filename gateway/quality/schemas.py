@@ -11,10 +11,10 @@ jsonschema keeps every branch's errors, so memory grows with it. Two bounds:
    count per definition, memoised); a definition that refers to itself is counted once, since
    its work is bounded by the answer's depth, which the next bound covers.
 2. **A budget on the validation itself**: every keyword jsonschema evaluates is a step, and a
-   validation stops at :data:`OFF_LOOP_STEPS` (0.1-0.3 s of CPU; errors are made one per step
-   at most, so memory is bounded too). It starts on the event loop with :data:`INLINE_STEPS` (a
-   few ms, enough for ordinary tool calls) and continues from scratch in one worker thread when
-   that is not enough, so a long check shares the CPU with the loop rather than stopping it.
+   validation stops at :data:`OFF_LOOP_STEPS`. Steps alone do not bound the cost (one ``enum``
+   step compares with every entry and writes them all into its error message), so only small
+   checks run on the event loop, with :data:`INLINE_STEPS`; the rest run in a process with a
+   time and a memory limit (:mod:`gateway.quality.sandbox`).
 
 A schema over either budget is not the answer's fault: its check is skipped, with the reason.
 ``pattern`` and ``patternProperties`` are never run (a client's regular expression could
@@ -46,7 +46,7 @@ MAX_EXPANDED_NODES = 20_000
 properties and 10 levels of nesting in a strict schema; this leaves room for non-strict ones."""
 
 INLINE_STEPS = 500  # keyword evaluations on the event loop: 2-8 ms (jsonschema takes 4-15 µs a step)
-OFF_LOOP_STEPS = 20_000  # the most one answer's checks may take, in the worker thread: 0.1-0.3 s
+OFF_LOOP_STEPS = 20_000  # the most one answer's checks may take, in the sandbox: 0.1-0.3 s
 
 
 class OverBudget(Exception):
@@ -193,7 +193,7 @@ def validates(value: Any, schema: dict[str, Any], steps: Steps) -> bool:
     token = _steps.set(steps)
     try:
         error = next(_Validator(schema, registry=_NO_REMOTE).iter_errors(value), None)
-    except OverBudget:
+    except (OverBudget, MemoryError):
         raise
     except (jsonschema.SchemaError, RecursionError, Exception):  # unresolvable $ref, broken schema
         return True

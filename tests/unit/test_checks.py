@@ -7,7 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.quality.checks import Reply, answer_of, check_answer, failed_checks
+from gateway.quality.checks import Reply, answer_of, failed_checks
+from gateway.quality.sandbox import check_answer
 from gateway.quality.schemas import INLINE_STEPS, OFF_LOOP_STEPS, OverBudget, Steps, over_budget, validates
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
@@ -131,3 +132,25 @@ async def test_costly_checks_finish_off_the_loop_and_say_when_they_gave_up() -> 
         deep = [deep]
     verdict = await check_answer(json_schema(nested_arrays()), Reply(text=orjson.dumps(deep).decode()))
     assert verdict.failed == [] and verdict.skipped is not None and f"{OFF_LOOP_STEPS:,} steps" in verdict.skipped
+
+
+async def test_the_sandbox_ends_a_check_past_its_time_or_memory() -> None:
+    from gateway.quality.sandbox import Sandbox
+
+    # anyOf keeps each branch's error, each quoting the answer: memory grows as branches x answer
+    request = json_schema({"anyOf": [{"type": "string"}] * 2_000})
+    reply = Reply(text=orjson.dumps({"echo": "x" * 200_000}).decode())
+    slow = Sandbox(timeout_s=0.01)
+    try:
+        verdict = await slow.check(request, reply)
+        assert verdict.failed == [] and verdict.skipped == "the schema check took longer than 0.01 s"
+        verdict = await slow.check(json_schema(SCHEMA), Reply(text='{"town": "Paris"}'))  # a new child
+        assert verdict.failed == ["schema_mismatch"] and verdict.skipped is None
+    finally:
+        slow.close()
+    small = Sandbox(timeout_s=30, memory_bytes=300 * 2**20)
+    try:
+        verdict = await small.check(request, reply)
+        assert verdict.failed == [] and verdict.skipped == "the schema check ran out of memory"
+    finally:
+        small.close()
