@@ -88,6 +88,11 @@ def test_unknown_model_is_404_with_the_sdk(gw_url: str) -> None:
         c.chat.completions.create(model="gpt-17", messages=[{"role": "user", "content": "x"}])
     assert info.value.code == "model_not_found"
     assert_envelope(info.value.response, 404, code="model_not_found", param="model")
+    # it says what to ask for instead
+    assert "ask for one of auto, cheap" in info.value.message and "tier/frontier" in info.value.message
+    with pytest.raises(openai.NotFoundError) as info:
+        c.chat.completions.create(model="tier/nope", messages=[{"role": "user", "content": "x"}])
+    assert "tier/local" in info.value.message
 
 
 @pytest.mark.parametrize("key", ["api_base", "base_url", "api_key", "extra_headers"])

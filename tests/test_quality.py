@@ -103,7 +103,8 @@ def test_feedback_is_the_requesting_keys_and_idempotent(
             gw.v1 + "/feedback", json={"request_id": rid, **body}, headers={"authorization": f"Bearer {key}"}
         )
 
-    assert send(alice, thumbs="down", comment="wrong city").status_code == 201  # right after the answer
+    first = send(alice, thumbs="down", comment="wrong city")
+    assert first.status_code == 201 and first.headers["x-tierwise-request-id"] == rid  # right after the answer
     assert send(alice, score=0.75).status_code == 200  # the same source again: replaced, not added
     assert send(bob, thumbs="up").status_code == 403  # not bob's request
     assert send(MASTER, thumbs="up").status_code == 201

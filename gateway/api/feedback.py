@@ -59,4 +59,5 @@ async def feedback(body: FeedbackBody, request: Request, state: GatewayState = D
     source = "master" if master else (identity.key_id if identity else "anonymous")
     new = await asyncio.to_thread(record_feedback, engine, body.request_id, source, body.value, body.comment)
     payload = {"request_id": body.request_id, "source": source, "score": body.value, "comment": body.comment}
-    return JSONResponse(payload, status_code=201 if new else 200)
+    # The id of the answer judged, as every answer about a request carries it
+    return JSONResponse(payload, status_code=201 if new else 200, headers={"x-tierwise-request-id": body.request_id})

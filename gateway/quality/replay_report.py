@@ -84,6 +84,12 @@ def table(report: Report) -> str:
     return "\n".join(notes)
 
 
+def error_bars(interval: Interval | Estimate, scale: float = 1.0) -> list[list[float]]:
+    """matplotlib's [[below], [above]] for an interval; never negative (a mean of 100% can sit a
+    rounding error above an interval clipped at 100%, and matplotlib refuses the negative bar)."""
+    return [[max(0.0, interval.mean - interval.low) * scale], [max(0.0, interval.high - interval.mean) * scale]]
+
+
 def write_png(report: Report, path: Path) -> None:
     """Cost against judged quality, each policy with its intervals (and the range its unknowns span)."""
     import matplotlib  # noqa: PLC0415 - plotting only when asked
@@ -106,8 +112,8 @@ def write_png(report: Report, path: Path) -> None:
         ax.errorbar(
             c.mean,
             q.mean * 100,
-            xerr=[[c.mean - c.low], [c.high - c.mean]],
-            yerr=[[(q.mean - q.low) * 100], [(q.high - q.mean) * 100]],
+            xerr=error_bars(c),
+            yerr=error_bars(q, 100),
             fmt="o",
             color=colour,
             capsize=4,

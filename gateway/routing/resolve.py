@@ -146,7 +146,7 @@ class Resolver:
         elif model.startswith("tier/"):
             name = model.removeprefix("tier/")
             if name not in [t.name for t in policy.tiers]:
-                raise ModelNotFoundError(f"the model `{model}` does not exist", param="model")
+                raise _unknown(policy, model)
             res = Resolution(route=None, tier=name)
         elif (found := policy.deployment(model)) is not None:
             # A server the probe finds down is still tried (it may be back: a refusal is instant);
@@ -159,7 +159,7 @@ class Resolver:
                 )
             return Resolution(route=None, tier=found[0].name, deployment=model, fallback=False)
         else:
-            raise ModelNotFoundError(f"the model `{model}` does not exist", param="model")
+            raise _unknown(policy, model)
         return self._nearest_available(policy, res)
 
     async def _ask_router(self, loaded: LoadedPolicy, route: str, messages: Sequence[dict[str, Any]]) -> Resolution:
@@ -254,3 +254,14 @@ def _artifact_to_policy(ours: list[str], theirs: list[str], tier_map: dict[str, 
     for policy_tier, artifact_tier in estimators_for(ours, theirs, tier_map).items():
         out.setdefault(artifact_tier, policy_tier)
     return out
+
+
+def _unknown(policy: Policy, model: str) -> ModelNotFoundError:
+    """A 404 that names the routes and tiers to ask for instead (the deployments a key may pin
+    are in GET /v1/models, which lists only what that key may use)."""
+    names = [r.name for r in policy.routes] + [f"tier/{t.name}" for t in policy.tiers]
+    shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+    return ModelNotFoundError(
+        f"the model `{model}` does not exist; ask for one of {shown} (GET /v1/models lists what your key may use)",
+        param="model",
+    )
