@@ -98,8 +98,8 @@ def _add(out: Judged, r: dict[str, Any]) -> None:
     valid = Sums(int(r["n_valid"]), float(r["w_valid"]), float(r["w2_valid"]), float(r["wa"]))
     out.adequacy[tier] = out.adequacy.get(tier, Sums()) + valid
     out.verdicts.setdefault(tier, Counter()).update({k: int(r[k]) for k in ("win", "tie", "loss", "unparseable")})
-    if r["served_reference"]:
-        out.quality += Sums(int(r["n"]), float(r["w"]), float(r["w2"]), float(r["w"]))
+    if r["served_reference"]:  # the reference's own answer: quality 1, where the judge was read at all
+        out.quality += Sums(valid.n, valid.w, valid.w2, valid.w)
     else:
         out.quality += valid
     out.samples += int(r["n"])

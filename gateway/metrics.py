@@ -106,7 +106,8 @@ class Metrics:
         self.router = Counter("tierwise_router_decisions", "The router's choices", ("route", "router_tier"), registry=r)
         self.samples = Counter(
             "tierwise_quality_samples",
-            "Sampled requests by outcome: judged, skipped (queue full or the day's cap reached) or failed",
+            "Sampled requests by outcome: judged, unparseable (the judge's verdict could not be read), skipped"
+            " (queue full or the day's cap reached) or failed",
             ("outcome",),
             registry=r,
         )

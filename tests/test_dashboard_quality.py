@@ -53,11 +53,12 @@ def test_quality_section_equals_the_truth(tmp_path: Path, monkeypatch: pytest.Mo
     judged = [dict(j) for j in con.execute("SELECT * FROM judgements") if j["request_id"] in ids]
     assert len(judged) >= MIN_SAMPLES and len({j["sample_rate"] for j in judged}) == 2
 
-    # Measured quality: 1 for a sample the reference served, its adequacy otherwise; weighted.
+    # Measured quality: 1 for a sample the reference served, its adequacy otherwise; weighted. A
+    # verdict the judge did not make readable measured nothing, whoever served.
     scored = [
         (1 / j["sample_rate"], 1.0 if j["served_tier"] == j["reference_tier"] else j["adequacy"])
         for j in judged
-        if j["served_tier"] == j["reference_tier"] or j["adequacy"] is not None
+        if j["adequacy"] is not None
     ]
     w = sum(x for x, _ in scored)
     quality = sum(x * v for x, v in scored) / w

@@ -174,7 +174,7 @@ def test_structured_outputs_on_the_bundled_model(start_gateway: GatewayFactory, 
     done = c.chat.completions.parse(model="auto", messages=ask, response_format=City, max_tokens=48, temperature=0)
     assert isinstance(done.choices[0].message.parsed, City)
     parsed = c.responses.parse(
-        model="auto", input="Name a city and its country.", text_format=City, max_output_tokens=48
+        model="auto", input="Name a city and its country.", text_format=City, max_output_tokens=48, temperature=0
     )
     assert isinstance(parsed.output_parsed, City)
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
@@ -182,8 +182,9 @@ def test_structured_outputs_on_the_bundled_model(start_gateway: GatewayFactory, 
     raw = c.chat.completions.with_raw_response.create(
         model="auto",
         messages=[{"role": "user", "content": "Pick a number."}],
-        response_format=fmt,
-        max_tokens=16,  # type: ignore[arg-type]
+        response_format=fmt,  # type: ignore[arg-type]
+        max_tokens=16,
+        temperature=0,
     )
     assert isinstance(json.loads(raw.parse().choices[0].message.content or "")["n"], int)
     row = gw.rows("request_id = ?", (raw.headers["x-tierwise-request-id"],))[0]

@@ -113,7 +113,15 @@ def _adapt_from_ledger(args: argparse.Namespace) -> int:
         f"{found.other_encoder} embedded by another encoder than {base.encoder!r}"
     )
     if found.used == 0:
-        print("no judged samples to learn from: set quality.sample_rate and a judge in the policy", file=sys.stderr)
+        why = (
+            f"all {found.unparseable} verdicts were unreadable: the judge does not end its answer with "
+            "[[A>B]], [[B>A]] or [[A=B]] (quality.judge must name a model that follows the rubric)"
+            if found.unparseable
+            else "set quality.sample_rate and a judge in the policy"
+            if found.rows == 0
+            else f"none of the {found.rows} judgements fits this artifact (see the counts above)"
+        )
+        print(f"no judged samples to learn from: {why}", file=sys.stderr)
         return 1
     target = args.target_quality or (cfg.target.quality if cfg and cfg.target and cfg.target.quality else 0.95)
     artifact = adapt(

@@ -72,7 +72,10 @@ class JudgedRequest:
     answer_tokens: dict[str, int]  # tier -> completion tokens of its answer (served and shadow)
 
     def quality(self, tier: str) -> float | None:
-        """What the verdict says of ``tier``'s answer relative to the reference's; None: nothing."""
+        """What the verdict says of ``tier``'s answer relative to the reference's; None: nothing
+        (nor of the reference's, when the judge could not be read: such a sample measured nothing)."""
+        if self.adequacy is None:
+            return None
         if tier == self.reference_tier:
             return 1.0
         return self.adequacy if tier == self.cheaper_tier else None

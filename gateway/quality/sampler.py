@@ -191,7 +191,11 @@ class QualitySampler:
         }
         await asyncio.to_thread(self._write, row)
         self.judged += 1
-        self._outcomes("judged")
+        if outcome.verdict == "unparseable":  # kept, and counted apart: it measured nothing
+            log.warning("judge %s gave no readable verdict for %s", judge.name, parent)
+            self._outcomes("unparseable")
+        else:
+            self._outcomes("judged")
 
     async def _capped(self, loaded: LoadedPolicy, worst: float, work: Callable[[], Awaitable[T]]) -> T | None:
         """Run ``work`` if its worst case fits today's cap (reserved like a key's budget, so replicas

@@ -12,15 +12,17 @@ and the loop never waited: the parent only waits for a pipe, in a thread.
 A check runs on the loop only while what it reads is small (the schemas in play and the answer,
 :data:`INLINE_BYTES` each) and its steps few (:data:`~gateway.quality.schemas.INLINE_STEPS`):
 ordinary tool calls and JSON answers, a few ms at most. The child is a fresh interpreter
-(``spawn``): it imports the checks alone, not the gateway.
+running this module: it imports the checks alone, not the gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
+import os
 import resource
+import subprocess
+import sys
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -72,21 +74,21 @@ def _sandbox() -> Sandbox:
     return _shared
 
 
-def _serve(conn: Connection, memory_bytes: int) -> None:  # pragma: no cover - runs in the child
+def _serve(requests: Connection, answers: Connection, memory_bytes: int) -> None:  # pragma: no cover - the child
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    conn.send("ready")
+    answers.send("ready")
     while True:
         try:
-            request, answer = conn.recv()
+            request, answer = requests.recv()
         except EOFError:
             return
         try:
             verdict = failed_checks(request, answer, OFF_LOOP_STEPS)
-            conn.send((verdict.failed, verdict.skipped))
+            answers.send((verdict.failed, verdict.skipped))
         except OverBudget as exc:
-            conn.send((failed_checks(request, answer, 0).failed, str(exc)))
+            answers.send((failed_checks(request, answer, 0).failed, str(exc)))
         except MemoryError:
-            conn.send(None)  # the parent runs the cheap checks: here even those may fail to allocate
+            answers.send(None)  # the parent runs the cheap checks: here even those may fail to allocate
 
 
 class Sandbox:
@@ -95,10 +97,10 @@ class Sandbox:
     def __init__(self, timeout_s: float = TIMEOUT_S, memory_bytes: int = MEMORY_BYTES) -> None:
         self.timeout_s = timeout_s
         self.memory_bytes = memory_bytes
-        self._ctx = multiprocessing.get_context("spawn")
-        self._child: Any = None
-        self._conn: Connection | None = None
-        self._turn = threading.Lock()  # the pipe carries one check at a time
+        self._child: subprocess.Popen[bytes] | None = None
+        self._requests: Connection | None = None
+        self._answers: Connection | None = None
+        self._turn = threading.Lock()  # the pipes carry one check at a time
         # Its own thread waits on the pipe: queued checks must not take the loop's default pool.
         self._waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierwise-schema-check")
 
@@ -110,53 +112,67 @@ class Sandbox:
     def _check(self, request: dict[str, Any], answer: Reply) -> tuple[list[str], str | None]:
         with self._turn:
             try:
-                conn = self._connection()
-            except OSError as exc:
-                log.error("answer check skipped: %s", exc)
-                return failed_checks(request, answer, 0).failed, str(exc)
+                requests, answers = self._pipes()
+            except (OSError, EOFError) as exc:
+                log.error("answer check skipped: the schema-check process did not start (%s)", exc)
+                return failed_checks(request, answer, 0).failed, "the schema-check process did not start"
+            result: tuple[list[str], str | None] | None = None
             try:
-                conn.send((request, answer))
-                answered = conn.poll(self.timeout_s)
-            except OSError:  # the child went away between checks
-                answered = False
-            if answered:
-                try:
-                    result: tuple[list[str], str | None] | None = conn.recv()
-                except EOFError:  # the child died (out of memory where Python could not say so)
-                    result = None
-                if result is not None:
-                    return result
-                why = "the schema check ran out of memory"
-            else:
-                why = f"the schema check took longer than {self.timeout_s:g} s"
+                requests.send((request, answer))
+                answered = answers.poll(self.timeout_s)
+                if answered:
+                    result = answers.recv()
+            except (OSError, EOFError):  # the child died: out of memory where Python could not say so
+                answered = True
+            if result is not None:
+                return result
+            why = (
+                "the schema check ran out of memory"
+                if answered
+                else f"the schema check took longer than {self.timeout_s:g} s"
+            )
             self._stop()
             log.warning("answer check skipped: %s", why)
             return failed_checks(request, answer, 0).failed, why
 
-    def _connection(self) -> Connection:
-        if self._conn is None or self._child is None or not self._child.is_alive():
+    def _pipes(self) -> tuple[Connection, Connection]:
+        """The child's two pipes, starting it first if there is none. It runs this module as a
+        script (not multiprocessing's spawn, which would re-import the parent's main module)."""
+        if self._child is None or self._child.poll() is not None or self._requests is None or self._answers is None:
             self._stop()
-            parent, child = self._ctx.Pipe()
-            self._child = self._ctx.Process(
-                target=_serve, args=(child, self.memory_bytes), name="tierwise-schema-check", daemon=True
+            from_parent, to_child = os.pipe()  # (read end, write end)
+            from_child, to_parent = os.pipe()
+            self._child = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(from_parent), str(to_parent), str(self.memory_bytes)],
+                pass_fds=(from_parent, to_parent),
+                stdin=subprocess.DEVNULL,
             )
-            self._child.start()
-            child.close()
-            self._conn = parent
+            os.close(from_parent)
+            os.close(to_parent)
+            self._requests = Connection(to_child, readable=False)
+            self._answers = Connection(from_child, writable=False)
             # A fresh interpreter takes a second or so: not counted against a check's time limit
-            if not parent.poll(_START_S) or parent.recv() != "ready":
-                self._stop()
-                raise OSError("the schema-check process did not start")
-        return self._conn
+            if not self._answers.poll(_START_S) or self._answers.recv() != "ready":
+                raise OSError("no word from it")
+        return self._requests, self._answers
 
     def _stop(self) -> None:
         if self._child is not None:
             self._child.kill()
-            self._child.join(timeout=5)
-        if self._conn is not None:
-            self._conn.close()
-        self._child = self._conn = None
+            self._child.wait(timeout=5)
+        for conn in (self._requests, self._answers):
+            if conn is not None:
+                conn.close()
+        self._child = self._requests = self._answers = None
 
     def close(self) -> None:
         with self._turn:
             self._stop()
+
+
+if __name__ == "__main__":  # pragma: no cover - the child
+    _serve(
+        Connection(int(sys.argv[1]), writable=False),
+        Connection(int(sys.argv[2]), readable=False),
+        int(sys.argv[3]),
+    )

@@ -148,7 +148,7 @@ async def test_the_sandbox_ends_a_check_past_its_time_or_memory() -> None:
         assert verdict.failed == ["schema_mismatch"] and verdict.skipped is None
     finally:
         slow.close()
-    small = Sandbox(timeout_s=30, memory_bytes=300 * 2**20)
+    small = Sandbox(timeout_s=30, memory_bytes=400 * 2**20)
     try:
         verdict = await small.check(request, reply)
         assert verdict.failed == [] and verdict.skipped == "the schema check ran out of memory"
