@@ -232,6 +232,9 @@ def test_unparseable_verdicts_are_kept_apart(start_gateway: GatewayFactory, fake
     rid = _ask(gw, "tier/local", "Name a colour").headers["x-tierwise-request-id"]
     j = _rows(gw, "judgements", wait_for=1)[0]
     assert (j["request_id"], j["verdict"], j["adequacy"]) == (rid, "unparseable", None)
+    metrics = httpx.get(gw.url + "/metrics").text  # counted apart, never as judged
+    assert 'tierwise_quality_samples_total{outcome="unparseable"} 1.0' in metrics
+    assert 'outcome="judged"' not in metrics
 
 
 def test_a_hostile_prompt_cannot_move_a_verdict(start_gateway: GatewayFactory, fake_upstream: str) -> None:
