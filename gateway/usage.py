@@ -68,6 +68,8 @@ def usage_of(payload: Mapping[str, Any]) -> Usage | None:
     try:
         prompt = max(0, int(usage.get("prompt_tokens") or 0))
         completion = max(0, int(usage.get("completion_tokens") or 0))
+        if _PLAIN.isdisjoint(usage):  # most answers of most servers: nothing cached, no reasoning
+            return Usage(prompt, completion)
         details = _dict(usage.get("prompt_tokens_details"))
         read = _count(details.get("cached_tokens"), usage.get("cache_read_input_tokens"))  # the same, twice
         write = _count(details.get("cache_creation_tokens"), usage.get("cache_creation_input_tokens"))
@@ -81,13 +83,28 @@ def usage_of(payload: Mapping[str, Any]) -> Usage | None:
     return Usage(prompt, completion, False, read, write, min(hour, write), min(reasoning, completion))
 
 
+_PLAIN = frozenset(
+    {
+        "prompt_tokens_details",
+        "completion_tokens_details",
+        "cache_read_input_tokens",
+        "cache_creation_input_tokens",
+        "cache_creation",
+    }
+)
+
+
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
 def _count(*values: Any) -> int:
     """The largest count given (0 if none): litellm reports some kinds in two places."""
-    return max((max(0, int(v)) for v in values if v is not None), default=0)
+    best = 0
+    for v in values:
+        if v is not None and int(v) > best:
+            best = int(v)
+    return best
 
 
 def estimate_tokens(text: str) -> int:
