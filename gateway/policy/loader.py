@@ -46,7 +46,13 @@ class LoadedPolicy:
     def caching_unpriced(self) -> list[str]:
         """Paid deployments whose cache reads or writes have no price of their own: those tokens
         are billed at the input rate (never under the provider's bill, but maybe over it)."""
-        return [name for name, p in self.prices.items() if p.input_per_1m > 0 and p.caching_unpriced]
+        judge = self.policy.quality.judge
+        deployments = [*self.policy.all_deployments, *([judge] if isinstance(judge, Deployment) else [])]
+        return [
+            d.name
+            for d in deployments
+            if d.provider != "fake" and (p := self.prices.get(d.name)) and p.input_per_1m > 0 and p.caching_unpriced
+        ]
 
 
 class _Loader(yaml.SafeLoader):
