@@ -221,3 +221,7 @@ def smollm2() -> Iterator[str]:
     sup.start()
     yield sup.base_url
     sup.stop()
+
+
+# The attack tests' gateways (tests/attack.py), for every module that attacks them.
+from tests.attack import capture, keyed, strict  # noqa: E402, F401
