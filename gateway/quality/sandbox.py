@@ -18,6 +18,7 @@ running this module: it imports the checks alone, not the gateway.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import resource
@@ -64,14 +65,10 @@ def _small(request: Mapping[str, Any], answer: Reply) -> bool:
     return sum(len(orjson.dumps(s)) for s in schemas) <= INLINE_BYTES
 
 
-_shared: Sandbox | None = None
-
-
+@functools.cache
 def _sandbox() -> Sandbox:
-    global _shared  # noqa: PLW0603 - one child for the process, started on first need
-    if _shared is None:
-        _shared = Sandbox()
-    return _shared
+    """One child for the process, started on first need."""
+    return Sandbox()
 
 
 def _serve(requests: Connection, answers: Connection, memory_bytes: int) -> None:  # pragma: no cover - the child
