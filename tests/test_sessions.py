@@ -11,6 +11,9 @@ import httpx
 import openai
 import pytest
 
+from gateway.clock import SystemClock
+from gateway.routing.redis_sessions import RedisSessions
+from gateway.routing.sessions import Kept, MemorySessions, Sessions
 from router import Router, default_artifact_dir
 from tests.conftest import GatewayFactory, three_tier_policy
 from tests.replicas import Replicas
@@ -113,3 +116,18 @@ def test_pinned_routes_record_the_session_without_keeping_a_tier(
     assert raw.headers["x-tierwise-tier"] == "local"
     assert raw.headers.get("x-tierwise-session") == header
     assert gw.rows()[0]["session_id"] == header
+
+
+async def test_redis_keeps_leaves_and_reports_a_conversations_tier_as_memory_does(redis_url: str) -> None:
+    """The Lua script and ``kept_tier`` are one rule written twice: the same table on both stores."""
+    order = ["local", "mid", "frontier"]
+    stores: list[Sessions] = [RedisSessions(redis_url, prefix=f"t-{uuid.uuid4().hex}"), MemorySessions(SystemClock())]
+    for store in stores:
+        assert await store.keep("k", "c", "frontier", order, 60) == Kept("frontier", None)
+        assert await store.keep("k", "c", "mid", order, 60) == Kept("frontier", "frontier")
+        assert await store.keep("k", "c", "mid", order, 60, leave=["local"]) == Kept("frontier", "frontier")
+        assert await store.keep("k", "c", "mid", order, 60, leave=["frontier"]) == Kept("mid", "frontier")
+        assert await store.keep("k", "c", "frontier", order, 60) == Kept("frontier", "mid")
+        assert await store.keep("k", "c", "local", order, 60, fresh=True) == Kept("local", None)
+        assert await store.keep("other", "c", "mid", order, 60) == Kept("mid", None)
+        await store.aclose()

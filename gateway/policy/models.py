@@ -259,11 +259,18 @@ class Embeddings(_Strict):
 
 class SessionConfig(_Strict):
     """Per-conversation routing for ``auto`` routes: a conversation (``x-tierwise-session``, else
-    its system prompt and first user turn) keeps its first turn's tier, moving only up."""
+    its system prompt and first user turn) keeps its first turn's tier and moves up when the
+    router asks for more or an answer escalates.
+
+    ``move_down``: ``never`` (quality first: the router reads only the last turn, and a short
+    follow-up in a hard conversation reads as easy), or ``when_cheaper``: down to the router's
+    tier when this turn costs less there with its whole prompt uncached than on the kept tier
+    with the conversation so far read from the prompt cache (``gateway.routing.moves``)."""
 
     enabled: bool = True
     # Since the conversation's last turn; every turn renews it.
     ttl_s: float = Field(default=1800, gt=0, le=7 * 86_400)
+    move_down: Literal["never", "when_cheaper"] = "never"
 
 
 class Policy(_Strict):

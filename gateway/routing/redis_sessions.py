@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from gateway.routing.sessions import Sessions
+from gateway.routing.sessions import Kept, Sessions
 
 __all__ = ["RedisSessions"]
 
-# KEYS[1] the conversation; ARGV: the tier asked for, the TTL in ms, then the tiers cheapest first.
-_RAISE = """
+# KEYS[1] the conversation; ARGV: the tier asked for, the TTL in ms, the tiers to leave (space
+# separated: tier names have no spaces), then the tiers cheapest first. Returns {tier, was or ''}.
+# ``gateway.routing.sessions.kept_tier`` is the same rule in Python.
+_KEEP = """
 local kept = redis.call('GET', KEYS[1])
 local tier = ARGV[1]
 if kept then
+  local leaving = false
+  for name in string.gmatch(ARGV[3], '%S+') do
+    if name == kept then leaving = true end
+  end
   local k, t = nil, nil
-  for i = 3, #ARGV do
+  for i = 4, #ARGV do
     if ARGV[i] == kept then k = i end
     if ARGV[i] == tier then t = i end
   end
-  if k and t and k > t then tier = kept end
+  if k and t and k > t and not leaving then tier = kept end
 end
 redis.call('SET', KEYS[1], tier, 'PX', ARGV[2])
-return tier
+return {tier, kept or ''}
 """
 
 
@@ -32,17 +38,29 @@ class RedisSessions(Sessions):
     def __init__(self, url: str, prefix: str = "tierwise") -> None:
         self._r: Any = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._p = prefix
-        self._raise = self._r.register_script(_RAISE)
+        self._keep = self._r.register_script(_KEEP)
 
-    async def raise_to(
-        self, owner: str, session: str, tier: str, order: Sequence[str], ttl_s: float, fresh: bool = False
-    ) -> str:
+    async def keep(
+        self,
+        owner: str,
+        session: str,
+        tier: str,
+        order: Sequence[str],
+        ttl_s: float,
+        *,
+        fresh: bool = False,
+        leave: Collection[str] = (),
+    ) -> Kept:
         key = f"{self._p}:session:{owner}:{session}"
         if fresh:
             await self._r.set(key, tier, px=int(ttl_s * 1000))
-            return tier
-        kept = await self._raise(keys=[key], args=[tier, int(ttl_s * 1000), *order])
-        return kept.decode() if isinstance(kept, bytes) else str(kept)
+            return Kept(tier)
+        kept, was = await self._keep(keys=[key], args=[tier, int(ttl_s * 1000), " ".join(leave), *order])
+        return Kept(_text(kept), _text(was) or None)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
     async def aclose(self) -> None:
         await self._r.aclose()

@@ -16,9 +16,10 @@ from typing import Any, Protocol
 from gateway.chat_request import message_text
 from gateway.errors import ModelNotFoundError, ServiceUnavailableError
 from gateway.policy.loader import LoadedPolicy
-from gateway.policy.models import Policy
+from gateway.policy.models import Deployment, Policy, Price
 from gateway.policy.pricing import reference_call_cost
-from gateway.routing.sessions import Sessions, conversation_id
+from gateway.routing.moves import prefix_tokens, worth_leaving
+from gateway.routing.sessions import Kept, Sessions, conversation_id
 from router.tiermap import estimators_for
 
 __all__ = ["Decision", "Resolution", "Resolver", "RouterLike", "price_scale", "prompt_text"]
@@ -117,6 +118,7 @@ class Resolver:
         self._available = available  # (policy, tier name) -> has a usable deployment
         self._deployment_available = deployment_available  # (deployment name, policy) -> usable
         self._scale: tuple[LoadedPolicy, list[float]] | None = None  # for the current snapshot
+        self._prices: tuple[LoadedPolicy, dict[str, Price]] | None = None  # each tier's, ditto
 
     async def resolve(
         self,
@@ -138,7 +140,13 @@ class Resolver:
                     # Without a name from the client, a request with no earlier answer in it
                     # continues nothing: it starts the conversation its opening names.
                     fresh = session is None and not any(m.get("role") == "assistant" for m in messages)
-                    res.tier = await self.keep(policy, res.session, owner, res.tier, fresh=fresh)
+                    cheaper = policy.sessions.move_down == "when_cheaper" and not fresh
+                    leave = self._worth_leaving(loaded, res.tier, messages) if cheaper else []
+                    kept = await self.keep(policy, res.session, owner, res.tier, fresh=fresh, leave=leave)
+                    if kept.was is not None and kept.was != kept.tier:
+                        how = "cheaper than" if kept.was in leave else "leaves"
+                        res.notes.append(f"conversation moved {kept.was} -> {kept.tier}: {how} its cache at {kept.was}")
+                    res.tier = kept.tier
             elif route.tier is not None:
                 res = Resolution(route=route.name, tier=route.tier)
             else:
@@ -197,17 +205,39 @@ class Resolver:
             router_version=decision.version,
         )
 
-    async def keep(self, policy: Policy, session: str, owner: str | None, tier: str, fresh: bool = False) -> str:
-        """The tier the conversation goes on at: ``tier``, or the higher one it already has
-        (``fresh``: it starts here). Without the sessions store (Redis down) the turn is routed
-        on its own."""
+    async def keep(
+        self,
+        policy: Policy,
+        session: str,
+        owner: str | None,
+        tier: str,
+        *,
+        fresh: bool = False,
+        leave: Sequence[str] = (),
+    ) -> Kept:
+        """Where the conversation goes on: ``tier``, or the higher one it already has unless that
+        is in ``leave`` (``fresh``: it starts here). Without the sessions store (Redis down) the
+        turn is routed on its own."""
         assert self.sessions is not None
         order = [t.name for t in policy.tiers]
+        ttl = policy.sessions.ttl_s
         try:
-            return await self.sessions.raise_to(owner or "-", session, tier, order, policy.sessions.ttl_s, fresh)
+            return await self.sessions.keep(owner or "-", session, tier, order, ttl, fresh=fresh, leave=leave)
         except Exception as exc:
             log.warning("conversation tiers unavailable (%s): this turn is routed on its own", type(exc).__name__)
-            return tier
+            return Kept(tier)
+
+    def _worth_leaving(self, loaded: LoadedPolicy, routed: str, messages: Sequence[dict[str, Any]]) -> list[str]:
+        """The higher tiers a conversation should move down from to ``routed`` on this turn."""
+        policy = loaded.policy
+        if routed == policy.tiers[-1].name:
+            return []
+        if self._prices is None or self._prices[0] is not loaded:  # once per policy snapshot
+            usable = self._deployment_available
+            first = first_deployments(policy, lambda name: usable(name, policy))
+            self._prices = (loaded, {tier: loaded.price(dep.name) for tier, dep in first.items()})
+        prefix, new = prefix_tokens(messages)
+        return worth_leaving(self._prices[1], [t.name for t in policy.tiers], routed, prefix, new)
 
     def _cost_scale(self, loaded: LoadedPolicy) -> list[float]:
         if self._scale is None or self._scale[0] is not loaded:  # once per policy snapshot
@@ -239,13 +269,18 @@ def price_scale(
     policy = loaded.policy
     cfg_map = policy.router.tier_map if policy.router is not None else {}
     to_ours = _artifact_to_policy([t.name for t in policy.tiers], list(router.tiers), cfg_map)
-    first = {t.name: next((d for d in t.deployments if usable(d.name)), t.deployments[0]) for t in policy.tiers}
+    first = first_deployments(policy, usable)
     call = {name: reference_call_cost(loaded.price(dep.name)) for name, dep in first.items()}
     top_tier = to_ours.get(router.tiers[-1])
     top = call[top_tier] if top_tier is not None else 0.0
     # Without a priced top tier there is nothing to compare against: training prices decide.
     relative = {a: (call[p] / top if top > 0 else None) for a, p in to_ours.items()}
     return router.cost_scale(relative)
+
+
+def first_deployments(policy: Policy, usable: Callable[[str], bool]) -> dict[str, Deployment]:
+    """Each tier's deployment a call would try first: its first usable one, else its first."""
+    return {t.name: next((d for d in t.deployments if usable(d.name)), t.deployments[0]) for t in policy.tiers}
 
 
 def _artifact_to_policy(ours: list[str], theirs: list[str], tier_map: dict[str, str]) -> dict[str, str]:

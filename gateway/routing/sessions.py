@@ -2,7 +2,8 @@
 
 Routing each turn afresh makes a conversation bounce between models, which loses prompt caches
 and tool-call state. So the router's choice for a conversation is remembered for a while, and a
-later turn may move it up (the router asks for more, or an answer escalated) but never down.
+later turn may move it up (the router asks for more, or an answer escalated), and down only when
+the caller says the move pays for the cache it leaves behind (``gateway.routing.moves``).
 
 A conversation is named by the client (``x-tierwise-session``) or, failing that, by a hash of
 what every turn of it repeats: the system prompt and the first user turn. Either way it is kept
@@ -15,7 +16,8 @@ import abc
 import hashlib
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,7 +25,15 @@ import orjson
 from gateway.chat_request import message_text
 from gateway.clock import Clock
 
-__all__ = ["SESSION_HEADER", "SESSION_PATTERN", "MemorySessions", "Sessions", "conversation_id", "valid_session"]
+__all__ = [
+    "SESSION_HEADER",
+    "SESSION_PATTERN",
+    "Kept",
+    "MemorySessions",
+    "Sessions",
+    "conversation_id",
+    "valid_session",
+]
 
 SESSION_HEADER = "x-tierwise-session"
 SESSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
@@ -48,24 +58,42 @@ def conversation_id(messages: Sequence[dict[str, Any]]) -> str:
     return "h-" + hashlib.sha256(orjson.dumps(opening)).hexdigest()[:32]
 
 
+@dataclass(frozen=True)
+class Kept:
+    """Where a conversation goes on: ``tier``; ``was`` the tier it had before this turn (None:
+    it starts here)."""
+
+    tier: str
+    was: str | None = None
+
+
 class Sessions(abc.ABC):
     """Where conversations' tiers are kept: in this process, or in Redis for several replicas."""
 
     @abc.abstractmethod
-    async def raise_to(
-        self, owner: str, session: str, tier: str, order: Sequence[str], ttl_s: float, fresh: bool = False
-    ) -> str:
+    async def keep(
+        self,
+        owner: str,
+        session: str,
+        tier: str,
+        order: Sequence[str],
+        ttl_s: float,
+        *,
+        fresh: bool = False,
+        leave: Collection[str] = (),
+    ) -> Kept:
         """Keep ``owner``'s conversation ``session`` at ``tier`` or the higher tier it already has
-        (by ``order``, cheapest first), for ``ttl_s`` more seconds; return the tier it is kept at.
-        ``fresh``: the conversation starts here, whatever was kept under its name."""
+        (by ``order``, cheapest first), for ``ttl_s`` more seconds. ``leave``: higher tiers it
+        moves down from to ``tier``; ``fresh``: it starts here, whatever was kept under its name."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional
         pass
 
 
-def higher_of(kept: str | None, tier: str, order: Sequence[str]) -> str:
-    """The higher of two tiers by ``order``; a tier the policy no longer has counts for nothing."""
-    if kept is None or kept not in order:
+def kept_tier(kept: str | None, tier: str, order: Sequence[str], leave: Collection[str] = ()) -> str:
+    """The higher of two tiers by ``order``, unless the kept one is to be left; a tier the policy
+    no longer has counts for nothing."""
+    if kept is None or kept not in order or kept in leave:
         return tier
     return kept if order.index(kept) > order.index(tier) else tier
 
@@ -81,15 +109,23 @@ class MemorySessions(Sessions):
         self._owners: dict[str, OrderedDict[str, tuple[str, float]]] = {}
         self._size = 0
 
-    async def raise_to(
-        self, owner: str, session: str, tier: str, order: Sequence[str], ttl_s: float, fresh: bool = False
-    ) -> str:
+    async def keep(
+        self,
+        owner: str,
+        session: str,
+        tier: str,
+        order: Sequence[str],
+        ttl_s: float,
+        *,
+        fresh: bool = False,
+        leave: Collection[str] = (),
+    ) -> Kept:
         now = self._clock.monotonic()
         kept_by = self._owners.setdefault(owner, OrderedDict())
         found = kept_by.pop(session, None)
         self._size -= found is not None
         kept = found[0] if found is not None and found[1] > now and not fresh else None
-        tier = higher_of(kept, tier, order)
+        tier = kept_tier(kept, tier, order, leave)
         kept_by[session] = (tier, now + ttl_s)
         self._size += 1
         if len(kept_by) > self._per_owner:
@@ -99,4 +135,4 @@ class MemorySessions(Sessions):
             largest = max(self._owners.values(), key=len)
             largest.popitem(last=False)
             self._size -= 1
-        return tier
+        return Kept(tier, kept)

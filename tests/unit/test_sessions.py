@@ -13,8 +13,10 @@ import pytest
 from gateway.chat_request import parse_chat_request
 from gateway.errors import InvalidRequestError
 from gateway.pipeline import Answer
+from gateway.policy.models import Price
+from gateway.routing.moves import prefix_tokens, worth_leaving
 from gateway.routing.resolve import Resolver
-from gateway.routing.sessions import MemorySessions, Sessions, conversation_id, valid_session
+from gateway.routing.sessions import Kept, MemorySessions, Sessions, conversation_id, valid_session
 from tests.unit.fakes import THREE_TIERS, FakeClock, completion
 from tests.unit.test_pipeline import World
 
@@ -136,7 +138,7 @@ async def test_a_bad_session_name_is_a_400(tmp_path: Path) -> None:
 
 async def test_a_failing_store_routes_the_turn_alone(tmp_path: Path) -> None:
     class Down(Sessions):
-        async def raise_to(self, key: str, tier: str, order: Sequence[str], ttl_s: float) -> str:
+        async def keep(self, *args: Any, **kwargs: Any) -> Kept:
             raise ConnectionError("redis is down")
 
     w = world(tmp_path, Down())
@@ -160,28 +162,85 @@ async def test_escalation_moves_the_conversation_up(tmp_path: Path) -> None:
     w.engine.dispose()
 
 
+# Claude Haiku 4.5 and Sonnet 4.5 list prices (USD per 1M tokens): cache reads are 10% of input.
+HAIKU = Price(input_per_1m=1, output_per_1m=5, cached_input_per_1m=0.1)
+SONNET = Price(input_per_1m=3, output_per_1m=15, cached_input_per_1m=0.3)
+CACHED = AUTO.replace(
+    "price: {input_per_1m: 1, output_per_1m: 2}", "price: {input_per_1m: 1, output_per_1m: 5, cached_input_per_1m: 0.1}"
+).replace(
+    "price: {input_per_1m: 10, output_per_1m: 30}",
+    "price: {input_per_1m: 3, output_per_1m: 15, cached_input_per_1m: 0.3}",
+)
+
+
+def test_a_move_down_must_pay_for_the_cache_it_leaves() -> None:
+    prices, order = {"mid": HAIKU, "frontier": SONNET}, ["mid", "frontier"]
+    # 50k cached tokens of agent history: this turn costs 0.020 on Sonnet warm, 0.052 on Haiku cold
+    assert worth_leaving(prices, order, "mid", prefix=50_000, new=500) == []
+    # 2k: Sonnet warm 0.0059, Haiku cold 0.0038
+    assert worth_leaving(prices, order, "mid", prefix=2_000, new=500) == ["frontier"]
+    # under the providers' 1,024-token minimum nothing is cached: cheaper is cheaper
+    assert worth_leaving(prices, order, "mid", prefix=1_000, new=10) == ["frontier"]
+    # a Sonnet without a cache-read price caches nothing we can count on
+    uncached = {"mid": HAIKU, "frontier": Price(input_per_1m=3, output_per_1m=15)}
+    assert worth_leaving(uncached, order, "mid", prefix=50_000, new=500) == ["frontier"]
+    assert worth_leaving(prices, order, "frontier", prefix=50_000, new=500) == []  # nothing above
+    history = [{"role": "user", "content": "x" * 400}, {"role": "assistant", "content": "y" * 4000}]
+    prefix, new = prefix_tokens([*history, {"role": "user", "content": "z" * 40}])
+    assert 1100 < prefix < 1130 and 10 < new < 30
+    assert prefix_tokens([{"role": "user", "content": "hi"}])[0] == 0
+
+
+async def test_when_cheaper_a_conversation_moves_down_unless_its_cache_is_worth_more(tmp_path: Path) -> None:
+    w = world(tmp_path, MemorySessions(FakeClock()), CACHED + "sessions: {move_down: when_cheaper}\n")
+    await turn(w, conversation("a hard question"), session="s1")
+    moved = await turn(w, conversation("a hard question", "a medium question"), session="s1")
+    assert moved.headers["x-tierwise-tier"] == "mid"
+    assert "conversation moved frontier -> mid: cheaper than its cache at frontier" in (
+        w.ledger.rows[-1].fallbacks or ""
+    )
+    await turn(w, conversation("a hard question"), session="s2")
+    long = conversation("a hard question", "a medium question")
+    long[2]["content"] = "a long answer " * 20_000  # ~70k tokens the frontier has cached
+    kept = await turn(w, long, session="s2")
+    assert kept.headers["x-tierwise-tier"] == "frontier" and "moved" not in (w.ledger.rows[-1].fallbacks or "")
+    up = await turn(w, conversation("a hard question", "a medium question", "now a hard one"), session="s1")
+    assert up.headers["x-tierwise-tier"] == "frontier"
+    assert "conversation moved mid -> frontier: leaves its cache at mid" in (w.ledger.rows[-1].fallbacks or "")
+    w.engine.dispose()
+
+
+async def test_by_default_a_conversation_never_moves_down(tmp_path: Path) -> None:
+    w = world(tmp_path, MemorySessions(FakeClock()), CACHED)
+    await turn(w, conversation("a hard question"), session="s1")
+    assert (await turn(w, conversation("a hard question", "a medium question"), session="s1")).headers[
+        "x-tierwise-tier"
+    ] == "frontier"
+    w.engine.dispose()
+
+
 async def test_memory_store_forgets_the_oldest_past_its_size() -> None:
     s = MemorySessions(FakeClock(), max_entries=2)
-    await s.raise_to("k", "a", "frontier", ORDER, 60)
-    await s.raise_to("k", "b", "frontier", ORDER, 60)
-    await s.raise_to("k", "c", "frontier", ORDER, 60)
-    assert await s.raise_to("k", "a", "local", ORDER, 60) == "local"
-    assert await s.raise_to("k", "c", "local", ORDER, 60) == "frontier"
+    await s.keep("k", "a", "frontier", ORDER, 60)
+    await s.keep("k", "b", "frontier", ORDER, 60)
+    await s.keep("k", "c", "frontier", ORDER, 60)
+    assert (await s.keep("k", "a", "local", ORDER, 60)).tier == "local"
+    assert (await s.keep("k", "c", "local", ORDER, 60)).tier == "frontier"
     # a tier the policy no longer has counts for nothing
-    assert await s.raise_to("k", "c", "mid", ["mid", "top"], 60) == "mid"
-    assert await s.raise_to("k", "c", "local", ORDER, 60, fresh=True) == "local"  # starts again
+    assert (await s.keep("k", "c", "mid", ["mid", "top"], 60)).tier == "mid"
+    assert (await s.keep("k", "c", "local", ORDER, 60, fresh=True)).tier == "local"  # starts again
 
 
 async def test_one_key_cannot_evict_another_keys_conversations() -> None:
     s = MemorySessions(FakeClock(), max_entries=100, per_owner=10)
-    await s.raise_to("victim", "work", "frontier", ORDER, 60)
+    await s.keep("victim", "work", "frontier", ORDER, 60)
     for i in range(1_000):
-        await s.raise_to("attacker", f"s{i}", "local", ORDER, 60)
-    assert await s.raise_to("victim", "work", "local", ORDER, 60) == "frontier"
+        await s.keep("attacker", f"s{i}", "local", ORDER, 60)
+    assert (await s.keep("victim", "work", "local", ORDER, 60)).tier == "frontier"
     for owner in range(50):  # many keys: the one holding most gives way first
         for i in range(3):
-            await s.raise_to(f"k{owner}", f"s{i}", "local", ORDER, 60)
-    assert await s.raise_to("victim", "work", "local", ORDER, 60) == "frontier"
+            await s.keep(f"k{owner}", f"s{i}", "local", ORDER, 60)
+    assert (await s.keep("victim", "work", "local", ORDER, 60)).tier == "frontier"
 
 
 async def test_an_opening_turn_without_a_session_continues_nothing(tmp_path: Path) -> None:
