@@ -36,6 +36,10 @@ class Usage:
     def uncached_prompt_tokens(self) -> int:
         return self.prompt_tokens - self.cache_read_tokens - self.cache_write_tokens
 
+    def uncached(self) -> Usage:
+        """The same tokens as if nothing were read from or written to a prompt cache."""
+        return Usage(self.prompt_tokens, self.completion_tokens, self.estimated, reasoning_tokens=self.reasoning_tokens)
+
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,

@@ -73,3 +73,30 @@ def test_processes_starting_together_migrate_one_at_a_time(tmp_path: Path) -> No
         for p in procs:
             _, err = p.communicate(timeout=120)
             assert p.returncode == 0, err.decode()[-1000:]
+
+
+def test_uncached_cost_is_filled_where_it_is_known(tmp_path: Path) -> None:
+    """0005 adds what a request would have cost without prompt caching: for earlier rows that
+    used no cache it is their cost; for those that did it is unknown (NULL), never a guess."""
+    from alembic import command
+    from alembic.config import Config
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'l.db'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+        insert = (
+            "INSERT INTO requests (request_id, created_at, requested_model, prompt_tokens, completion_tokens, "
+            "cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, usage_estimated, "
+            "cost_usd, frontier_cost_usd, latency_ms, status_code, stream, attempts, api, purpose) "
+            "VALUES (:id, '2026-01-01', 'auto', 100, 10, :read, 0, 0, 0, 0, :cost, 0, 1, 200, 0, 1, 'chat', 'client')"
+        )
+        conn.execute(text(insert), {"id": "plain", "read": 0, "cost": 0.5})
+        conn.execute(text(insert), {"id": "cached", "read": 80, "cost": 0.2})
+    create_schema(engine)
+    with engine.connect() as conn:
+        got = dict(conn.execute(text("SELECT request_id, uncached_cost_usd FROM requests")).all())
+    assert got == {"plain": 0.5, "cached": None}
+    engine.dispose()

@@ -49,6 +49,10 @@ class LedgerEntry(SQLModel, table=True):
     cost_usd: float = 0.0
     # What the same tokens would have cost on the frontier tier: the base of "savings".
     frontier_cost_usd: float = 0.0
+    # What the same tokens would have cost without prompt caching (every input token at the input
+    # rate): minus ``cost_usd``, what caching saved (negative: cache writes never read back).
+    # NULL on rows from before it was recorded that used a cache.
+    uncached_cost_usd: float | None = None
     ttft_ms: float | None = None
     latency_ms: float = 0.0
     status_code: int = 200
@@ -92,6 +96,7 @@ class LedgerRow:
     usage_estimated: bool = False
     cost_usd: float = 0.0
     frontier_cost_usd: float = 0.0
+    uncached_cost_usd: float = 0.0
     ttft_ms: float | None = None
     latency_ms: float = 0.0
     status_code: int = 200

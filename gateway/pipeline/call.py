@@ -84,6 +84,8 @@ class Call:
         steps = [*self.escalated, Step(step, usage)] if self.escalated and step is not None else []
         before = self.escalated
         own = self.cost(attempted, usage) + sum(s.cost for s in before)
+        uncached = sum(cost_usd(s.step.price, s.usage.uncached()) for s in before)
+        uncached += cost_usd(step.price, usage.uncached()) if step else 0.0
         # Embeddings are pinned, not routed: no tier, and no saving to report against the frontier.
         pinned = self.api == "embeddings"
         paid = sum((s.usage for s in before), usage)
@@ -109,6 +111,7 @@ class Call:
             # The frontier's price for the answer delivered, token kind by kind (as if the frontier
             # had read and written the same cache): escalating costs savings, as it should.
             frontier_cost_usd=own if pinned else cost_usd(self.loaded.price(frontier.name), usage),
+            uncached_cost_usd=uncached,
             ttft_ms=self.ttft_ms,
             latency_ms=(now - self.started) * 1000,
             status_code=status,
