@@ -67,17 +67,38 @@ def _sidebar(engine: Engine) -> tuple[q.Filters, bool]:
     return filters, refresh
 
 
-def _top_row(s: q.Summary, judged: qq.Judged | None) -> None:
-    first, second = st.columns(4), st.columns(4)
+def _top_row(s: q.Summary, judged: qq.Judged | None, frontier: str | None) -> None:
+    first, second = st.columns(5), st.columns(4)
     first[0].metric("Spend", _usd(s.spend_usd))
-    first[1].metric(
-        "Saved vs all-frontier",
-        _usd(s.savings_usd),
-        _pct(s.savings_pct),
-        help="counterfactual: the same tokens at the frontier tier's price",
+    est = judged.quality.estimate() if judged else None
+    net = f"{_usd(s.savings_usd)} ({_pct(s.savings_pct)})"
+    base = f"`{frontier}`'s" if frontier else "the frontier tier's"
+    counterfactual = (
+        f"the same tokens at {base} list price, whether or not it was reachable, minus spend and minus "
+        f"{_usd(s.measuring_usd)} spent measuring quality (shadow answers and judge calls)"
     )
-    headline_metric(first[2], judged.quality.estimate() if judged else None)
-    first[3].metric(
+    if est is not None and est.enough:
+        first[1].metric("Saved vs all-frontier", _usd(s.savings_usd), _pct(s.savings_pct), help=counterfactual)
+    else:
+        first[1].metric(
+            "Saved vs all-frontier",
+            "not yet measured",
+            f"{net} before quality is measured",
+            delta_color="off",
+            delta_arrow="off",
+            help=f"{counterfactual}. Claimed only beside a measured quality: see Quality below.",
+        )
+    first[2].metric(
+        "Caching saved",
+        _usd(s.caching_saved_usd),
+        f"{_pct(s.cache_read_share)} of input from cache",
+        delta_color="off",
+        delta_arrow="off",
+        help="the same tokens billed without prompt caching, minus spend: reads at the cached rate, "
+        "writes at the write rate (a write never read back counts against it)",
+    )
+    headline_metric(first[3], est)
+    first[4].metric(
         "Cost per 1k answers", _usd(s.cost_per_1k), help="spend per 1,000 answered requests (refused ones cost nothing)"
     )
     second[0].metric("Requests", f"{s.requests:,}", help="client requests, refused ones included")
@@ -191,9 +212,11 @@ def main() -> None:
     @st.fragment(run_every="10s" if refresh else None)
     def body() -> None:
         started = time.perf_counter()
-        s = q.summary(engine, f)
+        measuring = sum(float(r["cost_usd"]) for r in qq.quality_cost(engine, f)) if has_quality else 0.0
+        s = q.summary(engine, f, measuring)
         judged = qq.judged(engine, f) if has_quality else None
-        _top_row(s, judged)
+        policy = running.policy if running else None
+        _top_row(s, judged, policy.frontier.deployments[0].name if policy else None)
         if s.requests == 0:
             st.info(
                 "No requests match these filters yet. "

@@ -10,10 +10,9 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
-import yaml
-from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
+from gateway.policy.loader import PolicyError, parse_policy
 from gateway.policy.models import Policy
 from gateway.policy.pricing import litellm_price_map
 from gateway.quality.models import PolicySnapshot
@@ -37,8 +36,8 @@ def running_policy(engine: Engine) -> RunningPolicy | None:
     if snapshot is None:
         return None
     try:
-        policy: Policy | None = Policy.model_validate(yaml.safe_load(snapshot.content))
-    except (yaml.YAMLError, ValidationError):
+        policy: Policy | None = parse_policy(snapshot.content)
+    except PolicyError:  # recorded by a gateway whose policy schema this one does not know
         policy = None
     return RunningPolicy(snapshot, policy)
 

@@ -82,14 +82,24 @@ class Summary:
     spend_usd: float
     frontier_usd: float
     fallbacks: int
+    caching_saved_usd: float = 0.0  # the same tokens without prompt caching, minus spend
+    prompt_tokens: int = 0
+    cache_read_tokens: int = 0
+    measuring_usd: float = 0.0  # shadow answers and judge calls for these requests
 
     @property
     def savings_usd(self) -> float:
-        return self.frontier_usd - self.spend_usd
+        """Against all-frontier, net of what measuring quality cost: routing has to pay for its
+        own checks (a judged sample costs a shadow answer and two judge calls)."""
+        return self.frontier_usd - self.spend_usd - self.measuring_usd
 
     @property
     def savings_pct(self) -> float | None:
         return None if self.frontier_usd <= 0 else self.savings_usd / self.frontier_usd
+
+    @property
+    def cache_read_share(self) -> float | None:
+        return None if self.prompt_tokens <= 0 else self.cache_read_tokens / self.prompt_tokens
 
     @property
     def cost_per_1k(self) -> float | None:
@@ -108,7 +118,8 @@ def _count_if(cond: ColumnElement[bool]) -> ColumnElement[int]:
     return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
 
 
-def summary(engine: Engine, f: Filters) -> Summary:
+def summary(engine: Engine, f: Filters, measuring_usd: float = 0.0) -> Summary:
+    """``measuring_usd``: what measuring these requests' quality cost (``quality_cost``)."""
     s = T.c.status_code
     q = select(
         func.count(),
@@ -118,10 +129,32 @@ def summary(engine: Engine, f: Filters) -> Summary:
         func.coalesce(func.sum(T.c.cost_usd), 0.0),
         func.coalesce(func.sum(T.c.frontier_cost_usd), 0.0),
         _count_if(T.c.fallbacks.is_not(None)),
+        caching_saved(),
+        func.coalesce(func.sum(T.c.prompt_tokens), 0),
+        func.coalesce(func.sum(T.c.cache_read_tokens), 0),
     ).where(f.where())
     with engine.connect() as conn:
-        n, answered, refused, failed, spend, frontier, fallbacks = conn.execute(q).one()
-    return Summary(int(n), int(answered), int(refused), int(failed), float(spend), float(frontier), int(fallbacks))
+        n, answered, refused, failed, spend, frontier, fallbacks, cached, prompt, read = conn.execute(q).one()
+    return Summary(
+        int(n),
+        int(answered),
+        int(refused),
+        int(failed),
+        float(spend),
+        float(frontier),
+        int(fallbacks),
+        float(cached),
+        int(prompt),
+        int(read),
+        measuring_usd,
+    )
+
+
+def caching_saved() -> ColumnElement[float]:
+    """What prompt caching saved: each row's cost without it minus its cost; rows from before
+    that was recorded (NULL) are left out."""
+    saved = case((T.c.uncached_cost_usd.is_not(None), T.c.uncached_cost_usd - T.c.cost_usd), else_=0.0)
+    return func.coalesce(func.sum(saved), 0.0)
 
 
 # Bucket widths for time charts, finest first; the finest giving at most _MAX_BARS buckets over
@@ -182,6 +215,7 @@ def spend_by(engine: Engine, f: Filters, column: str) -> list[dict[str, Any]]:
             func.count().label("requests"),
             func.sum(T.c.cost_usd).label("spend_usd"),
             func.sum(T.c.frontier_cost_usd - T.c.cost_usd).label("saved_usd"),
+            caching_saved().label("caching_saved_usd"),
             func.sum(T.c.prompt_tokens + T.c.completion_tokens).label("tokens"),
             # The share of input read from a provider's prompt cache (billed at its cached rate)
             (func.sum(T.c.cache_read_tokens) * 1.0 / func.nullif(func.sum(T.c.prompt_tokens), 0)).label(

@@ -62,6 +62,7 @@ def traffic_rows(n: int, now: datetime) -> list[dict[str, Any]]:
         elif i % 25 == 13:
             status, error = 429, "budget_exceeded"
         answered = status < 400
+        read = p // 2 if answered and i % 4 == 1 else 0
         rows.append(
             {
                 "request_id": uuid.uuid4().hex,
@@ -76,9 +77,11 @@ def traffic_rows(n: int, now: datetime) -> list[dict[str, Any]]:
                 "router_scores": json.dumps({"local": 0.4, "mid": 0.6, "frontier": 0.8}) if i % 2 == 0 else None,
                 "prompt_tokens": p if answered else 0,
                 "completion_tokens": c if answered else 0,
-                "cache_read_tokens": p // 2 if answered and i % 3 == 0 else 0,
-                "cost_usd": (p * price[0] + c * price[1]) / 1e6 if answered else 0.0,
-                "frontier_cost_usd": (p * 2.5 + c * 10) / 1e6 if answered else 0.0,
+                "cache_read_tokens": read,
+                # cache reads at a tenth of the input rate, as Anthropic's and OpenAI's newer models
+                "cost_usd": ((p - read * 0.9) * price[0] + c * price[1]) / 1e6 if answered else 0.0,
+                "uncached_cost_usd": (p * price[0] + c * price[1]) / 1e6 if answered else 0.0,
+                "frontier_cost_usd": ((p - read * 0.9) * 2.5 + c * 10) / 1e6 if answered else 0.0,
                 "ttft_ms": 50.0 + i if answered else None,
                 "latency_ms": 100.0 + i,
                 "status_code": status,

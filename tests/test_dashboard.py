@@ -66,13 +66,19 @@ def test_traffic_figures_equal_sql_truth(tmp_path: Path, monkeypatch: pytest.Mon
     m = metrics(at)
     assert m["Requests"] == f"{n:,}"
     assert m["Spend"] == f"${spend:,.4f}"
-    assert m["Saved vs all-frontier"] == f"${frontier - spend:,.4f}"
+    # savings are net of what measuring quality cost (shadow answers and judge calls)
+    assert m["Saved vs all-frontier"] == f"${frontier - spend - own:,.4f}"
+    (cached,) = con.execute(
+        "SELECT sum(uncached_cost_usd - cost_usd) FROM requests WHERE created_at >= ? AND purpose = 'client'",
+        (since,),
+    ).fetchone()
+    assert cached > 0 and m["Caching saved"] == f"${cached:,.4f}"
     assert m["Refused (4xx)"] == f"{refused / n:.1%}"
     assert m["Failed (5xx)"] == f"{failed / n:.1%}"
     assert m["Fallback rate"] == f"{fallbacks / n:.1%}"
     assert m["Cost per 1k answers"] == f"${spend / answered * 1000:,.4f}"
     saved = next(x for x in at.metric if x.label == "Saved vs all-frontier")
-    assert saved.delta == f"{(frontier - spend) / frontier:.1%}"
+    assert saved.delta == f"{(frontier - spend - own) / frontier:.1%}"
 
     # Refusals are listed by status and error, as the ledger has them.
     truth = con.execute(
@@ -89,7 +95,15 @@ def test_traffic_figures_equal_sql_truth(tmp_path: Path, monkeypatch: pytest.Mon
         "SELECT count(*) FROM requests WHERE created_at >= ? AND tier = 'frontier' AND purpose = 'client'", (since,)
     ).fetchone()
     m = metrics(at)
-    assert m["Requests"] == f"{n_f:,}" and m["Saved vs all-frontier"] == "$0.0000"
+    # all on the frontier: nothing saved but the cost of measuring it, too few judged to claim anything
+    (own_f,) = con.execute(
+        "SELECT coalesce(sum(o.cost_usd), 0) FROM requests o JOIN requests p ON p.request_id = o.parent_request_id "
+        "WHERE p.created_at >= ? AND p.tier = 'frontier' AND p.purpose = 'client'",
+        (since,),
+    ).fetchone()
+    assert m["Requests"] == f"{n_f:,}" and m["Saved vs all-frontier"] == "not yet measured"
+    saved = next(x for x in at.metric if x.label == "Saved vs all-frontier")
+    assert saved.delta.startswith(f"${-own_f:,.4f} (") and saved.delta.endswith("before quality is measured")
 
     # One conversation: every turn of it, on any tier.
     at.sidebar.multiselect[1].unselect("frontier").run()

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from gateway.policy.models import Deployment, Policy, Price
 from gateway.policy.pricing import PriceMap, litellm_price_map
 
-__all__ = ["LoadedPolicy", "PolicyError", "format_loc", "load_policy"]
+__all__ = ["LoadedPolicy", "PolicyError", "format_loc", "load_policy", "parse_policy"]
 
 
 class PolicyError(Exception):
@@ -80,13 +80,8 @@ def format_loc(loc: Sequence[int | str]) -> str:
     return out
 
 
-def load_policy(path: Path, price_map: PriceMap | None = None) -> LoadedPolicy:
-    source = str(path)
-    try:
-        text = path.read_text()
-        mtime_ns = path.stat().st_mtime_ns
-    except OSError as exc:
-        raise PolicyError(source, [("", f"cannot read policy: {exc.strerror or exc}")]) from exc
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    """A policy's YAML, read as the gateway reads it (YAML 1.2 booleans: ``on`` is a word)."""
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
@@ -94,11 +89,20 @@ def load_policy(path: Path, price_map: PriceMap | None = None) -> LoadedPolicy:
     if not isinstance(data, dict):
         raise PolicyError(source, [("", "a policy must be a YAML mapping")])
     try:
-        policy = Policy.model_validate(data)
+        return Policy.model_validate(data)
     except ValidationError as exc:
         problems = [(format_loc(err["loc"]), _message(err)) for err in exc.errors()]
         raise PolicyError(source, problems) from exc
 
+
+def load_policy(path: Path, price_map: PriceMap | None = None) -> LoadedPolicy:
+    source = str(path)
+    try:
+        text = path.read_text()
+        mtime_ns = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise PolicyError(source, [("", f"cannot read policy: {exc.strerror or exc}")]) from exc
+    policy = parse_policy(text, source)
     price_map = price_map or litellm_price_map()
     prices, problems = _resolve_prices(policy, price_map)
     if problems:
