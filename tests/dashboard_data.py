@@ -37,6 +37,7 @@ tiers:
 routes:
   - {name: auto, auto: true, tier: mid}
 quality: {sample_rate: 0.25, judge: snap-frontier}
+escalate: {on: [invalid_json]}  # YAML 1.1 reads `on` as True: the gateway's loader does not
 """
 
 
