@@ -128,6 +128,22 @@ def test_cli_policy_check(tmp_path: Path) -> None:
     assert out.returncode == 1 and f"{bad}: tiers: List should have at least 1 item" in out.stderr
 
 
+def test_policy_check_loads_the_router_artifact_the_gateway_would(tmp_path: Path) -> None:
+    """`router adapt` once printed a path relative to the working directory: `policy check` said
+    OK and `tierwise serve` exited with a traceback. The artifact is read relative to the policy."""
+    text = (REPO / "policies" / "default.yaml").read_text()
+    assert "router:" in text
+    moved = tmp_path / "elsewhere" / "policy.yaml"
+    moved.parent.mkdir()
+    moved.write_text(text.replace("artifact: default", "artifact: adapted"))
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "policy", "check", str(moved)], cwd=REPO, capture_output=True, text=True
+    )
+    where = moved.parent / "adapted"
+    assert out.returncode == 1 and f"router.artifact 'adapted' (read as {where})" in out.stderr, out.stderr
+    assert "not a router artifact" in out.stderr
+
+
 def test_policy_check_shows_cache_prices_and_says_which_are_unknown(tmp_path: Path) -> None:
     policy = write(
         tmp_path,

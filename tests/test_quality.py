@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -202,10 +203,12 @@ def test_judged_samples_then_a_router_learned_from_them(
     assert all(r["api_key_id"] is None for r in own)
 
     out = tmp_path / "adapted"
+    # TIERWISE_POLICY_PATH names another policy (the gateway was started with --policy): adapt
+    # reads the one the gateway recorded running, and prints an artifact path that policy resolves.
     env = {
         **os.environ,
         "TIERWISE_DATABASE_URL": f"sqlite:///{gw.db_path}",
-        "TIERWISE_POLICY_PATH": str(gw.policy_path),
+        "TIERWISE_POLICY_PATH": str(REPO / "policies" / "default.yaml"),
     }
     done = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "router", "adapt", "--from-ledger", "--out", str(out)],
@@ -216,6 +219,10 @@ def test_judged_samples_then_a_router_learned_from_them(
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    assert f"policy: {gw.policy_path.resolve()} (the one the gateway recorded running)" in done.stderr
+    switch = re.search(r"switch with `router: \{artifact: ([^}]+)\}` in (\S+)", done.stderr)
+    assert switch is not None and Path(switch[2]) == gw.policy_path.resolve(), done.stderr[-2000:]
+    assert (gw.policy_path.parent / switch[1]).resolve() == out.resolve()
     adapted = Router.load(out)
     assert adapted.artifact.meta["adapted_from"]["from_ledger"]["used"] == len(served)
     before = [router.decide(f"{t} #new").tier for t in EASY + HARD]
@@ -225,6 +232,19 @@ def test_judged_samples_then_a_router_learned_from_them(
     # found: the cheaper tiers are adequate for the easy prompts and not for the hard ones.
     assert len(set(before)) == 1, before
     assert hard == ["frontier"] * 5 and sum(t != "frontier" for t in easy) >= 4, (easy, hard)
+
+
+def test_offline_commands_never_create_the_ledger_they_read(tmp_path: Path) -> None:
+    """Run from a folder without a ledger, adapt and replay printed a SQLAlchemy traceback and
+    left an empty tierwise.db behind."""
+    env = {k: v for k, v in os.environ.items() if k != "TIERWISE_DATABASE_URL"}
+    for command in (["router", "adapt", "--from-ledger", "--out", "x"], ["policy", "replay", "--artifact", "default"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *command], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 1, done.stderr[-2000:]
+        assert f"no ledger at {tmp_path.resolve() / 'tierwise.db'}: the file does not exist" in done.stderr
+        assert "Traceback" not in done.stderr and not (tmp_path / "tierwise.db").exists()
 
 
 def test_unparseable_verdicts_are_kept_apart(start_gateway: GatewayFactory, fake_upstream: str) -> None:

@@ -22,6 +22,15 @@ def _check(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     p = loaded.policy
+    if p.router is not None:  # the gateway loads it at start: a bad path must fail here, not there
+        from router.artifact import ArtifactError, load_artifact, resolve_artifact  # noqa: PLC0415
+
+        where = resolve_artifact(p.router.artifact, Path(args.file).parent)
+        try:
+            load_artifact(where)
+        except ArtifactError as exc:
+            print(f"{args.file}: router.artifact {p.router.artifact!r} (read as {where}): {exc}", file=sys.stderr)
+            return 1
     print(f"{args.file}: OK — {len(p.tiers)} tiers ({', '.join(t.name for t in p.tiers)}), {len(p.routes)} routes")
     for tier in p.tiers:
         for dep in tier.deployments:
@@ -46,7 +55,8 @@ def _replay(args: argparse.Namespace) -> int:
     """Estimated cost and judged quality of a candidate policy (or artifact) over logged traffic."""
     import orjson  # noqa: PLC0415
 
-    from gateway.ledger import make_engine  # noqa: PLC0415
+    from gateway.cli.ran import ledger_and_policy  # noqa: PLC0415
+    from gateway.ledger import NoLedger  # noqa: PLC0415
     from gateway.policy.loader import PolicyError, load_policy  # noqa: PLC0415
     from gateway.quality.learn import parse_since  # noqa: PLC0415
     from gateway.quality.replay import ReplayError, replay  # noqa: PLC0415
@@ -56,19 +66,23 @@ def _replay(args: argparse.Namespace) -> int:
     if args.candidate is None and args.artifact is None:
         print("tierwise policy replay: give --candidate FILE, --artifact DIR or both", file=sys.stderr)
         return 2
-    settings = Settings()
+    try:
+        engine, policy_path, which = ledger_and_policy(Settings(), args.policy)
+    except NoLedger as exc:
+        print(f"tierwise policy replay: {exc}", file=sys.stderr)
+        return 1
     try:
         since = parse_since(args.since) if args.since else None
-        current = load_policy(Path(args.policy) if args.policy else settings.policy_path)
+        current = load_policy(policy_path)
         candidate = load_policy(Path(args.candidate)) if args.candidate else current
     except (PolicyError, ValueError) as exc:
+        engine.dispose()
         print(exc, file=sys.stderr)
         return 1
     if args.artifact is not None:
         from router.artifact import resolve_artifact  # noqa: PLC0415
 
         candidate = _with_artifact(candidate, resolve_artifact(args.artifact, Path.cwd()))
-    engine = make_engine(settings.database_url)
     try:
         report = replay(engine, [("current", current), ("candidate", candidate)], since=since, since_label=args.since)
     except ReplayError as exc:
@@ -76,6 +90,7 @@ def _replay(args: argparse.Namespace) -> int:
         return 1
     finally:
         engine.dispose()
+    print(which)
     print(table(report))
     if args.png:
         write_png(report, Path(args.png))
@@ -109,7 +124,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rp.add_argument(
         "--candidate", metavar="FILE", default=None, help="the policy file to compare (default: the current one)"
     )
-    rp.add_argument("--policy", metavar="FILE", default=None, help="the current policy (default: TIERWISE_POLICY_PATH)")
+    rp.add_argument(
+        "--policy",
+        metavar="FILE",
+        default=None,
+        help="the current policy (default: the one the gateway recorded running, else TIERWISE_POLICY_PATH)",
+    )
     rp.add_argument(
         "--artifact",
         metavar="DIR",

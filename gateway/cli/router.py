@@ -4,6 +4,7 @@ and policy (calibrate)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -87,25 +88,34 @@ def _eval(args: argparse.Namespace) -> int:
 def _adapt_from_ledger(args: argparse.Namespace) -> int:
     """``router adapt --from-ledger``: the policy's own tiers, learned from its judged samples."""
     offline()
-    from gateway.ledger import make_engine  # noqa: PLC0415
-    from gateway.policy.loader import load_policy  # noqa: PLC0415
+    from gateway.cli.ran import ledger_and_policy  # noqa: PLC0415
+    from gateway.ledger import NoLedger  # noqa: PLC0415
+    from gateway.policy.loader import PolicyError, load_policy  # noqa: PLC0415
     from gateway.quality.learn import ledger_samples, parse_since  # noqa: PLC0415
     from gateway.settings import Settings  # noqa: PLC0415
     from router.adapt import adapt  # noqa: PLC0415
-    from router.artifact import load_artifact, save_artifact  # noqa: PLC0415
+    from router.artifact import ArtifactError, load_artifact, save_artifact  # noqa: PLC0415
 
-    settings = Settings()
-    loaded = load_policy(Path(args.policy) if args.policy else settings.policy_path)
-    cfg = loaded.policy.router
-    tiers = [t.name for t in loaded.policy.tiers]
-    policy_dir = (Path(args.policy) if args.policy else settings.policy_path).parent
-    base_path = (
-        resolve_artifact(args.base) if args.base else resolve_artifact(cfg.artifact if cfg else "default", policy_dir)
-    )
-    base = load_artifact(base_path)
-    engine = make_engine(settings.database_url)
     try:
+        engine, policy_path, which = ledger_and_policy(Settings(), args.policy)
+    except NoLedger as exc:
+        print(f"tierwise router adapt: {exc}", file=sys.stderr)
+        return 1
+    log(which)
+    try:
+        loaded = load_policy(policy_path)
+        cfg = loaded.policy.router
+        tiers = [t.name for t in loaded.policy.tiers]
+        base_path = (
+            resolve_artifact(args.base)
+            if args.base
+            else resolve_artifact(cfg.artifact if cfg else "default", policy_path.parent)
+        )
+        base = load_artifact(base_path)
         found = ledger_samples(engine, tiers, base, parse_since(args.since) if args.since else None)
+    except (PolicyError, ArtifactError) as exc:
+        print(f"tierwise router adapt: {exc}", file=sys.stderr)
+        return 1
     finally:
         engine.dispose()
     log(
@@ -136,7 +146,10 @@ def _adapt_from_ledger(args: argparse.Namespace) -> int:
         progress=log,
     )
     save_artifact(artifact, Path(args.out))
-    log(f"wrote {args.out} (version {artifact.version}); switch with `router: {{artifact: {args.out}}}`")
+    # The policy reads its artifact relative to its own folder, not to where this ran.
+    relative = os.path.relpath(Path(args.out).resolve(), policy_path.resolve().parent)
+    switch = f"router: {{artifact: {relative}}}"
+    log(f"wrote {args.out} (version {artifact.version}); switch with `{switch}` in {policy_path}")
     return 0
 
 
@@ -147,7 +160,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     adapt = rsub.choices["adapt"]
     adapt.add_argument("--from-ledger", action="store_true", help="learn from the judged samples in the ledger")
     adapt.add_argument("--since", default=None, help="only judgements this recent (30d, 12h)")
-    adapt.add_argument("--policy", default=None, help="whose tiers and target (default: TIERWISE_POLICY_PATH)")
+    adapt.add_argument(
+        "--policy",
+        default=None,
+        help="whose tiers and target (default: the one the gateway recorded running, else TIERWISE_POLICY_PATH)",
+    )
     from_file = adapt.get_default("func")
     adapt.set_defaults(func=lambda a: _adapt_from_ledger(a) if a.from_ledger else from_file(a))
     ev = rsub.choices["eval"]

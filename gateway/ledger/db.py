@@ -46,6 +46,23 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+class NoLedger(Exception):
+    """There is no ledger to read where the settings point (the message names the database)."""
+
+
+def read_engine(url: str) -> Engine:
+    """An engine on an existing ledger, for commands that only read it: a SQLite file that does
+    not exist is an error naming it, never an empty database created in passing."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not Path(url.removeprefix(prefix)).is_file():
+        file = Path(url.removeprefix(prefix)).resolve()
+        raise NoLedger(
+            f"no ledger at {file}: the file does not exist (TIERWISE_DATABASE_URL names the gateway's "
+            "database; a relative path is resolved against the working directory)"
+        )
+    return make_engine(url)
+
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _LOCK_ID = 7_264_190_311  # pg advisory lock: replicas starting together migrate one at a time
 

@@ -28,7 +28,7 @@ def record_snapshot(engine: Engine, loaded: LoadedPolicy) -> None:
         if latest is not None and latest.sha256 == digest and latest.path == str(loaded.source):
             return
         with engine.begin() as conn:
-            conn.execute(insert(_TABLE).values(path=str(loaded.source), sha256=digest, content=loaded.text))
+            conn.execute(insert(_TABLE).values(path=str(loaded.source.resolve()), sha256=digest, content=loaded.text))
     except SQLAlchemyError as exc:
         log.warning("could not record the policy snapshot (%s)", type(exc).__name__)
 
