@@ -7,11 +7,16 @@ increments of 128 tokens of the longest prefix seen before; ``prompt_tokens`` in
 
 Caching follows Anthropic's documented rules (docs.anthropic.com, "Prompt caching"): the prefix
 is tools, then system, then messages, in that order; a block with ``cache_control`` marks the end
-of a cacheable prefix; at most 4 such blocks (more is a 400); a request reads the longest marked
-prefix written before and writes the prefix up to its last marked block. Usage counts as
+of a cacheable prefix; at most 4 such blocks (more is a 400); a request reads the longest prefix
+written before that ends at one of its breakpoints or up to 20 blocks before one, and writes the
+prefix up to each of its breakpoints past what it read. The ``cache_control`` markers themselves
+are not part of a prefix. Usage counts as
 Anthropic's does: ``input_tokens`` is only what came after the last breakpoint, beside
 ``cache_read_input_tokens`` and ``cache_creation_input_tokens`` (split by TTL in
 ``cache_creation``). A token here is 4 characters of the block's JSON.
+
+A cached prefix lives ``ttl_s`` (5 minutes, Anthropic's default and OpenAI's usual) past its last
+use, or an hour when written with ``ttl: 1h``; ``clock`` is injectable for benchmarks that compress time.
 
 With tools and a last user turn that is not a tool result, it calls the first tool; otherwise it
 answers in text; with ``thinking`` it thinks first (a signed thinking block). ``requests`` keeps every body as received, for tests to read.
@@ -20,7 +25,8 @@ answers in text; with ``thinking`` it thinks first (a signed thinking block). ``
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -30,6 +36,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 __all__ = ["CachingUpstream"]
+
+# Anthropic checks for a cached prefix at each breakpoint and at the block boundaries up to about
+# 20 blocks before it ("Prompt caching": automatic prefix checking).
+LOOKBACK = 20
 
 
 def _tokens(block: Any) -> int:
@@ -46,6 +56,17 @@ def _mark(block: Any) -> dict[str, Any]:
     return dict(block.get("cache_control") or {})
 
 
+def _unmarked(block: Any) -> Any:
+    """A block as the cache keys it: a breakpoint marks where a prefix ends, it is not part of it
+    (so a breakpoint that moves forward each turn still reads what the last turn wrote)."""
+    if not isinstance(block, dict):
+        return block
+    out = {k: v for k, v in block.items() if k != "cache_control"}
+    if out.get("type") == "tool_result" and isinstance(out.get("content"), list):
+        out["content"] = [_unmarked(b) for b in out["content"]]
+    return out
+
+
 def _blocks(body: dict[str, Any]) -> list[dict[str, Any]]:
     """The prompt as Anthropic caches it: tools, system blocks, then every message's blocks."""
     out: list[dict[str, Any]] = list(body.get("tools") or [])
@@ -58,17 +79,32 @@ def _blocks(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class CachingUpstream:
-    def __init__(self) -> None:
+    def __init__(self, ttl_s: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.url = ""  # set by whoever serves ``app``
         self.requests: list[dict[str, Any]] = []
         self.usage_log: list[dict[str, Any]] = []  # the usage of every answer, as billed
-        self.cache: set[bytes] = set()  # prefixes written, by their bytes
+        self.billed: list[tuple[str, dict[str, Any]]] = []  # (model, usage) of every answer
+        self.cache: dict[bytes, tuple[float, float]] = {}  # prefix bytes -> (expiry, ttl)
+        self.ttl_s = ttl_s
+        self.clock = clock
         self.app = Starlette(
             routes=[
                 Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
             ]
         )
+
+    def hit(self, key: bytes) -> bool:
+        """A live cached prefix; using it renews its lifetime."""
+        found = self.cache.get(key)
+        if found is None or found[0] <= self.clock():
+            return False
+        self.cache[key] = (self.clock() + found[1], found[1])
+        return True
+
+    def write(self, key: bytes, ttl_s: float | None = None) -> None:
+        ttl = ttl_s or self.ttl_s
+        self.cache[key] = (self.clock() + ttl, ttl)
 
     # -- OpenAI -----------------------------------------------------------------------------
     def openai_usage(self, body: dict[str, Any], completion: int) -> dict[str, Any]:
@@ -78,9 +114,10 @@ class CachingUpstream:
         for end in range(1, len(messages) + 1):
             key = b"openai" + orjson.dumps(messages[:end])
             prefix = sum(sizes[:end])
-            if key in self.cache and prefix >= 1024:
+            if self.hit(key) and prefix >= 1024:
                 cached = prefix // 128 * 128
-            self.cache.add(key)
+            else:
+                self.write(key)
         prompt = sum(sizes)
         return {
             "prompt_tokens": prompt,
@@ -96,6 +133,7 @@ class CachingUpstream:
         text = "Done: the tests pass."
         usage = self.openai_usage(body, _tokens(text))
         self.usage_log.append(usage)
+        self.billed.append((str(body.get("model", "")), usage))
         base = {"id": f"chatcmpl-{len(self.requests)}", "created": 0, "model": body.get("model", "")}
         if not body.get("stream"):
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
@@ -116,22 +154,29 @@ class CachingUpstream:
     # -- Anthropic --------------------------------------------------------------------------
 
     def usage(self, body: dict[str, Any]) -> dict[str, Any] | str:
-        blocks = _blocks(body)
-        marks = [i for i, b in enumerate(blocks) if _mark(b)]
+        marked = _blocks(body)
+        marks = [i for i, b in enumerate(marked) if _mark(b)]
         if len(marks) > 4:
             return f"A maximum of 4 blocks with cache_control may be provided. Found {len(marks)}."
+        blocks = [_unmarked(b) for b in marked]
         sizes = [_tokens(b) for b in blocks]
+
+        def key(end: int) -> bytes:
+            return b"anthropic" + orjson.dumps(blocks[:end])
+
         read_end = 0
-        for end in marks:
-            if b"anthropic" + orjson.dumps(blocks[: end + 1]) in self.cache:
-                read_end = end + 1
+        for mark in marks:  # the breakpoint's own prefix first, then each shorter one in the lookback
+            for end in range(mark + 1, max(mark + 1 - LOOKBACK, 0), -1):
+                if end > read_end and self.hit(key(end)):
+                    read_end = end
+                    break
         write_end = marks[-1] + 1 if marks else 0
         one_hour = 0
         for end in marks:
-            key = b"anthropic" + orjson.dumps(blocks[: end + 1])
             if end + 1 > read_end:
-                self.cache.add(key)
-                if _mark(blocks[end]).get("ttl") == "1h":
+                hour = _mark(marked[end]).get("ttl") == "1h"
+                self.write(key(end + 1), 3600.0 if hour else None)
+                if hour:
                     one_hour = sum(sizes[read_end : end + 1])
         read = sum(sizes[:read_end])
         written = sum(sizes[read_end:write_end]) if write_end > read_end else 0
@@ -169,6 +214,7 @@ class CachingUpstream:
             blocks.insert(0, thought)
         usage["output_tokens"] = sum(_tokens(b) for b in blocks)
         self.usage_log.append(usage)
+        self.billed.append((str(body.get("model", "")), usage))
         message = {
             "id": f"msg_up_{len(self.requests)}",
             "type": "message",

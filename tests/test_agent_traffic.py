@@ -4,6 +4,7 @@ The cost in the ledger is Anthropic's formula on the tokens the upstream reporte
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -241,6 +242,51 @@ def test_cache_breakpoints_reach_claude_and_the_ledger_bills_what_anthropic_does
     assert second["cache_read_input_tokens"] == first["cache_creation_input_tokens"]  # the prefix hit
     assert first["cache_creation"]["ephemeral_1h_input_tokens"] > 2000  # system and tools, for an hour
     assert second["cache_creation_input_tokens"] > 0  # the new turn, up to the tool result's mark
+
+
+def _agent_loop(client: anthropic.Anthropic, model: str, system: str, turns: int) -> None:
+    """A Claude-Code-like loop: each turn marks only its last block (a tool result whose content is
+    a string), so the breakpoint moves forward and each turn should read what the last one wrote."""
+    messages: list[Any] = [{"role": "user", "content": "fix the failing test"}]
+    for n in range(turns):
+        marked = [*messages[:-1], {**messages[-1]}]
+        content = marked[-1]["content"]
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else [dict(b) for b in content]
+        blocks[-1]["cache_control"] = {"type": "ephemeral"}
+        marked[-1]["content"] = blocks
+        tools = [{**EDIT, "cache_control": {"type": "ephemeral"}}]
+        answer = client.messages.create(
+            model=model, max_tokens=256, system=[{"type": "text", "text": system}], tools=tools, messages=marked
+        )
+        content = [b.model_dump(exclude_none=True) for b in answer.content]
+        messages.append({"role": "assistant", "content": content})
+        used = next((b for b in content if b["type"] == "tool_use"), None)
+        if used is None:  # the upstream answers a tool result in text: the next instruction
+            messages.append({"role": "user", "content": f"now step {n}"})
+            continue
+        result = {"type": "tool_result", "tool_use_id": used["id"], "content": f"main.py, read {n}: " + "x = 1\n" * 300}
+        messages.append({"role": "user", "content": [result]})
+
+
+def test_a_moving_breakpoint_caches_through_the_gateway_as_it_does_direct(
+    gw: Gateway, upstream: CachingUpstream
+) -> None:
+    """Every request's prefix must be byte-for-byte the next one's: litellm's form of a marked tool
+    result (a one-part list) differed from its unmarked form (a string), so every other turn
+    through Tierwise wrote its whole history again where a direct client read it."""
+    direct = anthropic.Anthropic(base_url=upstream.url, api_key="none", max_retries=0)
+    ours = anthropic.Anthropic(base_url=gw.url, api_key="none", max_retries=0)
+    seen = []
+    for client, model, system in ((direct, "claude-haiku-4-5", "D" * 6000), (ours, "agent", "G" * 6000)):
+        start = len(upstream.usage_log)
+        _agent_loop(client, model, system, turns=6)
+        seen.append(
+            [(u["cache_read_input_tokens"], u["cache_creation_input_tokens"]) for u in upstream.usage_log[start:]]
+        )
+    for usage in seen:  # direct, then through the gateway: each turn reads all the last one cached
+        assert all(read == sum(before) for before, (read, _) in itertools.pairwise(usage)), seen
+    # the same writes, but for a few tokens of rendering (litellm's form of a tool, the tool ids)
+    assert [w for _, w in seen[1]] == pytest.approx([w for _, w in seen[0]], abs=8)
 
 
 def test_a_fifth_breakpoint_is_our_400_before_any_upstream(gw: Gateway, upstream: CachingUpstream) -> None:

@@ -95,6 +95,12 @@ def carry(chat: dict[str, Any], marks: Extras) -> dict[str, Any]:
     for i, blocks in marks.thinking_blocks.items():
         messages[i] = {**messages[i], "thinking_blocks": blocks}
     for i, cc in marks.whole.items():
+        if messages[i].get("role") == "tool":
+            # litellm puts a tool message's own mark on its tool_result and keeps the text as
+            # it is: the prefix is byte-for-byte the next turn's, where the mark has moved on
+            # (as a one-part list it would not be, and every other turn would miss the cache).
+            messages[i] = {**messages[i], "cache_control": cc}
+            continue
         text = messages[i].get("content")
         messages[i] = {**messages[i], "content": [{"type": "text", "text": text, "cache_control": cc}]}
     for (i, j), cc in marks.parts.items():
