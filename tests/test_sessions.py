@@ -3,6 +3,7 @@ conversation keeps its first turn's tier, in one process and across two replicas
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,8 @@ def test_pinned_routes_record_the_session_without_keeping_a_tier(
 
 
 async def test_redis_keeps_leaves_and_reports_a_conversations_tier_as_memory_does(redis_url: str) -> None:
-    """The Lua script and ``kept_tier`` are one rule written twice: the same table on both stores."""
+    """The Lua script and ``kept_tier`` are one rule written twice: the same table on both stores;
+    what each tier's cache holds expires on both."""
     order = ["local", "mid", "frontier"]
     stores: list[Sessions] = [RedisSessions(redis_url, prefix=f"t-{uuid.uuid4().hex}"), MemorySessions(SystemClock())]
     for store in stores:
@@ -130,4 +132,9 @@ async def test_redis_keeps_leaves_and_reports_a_conversations_tier_as_memory_doe
         assert await store.keep("k", "c", "frontier", order, 60) == Kept("frontier", "mid")
         assert await store.keep("k", "c", "local", order, 60, fresh=True) == Kept("local", None)
         assert await store.keep("other", "c", "mid", order, 60) == Kept("mid", None)
+        await store.warmed("k", "c", "mid", 5_000, 60)
+        await store.warmed("k", "c", "frontier", 9_000, 0.001)  # gone by the time it is read
+        await asyncio.sleep(0.01)
+        assert await store.warmth("k", "c", order) == {"mid": 5_000}
+        assert await store.warmth("other", "c", order) == {}
         await store.aclose()

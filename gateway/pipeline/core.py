@@ -243,7 +243,7 @@ class Pipeline:
             call.escalated.append(Step(step, _usage_of(chat, completion), why))
             previous, plan = (attempted, completion, answer, verdict), above
         call.ttft_ms = (self.clock.monotonic() - call.started) * 1000
-        await self._keep_escalation(call, attempted)
+        await self._keep_conversation(call, attempted)
         usage = _usage_of(chat, completion)
         _record_checks(call, verdict)
         cost = await self.settle(call, attempted, usage, 200, None)
@@ -256,12 +256,16 @@ class Pipeline:
         payload = strip_logprobs(payload)
         return Answer(orjson.dumps(payload), headers, cost, payload)
 
-    async def _keep_escalation(self, call: Call, attempted: Attempted) -> None:
-        """An escalated turn moves its conversation up: the next turn starts where this one ended."""
+    async def _keep_conversation(self, call: Call, attempted: Attempted) -> None:
+        """The conversation goes on where this turn ended: an escalated turn moves it up, and the
+        tier that answered now holds its prompt in cache."""
         res, step = call.resolution, attempted.step
-        if call.escalated and step is not None and res is not None and res.session is not None:
-            owner = call.identity.key_id if call.identity else None
+        if step is None or res is None or res.session is None:
+            return
+        owner = call.identity.key_id if call.identity else None
+        if call.escalated:
             await self.resolver.keep(call.loaded.policy, res.session, owner, step.tier)
+        await self.resolver.warmed(call.loaded.policy, res, owner, step.tier, step.price)
 
     def _sample(
         self, call: Call, chat: ChatRequest, attempted: Attempted, text: str, usage: Usage, cost: float
@@ -305,7 +309,7 @@ class Pipeline:
             call.escalated.append(Step(attempted.step, usage, why))
             plan, held = above, []
 
-        await self._keep_escalation(call, attempted)
+        await self._keep_conversation(call, attempted)
 
         def first_event() -> None:
             call.ttft_ms = (self.clock.monotonic() - call.started) * 1000

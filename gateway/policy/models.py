@@ -264,13 +264,16 @@ class SessionConfig(_Strict):
 
     ``move_down``: ``never`` (quality first: the router reads only the last turn, and a short
     follow-up in a hard conversation reads as easy), or ``when_cheaper``: down to the router's
-    tier when this turn costs less there with its whole prompt uncached than on the kept tier
-    with the conversation so far read from the prompt cache (``gateway.routing.moves``)."""
+    tier when this turn costs less there than on the kept tier, each with what its prompt cache
+    holds of the conversation (``gateway.routing.moves``)."""
 
     enabled: bool = True
     # Since the conversation's last turn; every turn renews it.
     ttl_s: float = Field(default=1800, gt=0, le=7 * 86_400)
     move_down: Literal["never", "when_cheaper"] = "never"
+    # How long a provider keeps a prompt cached after its last use (Anthropic's default and
+    # OpenAI's usual: 5 minutes), for ``when_cheaper``.
+    cache_ttl_s: float = Field(default=300, gt=0, le=86_400)
 
 
 class Policy(_Strict):

@@ -58,9 +58,19 @@ class RedisSessions(Sessions):
         kept, was = await self._keep(keys=[key], args=[tier, int(ttl_s * 1000), " ".join(leave), *order])
         return Kept(_text(kept), _text(was) or None)
 
+    async def warmth(self, owner: str, session: str, order: Sequence[str]) -> dict[str, int]:
+        found = await self._r.mget([self._warm_key(owner, session, t) for t in order])
+        return {t: int(v) for t, v in zip(order, found, strict=True) if v is not None}
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    async def warmed(self, owner: str, session: str, tier: str, tokens: int, ttl_s: float) -> None:
+        await self._r.set(self._warm_key(owner, session, tier), tokens, px=max(1, int(ttl_s * 1000)))
+
+    def _warm_key(self, owner: str, session: str, tier: str) -> str:
+        return f"{self._p}:warm:{owner}:{session}:{tier}"
 
     async def aclose(self) -> None:
         await self._r.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -18,7 +18,7 @@ from gateway.errors import ModelNotFoundError, ServiceUnavailableError
 from gateway.policy.loader import LoadedPolicy
 from gateway.policy.models import Deployment, Policy, Price
 from gateway.policy.pricing import reference_call_cost
-from gateway.routing.moves import prefix_tokens, worth_leaving
+from gateway.routing.moves import prompt_tokens, worth_leaving
 from gateway.routing.sessions import Kept, Sessions, conversation_id
 from router.tiermap import estimators_for
 
@@ -83,6 +83,7 @@ class Resolution:
     router_version: str | None = None
     notes: list[str] = field(default_factory=list)
     session: str | None = None  # the conversation an auto route kept this request's tier for
+    prompt_tokens: int | None = None  # its estimate, where sessions weigh prompt caches
 
 
 def prompt_text(messages: Sequence[dict[str, Any]], max_chars: int) -> tuple[str, int]:
@@ -140,8 +141,11 @@ class Resolver:
                     # Without a name from the client, a request with no earlier answer in it
                     # continues nothing: it starts the conversation its opening names.
                     fresh = session is None and not any(m.get("role") == "assistant" for m in messages)
-                    cheaper = policy.sessions.move_down == "when_cheaper" and not fresh
-                    leave = self._worth_leaving(loaded, res.tier, messages) if cheaper else []
+                    leave: list[str] = []
+                    if policy.sessions.move_down == "when_cheaper":
+                        res.prompt_tokens = prompt_tokens(messages)
+                        if not fresh:
+                            leave = await self._worth_leaving(loaded, res, owner)
                     kept = await self.keep(policy, res.session, owner, res.tier, fresh=fresh, leave=leave)
                     if kept.was is not None and kept.was != kept.tier:
                         how = "cheaper than" if kept.was in leave else "leaves"
@@ -227,17 +231,40 @@ class Resolver:
             log.warning("conversation tiers unavailable (%s): this turn is routed on its own", type(exc).__name__)
             return Kept(tier)
 
-    def _worth_leaving(self, loaded: LoadedPolicy, routed: str, messages: Sequence[dict[str, Any]]) -> list[str]:
-        """The higher tiers a conversation should move down from to ``routed`` on this turn."""
+    async def _worth_leaving(self, loaded: LoadedPolicy, res: Resolution, owner: str | None) -> list[str]:
+        """The higher tiers the conversation should move down from to the router's tier on this
+        turn, given what each tier's prompt cache holds of it."""
         policy = loaded.policy
-        if routed == policy.tiers[-1].name:
+        order = [t.name for t in policy.tiers]
+        assert self.sessions is not None and res.session is not None and res.prompt_tokens is not None
+        if res.tier == order[-1]:
             return []
-        if self._prices is None or self._prices[0] is not loaded:  # once per policy snapshot
+        try:
+            warmth = await self.sessions.warmth(owner or "-", res.session, order)
+        except Exception as exc:
+            log.warning("conversation caches unavailable (%s): this turn stays where it is", type(exc).__name__)
+            return []
+        return worth_leaving(self._tier_prices(loaded), order, res.tier, res.prompt_tokens, warmth)
+
+    async def warmed(self, policy: Policy, res: Resolution, owner: str | None, tier: str, price: Price) -> None:
+        """``tier`` served this turn at ``price``: its provider now caches the conversation so far,
+        if it caches at all (a deployment with a cache-read price)."""
+        if self.sessions is None or res.session is None or res.prompt_tokens is None:
+            return
+        if price.cached_input_per_1m is None:
+            return
+        try:
+            await self.sessions.warmed(owner or "-", res.session, tier, res.prompt_tokens, policy.sessions.cache_ttl_s)
+        except Exception as exc:
+            log.warning("conversation caches unavailable (%s): not recorded", type(exc).__name__)
+
+    def _tier_prices(self, loaded: LoadedPolicy) -> dict[str, Price]:
+        """Each tier's price: its first usable deployment's (once per policy snapshot)."""
+        if self._prices is None or self._prices[0] is not loaded:
             usable = self._deployment_available
-            first = first_deployments(policy, lambda name: usable(name, policy))
+            first = first_deployments(loaded.policy, lambda name: usable(name, loaded.policy))
             self._prices = (loaded, {tier: loaded.price(dep.name) for tier, dep in first.items()})
-        prefix, new = prefix_tokens(messages)
-        return worth_leaving(self._prices[1], [t.name for t in policy.tiers], routed, prefix, new)
+        return self._prices[1]
 
     def _cost_scale(self, loaded: LoadedPolicy) -> list[float]:
         if self._scale is None or self._scale[0] is not loaded:  # once per policy snapshot

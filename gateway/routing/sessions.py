@@ -86,6 +86,16 @@ class Sessions(abc.ABC):
         (by ``order``, cheapest first), for ``ttl_s`` more seconds. ``leave``: higher tiers it
         moves down from to ``tier``; ``fresh``: it starts here, whatever was kept under its name."""
 
+    @abc.abstractmethod
+    async def warmth(self, owner: str, session: str, order: Sequence[str]) -> dict[str, int]:
+        """Prompt tokens of the conversation's latest turn on each tier (by ``order``) whose
+        provider may still hold them in its prompt cache."""
+
+    @abc.abstractmethod
+    async def warmed(self, owner: str, session: str, tier: str, tokens: int, ttl_s: float) -> None:
+        """``tier`` just served the conversation a prompt of ``tokens``: its provider caches
+        that prefix for about ``ttl_s``."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional
         pass
 
@@ -106,7 +116,7 @@ class MemorySessions(Sessions):
         self._clock = clock
         self._max = max_entries
         self._per_owner = per_owner
-        self._owners: dict[str, OrderedDict[str, tuple[str, float]]] = {}
+        self._owners: dict[str, OrderedDict[str, _Conversation]] = {}
         self._size = 0
 
     async def keep(
@@ -124,9 +134,10 @@ class MemorySessions(Sessions):
         kept_by = self._owners.setdefault(owner, OrderedDict())
         found = kept_by.pop(session, None)
         self._size -= found is not None
-        kept = found[0] if found is not None and found[1] > now and not fresh else None
+        live = found is not None and found.until > now and not fresh
+        kept = found.tier if found is not None and live else None
         tier = kept_tier(kept, tier, order, leave)
-        kept_by[session] = (tier, now + ttl_s)
+        kept_by[session] = _Conversation(tier, now + ttl_s, found.warm if found is not None and live else {})
         self._size += 1
         if len(kept_by) > self._per_owner:
             kept_by.popitem(last=False)
@@ -136,3 +147,21 @@ class MemorySessions(Sessions):
             largest.popitem(last=False)
             self._size -= 1
         return Kept(tier, kept)
+
+    async def warmth(self, owner: str, session: str, order: Sequence[str]) -> dict[str, int]:
+        found = self._owners[owner].get(session) if owner in self._owners else None
+        now = self._clock.monotonic()
+        warm = found.warm if found is not None else {}
+        return {t: warm[t][0] for t in order if t in warm and warm[t][1] > now}
+
+    async def warmed(self, owner: str, session: str, tier: str, tokens: int, ttl_s: float) -> None:
+        found = self._owners[owner].get(session) if owner in self._owners else None
+        if found is not None:  # kept by ``keep`` for this turn; forgotten with it
+            found.warm[tier] = (tokens, self._clock.monotonic() + ttl_s)
+
+
+@dataclass(slots=True)
+class _Conversation:
+    tier: str
+    until: float  # monotonic
+    warm: dict[str, tuple[int, float]]  # tier -> (prompt tokens, cached until)

@@ -14,7 +14,7 @@ from gateway.chat_request import parse_chat_request
 from gateway.errors import InvalidRequestError
 from gateway.pipeline import Answer
 from gateway.policy.models import Price
-from gateway.routing.moves import prefix_tokens, worth_leaving
+from gateway.routing.moves import prompt_tokens, turn_cost, worth_leaving
 from gateway.routing.resolve import Resolver
 from gateway.routing.sessions import Kept, MemorySessions, Sessions, conversation_id, valid_session
 from tests.unit.fakes import THREE_TIERS, FakeClock, completion
@@ -141,8 +141,17 @@ async def test_a_failing_store_routes_the_turn_alone(tmp_path: Path) -> None:
         async def keep(self, *args: Any, **kwargs: Any) -> Kept:
             raise ConnectionError("redis is down")
 
+        async def warmth(self, *args: Any, **kwargs: Any) -> dict[str, int]:
+            raise ConnectionError("redis is down")
+
+        async def warmed(self, *args: Any, **kwargs: Any) -> None:
+            raise ConnectionError("redis is down")
+
     w = world(tmp_path, Down())
     assert (await turn(w, conversation("a medium question"))).headers["x-tierwise-tier"] == "mid"
+    w.engine.dispose()
+    w = world(tmp_path / "cheaper", Down(), CACHED + "sessions: {move_down: when_cheaper}\n")
+    assert (await turn(w, conversation("a hard one", "a medium question"))).headers["x-tierwise-tier"] == "mid"
     w.engine.dispose()
 
 
@@ -175,35 +184,44 @@ CACHED = AUTO.replace(
 
 def test_a_move_down_must_pay_for_the_cache_it_leaves() -> None:
     prices, order = {"mid": HAIKU, "frontier": SONNET}, ["mid", "frontier"]
-    # 50k cached tokens of agent history: this turn costs 0.020 on Sonnet warm, 0.052 on Haiku cold
-    assert worth_leaving(prices, order, "mid", prefix=50_000, new=500) == []
-    # 2k: Sonnet warm 0.0059, Haiku cold 0.0038
-    assert worth_leaving(prices, order, "mid", prefix=2_000, new=500) == ["frontier"]
-    # under the providers' 1,024-token minimum nothing is cached: cheaper is cheaper
-    assert worth_leaving(prices, order, "mid", prefix=1_000, new=10) == ["frontier"]
+    # 50k tokens of agent history, all but the last 500 in Sonnet's cache: 0.0201 there,
+    # 0.0513 on a cold Haiku
+    assert worth_leaving(prices, order, "mid", 50_000, {"frontier": 49_500}) == []
+    # Haiku served the first 40k (an earlier turn) and still holds them: 0.0153 there
+    assert worth_leaving(prices, order, "mid", 50_000, {"frontier": 49_500, "mid": 40_000}) == ["frontier"]
+    # the kept tier's cache expired: cheaper is cheaper
+    assert worth_leaving(prices, order, "mid", 50_000, {}) == ["frontier"]
+    # 5k tokens: a cold Haiku (0.0063) beats a warm Sonnet (0.0066), unless writes cost 1.25x (0.0075)
+    assert worth_leaving(prices, order, "mid", 5_000, {"frontier": 4_500}) == ["frontier"]
+    writes = {"mid": HAIKU.model_copy(update={"cache_write_per_1m": 1.25}), "frontier": SONNET}
+    assert worth_leaving(writes, order, "mid", 5_000, {"frontier": 4_500}) == []
+    # under the providers' 1,024-token minimum nothing is cached
+    assert turn_cost(SONNET, 1_000, 900) == turn_cost(SONNET, 1_000, 0)
     # a Sonnet without a cache-read price caches nothing we can count on
     uncached = {"mid": HAIKU, "frontier": Price(input_per_1m=3, output_per_1m=15)}
-    assert worth_leaving(uncached, order, "mid", prefix=50_000, new=500) == ["frontier"]
-    assert worth_leaving(prices, order, "frontier", prefix=50_000, new=500) == []  # nothing above
-    history = [{"role": "user", "content": "x" * 400}, {"role": "assistant", "content": "y" * 4000}]
-    prefix, new = prefix_tokens([*history, {"role": "user", "content": "z" * 40}])
-    assert 1100 < prefix < 1130 and 10 < new < 30
-    assert prefix_tokens([{"role": "user", "content": "hi"}])[0] == 0
+    assert worth_leaving(uncached, order, "mid", 50_000, {"frontier": 49_500}) == ["frontier"]
+    assert worth_leaving(prices, order, "frontier", 50_000, {}) == []  # nothing above
+    assert 1100 < prompt_tokens([{"role": "user", "content": "x" * 4400}]) < 1120
 
 
 async def test_when_cheaper_a_conversation_moves_down_unless_its_cache_is_worth_more(tmp_path: Path) -> None:
-    w = world(tmp_path, MemorySessions(FakeClock()), CACHED + "sessions: {move_down: when_cheaper}\n")
+    clock = FakeClock()
+    w = world(tmp_path, MemorySessions(clock), CACHED + "sessions: {move_down: when_cheaper}\n")
+    # a short conversation has nothing cached worth keeping
     await turn(w, conversation("a hard question"), session="s1")
     moved = await turn(w, conversation("a hard question", "a medium question"), session="s1")
     assert moved.headers["x-tierwise-tier"] == "mid"
     assert "conversation moved frontier -> mid: cheaper than its cache at frontier" in (
         w.ledger.rows[-1].fallbacks or ""
     )
-    await turn(w, conversation("a hard question"), session="s2")
-    long = conversation("a hard question", "a medium question")
-    long[2]["content"] = "a long answer " * 20_000  # ~70k tokens the frontier has cached
+    # ~50k tokens the frontier has just cached: a medium follow-up stays there
+    long = conversation("with a long listing " * 10_000 + "and a hard question", "a medium question")
+    await turn(w, long[:2], session="s2")
     kept = await turn(w, long, session="s2")
     assert kept.headers["x-tierwise-tier"] == "frontier" and "moved" not in (w.ledger.rows[-1].fallbacks or "")
+    clock.advance(301)  # past the providers' 5-minute cache: nothing left to lose
+    later = await turn(w, [*long, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "medium"}], "s2")
+    assert later.headers["x-tierwise-tier"] == "mid"
     up = await turn(w, conversation("a hard question", "a medium question", "now a hard one"), session="s1")
     assert up.headers["x-tierwise-tier"] == "frontier"
     assert "conversation moved mid -> frontier: leaves its cache at mid" in (w.ledger.rows[-1].fallbacks or "")
