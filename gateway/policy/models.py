@@ -274,6 +274,9 @@ class SessionConfig(_Strict):
     # How long a provider keeps a prompt cached after its last use (Anthropic's default and
     # OpenAI's usual: 5 minutes), for ``when_cheaper``.
     cache_ttl_s: float = Field(default=300, gt=0, le=86_400)
+    # The turns a move down is weighed over: this one (which may write the history to a cold
+    # cache) and those after it (each cheaper on the lower tier).
+    horizon_turns: int = Field(default=4, ge=1, le=100)
 
 
 class Policy(_Strict):

@@ -18,7 +18,7 @@ from gateway.errors import ModelNotFoundError, ServiceUnavailableError
 from gateway.policy.loader import LoadedPolicy
 from gateway.policy.models import Deployment, Policy, Price
 from gateway.policy.pricing import reference_call_cost
-from gateway.routing.moves import prompt_tokens, worth_leaving
+from gateway.routing.moves import growth_per_turn, prompt_tokens, shared_prefix, worth_leaving
 from gateway.routing.sessions import Kept, Sessions, conversation_id
 from router.tiermap import estimators_for
 
@@ -84,6 +84,7 @@ class Resolution:
     notes: list[str] = field(default_factory=list)
     session: str | None = None  # the conversation an auto route kept this request's tier for
     prompt_tokens: int | None = None  # its estimate, where sessions weigh prompt caches
+    shared: tuple[str, int] | None = None  # the system prompt it opens with: a name and its size
 
 
 def prompt_text(messages: Sequence[dict[str, Any]], max_chars: int) -> tuple[str, int]:
@@ -143,9 +144,9 @@ class Resolver:
                     fresh = session is None and not any(m.get("role") == "assistant" for m in messages)
                     leave: list[str] = []
                     if policy.sessions.move_down == "when_cheaper":
-                        res.prompt_tokens = prompt_tokens(messages)
+                        res.prompt_tokens, res.shared = prompt_tokens(messages), shared_prefix(messages)
                         if not fresh:
-                            leave = await self._worth_leaving(loaded, res, owner)
+                            leave = await self._worth_leaving(loaded, res, owner, messages)
                     kept = await self.keep(policy, res.session, owner, res.tier, fresh=fresh, leave=leave)
                     if kept.was is not None and kept.was != kept.tier:
                         how = "cheaper than" if kept.was in leave else "leaves"
@@ -231,7 +232,9 @@ class Resolver:
             log.warning("conversation tiers unavailable (%s): this turn is routed on its own", type(exc).__name__)
             return Kept(tier)
 
-    async def _worth_leaving(self, loaded: LoadedPolicy, res: Resolution, owner: str | None) -> list[str]:
+    async def _worth_leaving(
+        self, loaded: LoadedPolicy, res: Resolution, owner: str | None, messages: Sequence[dict[str, Any]]
+    ) -> list[str]:
         """The higher tiers the conversation should move down from to the router's tier on this
         turn, given what each tier's prompt cache holds of it."""
         policy = loaded.policy
@@ -241,10 +244,14 @@ class Resolver:
             return []
         try:
             warmth = await self.sessions.warmth(owner or "-", res.session, order)
+            if res.shared is not None:
+                shared = await self.sessions.warmth(owner or "-", res.shared[0], order)
+                warmth = {t: max(warmth.get(t, 0), shared.get(t, 0)) for t in {*warmth, *shared}}
         except Exception as exc:
             log.warning("conversation caches unavailable (%s): this turn stays where it is", type(exc).__name__)
             return []
-        return worth_leaving(self._tier_prices(loaded), order, res.tier, res.prompt_tokens, warmth)
+        tokens, horizon, growth = res.prompt_tokens, policy.sessions.horizon_turns, growth_per_turn(messages)
+        return worth_leaving(self._tier_prices(loaded), order, res.tier, tokens, warmth, horizon, growth)
 
     async def warmed(self, policy: Policy, res: Resolution, owner: str | None, tier: str, price: Price) -> None:
         """``tier`` served this turn at ``price``: its provider now caches the conversation so far,
@@ -253,8 +260,11 @@ class Resolver:
             return
         if price.cached_input_per_1m is None:
             return
+        ttl = policy.sessions.cache_ttl_s
         try:
-            await self.sessions.warmed(owner or "-", res.session, tier, res.prompt_tokens, policy.sessions.cache_ttl_s)
+            await self.sessions.warmed(owner or "-", res.session, tier, res.prompt_tokens, ttl)
+            if res.shared is not None:
+                await self.sessions.warmed(owner or "-", res.shared[0], tier, res.shared[1], ttl)
         except Exception as exc:
             log.warning("conversation caches unavailable (%s): not recorded", type(exc).__name__)
 

@@ -131,21 +131,11 @@ class MemorySessions(Sessions):
         leave: Collection[str] = (),
     ) -> Kept:
         now = self._clock.monotonic()
-        kept_by = self._owners.setdefault(owner, OrderedDict())
-        found = kept_by.pop(session, None)
-        self._size -= found is not None
+        found = self._take(owner, session)
         live = found is not None and found.until > now and not fresh
         kept = found.tier if found is not None and live else None
         tier = kept_tier(kept, tier, order, leave)
-        kept_by[session] = _Conversation(tier, now + ttl_s, found.warm if found is not None and live else {})
-        self._size += 1
-        if len(kept_by) > self._per_owner:
-            kept_by.popitem(last=False)
-            self._size -= 1
-        while self._size > self._max:
-            largest = max(self._owners.values(), key=len)
-            largest.popitem(last=False)
-            self._size -= 1
+        self._put(owner, session, _Conversation(tier, now + ttl_s, found.warm if found is not None and live else {}))
         return Kept(tier, kept)
 
     async def warmth(self, owner: str, session: str, order: Sequence[str]) -> dict[str, int]:
@@ -155,9 +145,28 @@ class MemorySessions(Sessions):
         return {t: warm[t][0] for t in order if t in warm and warm[t][1] > now}
 
     async def warmed(self, owner: str, session: str, tier: str, tokens: int, ttl_s: float) -> None:
-        found = self._owners[owner].get(session) if owner in self._owners else None
-        if found is not None:  # kept by ``keep`` for this turn; forgotten with it
-            found.warm[tier] = (tokens, self._clock.monotonic() + ttl_s)
+        now = self._clock.monotonic()
+        found = self._take(owner, session) or _Conversation("", now, {})  # a tier kept by no one
+        found.warm[tier] = (tokens, now + ttl_s)
+        self._put(owner, session, found)
+
+    def _take(self, owner: str, session: str) -> _Conversation | None:
+        found = self._owners[owner].pop(session, None) if owner in self._owners else None
+        self._size -= found is not None
+        return found
+
+    def _put(self, owner: str, session: str, conversation: _Conversation) -> None:
+        """Newest last; past the bounds the oldest go."""
+        kept_by = self._owners.setdefault(owner, OrderedDict())
+        kept_by[session] = conversation
+        self._size += 1
+        if len(kept_by) > self._per_owner:
+            kept_by.popitem(last=False)
+            self._size -= 1
+        while self._size > self._max:
+            largest = max(self._owners.values(), key=len)
+            largest.popitem(last=False)
+            self._size -= 1
 
 
 @dataclass(slots=True)

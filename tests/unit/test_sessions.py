@@ -14,7 +14,7 @@ from gateway.chat_request import parse_chat_request
 from gateway.errors import InvalidRequestError
 from gateway.pipeline import Answer
 from gateway.policy.models import Price
-from gateway.routing.moves import prompt_tokens, turn_cost, worth_leaving
+from gateway.routing.moves import growth_per_turn, prompt_tokens, shared_prefix, turn_cost, worth_leaving
 from gateway.routing.resolve import Resolver
 from gateway.routing.sessions import Kept, MemorySessions, Sessions, conversation_id, valid_session
 from tests.unit.fakes import THREE_TIERS, FakeClock, completion
@@ -201,12 +201,25 @@ def test_a_move_down_must_pay_for_the_cache_it_leaves() -> None:
     uncached = {"mid": HAIKU, "frontier": Price(input_per_1m=3, output_per_1m=15)}
     assert worth_leaving(uncached, order, "mid", 50_000, {"frontier": 49_500}) == ["frontier"]
     assert worth_leaving(prices, order, "frontier", 50_000, {}) == []  # nothing above
+    # over four turns of 500 new tokens each the cold write pays for itself: 0.0714 against 0.0804
+    assert worth_leaving(prices, order, "mid", 50_000, {"frontier": 49_500}, horizon=4, growth=500) == ["frontier"]
+    assert worth_leaving(prices, order, "mid", 50_000, {"frontier": 49_500}, horizon=2, growth=500) == []
     assert 1100 < prompt_tokens([{"role": "user", "content": "x" * 4400}]) < 1120
+    system = [{"role": "system", "content": "s" * 8000}, {"role": "developer", "content": "d"}]
+    named = shared_prefix([*system, {"role": "user", "content": "a"}])
+    assert named is not None and named == shared_prefix([*system, {"role": "user", "content": "b"}])
+    assert named[0].startswith("~prefix:") and not valid_session(named[0]) and 2000 < named[1] < 2100
+    assert shared_prefix([{"role": "user", "content": "a"}]) is None
+    # growth per turn leaves the opening out: a pasted document is not what each turn adds
+    opened = [*system, {"role": "user", "content": "doc " * 20_000}]
+    turns = [{"role": "assistant", "content": "a" * 396}, {"role": "user", "content": "b" * 396}] * 3
+    assert growth_per_turn(opened) == 1 and 200 < growth_per_turn([*opened, *turns]) < 220
 
 
 async def test_when_cheaper_a_conversation_moves_down_unless_its_cache_is_worth_more(tmp_path: Path) -> None:
     clock = FakeClock()
-    w = world(tmp_path, MemorySessions(clock), CACHED + "sessions: {move_down: when_cheaper}\n")
+    # one turn's view: a move down must pay for the cache it leaves on this turn alone
+    w = world(tmp_path, MemorySessions(clock), CACHED + "sessions: {move_down: when_cheaper, horizon_turns: 1}\n")
     # a short conversation has nothing cached worth keeping
     await turn(w, conversation("a hard question"), session="s1")
     moved = await turn(w, conversation("a hard question", "a medium question"), session="s1")
@@ -226,6 +239,30 @@ async def test_when_cheaper_a_conversation_moves_down_unless_its_cache_is_worth_
     assert up.headers["x-tierwise-tier"] == "frontier"
     assert "conversation moved mid -> frontier: leaves its cache at mid" in (w.ledger.rows[-1].fallbacks or "")
     w.engine.dispose()
+
+
+async def test_a_system_prompt_other_conversations_cached_counts_as_warm(tmp_path: Path) -> None:
+    """The providers cache by prefix, not by conversation: a tier that served another conversation
+    with this system prompt lately holds that much of this one."""
+    policy = CACHED + "sessions: {move_down: when_cheaper, horizon_turns: 1}\n"
+    system = {"role": "system", "content": "You review code. " + "Rule: be thorough. " * 12_000}  # ~60k tokens
+
+    def opening(*said: str) -> list[dict[str, Any]]:
+        return [system, *conversation(*said)[1:]]
+
+    cold = world(tmp_path / "cold", MemorySessions(FakeClock()), policy)
+    await turn(cold, opening("a hard question"), session="a")
+    # mid never saw this system prompt: moving there means writing 60k tokens again
+    assert (await turn(cold, opening("a hard question", "a medium question"), "a")).headers[
+        "x-tierwise-tier"
+    ] == "frontier"
+    cold.engine.dispose()
+
+    warm = world(tmp_path / "warm", MemorySessions(FakeClock()), policy)
+    await turn(warm, opening("a medium task"), session="other")  # mid serves another conversation
+    await turn(warm, opening("a hard question"), session="a")
+    assert (await turn(warm, opening("a hard question", "a medium question"), "a")).headers["x-tierwise-tier"] == "mid"
+    warm.engine.dispose()
 
 
 async def test_by_default_a_conversation_never_moves_down(tmp_path: Path) -> None:
