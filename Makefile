@@ -72,6 +72,7 @@ bench: setup $(PORTKEY)
 	$(PY) bench/run.py
 	$(PY) bench/router_latency.py
 	$(PY) bench/local_model.py
+	$(PY) bench/agent_cache.py
 
 # Rebuild the shipped router artifacts from ../shared/data/routing, reproducibly: `default` (static
 # encoder), `minilm` (MiniLM int8 through ONNX Runtime) and `two-stage` (`default` first, `minilm`

@@ -15,7 +15,7 @@ Anthropic's does: ``input_tokens`` is only what came after the last breakpoint, 
 ``cache_read_input_tokens`` and ``cache_creation_input_tokens`` (split by TTL in
 ``cache_creation``). A token here is 4 characters of the block's JSON.
 
-A cached prefix lives ``ttl_s`` (5 minutes, Anthropic's default and OpenAI's usual) past its last
+Each model has its own cache (a prefix another model cached is not read). A cached prefix lives ``ttl_s`` (5 minutes, Anthropic's default and OpenAI's usual) past its last
 use, or an hour when written with ``ttl: 1h``; ``clock`` is injectable for benchmarks that compress time.
 
 With tools and a last user turn that is not a tool result, it calls the first tool; otherwise it
@@ -112,7 +112,7 @@ class CachingUpstream:
         sizes = [_tokens(m) for m in messages]
         cached = 0
         for end in range(1, len(messages) + 1):
-            key = b"openai" + orjson.dumps(messages[:end])
+            key = orjson.dumps(["openai", body.get("model"), messages[:end]])
             prefix = sum(sizes[:end])
             if self.hit(key) and prefix >= 1024:
                 cached = prefix // 128 * 128
@@ -162,7 +162,7 @@ class CachingUpstream:
         sizes = [_tokens(b) for b in blocks]
 
         def key(end: int) -> bytes:
-            return b"anthropic" + orjson.dumps(blocks[:end])
+            return orjson.dumps(["anthropic", body.get("model"), blocks[:end]])
 
         read_end = 0
         for mark in marks:  # the breakpoint's own prefix first, then each shorter one in the lookback

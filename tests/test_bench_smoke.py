@@ -44,3 +44,22 @@ def test_bench_harness_smoke(tmp_path: Path) -> None:
         assert contenders.get(name, {"errors": 0})["errors"] == 0, errors
     assert "added_p50_vs_portkey" in result["headlines"]
     assert (tmp_path / "gateway.png").stat().st_size > 5000
+
+
+def test_agent_cache_bench_smoke(tmp_path: Path) -> None:
+    """The agent-traffic bench runs, and through Tierwise the ledger equals what the caching
+    upstream billed (the script exits non-zero otherwise)."""
+    out = subprocess.run(
+        [sys.executable, "bench/agent_cache.py", "--smoke", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (found,) = json.loads((tmp_path / "agent_cache.json").read_text()).values()
+    assert len(found) == 3
+    for r in found.values():
+        assert abs(r["ledger_minus_bill"]) <= 1e-9 and r["usd"] > 0 and r["cache_read_share"] > 0.5
+        assert r["calls"] == 12
+    assert (tmp_path / "agent_cache.png").read_bytes()[:4] == b"\x89PNG"
