@@ -46,6 +46,7 @@ test: setup lint typecheck
 lint: setup
 	$(VENV)/bin/ruff check gateway router dashboard tests bench scripts
 	$(VENV)/bin/ruff format --check gateway router dashboard scripts
+	$(VENV)/bin/lint-imports
 
 typecheck: setup
 	$(VENV)/bin/mypy
