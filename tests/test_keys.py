@@ -236,6 +236,43 @@ def test_rate_limit_across_two_replicas(tmp_path: Path, own_upstream: str, pg_ur
         reps.stop()
 
 
+def test_answers_carry_openais_rate_limit_headers_exact_across_replicas(
+    tmp_path: Path, own_upstream: str, pg_url: str, redis_url: str
+) -> None:
+    """OpenAI's x-ratelimit-* headers, as its SDK exposes them, counting both replicas' requests;
+    tokens count what each request holds (its worst case) until its answer settles it."""
+    reps = Replicas(tmp_path, three_tier_policy(own_upstream), pg_url, redis_url, MASTER)
+    try:
+        for _ in range(2):  # the replicas use the wall clock: a run that straddles a minute boundary is redone
+            key = admin(reps.urls[0], "POST", "/keys", json={"rpm_limit": 3, "tpm_limit": 100_000}).json()["key"]
+            minute = int(time.time() // 60)
+            seen = []
+            for i in range(4):
+                client = openai.OpenAI(base_url=reps.urls[i % 2] + "/v1", api_key=key, max_retries=0)
+                try:
+                    raw = client.chat.completions.with_raw_response.create(
+                        model="cheap", messages=[{"role": "user", "content": "hi"}], max_tokens=16
+                    )
+                    seen.append(raw.headers)
+                except openai.RateLimitError as err:
+                    seen.append(err.response.headers)
+            if int(time.time() // 60) == minute:
+                break
+        assert [h["x-ratelimit-limit-requests"] for h in seen] == ["3"] * 4
+        assert [h["x-ratelimit-remaining-requests"] for h in seen] == ["2", "1", "0", "0"]
+        assert all(h["x-ratelimit-limit-tokens"] == "100000" for h in seen)
+        remaining = [int(h["x-ratelimit-remaining-tokens"]) for h in seen[:3]]
+        assert 100_000 > remaining[0] > remaining[1] > remaining[2] > 90_000, remaining
+        assert all(
+            1 <= int(h["x-ratelimit-reset-requests"].removesuffix("s")) <= 60
+            for h in seen
+            if "ms" not in h["x-ratelimit-reset-requests"]
+        )
+        assert "retry-after" in seen[3] and "retry-after" not in seen[0]
+    finally:
+        reps.stop()
+
+
 def test_database_outage_loses_no_ledger_rows(tmp_path: Path, own_upstream: str, pg_url: str) -> None:
     pg_port = int(pg_url.rsplit(":", maxsplit=1)[-1].split("/", maxsplit=1)[0])
     proxy = TcpProxy(pg_port)

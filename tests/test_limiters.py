@@ -52,6 +52,16 @@ async def test_tokens_held_are_capped_at_the_limit_and_fill_the_window(limiter: 
     assert await limiter.check_rate("other", None, 100, NOW, 1) == 60
 
 
+async def test_an_admission_reports_the_minutes_counts_this_request_included(limiter: Limiter) -> None:
+    first = await limiter.admit("k", NOW, (5, 1_000, 300), (0.001, 1.0, None))
+    assert first.used == (1, 300)
+    assert (await limiter.admit("k", NOW + 5, (5, 1_000, 700), None)).used == (2, 1_000)  # the window is full
+    assert (await limiter.admit("k", NOW + 6, (5, 1_000, 1), None)).used is None  # refused: nothing counted
+    assert (await limiter.admit("k", NOW + 60, (5, None, 50), None)).used == (1, 0)  # a new minute; no token limit
+    assert (await limiter.admit("k", NOW, None, (0.001, 1.0, None))).used is None  # no rate asked
+    assert await limiter.rate_used("k", NOW) == (2, 1_000)
+
+
 async def test_reserve_alone_is_the_same_admission(limiter: Limiter) -> None:
     reservation = await limiter.reserve("k", 0.004, None, 0.005, NOW)
     assert reservation is not None and reservation.micros == 4000

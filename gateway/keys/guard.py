@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,10 +29,31 @@ from gateway.keys.store import Identity, KeyStore
 from gateway.net import is_loopback
 from gateway.policy.models import Policy
 
-__all__ = ["Guard", "TokenHold", "bearer_token"]
+__all__ = ["Guard", "TokenHold", "bearer_token", "rate_headers"]
 
 log = logging.getLogger("tierwise.keys")
 T = TypeVar("T")
+
+
+def rate_headers(identity: Identity, used: tuple[int, int], now: float) -> dict[str, str]:
+    """OpenAI's rate-limit headers (platform.openai.com, "Rate limits": ``x-ratelimit-limit-*``,
+    ``-remaining-*``, ``-reset-*`` for requests and tokens) for the key's limits, from the minute's
+    counts (shared by every replica through the limits store). Tokens count what requests hold:
+    their worst case until the answer settles it. Our windows are calendar minutes, so both reset
+    when the minute does."""
+    reset = _duration(Limiter.retry_after(now))
+    out: dict[str, str] = {}
+    for kind, limit, count in (("requests", identity.rpm_limit, used[0]), ("tokens", identity.tpm_limit, used[1])):
+        if limit is not None:
+            out[f"x-ratelimit-limit-{kind}"] = str(limit)
+            out[f"x-ratelimit-remaining-{kind}"] = str(max(0, limit - count))
+            out[f"x-ratelimit-reset-{kind}"] = reset
+    return out
+
+
+def _duration(seconds: float) -> str:
+    """A wait as OpenAI writes it: ``120ms``, ``1s``, ``59s``."""
+    return f"{max(1, round(seconds * 1000))}ms" if seconds < 1 else f"{math.ceil(seconds)}s"
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -199,12 +221,13 @@ class Guard:
 
     async def admit(
         self, identity: Identity | None, tokens: int = 0, worst_usd: float = 0.0
-    ) -> tuple[TokenHold | None, Reservation | None]:
+    ) -> tuple[TokenHold | None, Reservation | None, dict[str, str]]:
         """Count the request against the key's rate limits, holding its worst-case ``tokens`` in
         the token window (settled with the real count), and reserve its worst-case cost against
-        the key's budgets, so concurrent requests cannot overrun either; one limits-store call."""
+        the key's budgets, so concurrent requests cannot overrun either; one limits-store call.
+        Also the rate-limit headers the answer carries."""
         if identity is None:
-            return None, None
+            return None, None, {}
         now = self.clock.now()
         limited = identity.rpm_limit is not None or identity.tpm_limit is not None
         held = tokens if identity.tpm_limit is not None else 0
@@ -212,22 +235,24 @@ class Guard:
         budgeted = identity.budget_daily_usd is not None or identity.budget_monthly_usd is not None
         budget = (worst_usd, identity.budget_daily_usd, identity.budget_monthly_usd) if budgeted else None
         if rate is None and budget is None:
-            return None, None
+            return None, None, {}
         admission = await self._guarded(
             "admission", lambda: self.limiter.admit(identity.key_id, now, rate, budget), Admission()
         )
         if admission.wait is not None:
+            full = (identity.rpm_limit or 0, identity.tpm_limit or 0)
             raise RateLimitError(
                 f"rate limit reached for this key "
                 f"({identity.rpm_limit} requests / {identity.tpm_limit} tokens per minute)",
-                headers={"retry-after": str(max(1, round(admission.wait)))},
+                headers={"retry-after": str(max(1, round(admission.wait))), **rate_headers(identity, full, now)},
             )
         if admission.over_budget:
             raise QuotaExceededError(
                 "budget exhausted for this key: the worst-case cost of this request does not fit", param=None
             )
         hold = TokenHold(min(held, identity.tpm_limit or 0), now) if limited else None
-        return hold, admission.reservation
+        used = admission.used
+        return hold, admission.reservation, rate_headers(identity, used, now) if used is not None else {}
 
     async def budget_left(self, identity: Identity | None) -> float | None:
         """The smaller share of the daily and monthly budget still unspent (None: no budget)."""

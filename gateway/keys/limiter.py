@@ -48,20 +48,25 @@ class Admission:
     wait: float | None = None
     over_budget: bool = False
     reservation: Reservation | None = None
+    # Requests and tokens counted in this minute's windows, this request's included (when a rate
+    # was asked): what the rate-limit headers report.
+    used: tuple[int, int] | None = None
 
 
 class Limiter(abc.ABC):
     async def admit(self, key_id: str, now: float, rate: RateAsk | None, budget: BudgetAsk | None) -> Admission:
         """The rate check and then the budget reservation of one request (None: not asked). A
         backend where each is a round trip does both in one."""
+        used = None
         if rate is not None:
             wait = await self.check_rate(key_id, rate[0], rate[1], now, rate[2])
             if wait is not None:
                 return Admission(wait=wait)
+            used = await self.rate_used(key_id, now)
         if budget is None:
-            return Admission()
+            return Admission(used=used)
         reservation = await self.reserve(key_id, budget[0], budget[1], budget[2], now)
-        return Admission(over_budget=reservation is None, reservation=reservation)
+        return Admission(over_budget=reservation is None, reservation=reservation, used=used)
 
     @abc.abstractmethod
     async def check_rate(
@@ -69,6 +74,10 @@ class Limiter(abc.ABC):
     ) -> float | None:
         """Count one request and hold ``tokens`` (its worst case, capped at the limit) in this
         minute's token window, atomically; None if allowed, else seconds until the window frees up."""
+
+    @abc.abstractmethod
+    async def rate_used(self, key_id: str, now: float) -> tuple[int, int]:
+        """Requests and tokens counted in this minute's windows."""
 
     @abc.abstractmethod
     async def add_tokens(self, key_id: str, tokens: int, now: float) -> None: ...
@@ -125,6 +134,10 @@ class MemoryLimiter(Limiter):
             self._reqs.pop(k, None)
             self._tokens.pop(k, None)
         return None
+
+    async def rate_used(self, key_id: str, now: float) -> tuple[int, int]:
+        k = (key_id, int(now // 60))
+        return self._reqs.get(k, 0), self._tokens.get(k, 0)
 
     async def add_tokens(self, key_id: str, tokens: int, now: float) -> None:
         k = (key_id, int(now // 60))

@@ -12,20 +12,23 @@ from gateway.keys.limiter import Admission, BudgetAsk, Limiter, RateAsk, Reserva
 __all__ = ["RedisLimiter"]
 
 # A request's admission in one round trip: its rate check (KEYS 1-2, when ARGV[1] is 1), then
-# its budget reservation (KEYS 3-4, when ARGV[5] is 1). 1: admitted; 0: over a rate limit
-# (nothing counted); -1: over a budget (the rate counted, as for any refused request).
+# its budget reservation (KEYS 3-4, when ARGV[5] is 1). Returns {outcome, requests, tokens}:
+# 1 admitted; 0 over a rate limit (nothing counted); -1 over a budget (the rate counted, as for
+# any refused request); then the minute's counts, this request's included.
 _ADMIT = """
+local used_r, used_t = 0, 0
 if ARGV[1] == '1' then
   local rpm, tpm, hold = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
   if tpm >= 0 and hold > tpm then hold = tpm end
   local r = tonumber(redis.call('GET', KEYS[1]) or '0')
   local t = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if rpm >= 0 and r + 1 > rpm then return 0 end
-  if tpm >= 0 and t + hold > tpm then return 0 end
-  redis.call('INCR', KEYS[1])
+  if rpm >= 0 and r + 1 > rpm then return {0, r, t} end
+  if tpm >= 0 and t + hold > tpm then return {0, r, t} end
+  used_r = redis.call('INCR', KEYS[1])
   redis.call('EXPIRE', KEYS[1], 120)
+  used_t = t
   if tpm >= 0 then
-    redis.call('INCRBY', KEYS[2], hold)
+    used_t = redis.call('INCRBY', KEYS[2], hold)
     redis.call('EXPIRE', KEYS[2], 120)
   end
 end
@@ -33,14 +36,14 @@ if ARGV[5] == '1' then
   local a, daily, monthly = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
   local d = tonumber(redis.call('GET', KEYS[3]) or '0')
   local m = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if daily >= 0 and d + a > daily then return -1 end
-  if monthly >= 0 and m + a > monthly then return -1 end
+  if daily >= 0 and d + a > daily then return {-1, used_r, used_t} end
+  if monthly >= 0 and m + a > monthly then return {-1, used_r, used_t} end
   redis.call('INCRBY', KEYS[3], a)
   redis.call('EXPIRE', KEYS[3], 172800)
   redis.call('INCRBY', KEYS[4], a)
   redis.call('EXPIRE', KEYS[4], 3024000)
 end
-return 1
+return {1, used_r, used_t}
 """
 
 
@@ -72,12 +75,19 @@ class RedisLimiter(Limiter):
         keys += [self._money(key_id, day), self._money(key_id, month)]
         args = [int(rate is not None), _limit(rpm), _limit(tpm), tokens]
         args += [int(budget is not None), amount, _money_limit(daily), _money_limit(monthly)]
-        outcome = int(await self._admit(keys=keys, args=args))
+        outcome, requests, tokens_used = (int(v) for v in await self._admit(keys=keys, args=args))
         if outcome == 0:
             return Admission(wait=self.retry_after(now))
+        used = (requests, tokens_used) if rate is not None else None
         if outcome == -1:
-            return Admission(over_budget=True)
-        return Admission(reservation=Reservation(key_id, amount, day, month) if budget is not None else None)
+            return Admission(over_budget=True, used=used)
+        reservation = Reservation(key_id, amount, day, month) if budget is not None else None
+        return Admission(reservation=reservation, used=used)
+
+    async def rate_used(self, key_id: str, now: float) -> tuple[int, int]:
+        minute = int(now // 60)
+        r, t = await self._r.mget(f"{self._p}:rpm:{key_id}:{minute}", f"{self._p}:tpm:{key_id}:{minute}")
+        return int(r or 0), int(t or 0)
 
     async def check_rate(
         self, key_id: str, rpm: int | None, tpm: int | None, now: float, tokens: int = 0

@@ -45,6 +45,7 @@ class Call:
     resolution: Resolution | None = None
     reservation: Reservation | None = None
     token_hold: TokenHold | None = None
+    rate_headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-*, for keys with limits
     ttft_ms: float | None = None
     notes: list[str] = field(default_factory=list)  # what moved the request off its path, in order
     recorded: bool = False  # the row is written: exactly once per request
@@ -133,7 +134,7 @@ class Call:
         return res.session if res is not None and res.session else self.session
 
     def headers(self, attempted: Attempted | None = None) -> dict[str, str]:
-        out = {"x-tierwise-request-id": self.request_id}
+        out = {"x-tierwise-request-id": self.request_id, **self.rate_headers}
         if (session := self.session_id) is not None:
             out["x-tierwise-session"] = session
         step = attempted.step if attempted else None

@@ -167,7 +167,7 @@ class Pipeline:
         answers = escalate.max_steps + 1 if escalate else 1  # every answer asked for is paid for
         tokens = worst_case_tokens(chat.body, plan, answers) if identity and identity.tpm_limit is not None else 0
         worst_usd = worst_case_usd(chat.body, plan, answers) if identity else 0.0
-        call.token_hold, call.reservation = await guard.admit(identity, tokens, worst_usd)
+        call.token_hold, call.reservation, call.rate_headers = await guard.admit(identity, tokens, worst_usd)
         try:
             if chat.stream:
                 return await self._open_stream(call, chat, plan, escalate)

@@ -98,7 +98,7 @@ class EmbeddingsFlow:
         # the worst case held against a token limit too, as chat does, so concurrent calls cannot overrun it
         worst = _worst_case_tokens(body)
         tokens = worst if identity is not None and identity.tpm_limit is not None else 0
-        call.token_hold, call.reservation = await self.pipeline.guard.admit(
+        call.token_hold, call.reservation, call.rate_headers = await self.pipeline.guard.admit(
             identity, tokens, cost_usd(dep.price, Usage(worst, 0))
         )
         attempted = Attempted(step=PlanStep("", dep, dep.price))

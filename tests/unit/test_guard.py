@@ -66,14 +66,26 @@ async def test_rate_limit_is_a_fixed_minute_window(store: KeyStore) -> None:
     g = guard(store, clock)
     key, _ = store.create(rpm_limit=2)
     identity = await g.authenticate(key, "127.0.0.1")
-    await g.admit(identity)
-    await g.admit(identity)
-    clock.advance(45)
+    *_, headers = await g.admit(identity)
+    assert headers == {
+        "x-ratelimit-limit-requests": "2",
+        "x-ratelimit-remaining-requests": "1",
+        "x-ratelimit-reset-requests": "60s",
+    }
+    clock.advance(30.25)
+    *_, headers = await g.admit(identity)
+    assert headers["x-ratelimit-remaining-requests"] == "0" and headers["x-ratelimit-reset-requests"] == "30s"
+    clock.advance(14.75)
     with pytest.raises(RateLimitError) as info:
         await g.admit(identity)
-    assert info.value.headers["retry-after"] == "15"
-    clock.advance(15)  # the next minute
-    await g.admit(identity)
+    assert info.value.headers["retry-after"] == "15" and info.value.headers["x-ratelimit-remaining-requests"] == "0"
+    clock.advance(14.5)
+    with pytest.raises(RateLimitError) as info:
+        await g.admit(identity)
+    assert info.value.headers["x-ratelimit-reset-requests"] == "500ms"
+    clock.advance(0.5)  # the next minute
+    *_, headers = await g.admit(identity)
+    assert headers["x-ratelimit-remaining-requests"] == "1"
 
 
 async def test_budget_reserves_the_worst_case_and_settles_the_real_cost(store: KeyStore) -> None:
@@ -82,7 +94,7 @@ async def test_budget_reserves_the_worst_case_and_settles_the_real_cost(store: K
     g = guard(store, clock, limiter)
     key, info = store.create(budget_daily_usd=0.01)
     identity = await g.authenticate(key, "127.0.0.1")
-    _, first = await g.admit(identity, worst_usd=0.006)
+    _, first, _ = await g.admit(identity, worst_usd=0.006)
     with pytest.raises(QuotaExceededError):
         await g.admit(identity, worst_usd=0.006)  # 0.012 would not fit, though the first may cost less
     await g.settle(identity, first, 0.001, tokens=10)
@@ -110,7 +122,7 @@ async def test_a_failing_settlement_never_fails_the_request(store: KeyStore) -> 
     g = guard(store, clock, _BrokenLimiter())
     key, _ = store.create(budget_daily_usd=1.0)
     identity = await g.authenticate(key, "127.0.0.1")
-    _, reservation = await g.admit(identity, worst_usd=0.1)
+    _, reservation, _ = await g.admit(identity, worst_usd=0.1)
     await g.settle(identity, reservation, 0.01, tokens=5)  # does not raise
     assert g.unsettled == 1 and g.degraded and "settlement" in g.degraded
 
