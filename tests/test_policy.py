@@ -120,7 +120,17 @@ def test_cli_policy_check(tmp_path: Path) -> None:
         text=True,
     )
     assert ok.returncode == 0, ok.stderr
-    assert "OK" in ok.stdout and "fake-frontier" in ok.stdout
+    assert "OK" in ok.stdout and "fake-frontier" in ok.stdout and "warning" not in ok.stdout
+    keyed = write(tmp_path, (REPO / "policies" / "default.yaml").read_text())
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
+    unset = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "policy", "check", str(keyed)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert unset.returncode == 0 and "warning: " in unset.stdout and "(OPENAI_API_KEY)" in unset.stdout, unset.stdout
     bad = write(tmp_path, "tiers: []\nroutes: []\n")
     out = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "policy", "check", str(bad)], cwd=REPO, capture_output=True, text=True

@@ -42,6 +42,18 @@ def _check(args: argparse.Namespace) -> int:
                 if v is not None
             ]
             print(f"  {tier.name:<10} {dep.name:<24} {dep.model:<36} {usd}{'; ' + ', '.join(cache) if cache else ''}")
+    from gateway.settings import Settings  # noqa: PLC0415
+
+    unset = [
+        f"{d.name} ({d.api_key_env})"
+        for d in p.all_deployments
+        if d.api_key_env and not Settings.credential(d.api_key_env)
+    ]
+    if unset:
+        print(
+            f"  warning: {', '.join(unset)}: the key variable is not set here, so the gateway would "
+            "not use these deployments (GET /v1/models says which are unavailable)"
+        )
     unpriced = loaded.caching_unpriced()
     if unpriced:
         print(
