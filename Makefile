@@ -28,16 +28,19 @@ $(STAMP): pyproject.toml requirements.lock
 setup: $(STAMP)
 
 # Command 1: the gateway on the embedded defaults (SQLite, local SmolLM2 via llama.cpp) at 127.0.0.1:8000.
+# Ctrl-C or SIGTERM is how a server stops: its 130 or 143 is not make's error.
+STOPPED_OK := s=$$?; [ $$s -eq 0 ] || [ $$s -eq 130 ] || [ $$s -eq 143 ] || exit $$s
+
 serve: setup
-	$(VENV)/bin/tierwise serve --with-local --policy policies/default.yaml
+	$(VENV)/bin/tierwise serve --with-local --policy policies/default.yaml; $(STOPPED_OK)
 
 # The same with every tier served by the built-in fake provider (no model, no keys).
 serve-fake: setup
-	$(VENV)/bin/tierwise serve --policy policies/fake.yaml
+	$(VENV)/bin/tierwise serve --policy policies/fake.yaml; $(STOPPED_OK)
 
 # The quality loop offline: fake tiers of known skill and a fake judge (README: Quality).
 serve-quality: setup
-	$(VENV)/bin/tierwise serve --policy policies/quality-demo.yaml
+	$(VENV)/bin/tierwise serve --policy policies/quality-demo.yaml; $(STOPPED_OK)
 
 # Command 2: set up and run the whole test suite (lint and types first: they are fast).
 test: setup lint typecheck
