@@ -109,7 +109,6 @@ def create_app(
             await state.guard.limiter.aclose()
             if state.pipeline.resolver.sessions is not None:
                 await state.pipeline.resolver.sessions.aclose()
-            await state.embeddings.aclose()
             if state.fake_server is not None:
                 state.fake_server.stop()
             state.ledger.engine.dispose()
@@ -230,9 +229,7 @@ async def _build_state(
         asyncio.get_running_loop().run_in_executor(None, record_snapshot, engine, new)
 
     store.on_change(snapshot)
-    embeddings = EmbeddingsFlow(
-        pipeline, settings.credential, lambda: fake_server.url + "/v1" if fake_server is not None else None
-    )
+    embeddings = EmbeddingsFlow(pipeline)
     state = GatewayState(
         settings=settings,
         policy=store,

@@ -124,7 +124,9 @@ class _Health:
 
 # What the gateway asks a deployment itself before cooling it down: a request nobody can get wrong.
 PROBE_BODY: dict[str, Any] = {"model": "probe", "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1}
-ProbeHook = Callable[[PlanStep, Completion | None, float], None]
+EMBED_PROBE_BODY: dict[str, Any] = {"model": "probe", "input": "OK"}
+# (the step probed, its answer if any, seconds taken, whether it was an embeddings probe)
+ProbeHook = Callable[[PlanStep, Completion | None, float, bool], None]
 
 
 class Dispatcher:
@@ -208,6 +210,18 @@ class Dispatcher:
 
         return await self._run(plan, config, call, attempted or Attempted())
 
+    async def embed(
+        self, plan: Plan, body: dict[str, Any], config: DispatchConfig, attempted: Attempted | None = None
+    ) -> tuple[Completion, Attempted]:
+        """An embeddings request, sent as it is (no output limit, no chat fields) and probed with
+        an embeddings request of our own when its deployment keeps failing."""
+
+        async def call(step: PlanStep) -> Completion:
+            provider, key = self._provider(step), self.key_for(step.deployment)
+            return await provider.embed(step.deployment, key, body)
+
+        return await self._run(plan, config, call, attempted or Attempted(), embeddings=True)
+
     async def open_stream(
         self,
         plan: Plan,
@@ -226,7 +240,12 @@ class Dispatcher:
         return self._providers[step.deployment.provider]
 
     async def _run(
-        self, plan: Plan, config: DispatchConfig, call: Callable[[PlanStep], Awaitable[T]], attempted: Attempted
+        self,
+        plan: Plan,
+        config: DispatchConfig,
+        call: Callable[[PlanStep], Awaitable[T]],
+        attempted: Attempted,
+        embeddings: bool = False,
     ) -> tuple[T, Attempted]:
         steps = [s for s in plan.steps if not self.cooling_down(s.deployment)]
         for skipped in (s for s in plan.steps if s not in steps):
@@ -271,7 +290,7 @@ class Dispatcher:
                     self._health[step.deployment.name] = _Health(last_ok=self._clock.monotonic())
                     return result, attempted
             assert last is not None
-            self._gave_up(step, last, config)
+            self._gave_up(step, last, config, embeddings)
         assert last is not None
         final: UpstreamError
         if isinstance(last, UpstreamTimeout):
@@ -280,7 +299,7 @@ class Dispatcher:
             final = UpstreamError(f"every upstream deployment failed; the last one: {last.public_message}")
         raise DispatchFailed(final, attempted) from last
 
-    def _gave_up(self, step: PlanStep, exc: ProviderError, config: DispatchConfig) -> None:
+    def _gave_up(self, step: PlanStep, exc: ProviderError, config: DispatchConfig, embeddings: bool) -> None:
         health = self._health.setdefault(step.deployment.name, _Health())
         health.failed_requests += 1
         if _deployment_fault(exc):
@@ -289,17 +308,20 @@ class Dispatcher:
             # Several requests failed in a row: maybe the deployment, maybe requests it cannot serve
             # (one client can send many). A request of our own that anything can answer tells which.
             health.probing = True
-            task = asyncio.get_running_loop().create_task(self._verify(step, exc, config))
+            task = asyncio.get_running_loop().create_task(self._verify(step, exc, config, embeddings))
             self._probes.add(task)
             task.add_done_callback(self._probes.discard)
 
-    async def _verify(self, step: PlanStep, exc: ProviderError, config: DispatchConfig) -> None:
+    async def _verify(self, step: PlanStep, exc: ProviderError, config: DispatchConfig, embeddings: bool) -> None:
         health = self._health.setdefault(step.deployment.name, _Health())
         started = self._clock.monotonic()
         completion: Completion | None = None
         try:
             provider, key = self._provider(step), self.key_for(step.deployment)
-            completion = await provider.complete(step.deployment, key, PROBE_BODY)
+            if embeddings:
+                completion = await provider.embed(step.deployment, key, EMBED_PROBE_BODY)
+            else:
+                completion = await provider.complete(step.deployment, key, PROBE_BODY)
         except ProviderError:
             self._cool(step.deployment, health, exc.public_message, config)
         else:
@@ -312,7 +334,7 @@ class Dispatcher:
         finally:
             health.probing = False
             if self.on_probe is not None:
-                self.on_probe(step, completion, self._clock.monotonic() - started)
+                self.on_probe(step, completion, self._clock.monotonic() - started, embeddings)
 
     async def probes_done(self) -> None:
         """Wait for the probes under way (tests; shutdown)."""

@@ -369,12 +369,12 @@ class Pipeline:
                 self._recent.popitem(last=False)
         return row
 
-    def record_probe(self, step: PlanStep, completion: Completion | None, seconds: float) -> None:
+    def record_probe(self, step: PlanStep, completion: Completion | None, seconds: float, embeddings: bool) -> None:
         """Ledger a probe the dispatcher sent to a failing deployment (it is paid like any call)."""
         now = self.clock.monotonic()
         call = Call(
             request_id=new_request_id(),
-            api="chat",
+            api="embeddings" if embeddings else "chat",
             loaded=self.policy.current,
             started=now - seconds,
             requested_model=step.deployment.name,

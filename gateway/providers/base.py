@@ -127,6 +127,11 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def complete(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> Completion: ...
 
+    async def embed(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> Completion:
+        """An embeddings request (OpenAI's shape, checked by the caller); the answer's ``payload``
+        has ``data``, its ``usage`` the prompt tokens."""
+        raise UnsendableRequest(f"deployment {deployment.name} does not serve embeddings")
+
     @abc.abstractmethod
     async def open_stream(
         self, deployment: Deployment, api_key: str | None, body: dict[str, Any], include_usage: bool

@@ -1,4 +1,5 @@
-"""Any server that already speaks OpenAI's chat API (OpenAI, llama.cpp, vLLM, Ollama, the fake).
+"""Any server that already speaks OpenAI's chat and embeddings APIs (OpenAI, llama.cpp, vLLM,
+Ollama, the fake).
 
 The fast path: one pooled aiohttp session, the request body passed on with only ``model`` (and
 ``stream_options`` for streams) changed, and the response bytes passed back. Stream events
@@ -16,6 +17,7 @@ import orjson
 from aiohttp.payload import BytesPayload
 
 from gateway.chat_request import CHAT_FIELDS
+from gateway.embeddings_request import EMBEDDING_FIELDS
 from gateway.policy.models import Deployment
 from gateway.providers.base import (
     Completion,
@@ -86,7 +88,14 @@ class OpenAICompatibleProvider(Provider):
         if self._session is not None:
             await self._session.close()
 
-    async def _send(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def _send(
+        self,
+        deployment: Deployment,
+        api_key: str | None,
+        body: dict[str, Any],
+        path: str = "/chat/completions",
+        fields: frozenset[str] = CHAT_FIELDS,
+    ) -> aiohttp.ClientResponse:
         base = self._base_url_for.get(deployment.name) or deployment.api_base
         if base is None and deployment.model.startswith("openai/"):
             base = "https://api.openai.com/v1"
@@ -95,9 +104,9 @@ class OpenAICompatibleProvider(Provider):
         headers = {"authorization": f"Bearer {api_key}"} if api_key else None
         try:
             # Only OpenAI's own fields travel on, whatever the caller hands us.
-            payload = {k: v for k, v in body.items() if k in CHAT_FIELDS}
+            payload = {k: v for k, v in body.items() if k in fields}
             response = await self._client().post(
-                base.rstrip("/") + "/chat/completions",
+                base.rstrip("/") + path,
                 data=BytesPayload(orjson.dumps(payload), content_type="application/json"),
                 headers=headers,
                 timeout=_timeout(deployment.timeout_s),
@@ -122,21 +131,15 @@ class OpenAICompatibleProvider(Provider):
 
     async def complete(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> Completion:
         response = await self._send(deployment, api_key, {**body, "model": deployment.upstream_model})
-        try:
-            content = await response.read()
-        except TimeoutError as exc:
-            raise UpstreamTimeout("upstream timed out while sending its answer") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamConnectError(f"upstream connection broke: {type(exc).__name__}") from exc
-        finally:
-            response.release()
-        try:
-            payload = orjson.loads(content)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamProtocolError("upstream answered with invalid JSON") from exc
-        if not isinstance(payload, dict) or "choices" not in payload:
-            raise UpstreamProtocolError("upstream answer has no `choices`")
-        return Completion(body=content, usage=usage_of(payload), payload=payload)
+        return await _answer(response, "choices")
+
+    async def embed(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> Completion:
+        upstream_body = {**body, "model": deployment.upstream_model}
+        response = await self._send(deployment, api_key, upstream_body, "/embeddings", EMBEDDING_FIELDS)
+        completion = await _answer(response, "data")
+        if not isinstance(completion.payload["data"], list):
+            raise UpstreamProtocolError("upstream answer's `data` is not a list")
+        return completion
 
     async def open_stream(
         self, deployment: Deployment, api_key: str | None, body: dict[str, Any], include_usage: bool
@@ -202,6 +205,25 @@ class OpenAICompatibleProvider(Provider):
             if "usage" in payload and not payload.get("choices") and not include_usage:
                 return False
         return True
+
+
+async def _answer(response: aiohttp.ClientResponse, required: str) -> Completion:
+    """A JSON answer read whole, checked for the field its kind always has."""
+    try:
+        content = await response.read()
+    except TimeoutError as exc:
+        raise UpstreamTimeout("upstream timed out while sending its answer") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamConnectError(f"upstream connection broke: {type(exc).__name__}") from exc
+    finally:
+        response.release()
+    try:
+        payload = orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamProtocolError("upstream answered with invalid JSON") from exc
+    if not isinstance(payload, dict) or required not in payload:
+        raise UpstreamProtocolError(f"upstream answer has no `{required}`")
+    return Completion(body=content, usage=usage_of(payload), payload=payload)
 
 
 async def _ended(

@@ -68,6 +68,9 @@ class ScriptedProvider(Provider):
         assert isinstance(outcome, Completion)
         return outcome
 
+    async def embed(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> Completion:
+        return await self.complete(deployment, api_key, body)
+
     async def open_stream(
         self, deployment: Deployment, api_key: str | None, body: dict[str, Any], include_usage: bool
     ) -> UpstreamStream:

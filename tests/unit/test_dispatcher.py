@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.dispatch import Dispatcher, DispatchFailed
+from gateway.dispatch import Dispatcher, DispatchFailed, Plan, PlanStep
 from gateway.errors import InvalidRequestError, UpstreamError
 from gateway.policy.loader import LoadedPolicy
 from gateway.providers.base import ProviderError, UpstreamConnectError, UpstreamHTTPError
@@ -98,12 +98,31 @@ async def test_a_deployment_that_answers_the_probe_stays_in_service(loaded: Load
             "mid-b": [completion()],
         }
     )
-    d.on_probe = lambda step, done, seconds: probed.append((step.deployment.name, done is not None))
+    d.on_probe = lambda step, done, seconds, _embeddings: probed.append((step.deployment.name, done is not None))
     await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
     await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
     await d.probes_done()
     assert probed == [("mid-a", True)] and not d.cooling_down(loaded.policy.tier("mid").deployments[0])
     assert provider.calls[-1][1]["messages"] == [{"role": "user", "content": "Say OK."}]
+
+
+async def test_embeddings_take_the_same_road_and_are_probed_as_embeddings(loaded: LoadedPolicy) -> None:
+    """Embeddings are retried on their one deployment, counted towards its health, and a failing
+    embeddings server is probed with an embeddings request (it may serve no chat at all)."""
+    failing = [UpstreamHTTPError(500, "x")] * 4 + [completion()]
+    d, clock, provider = make({"mid-a": failing})
+    probed: list[tuple[str, bool]] = []
+    d.on_probe = lambda step, done, seconds, embeddings: probed.append((step.deployment.name, embeddings))
+    one = Plan([PlanStep("", loaded.policy.tier("mid").deployments[0], loaded.price("mid-a"))], "")
+    body = {"model": "e", "input": ["a", "b"]}
+    for _ in range(2):
+        with pytest.raises(DispatchFailed) as failed:
+            await d.embed(one, body, loaded.policy.dispatch)
+        assert failed.value.attempted.attempts == 2 and isinstance(failed.value.error, UpstreamError)
+    assert [b for _, b in provider.calls[:4]] == [body] * 4  # sent as given: no output limit added
+    await d.probes_done()
+    assert probed == [("mid-a", True)] and provider.calls[-1][1] == {"model": "probe", "input": "OK"}
+    assert len(clock.slept) == 2  # one backoff per request, before its retry
 
 
 async def test_a_success_resets_the_count(loaded: LoadedPolicy) -> None:
