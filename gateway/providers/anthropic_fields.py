@@ -42,9 +42,10 @@ def _plain(message: dict[str, Any]) -> dict[str, Any]:
     """A chat message without thinking blocks and breakpoints (the message itself if it has none)."""
     content = message.get("content")
     marked = isinstance(content, list) and any(isinstance(p, dict) and "cache_control" in p for p in content)
-    if not marked and "thinking_blocks" not in message:
+    if not marked and "thinking_blocks" not in message and "cache_control" not in message:
         return message
-    out = {k: v for k, v in message.items() if k != "thinking_blocks"}
+    # a tool message's breakpoint sits on the message itself (see translate/anthropic_extras.py)
+    out = {k: v for k, v in message.items() if k not in ("thinking_blocks", "cache_control")}
     if marked and isinstance(content, list):
         out["content"] = [
             {k: v for k, v in p.items() if k != "cache_control"} if isinstance(p, dict) else p for p in content

@@ -67,7 +67,15 @@ def test_other_deployments_get_the_body_without_them() -> None:
     chat = _chat(
         system=[{"type": "text", "text": "big", "cache_control": CC}],
         tools=[{**TOOL, "cache_control": CC}],
-        messages=[{"role": "user", "content": "hi"}],
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "edit", "input": {}}]},
+            # its mark goes on the tool message itself
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok", "cache_control": CC}],
+            },
+        ],
     )
     claude = Deployment(name="c", model="anthropic/claude-haiku-4-5")
     local = Deployment(name="l", model="openai/smol", api_base="http://127.0.0.1:1/v1")
