@@ -55,11 +55,15 @@ class PlanStep:
     price: Price
     default_output: int = 4096  # output tokens allowed when the client sets no limit
     output_cap: int | None = None  # the most this deployment may be asked for
+    auto_breakpoints: bool = False  # prompt-cache breakpoints for a request without any
 
     @classmethod
     def of(cls, loaded: LoadedPolicy, tier: str, deployment: Deployment) -> PlanStep:
-        default = deployment.default_max_tokens or loaded.policy.limits.budget_default_max_tokens
-        return cls(tier, deployment, loaded.price(deployment.name), default, loaded.output_cap(deployment.name))
+        policy = loaded.policy
+        default = deployment.default_max_tokens or policy.limits.budget_default_max_tokens
+        auto = policy.caching.anthropic_breakpoints == "auto" and anthropic_fields.takes(deployment)
+        price, cap = loaded.price(deployment.name), loaded.output_cap(deployment.name)
+        return cls(tier, deployment, price, default, cap, auto)
 
     def output_limit(self, body: dict[str, Any]) -> int:
         """The output tokens this step may produce: the client's limit, else the deployment's
@@ -76,6 +80,8 @@ class PlanStep:
         out[field] = self.output_limit(body)
         if self.deployment.structured_outputs == "json_object_schema":
             _as_json_object(out)
+        if self.auto_breakpoints and "cache_control" not in (body.get(anthropic_fields.MARKER) or []):
+            return anthropic_fields.place_breakpoints(out)
         return anthropic_fields.for_deployment(out, self.deployment)[0]
 
 

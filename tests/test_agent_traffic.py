@@ -330,6 +330,55 @@ def mixed(start_gateway: GatewayFactory, upstream: CachingUpstream, monkeypatch:
     )
 
 
+@pytest.mark.parametrize("auto", [False, True], ids=["off", "auto"])
+def test_auto_breakpoints_cache_a_chat_clients_conversation_on_claude(
+    start_gateway: GatewayFactory, upstream: CachingUpstream, monkeypatch: pytest.MonkeyPatch, auto: bool
+) -> None:
+    """An OpenAI-SDK client cannot mark a prefix; with caching: {anthropic_breakpoints: auto} its
+    conversation with Claude is cached as an Anthropic client's would be, and billed so."""
+    monkeypatch.setenv("TIERWISE_TEST_ANTHROPIC_KEY", "sk-ant-test")
+    caching = "caching: {anthropic_breakpoints: auto}" if auto else ""
+    gw = start_gateway(
+        f"""
+        version: 1
+        tiers:
+          - name: frontier
+            deployments:
+              - {{name: claude, model: anthropic/claude-haiku-4-5, api_base: "{upstream.url}",
+                  api_key_env: TIERWISE_TEST_ANTHROPIC_KEY, max_retries: 0}}
+        routes:
+          - {{name: agent, tier: frontier}}
+        {caching}
+        """
+    )
+    client = openai.OpenAI(base_url=gw.v1, api_key="none", max_retries=0)
+    messages: list[Any] = [
+        {"role": "system", "content": f"{SYSTEM} ({'auto' if auto else 'off'})"},
+        {"role": "user", "content": "fix the bug"},
+    ]
+    reads = []
+    for n in range(3):
+        raw = client.chat.completions.with_raw_response.create(model="agent", messages=messages, tools=[OPENAI_EDIT])
+        answer = raw.parse().choices[0].message
+        billed = upstream.usage_log[-1]
+        reads.append(billed["cache_read_input_tokens"])
+        assert _row(gw, raw.headers["x-tierwise-request-id"])["cost_usd"] == pytest.approx(
+            _anthropic_cost(billed), abs=1e-9
+        )
+        messages.append(answer.model_dump(exclude_none=True))
+        for call in answer.tool_calls or []:
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": f"read {n}: " + "x = 1\n" * 200})
+        if not answer.tool_calls:
+            messages.append({"role": "user", "content": f"now step {n}"})
+    sent = upstream.requests[-1]
+    if auto:
+        assert sent["system"][-1]["cache_control"] == {"type": "ephemeral"}
+        assert sent["tools"][-1]["cache_control"] == {"type": "ephemeral"}
+        assert reads[0] == 0 and reads[1] > 2000 and reads[2] > reads[1]  # each turn reads the last one's prefix
+    else:
+        assert reads == [0, 0, 0] and "cache_control" not in orjson.dumps(sent).decode()
+
+
 @pytest.mark.parametrize("api", ["chat", "chat-stream", "responses"])
 def test_openai_cached_tokens_are_billed_at_the_cached_rate(
     mixed: Gateway, upstream: CachingUpstream, api: str

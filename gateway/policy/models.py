@@ -279,6 +279,15 @@ class SessionConfig(_Strict):
     horizon_turns: int = Field(default=4, ge=1, le=100)
 
 
+class CachingConfig(_Strict):
+    """Prompt caching for clients that do not ask for it. ``anthropic_breakpoints: auto``: a
+    request to an Anthropic deployment that carries no ``cache_control`` gets breakpoints where
+    Anthropic's prompt-caching guide puts them: the last tool, the end of the system prompt and the
+    latest turn (which moves forward each turn, so each turn reads what the last one wrote)."""
+
+    anthropic_breakpoints: Literal["off", "auto"] = "off"
+
+
 class Policy(_Strict):
     version: Literal[1] = 1
     tiers: list[Tier] = Field(min_length=1)
@@ -290,6 +299,7 @@ class Policy(_Strict):
     # Escalation for every route (and tier/... names) that does not set its own.
     escalate: EscalateConfig = EscalateConfig()
     sessions: SessionConfig = SessionConfig()
+    caching: CachingConfig = CachingConfig()
     embeddings: Embeddings | None = None
 
     @model_validator(mode="after")

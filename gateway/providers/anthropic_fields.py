@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.policy.models import Deployment
 
-__all__ = ["MARKER", "for_deployment", "takes"]
+__all__ = ["MARKER", "for_deployment", "place_breakpoints", "takes"]
 
 MARKER = "_anthropic_fields"  # -> the names of the fields the body carries, e.g. ["cache_control"]
 
@@ -36,6 +36,37 @@ def for_deployment(body: dict[str, Any], deployment: Deployment) -> tuple[dict[s
     if "cache_control" in fields and "tools" in body:
         out["tools"] = [{k: v for k, v in t.items() if k != "cache_control"} for t in body["tools"]]
     return out, list(fields)
+
+
+_EPHEMERAL = {"type": "ephemeral"}
+
+
+def place_breakpoints(body: dict[str, Any]) -> dict[str, Any]:
+    """The body with breakpoints on the last tool, the end of the leading system messages and the
+    latest user or tool turn, for an Anthropic deployment (at most 3 of Anthropic's 4). A string's
+    mark goes on its message, which litellm turns into the same block as unmarked: the prefix stays
+    byte for byte the next turn's."""
+    out = dict(body)
+    tools = body.get("tools")
+    if tools:
+        out["tools"] = [*tools[:-1], {**tools[-1], "cache_control": _EPHEMERAL}]
+    messages = list(body["messages"])
+    system = -1
+    while system + 1 < len(messages) and messages[system + 1].get("role") in ("system", "developer"):
+        system += 1
+    if system >= 0:
+        messages[system] = _marked(messages[system])
+    if len(messages) - 1 > system and messages[-1].get("role") in ("user", "tool"):
+        messages[-1] = _marked(messages[-1])
+    out["messages"] = messages
+    return out
+
+
+def _marked(message: dict[str, Any]) -> dict[str, Any]:
+    content = message.get("content")
+    if isinstance(content, list) and content and isinstance(content[-1], dict):
+        return {**message, "content": [*content[:-1], {**content[-1], "cache_control": _EPHEMERAL}]}
+    return {**message, "cache_control": _EPHEMERAL}
 
 
 def _plain(message: dict[str, Any]) -> dict[str, Any]:

@@ -104,7 +104,7 @@ class LitellmProvider(Provider):
             resp = await self._litellm.acompletion(**kwargs)
         except Exception as exc:  # litellm raises many types; all are mapped
             raise self._map_error(exc, api_key) from exc
-        payload = resp.model_dump(exclude_none=True)
+        payload = _openai_shaped(resp.model_dump(exclude_none=True))
         return Completion(body=orjson.dumps(payload), usage=usage_of(payload), payload=payload)
 
     async def open_stream(
@@ -179,3 +179,20 @@ def _cause(exc: BaseException, kind: type[BaseException] | tuple[type[BaseExcept
 async def _nothing() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover
+
+
+def _openai_shaped(payload: dict[str, Any]) -> dict[str, Any]:
+    """litellm's answer as OpenAI's API gives it: a message's tool calls carry no stream ``index``,
+    and ``provider_specific_fields`` with nothing in it is dropped. Agents send the message back
+    as it came (the openai SDK dumps its extra fields too), and the chat API refuses those fields."""
+    for choice in payload.get("choices") or []:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            continue
+        for call in message.get("tool_calls") or []:
+            if isinstance(call, dict):
+                call.pop("index", None)
+        extra = message.get("provider_specific_fields")
+        if isinstance(extra, dict) and not any(extra.values()):
+            del message["provider_specific_fields"]
+    return payload

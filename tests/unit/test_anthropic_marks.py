@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.policy.models import Deployment
-from gateway.providers.anthropic_fields import MARKER, for_deployment
+from gateway.providers.anthropic_fields import MARKER, for_deployment, place_breakpoints
 from gateway.translate.anthropic import messages_to_chat
 from gateway.translate.anthropic_extras import carry
 from gateway.translate.check import FieldError
@@ -102,3 +102,26 @@ def test_thinking_and_earlier_thoughts_reach_only_anthropic() -> None:
     assert for_deployment(chat, claude) == (chat, [])
     body, dropped = for_deployment(chat, local)
     assert dropped == ["thinking"] and "thinking" not in str(body)
+
+
+def test_auto_breakpoints_go_where_anthropic_puts_them_and_keep_the_prefix_stable() -> None:
+    tools = [{"type": "function", "function": {"name": n, "parameters": {}}} for n in ("a", "b")]
+    system = [{"role": "system", "content": "rules"}, {"role": "developer", "content": "more"}]
+    turn = [*system, {"role": "user", "content": "fix it"}]
+    marked = place_breakpoints({"model": "m", "tools": tools, "messages": turn})
+    assert "cache_control" not in marked["tools"][0] and marked["tools"][1]["cache_control"] == CC
+    assert [m.get("cache_control") for m in marked["messages"]] == [None, CC, CC]
+    assert turn[2] == {"role": "user", "content": "fix it"}  # the client's body is not changed
+    # the next turn: the mark moves to its last message; a tool result's and a list's last part take it
+    later = [*turn, {"role": "assistant", "content": "ok"}, {"role": "tool", "tool_call_id": "1", "content": "out"}]
+    moved = place_breakpoints({"model": "m", "messages": later})["messages"]
+    assert [m.get("cache_control") for m in moved] == [None, CC, None, None, CC]
+    parts = [{"role": "user", "content": [{"type": "text", "text": "x"}, {"type": "text", "text": "y"}]}]
+    assert place_breakpoints({"model": "m", "messages": parts})["messages"][0]["content"][1]["cache_control"] == CC
+    # an assistant prefill is not a turn to cache up to; a system prompt alone is
+    prefill = place_breakpoints({"model": "m", "messages": [*turn, {"role": "assistant", "content": "Sure"}]})
+    assert [m.get("cache_control") for m in prefill["messages"]] == [None, CC, None, None]
+    assert [m.get("cache_control") for m in place_breakpoints({"model": "m", "messages": system})["messages"]] == [
+        None,
+        CC,
+    ]
