@@ -274,6 +274,8 @@ class Dispatcher:
                     last = exc
                     attempted.error_type = _kind(exc)
                     attempted.fallbacks.append(f"{step.deployment.name}: {_kind(exc)}")
+                    # The provider's message is redacted of keys; the client sees only its kind.
+                    log.warning("deployment %s failed (attempt %d): %s", step.deployment.name, retry + 1, exc)
                     if isinstance(exc, UpstreamHTTPError) and exc.status in _REQUEST_FAULT:
                         err = InvalidRequestError(
                             f"the upstream model rejected the request ({exc.status}): {exc.upstream_message}",

@@ -38,9 +38,17 @@ async def test_success_first_time(loaded: LoadedPolicy) -> None:
     assert clock.slept == []
 
 
-async def test_5xx_is_retried_with_jittered_backoff_then_next_deployment(loaded: LoadedPolicy) -> None:
+async def test_5xx_is_retried_with_jittered_backoff_then_next_deployment(
+    loaded: LoadedPolicy, caplog: pytest.LogCaptureFixture
+) -> None:
     d, clock, provider = make({"mid-a": [UpstreamHTTPError(500, "boom")], "mid-b": [completion()]})
-    _, attempted = await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
+    with caplog.at_level("WARNING", logger="tierwise.dispatch"):
+        _, attempted = await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
+    # each failure is in the log, with the upstream's (redacted) reason the client is not shown
+    assert [r.getMessage() for r in caplog.records] == [
+        "deployment mid-a failed (attempt 1): upstream answered 500: boom",
+        "deployment mid-a failed (attempt 2): upstream answered 500: boom",
+    ]
     assert [name for name, _ in provider.calls] == ["mid-a", "mid-a", "mid-b"]  # max_retries: 1
     assert len(clock.slept) == 1 and 0.05 <= clock.slept[0] <= 0.1  # base 0.1 s, jittered into [50%, 100%]
     assert attempted.fallbacks == ["mid-a: http_500", "mid-a: http_500"]
