@@ -96,13 +96,14 @@ def confidence_in(payload: Mapping[str, Any]) -> Confidence | None:
 # Checks that can only run on a whole answer; refusal and low_confidence show in its opening.
 _WHOLE_ANSWER = {"truncated", "empty"}
 _JSON = {"invalid_json", "schema_mismatch"}
+_TOOLS = {"tool_args_invalid", "tool_not_called"}
 
 
 def needs_whole(cfg: EscalateConfig, body: Mapping[str, Any]) -> bool:
     fmt = body.get("response_format")
     wants_json = isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
     on = set(cfg.on)
-    return bool(on & _WHOLE_ANSWER or (wants_json and on & _JSON) or (body.get("tools") and "tool_args_invalid" in on))
+    return bool(on & _WHOLE_ANSWER or (wants_json and on & _JSON) or (body.get("tools") and on & _TOOLS))
 
 
 async def hold(stream: UpstreamStream, cfg: EscalateConfig, body: Mapping[str, Any]) -> list[bytes]:

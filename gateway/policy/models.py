@@ -90,7 +90,14 @@ class Tier(_Strict):
 
 
 Escalation = Literal[
-    "invalid_json", "schema_mismatch", "tool_args_invalid", "truncated", "empty", "refusal", "low_confidence"
+    "invalid_json",
+    "schema_mismatch",
+    "tool_args_invalid",
+    "tool_not_called",
+    "truncated",
+    "empty",
+    "refusal",
+    "low_confidence",
 ]
 
 

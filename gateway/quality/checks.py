@@ -4,6 +4,8 @@
     invalid_json       JSON was asked for (``response_format``) and the answer does not parse
     schema_mismatch    a ``json_schema`` was given and the answer does not validate against it
     tool_args_invalid  a tool call's arguments do not parse, or break the function's parameters
+    tool_not_called    the request required a tool call (``tool_choice``: ``required`` or a named
+                       function) and the answer made none: a model that ignores tools
     truncated          the answer stopped at the length limit the gateway chose (not the client)
     empty              no text and no tool call
     refusal            the model declined (OpenAI's ``refusal`` field, or a refusal opening)
@@ -27,7 +29,7 @@ from gateway.quality.schemas import OFF_LOOP_STEPS, OverBudget, Steps, over_budg
 
 __all__ = ["CHECKS", "Reply", "Verdict", "answer_of", "failed_checks", "schemas_in_play", "text_checks"]
 
-CHECKS = ("invalid_json", "schema_mismatch", "tool_args_invalid", "truncated", "empty", "refusal")
+CHECKS = ("invalid_json", "schema_mismatch", "tool_args_invalid", "tool_not_called", "truncated", "empty", "refusal")
 
 # Openings of a refusal, as models phrase them; matched on the first sentence only.
 _REFUSAL = re.compile(
@@ -114,6 +116,12 @@ def _failed(request: Mapping[str, Any], answer: Reply, steps: Steps | None) -> V
                 failed.append("schema_mismatch")
     if answer.tool_calls and _bad_tool_args(request.get("tools") or [], answer.tool_calls, steps, skipped):
         failed.append("tool_args_invalid")
+    choice = request.get("tool_choice")
+    required = choice == "required" or (
+        isinstance(choice, dict) and choice.get("type") in ("function", "allowed_tools")
+    )
+    if request.get("tools") and required and not answer.tool_calls:
+        failed.append("tool_not_called")
     if answer.finish_reason == "length" and not (request.get("max_tokens") or request.get("max_completion_tokens")):
         failed.append("truncated")
     if not answer.text.strip() and not answer.tool_calls and not answer.refusal:

@@ -46,6 +46,19 @@ def completion(
         ({"tools": TOOLS}, completion(None, "tool_calls", [("weather", '{"town": "Oslo"}')]), ["tool_args_invalid"]),
         ({"tools": TOOLS}, completion(None, "tool_calls", [("weather", "{city: Oslo")]), ["tool_args_invalid"]),
         ({"tools": TOOLS}, completion(None, "tool_calls", [("forecast", "{}")]), ["tool_args_invalid"]),
+        # a model that ignores tools: flagged when the request required a call, not when it let the model choose
+        ({"tools": TOOLS}, completion("It is sunny."), []),
+        ({"tools": TOOLS, "tool_choice": "required"}, completion("It is sunny."), ["tool_not_called"]),
+        (
+            {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "weather"}}},
+            completion("It is sunny."),
+            ["tool_not_called"],
+        ),
+        (
+            {"tools": TOOLS, "tool_choice": "required"},
+            completion(None, "tool_calls", [("weather", '{"city": "Oslo"}')]),
+            [],
+        ),
         ({}, completion("It was the best of", "length"), ["truncated"]),
         ({"max_tokens": 5}, completion("It was the best of", "length"), []),  # the client chose that limit
         ({}, completion(""), ["empty"]),
