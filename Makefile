@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 
 # Installs the gateway with the local model extra. The first run compiles llama.cpp's wheel (the
 # slow part: minutes of silence from pip), so the install says every 30 s that it is still working.
-SLOW := setup takes 2-7 min, and 8-17 min more once per machine while llama.cpp's wheel compiles
+SLOW := setup takes 2-7 min, and 4-17 min more once per machine while llama.cpp's wheel compiles
 # Exactly what requirements.lock names, each file checked against its hash (a release published
 # with a credential stealer cannot slip in through a loose range); then the project itself.
 $(STAMP): pyproject.toml requirements.lock
