@@ -76,7 +76,11 @@ def test_a_summary_without_a_gateway_says_what_it_could_not_read() -> None:
         "  by tier:   - 3",
         "  by status: ConnectError 3",
         "  spend:     unknown (GET /metrics failed: ConnectError)",
+        "  over time: sent at once, so the dashboard's charts over time show them in a bar or two "
+        "(--over 600 spreads them over 10 minutes)",
     ]
+    summary.over_s = 600
+    assert not summary.lines()[-1].startswith("  over time")
 
 
 def test_demo_traffic_in_a_log_says_how_far_it_got_every_tenth_of_the_run(

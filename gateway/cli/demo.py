@@ -36,7 +36,9 @@ def _demo(args: argparse.Namespace) -> int:
                 took = time.monotonic() - started
                 print(f"  {summary.requests}/{args.requests} in {took:.0f}s: {tiers}", file=sys.stderr, flush=True)
 
-        summary = asyncio.run(run_demo(args.base_url, args.requests, args.concurrency, prompts, on_done=advance))
+        summary = asyncio.run(
+            run_demo(args.base_url, args.requests, args.concurrency, prompts, on_done=advance, over_s=args.over)
+        )
     print("\n".join(summary.lines()))
     if summary.by_status.get("200", 0):
         return 0
@@ -49,5 +51,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     demo.add_argument("--requests", type=int, default=200)
     demo.add_argument("--concurrency", type=int, default=8)
+    demo.add_argument(
+        "--over", type=float, default=0.0, metavar="SECONDS", help="start the requests evenly over this long"
+    )
     demo.add_argument("--shared", default=None, help="routing data directory to draw prompts from")
     demo.set_defaults(func=_demo)

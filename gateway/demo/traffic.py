@@ -67,6 +67,7 @@ class DemoSummary:
     spend_usd: float | None = None
     frontier_usd: float | None = None
     spend_note: str = ""
+    over_s: float = 0.0  # the requests were started evenly over this long (0: all at once)
 
     def lines(self) -> list[str]:
         rate = self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
@@ -84,7 +85,15 @@ class DemoSummary:
                 f"  spend:     ${self.spend_usd:.6f}; all-frontier would have cost ${self.frontier_usd:.6f}"
                 f" (saved ${saved:.6f}{share})"
             )
+        if self.over_s < _A_CHART:
+            out.append(
+                "  over time: sent at once, so the dashboard's charts over time show them in a bar or two "
+                "(--over 600 spreads them over 10 minutes)"
+            )
         return out
+
+
+_A_CHART = 600.0  # below this the dashboard's finest buckets (10 s) leave a chart of a few bars
 
 
 def _counts(counter: Counter[str]) -> str:
@@ -115,17 +124,21 @@ async def run_demo(
     prompts: list[str],
     seed: int = 0,
     on_done: Callable[[DemoSummary], None] | None = None,
+    over_s: float = 0.0,
 ) -> DemoSummary:
-    """Send ``n`` requests (a mix of routes, 30% streamed) with ``concurrency`` in flight;
-    ``on_done`` is called after each one (a progress bar)."""
+    """Send ``n`` requests (a mix of routes, 30% streamed) with ``concurrency`` in flight, started
+    evenly over ``over_s`` seconds (0: as fast as they are answered); ``on_done`` is called after
+    each one (a progress bar)."""
     rng = random.Random(seed)
-    summary = DemoSummary()
+    summary = DemoSummary(over_s=over_s)
     sem = asyncio.Semaphore(concurrency)
 
-    async def one(client: httpx.AsyncClient) -> None:
+    async def one(client: httpx.AsyncClient, i: int) -> None:
         model = rng.choices(["auto", "cheap", "best", "tier/mid"], [7, 1, 1, 1])[0]
         body = {"model": model, "messages": [{"role": "user", "content": rng.choice(prompts)}], "max_tokens": 64}
         stream = rng.random() < 0.3
+        if over_s > 0:
+            await asyncio.sleep(max(0.0, started + i * over_s / n - time.monotonic()))
         async with sem:
             try:
                 if stream:
@@ -148,7 +161,7 @@ async def run_demo(
         base_url=base_url.rstrip("/"), timeout=120, headers={"authorization": "Bearer sk-demo"}
     ) as client:
         before = await _spend(client, base_url)
-        await asyncio.gather(*(one(client) for _ in range(n)))
+        await asyncio.gather(*(one(client, i) for i in range(n)))
         summary.elapsed_s = time.monotonic() - started
         after = await _spend(client, base_url)
     if isinstance(before, str) or isinstance(after, str):
