@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 
@@ -26,3 +27,12 @@ def test_compose_file_is_valid() -> None:
         [exe, "-f", "docker/compose.yaml", "config", "--services"], cwd=REPO, env=env, capture_output=True, text=True
     ).stdout.split()
     assert {"postgres", "redis", "gateway-1", "gateway-2", "proxy", "dashboard", "local-model"} <= set(services)
+    # one image for every service built from the Dockerfile: built once, not once per service
+    resolved = yaml.safe_load(
+        subprocess.run(
+            [exe, "-f", "docker/compose.yaml", "config"], cwd=REPO, env=env, capture_output=True, text=True
+        ).stdout
+    )["services"]
+    built = {name: svc.get("image") for name, svc in resolved.items() if "build" in svc}
+    assert set(built) == {"gateway-1", "gateway-2", "local-model", "dashboard"}
+    assert set(built.values()) == {"tierwise:local"}
