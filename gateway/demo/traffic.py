@@ -83,7 +83,7 @@ class DemoSummary:
             share = f", {saved / self.frontier_usd:.1%}" if self.frontier_usd > 0 else ""
             out.append(
                 f"  spend:     ${self.spend_usd:.6f}; all-frontier would have cost ${self.frontier_usd:.6f}"
-                f" (saved ${saved:.6f}{share})"
+                f" (saved ${saved:.6f}{share}, before what measuring quality cost: the dashboard nets it out)"
             )
         if self.over_s < _A_CHART:
             out.append(
