@@ -78,6 +78,11 @@ def evaluate_file(args: argparse.Namespace, check: Check | None = None) -> int:
     log(f"scoring with estimators {[router.tiers[c] for c in cols]} for tiers {data.tiers}")
     feats = router.features([r.prompt for r in data.rows], progress=True)
     quality, cost = router.score_features(feats)
+    first_stage = None
+    if router.first_stage is not None:  # evaluate what it serves: the first stage decides where it is sure
+        log(f"two-stage: the first stage ({router.first_stage.version}) decides where its margin is >= {router.margin}")
+        q1, c1 = router.first_stage.score_features(router.first_stage.features([r.prompt for r in data.rows]))
+        first_stage = (q1[:, cols], c1[:, cols])
     failed = None
     if check is not None:
         responses = read_responses(Path(args.data), data, parse_tiers(args.tiers))
@@ -85,7 +90,15 @@ def evaluate_file(args: argparse.Namespace, check: Check | None = None) -> int:
         for t, tier in enumerate(data.tiers):
             log(f"{tier}: {int(failed[:, t].sum())} of {len(data.rows)} recorded answers fail ({dict(fired[t])})")
     result = evaluate(
-        data, feats, quality[:, cols], cost[:, cols], failed=failed, max_steps=args.max_steps, progress=log
+        data,
+        feats,
+        quality[:, cols],
+        cost[:, cols],
+        failed=failed,
+        max_steps=args.max_steps,
+        progress=log,
+        first_stage=first_stage,
+        margin=router.margin,
     )
     _report(result, args.json)
     png = Path(args.png) if args.png else Path("bench/out") / f"cost_quality_{Path(args.data).stem}.png"

@@ -27,7 +27,7 @@ from router.data import prompt_for_routing
 from router.encoders import Encoder, build_encoder
 from router.estimators import F32, text_features
 
-__all__ = ["Decision", "Router", "choose", "margins"]
+__all__ = ["Decision", "Router", "choose", "choose_two_stage", "margins", "two_stage_preference"]
 
 log = logging.getLogger("tierwise.router")
 
@@ -54,6 +54,37 @@ def _utility(quality: F32, cost: F32, cost_weight: float, allowed: Sequence[int]
 def choose(quality: F32, cost: F32, cost_weight: float, allowed: Sequence[int] | None = None) -> npt.NDArray[np.int_]:
     """Row-wise argmax of quality - cost_weight * cost over the allowed tiers."""
     out: npt.NDArray[np.int_] = np.argmax(_utility(quality, cost, cost_weight, allowed), axis=1)
+    return out
+
+
+def choose_two_stage(
+    first: tuple[F32, F32], second: tuple[F32, F32], cost_weight: float, margin: float
+) -> npt.NDArray[np.int_]:
+    """Row-wise, what a two-stage router serves (:meth:`Router.decide`): the first stage's choice
+    where its margin clears ``margin``, the second stage's elsewhere; each ``(quality, cost)``."""
+    confident = margins(*first, cost_weight) >= margin
+    out: npt.NDArray[np.int_] = np.where(confident, choose(*first, cost_weight), choose(*second, cost_weight))
+    return out
+
+
+def two_stage_preference(first: tuple[F32, F32], second: tuple[F32, F32], margin: float) -> npt.NDArray[np.float64]:
+    """Two tiers: the cost weight below which a two-stage router sends each row to the strong tier.
+
+    A stage alone sends a row strong while ``w < gain / extra`` (its predicted quality gain over
+    its extra cost). The first stage decides while ``|gain1 - w * extra1| >= margin``, i.e. for
+    ``w <= p1 - margin / extra1`` (strong) and ``w >= p1 + margin / extra1`` (weak); in between the
+    second stage's ``w < p2`` decides. So the strong weights are one interval from 0, ending at
+    ``max(p1 - margin / extra1, min(p2, p1 + margin / extra1))``: a ranking like a single stage's."""
+
+    def pref(quality: F32, cost: F32) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        gain = quality[:, -1].astype(np.float64) - quality[:, 0]
+        extra = np.maximum(cost[:, -1].astype(np.float64) - cost[:, 0], 1e-9)
+        return gain / extra, extra
+
+    p1, extra1 = pref(*first)
+    p2, _ = pref(*second)
+    band = margin / extra1
+    out: npt.NDArray[np.float64] = np.maximum(p1 - band, np.minimum(p2, p1 + band))
     return out
 
 

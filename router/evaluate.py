@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from router.calibrate import sweep
+from router.calibrate import candidate_weights, sweep
 from router.cascade import cascade
+from router.core import choose_two_stage, two_stage_preference
 from router.data import OutcomeSet, prompt_for_routing
 from router.estimators import F32
 from router.metrics import aiq, apgr_cpt, cost_at_quality, operating_point
@@ -107,6 +108,18 @@ def _curve_from_predictions(
     return pts
 
 
+def _two_stage_curve(
+    first: tuple[F32, F32], second: tuple[F32, F32], margin: float, data: OutcomeSet, ref: float
+) -> list[tuple[float, float]]:
+    """The two-stage router's decisions at every weight where either stage's choice changes."""
+    weights = np.unique(np.concatenate([candidate_weights(*first), candidate_weights(*second)]))
+    pts = []
+    for w in weights:
+        c, q = operating_point(choose_two_stage(first, second, float(w), margin), data.scores, data.costs)
+        pts.append((c / ref, q))
+    return pts
+
+
 def _cascade_curve(
     quality: F32 | Array, cost: F32 | Array, data: OutcomeSet, ref: float, failed: npt.NDArray[np.bool_], steps: int
 ) -> list[tuple[float, float]]:
@@ -136,8 +149,13 @@ def evaluate(
     failed: npt.NDArray[np.bool_] | None = None,
     max_steps: int = 1,
     progress: Callable[[str], None] = lambda _: None,
+    first_stage: tuple[F32, F32] | None = None,
+    margin: float = 0.0,
 ) -> EvalResult:
-    """``failed`` (rows x tiers, from ``router.cascade.check_failures``) adds the cascade curve."""
+    """``failed`` (rows x tiers, from ``router.cascade.check_failures``) adds the cascade curve.
+    ``first_stage`` (its quality and cost predictions) with its ``margin``: the router is
+    two-stage, and its curve is what it serves (the first stage where it is sure, the second
+    stage elsewhere), not the second stage's predictions alone."""
     n = len(data.rows)
     idx = np.arange(n)
     ref = float(data.costs[:, -1].sum()) or 1.0
@@ -146,13 +164,15 @@ def evaluate(
     curves: list[RouterCurve] = []
 
     progress("sweeping the tierwise router")
-    curves.append(
-        RouterCurve(
-            "tierwise",
-            _curve_from_predictions(router_quality, router_cost, data, ref),
-            _pref(router_quality, router_cost),
-        )
-    )
+    pref: Array | None
+    if first_stage is None:
+        tierwise = _curve_from_predictions(router_quality, router_cost, data, ref)
+        pref = _pref(router_quality, router_cost)
+    else:
+        second = (router_quality, router_cost)
+        tierwise = _two_stage_curve(first_stage, second, margin, data, ref)
+        pref = two_stage_preference(first_stage, second, margin) if len(data.tiers) == 2 else None
+    curves.append(RouterCurve("tierwise", tierwise, pref))
     if failed is not None:
         progress(f"replaying the cascade (at most {max_steps} escalation(s))")
         points = _cascade_curve(router_quality, router_cost, data, ref, failed, max_steps)
