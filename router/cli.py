@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from router.offline import offline
+from router.progress import log
 
 if TYPE_CHECKING:
     from router.cascade import Check
@@ -17,10 +17,6 @@ if TYPE_CHECKING:
     from router.evaluate import EvalResult
 
 __all__ = ["evaluate_file", "load_eval_data", "log", "main", "offline", "register"]
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def _train(args: argparse.Namespace) -> int:

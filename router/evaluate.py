@@ -298,13 +298,6 @@ def write_png(result: EvalResult, path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def score_rows(router: Any, data: OutcomeSet, progress: bool = True) -> tuple[F32, F32, F32]:
-    """Features, quality and cost for the rows, restricted to the tiers the file names."""
-    feats: F32 = router.features([r.prompt for r in data.rows], progress=progress)
-    quality, cost = router.score_features(feats)
-    return feats, quality, cost
-
-
 def select_tiers(router_tiers: Sequence[str], named: Sequence[str]) -> list[int]:
     """The artifact's estimator columns for the named tiers (``router.tiermap``'s rule)."""
     chosen = estimators_for(named, router_tiers)

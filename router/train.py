@@ -19,10 +19,10 @@ import numpy as np
 
 from router.artifact import Artifact, save_artifact
 from router.calibrate import fit_cost_weight
-from router.cli import log
 from router.data import Row, read_rows
 from router.encoders import Encoder
 from router.estimators import DEFAULT_C, F32, LENGTH_SCALE, TrainingSet, fit_tier_models, text_features
+from router.progress import log
 
 __all__ = ["DataSpec", "embed_rows", "parse_data_spec", "train"]
 

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from router.artifact import resolve_artifact
-from router.cli import evaluate_file, load_eval_data, log, offline
+from router.cli import evaluate_file, load_eval_data, offline
+from router.progress import log
 
 __all__ = ["register"]
 

@@ -26,7 +26,6 @@ class LedgerSamples:
     used: int  # ...that could be learned from
     other_encoder: int  # embedded by an encoder the base artifact does not use
     unparseable: int  # the judge's verdicts could not be read
-    predicted_tier: list[str | None]  # the tier the router chose when each sample was served
     weights: npt.NDArray[np.float64]  # 1 / sample rate: how much traffic each sample stands for
 
 
@@ -75,6 +74,5 @@ def ledger_samples(engine: Engine, tiers: list[str], base: Artifact, since: time
         used=len(keep),
         other_encoder=other,
         unparseable=unparseable,
-        predicted_tier=[row["router_tier"] for row in keep],
         weights=weights,
     )

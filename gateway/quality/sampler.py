@@ -121,11 +121,6 @@ class QualitySampler:
             self._outcomes("failed")
             log.exception("judging sample %s failed", sample.call.request_id)
 
-    async def drain(self) -> None:
-        """Judge everything queued now (tests; shutdown waits for nothing)."""
-        while self._queue:
-            await self.judge(self._queue.popleft())
-
     async def judge(self, sample: Sample) -> None:
         loaded = sample.call.loaded
         policy, quality = loaded.policy, loaded.policy.quality
