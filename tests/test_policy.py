@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from gateway.policy import PolicyError, load_policy
+from gateway.policy.loader import parse_policy
 from tests.conftest import REPO, GatewayFactory, three_tier_policy
 
 
@@ -264,3 +265,27 @@ def test_sighup_reloads(tmp_path: Path, fake_upstream: str) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_typod_key_does_not_hide_the_checks_across_sections() -> None:
+    """`policy check` showed one layer at a time: the unknown key, and only once that was fixed,
+    the route naming a tier that does not exist."""
+    text = """
+version: 1
+tiers:
+  - name: local
+    deployments:
+      - {name: a, model: fake/echo, colour: blue, price: {input_per_1m: 0, output_per_1m: 0}}
+routes:
+  - {name: cheap, tier: nowhere}
+"""
+    with pytest.raises(PolicyError) as err:
+        parse_policy(text, "p.yaml")
+    assert str(err.value).splitlines() == [
+        "p.yaml: tiers[0].deployments[0].colour: unknown key (not part of the policy schema)",
+        "p.yaml: route 'cheap' names unknown tier 'nowhere' (tiers: ['local'])",
+    ]
+    # another kind of structural error still stops there (the rest cannot be checked reliably)
+    with pytest.raises(PolicyError) as err:
+        parse_policy(text.replace("colour: blue", "timeout_s: -1"), "p.yaml")
+    assert len(str(err.value).splitlines()) == 1

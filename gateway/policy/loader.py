@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -92,7 +94,35 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         return Policy.model_validate(data)
     except ValidationError as exc:
         problems = [(format_loc(err["loc"]), _message(err)) for err in exc.errors()]
+        # Checks across sections (a route naming a tier, ...) run only once the structure is valid,
+        # so a typo'd key would hide them until it is fixed: without the unknown keys, look again.
+        trimmed = _without_unknown_keys(data, exc.errors())
+        if trimmed is not None:
+            try:
+                Policy.model_validate(trimmed)
+            except ValidationError as more:
+                problems += [
+                    p for p in ((format_loc(e["loc"]), _message(e)) for e in more.errors()) if p not in problems
+                ]
         raise PolicyError(source, problems) from exc
+
+
+def _without_unknown_keys(data: dict[str, Any], errors: Sequence[Any]) -> dict[str, Any] | None:
+    """A copy of ``data`` without the keys the errors name as unknown; None when an error is of
+    another kind (the structure stays invalid, and another look would find nothing new)."""
+    if not errors or any(e["type"] != "extra_forbidden" for e in errors):
+        return None
+    trimmed = copy.deepcopy(data)
+    for err in errors:
+        *path, key = err["loc"]
+        node: Any = trimmed
+        try:
+            for step in path:
+                node = node[step]
+            del node[key]
+        except (KeyError, IndexError, TypeError):
+            return None  # a location through a union's tag: not a plain path into the YAML
+    return trimmed
 
 
 def load_policy(path: Path, price_map: PriceMap | None = None) -> LoadedPolicy:
