@@ -37,22 +37,26 @@ def upstream() -> Iterator[CachingUpstream]:
     server.stop()
 
 
-@pytest.fixture
-def gw(start_gateway: GatewayFactory, upstream: CachingUpstream, monkeypatch: pytest.MonkeyPatch) -> Gateway:
-    monkeypatch.setenv("TIERWISE_TEST_ANTHROPIC_KEY", "sk-ant-test")
-    return start_gateway(
-        f"""
+def claude_policy(url: str, extra: str = "") -> str:
+    """One tier: claude-haiku-4-5 on the caching upstream, through litellm; routes agent and best."""
+    return f"""
         version: 1
         tiers:
           - name: frontier
             deployments:
-              - {{name: claude, model: anthropic/claude-haiku-4-5, api_base: "{upstream.url}",
+              - {{name: claude, model: anthropic/claude-haiku-4-5, api_base: "{url}",
                   api_key_env: TIERWISE_TEST_ANTHROPIC_KEY, max_retries: 0}}
         routes:
           - {{name: agent, tier: frontier}}
           - {{name: best, tier: frontier}}
+        {extra}
         """
-    )
+
+
+@pytest.fixture
+def gw(start_gateway: GatewayFactory, upstream: CachingUpstream, monkeypatch: pytest.MonkeyPatch) -> Gateway:
+    monkeypatch.setenv("TIERWISE_TEST_ANTHROPIC_KEY", "sk-ant-test")
+    return start_gateway(claude_policy(upstream.url))
 
 
 def _row(gw: Gateway, request_id: str) -> dict[str, Any]:
@@ -337,20 +341,7 @@ def test_auto_breakpoints_cache_a_chat_clients_conversation_on_claude(
     """An OpenAI-SDK client cannot mark a prefix; with caching: {anthropic_breakpoints: auto} its
     conversation with Claude is cached as an Anthropic client's would be, and billed so."""
     monkeypatch.setenv("TIERWISE_TEST_ANTHROPIC_KEY", "sk-ant-test")
-    caching = "caching: {anthropic_breakpoints: auto}" if auto else ""
-    gw = start_gateway(
-        f"""
-        version: 1
-        tiers:
-          - name: frontier
-            deployments:
-              - {{name: claude, model: anthropic/claude-haiku-4-5, api_base: "{upstream.url}",
-                  api_key_env: TIERWISE_TEST_ANTHROPIC_KEY, max_retries: 0}}
-        routes:
-          - {{name: agent, tier: frontier}}
-        {caching}
-        """
-    )
+    gw = start_gateway(claude_policy(upstream.url, "caching: {anthropic_breakpoints: auto}" if auto else ""))
     client = openai.OpenAI(base_url=gw.v1, api_key="none", max_retries=0)
     messages: list[Any] = [
         {"role": "system", "content": f"{SYSTEM} ({'auto' if auto else 'off'})"},
