@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from gateway import tracing
 from gateway.api import admin, chat, embeddings, feedback, messages, meta, openai_responses
 from gateway.api import metrics as metrics_api
 from gateway.api.browser import browser_refusal
@@ -76,6 +77,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.otel_endpoint:
+            tracing.configure(endpoint=settings.otel_endpoint)
+            log.info("tracing: spans go to %s/v1/traces", settings.otel_endpoint.rstrip("/"))
         state = await _build_state(settings, router, router_factory, clock or SystemClock())
         app.state.tierwise = state
         tasks = [
@@ -113,6 +117,8 @@ def create_app(
                 state.fake_server.stop()
             state.ledger.engine.dispose()
             uninstall_redaction(state.redaction)
+            if settings.otel_endpoint:
+                tracing.reset()  # what is buffered is sent
 
     telemetry: TelemetryConfig | None = None if settings.otel else {"tracing": False, "metrics": False, "logs": False}
     app = _Gateway(

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from gateway import tracing
 from gateway.clock import Clock, SystemClock
 from gateway.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError
 from gateway.policy.loader import LoadedPolicy
@@ -269,7 +270,7 @@ class Dispatcher:
             for retry in range(step.deployment.max_retries + 1):
                 attempted.attempts += 1
                 try:
-                    result = await call(step)
+                    result = await (_traced(call, step, embeddings) if tracing.enabled() else call(step))
                 except ProviderError as exc:
                     last = exc
                     attempted.error_type = _kind(exc)
@@ -360,6 +361,13 @@ class Dispatcher:
             return wait if wait <= config.max_retry_after_s else None
         backoff: float = min(config.backoff_max_s, config.backoff_base_s * 2.0**retry)
         return backoff * (0.5 + self._rng.random() / 2)  # jitter: replicas must not retry in lockstep
+
+
+async def _traced(call: Callable[[PlanStep], Awaitable[T]], step: PlanStep, embeddings: bool) -> T:
+    with tracing.attempt(step.deployment, "embeddings" if embeddings else "chat") as span:
+        result = await call(step)
+        tracing.usage(span, getattr(result, "usage", None))
+        return result
 
 
 def _deployment_fault(exc: ProviderError) -> bool:

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     # FastAPI's native OpenTelemetry (spans, metrics, logs through the global providers). Off by
     # default: even unconfigured it costs a provider lookup per request on the hot path.
     otel: bool = False
+    # An OTLP/HTTP collector (e.g. http://otel-collector:4318): the gateway's own spans, in the
+    # GenAI semantic conventions (gateway/tracing.py), go there. Unset: no spans are made.
+    otel_endpoint: str | None = None
     # Guards /admin; never logged (SecretStr).
     master_key: SecretStr | None = None
     # Browser origins (scheme://host[:port]) allowed to call the gateway; requests carrying any

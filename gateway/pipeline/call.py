@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -46,6 +47,7 @@ class Call:
     reservation: Reservation | None = None
     token_hold: TokenHold | None = None
     rate_headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-*, for keys with limits
+    span: Any = None  # the request's trace span, when tracing is on (ended when the row is written)
     ttft_ms: float | None = None
     notes: list[str] = field(default_factory=list)  # what moved the request off its path, in order
     recorded: bool = False  # the row is written: exactly once per request

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+from opentelemetry import trace
 
+from gateway import tracing
 from gateway.availability import Availability
 from gateway.chat_request import ChatRequest
 from gateway.clock import Clock
@@ -162,6 +164,8 @@ class Pipeline:
         call.stream = chat.stream
         call.provider_fields = chat.body.get(anthropic_fields.MARKER) or []
         plan = await self._plan(call, chat)
+        if tracing.enabled():
+            _trace_request(call, chat)
         guard, identity = self.guard, call.identity
         escalate = self._escalation(call)
         answers = escalate.max_steps + 1 if escalate else 1  # every answer asked for is paid for
@@ -169,13 +173,21 @@ class Pipeline:
         worst_usd = worst_case_usd(chat.body, plan, answers) if identity else 0.0
         call.token_hold, call.reservation, call.rate_headers = await guard.admit(identity, tokens, worst_usd)
         try:
-            if chat.stream:
-                return await self._open_stream(call, chat, plan, escalate)
-            return await self._complete(call, chat, plan, escalate)
+            if call.span is None:
+                return await self._serve(call, chat, plan, escalate)
+            with trace.use_span(call.span, end_on_exit=False):  # the upstream attempts' spans are its children
+                return await self._serve(call, chat, plan, escalate)
         except BaseException:
             if not call.recorded:  # whatever was raised: release the budget, write the row
                 await self.settle(call, None, None, 500, "internal_error")
             raise
+
+    async def _serve(
+        self, call: Call, chat: ChatRequest, plan: Plan, escalate: EscalateConfig | None
+    ) -> Answer | StreamAnswer:
+        if chat.stream:
+            return await self._open_stream(call, chat, plan, escalate)
+        return await self._complete(call, chat, plan, escalate)
 
     async def _plan(self, call: Call, chat: ChatRequest) -> Plan:
         loaded, identity = call.loaded, call.identity
@@ -241,6 +253,8 @@ class Pipeline:
             if above is None or step is None or len(call.escalated) >= (escalate.max_steps if escalate else 0):
                 break
             call.escalated.append(Step(step, _usage_of(chat, completion), why))
+            if call.span is not None:
+                call.span.add_event("tierwise.escalate", {"tierwise.tier": step.tier, "tierwise.reasons": list(why)})
             previous, plan = (attempted, completion, answer, verdict), above
         call.ttft_ms = (self.clock.monotonic() - call.started) * 1000
         await self._keep_conversation(call, attempted)
@@ -307,6 +321,10 @@ class Pipeline:
             await _close(stream)
             usage = stream.usage or _stream_usage(chat, stream)
             call.escalated.append(Step(attempted.step, usage, why))
+            if call.span is not None:
+                call.span.add_event(
+                    "tierwise.escalate", {"tierwise.tier": attempted.step.tier, "tierwise.reasons": list(why)}
+                )
             plan, held = above, []
 
         await self._keep_conversation(call, attempted)
@@ -363,6 +381,8 @@ class Pipeline:
         call.recorded = True
         row = call.row(attempted, usage, status, error_type, self.clock.monotonic())
         self.ledger.record(row)
+        if call.span is not None:
+            _end_request_span(call.span, row)
         if call.purpose == "client":
             self._recent[row.request_id] = row.api_key_id
             if len(self._recent) > _RECENT:
@@ -461,3 +481,37 @@ def _worst_usage(chat: ChatRequest, attempted: Attempted) -> Usage | None:
     """What an upstream that never reported may bill: the whole prompt and its full output limit."""
     step = attempted.step
     return Usage(_prompt_estimate(chat), step.output_limit(chat.body), estimated=True) if step else None
+
+
+def _trace_request(call: Call, chat: ChatRequest) -> None:
+    """The request's span, with the routing decision on it as an event."""
+    res = call.resolution
+    call.span = tracing.start(
+        f"tierwise {call.api}",
+        {"gen_ai.operation.name": "chat", "gen_ai.request.model": chat.model, "tierwise.request_id": call.request_id},
+    )
+    if call.span is not None and res is not None:
+        decision: dict[str, Any] = {"tierwise.tier": res.tier, "tierwise.route": res.route or ""}
+        if res.router_version:
+            decision["tierwise.router.version"] = res.router_version
+            decision["tierwise.router.tier"] = res.router_tier or ""
+            decision.update({f"tierwise.router.score.{t}": v for t, v in res.router_scores.items()})
+        call.span.add_event("tierwise.route", decision)
+
+
+def _end_request_span(span: Any, row: LedgerRow) -> None:
+    span.set_attributes(
+        {
+            "tierwise.tier": row.tier or "",
+            "tierwise.deployment": row.deployment or "",
+            "tierwise.route": row.route or "",
+            "gen_ai.response.model": row.upstream_model or "",
+            "gen_ai.usage.input_tokens": row.prompt_tokens,
+            "gen_ai.usage.output_tokens": row.completion_tokens,
+            "tierwise.cost_usd": row.cost_usd,
+            "http.response.status_code": row.status_code,
+        }
+    )
+    if row.status_code >= 500:
+        span.set_status(trace.StatusCode.ERROR, row.error_type or "")
+    span.end()

@@ -21,10 +21,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 import orjson
+from opentelemetry import trace
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from gateway import tracing
 from gateway.availability import Availability
 from gateway.clock import Clock
 from gateway.dispatch import Attempted, Dispatcher, DispatchFailed, Plan, PlanStep
@@ -122,6 +124,14 @@ class QualitySampler:
             log.exception("judging sample %s failed", sample.call.request_id)
 
     async def judge(self, sample: Sample) -> None:
+        span = tracing.start("tierwise judge", {"tierwise.request_id": sample.call.request_id})
+        if span is None:
+            await self._judge(sample)
+            return
+        with trace.use_span(span, end_on_exit=True):  # the shadow and judge attempts are its children
+            await self._judge(sample)
+
+    async def _judge(self, sample: Sample) -> None:
         loaded = sample.call.loaded
         policy, quality = loaded.policy, loaded.policy.quality
         judge = policy.judge
