@@ -91,6 +91,7 @@ def create_app(
             asyncio.create_task(_reconcile_budgets(state), name="budget-reconcile"),
             asyncio.create_task(state.sampler.run(), name="quality-sampler"),
             asyncio.create_task(state.metrics.watch(), name="metrics-gauges"),
+            asyncio.create_task(state.metrics.watch_loop(), name="event-loop-lag"),
         ]
         state.policy.install_sighup()
         state.ledger.start()

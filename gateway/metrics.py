@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -36,6 +36,7 @@ __all__ = ["CONTENT_TYPE", "MeteredLedger", "Metrics"]
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 _SECONDS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _REQUEST: Final = ("api", "route", "tier", "deployment", "status")
+_LAG: Final = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 # A `_created` series beside every counter doubles the scrape and tells nobody anything.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -124,6 +125,14 @@ class Metrics:
             "tierwise_ledger_spool_bytes", "Size of the ledger's spool file (rows the database has not taken)",
             registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
+        # Every stream's next chunk waits behind whatever else the loop is running: the first
+        # thing to read when streams slow down under load.
+        self.loop_lag = Histogram(
+            "tierwise_event_loop_lag_seconds",
+            "How late the event loop ran a timer set for 100 ms from now",
+            buckets=_LAG,
+            registry=r,
+        )
         self._queue_depth = queue_depth
         self._spool_bytes = spool_bytes
         self._children: dict[tuple[str, ...], _Children] = {}
@@ -191,6 +200,19 @@ class Metrics:
         while True:
             self.refresh_gauges()
             await asyncio.sleep(interval_s)
+
+    async def watch_loop(
+        self,
+        interval_s: float = 0.1,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        now: Callable[[], float] | None = None,
+    ) -> None:
+        """Observe how late each timer of ``interval_s`` fires: the event loop's lag."""
+        now = now or asyncio.get_running_loop().time
+        while True:
+            due = now() + interval_s
+            await sleep(interval_s)
+            self.loop_lag.observe(max(0.0, now() - due))
 
     def exposition(self) -> bytes:
         self.refresh_gauges()
