@@ -77,7 +77,10 @@ class OpenAICompatibleProvider(Provider):
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:  # created lazily, inside the running loop
-            connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300)
+            # No cap on connections: a stream holds one for as long as it runs, and a cap (aiohttp's
+            # default is 100) queues every stream past it until an earlier one ends, tens of
+            # seconds later. How many run at once is the clients' and the keys' limits' to say.
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=True)
         return self._session
 
@@ -152,13 +155,15 @@ class OpenAICompatibleProvider(Provider):
         }
         response = await self._send(deployment, api_key, upstream_body)
         stream = UpstreamStream(events=_empty())
-        stream.events = _ended(self._events(response, stream, include_usage), stream, include_usage, upstream_body)
+        stream.events = self._events(response, stream, include_usage, upstream_body)
         return stream
 
     async def _events(
-        self, response: aiohttp.ClientResponse, stream: UpstreamStream, include_usage: bool
+        self, response: aiohttp.ClientResponse, stream: UpstreamStream, include_usage: bool, body: dict[str, Any]
     ) -> AsyncIterator[bytes]:
+        """The upstream's events as they come, ended as OpenAI ends a stream (see _missing_end)."""
         buffer = b""  # an event not complete yet
+        last = b""  # the last event before [DONE]
         try:
             async for raw in response.content.iter_any():
                 # One split per read: a read can hold hundreds of events, and re-splitting the rest
@@ -166,11 +171,18 @@ class OpenAICompatibleProvider(Provider):
                 *events, buffer = (buffer + raw).replace(b"\r\n", b"\n").split(b"\n\n")
                 for event in events:
                     if self._inspect(event, stream, include_usage):
-                        yield event + b"\n\n"
+                        if stream.done:
+                            yield _missing_end(last, stream, include_usage, body) + event + b"\n\n"
+                        else:
+                            yield (last := event + b"\n\n")
                     if stream.done or stream.error:
                         return
             if buffer.strip() and not stream.done and self._inspect(buffer, stream, include_usage):
-                yield buffer + b"\n\n"
+                yield (
+                    _missing_end(last, stream, include_usage, body) + buffer + b"\n\n"
+                    if stream.done
+                    else buffer + b"\n\n"
+                )
         except TimeoutError as exc:
             stream.error = "upstream_timeout"
             raise UpstreamTimeout("upstream stalled mid-stream") from exc
@@ -226,23 +238,11 @@ async def _answer(response: aiohttp.ClientResponse, required: str) -> Completion
     return Completion(body=content, usage=usage_of(payload), payload=payload)
 
 
-async def _ended(
-    events: AsyncIterator[bytes], stream: UpstreamStream, include_usage: bool, body: dict[str, Any]
-) -> AsyncIterator[bytes]:
-    """The stream, ended as OpenAI ends one whatever the upstream sent: the first choice's last
-    chunk carries a ``finish_reason``, and a client that asked for usage gets its chunk before
-    ``[DONE]``. When the upstream reported no usage it is estimated here, once, so the client's
-    chunk and the ledger's row (marked estimated) hold the same counts."""
-    last = b""
-    async for event in events:
-        if stream.done:  # this is the [DONE] event: what is missing goes just before it
-            yield _missing_end(last, stream, include_usage, body) + event
-        else:
-            last = event
-            yield event
-
-
 def _missing_end(last: bytes, stream: UpstreamStream, include_usage: bool, body: dict[str, Any]) -> bytes:
+    """What goes just before ``[DONE]`` so the stream ends as OpenAI ends one whatever the
+    upstream sent: the first choice's last chunk carries a ``finish_reason``, and a client that
+    asked for usage gets its chunk. When the upstream reported no usage it is estimated here,
+    once, so the client's chunk and the ledger's row (marked estimated) hold the same counts."""
     estimated = stream.usage is None
     if stream.usage is None:
         prompt = prompt_tokens_bound(body, chars_per_token=4)
