@@ -77,6 +77,7 @@ bench: setup $(PORTKEY)
 	$(PY) bench/router_latency.py
 	$(PY) bench/local_model.py
 	$(PY) bench/agent_cache.py
+	$(PY) bench/streams.py
 
 # Rebuild the shipped router artifacts from ../shared/data/routing, reproducibly: `default` (static
 # encoder), `minilm` (MiniLM int8 through ONNX Runtime) and `two-stage` (`default` first, `minilm`

@@ -63,3 +63,26 @@ def test_agent_cache_bench_smoke(tmp_path: Path) -> None:
         assert abs(r["ledger_minus_bill"]) <= 1e-9 and r["usd"] > 0 and r["cache_read_share"] > 0.5
         assert r["calls"] == 12
     assert (tmp_path / "agent_cache.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_long_streams_bench_smoke(tmp_path: Path) -> None:
+    """The stream ramp runs direct and through Tierwise: every chunk of every stream arrives and
+    has its delay read, and the gateway's memory, CPU and event-loop lag are read per step."""
+    out = subprocess.run(
+        [sys.executable, "bench/streams.py", "--smoke", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "streams.json").read_text())
+    assert set(result["contenders"]) == {"direct", "tierwise"}
+    for name, (step,) in result["contenders"].items():
+        assert step["failed"] == 0, (name, step["outcomes"])
+        assert step["chunks"] == step["streams"] * result["chunks"]
+        assert step["chunk_p99_ms"] is not None and step["ttft_p99_ms"] is not None
+    (tierwise,) = result["contenders"]["tierwise"]
+    assert tierwise["added_p99_ms"] is not None and tierwise["gateway_cpu_us_per_chunk"] > 0
+    assert tierwise["rss_peak_mb"] > 0 and tierwise["loop_lag_p99_ms"] is not None
+    assert (tmp_path / "streams.png").read_bytes()[:4] == b"\x89PNG"
