@@ -166,10 +166,13 @@ async def _build_state(
             if dep.provider == "fake" and fake_server is not None:
                 bases[dep.name] = fake_server.url + "/v1"
         openai_compatible.set_bases(dict(bases))
-        if _uses(new.policy, "litellm") and "litellm" not in providers:
+        if _uses(new.policy, "litellm"):
             from gateway.providers.litellm_provider import LitellmProvider  # noqa: PLC0415 - import only if used
 
-            providers["litellm"] = LitellmProvider()
+            provider = providers.get("litellm")
+            if not isinstance(provider, LitellmProvider):
+                provider = providers["litellm"] = LitellmProvider()
+            provider.self_check(d for d in new.policy.all_deployments if d.provider == "litellm")
 
     def secrets(new: LoadedPolicy) -> list[str]:
         names = {d.api_key_env for d in new.policy.all_deployments if d.api_key_env}

@@ -7,8 +7,9 @@ is actually needed.
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import aiohttp
@@ -38,6 +39,38 @@ __all__ = ["LitellmProvider"]
 
 log = logging.getLogger("tierwise.providers")
 
+# An agent's turn in OpenAI's shape, with every kind of part a request through litellm can carry:
+# system text, an image, a tool call, a tool result, tools and a stream.
+_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "read_file",
+            "description": "Read a file",
+            "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+        },
+    }
+]
+_PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+_AGENT_TURN: list[Any] = [
+    {"role": "system", "content": "You are a coding agent."},
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "What does this show?"},
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{_PIXEL}"}},
+        ],
+    },
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "a.py"}'}}
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "content": "print('hi')"},
+]
+
 
 class LitellmProvider(Provider):
     def __init__(self) -> None:
@@ -58,6 +91,35 @@ class LitellmProvider(Provider):
         # a client sends can become a litellm setting (fallbacks, callbacks, credentials, ...).
         self._own = frozenset(all_litellm_params) | {"model", "messages", "stream", "stream_options"}
         self._litellm = litellm
+
+    def self_check(self, deployments: Iterable[Deployment]) -> list[str]:
+        """Translate an agent's turn for each deployment as litellm would before sending it, and
+        report (loudly: the gateway's own fault) any module litellm needs that this install
+        lacks. Only the translation runs: nothing is sent, no credentials are read."""
+        from litellm.types.utils import LlmProviders  # noqa: PLC0415
+        from litellm.utils import ProviderConfigManager  # noqa: PLC0415
+
+        missing = []
+        for deployment in deployments:
+            try:
+                model, provider, _, _ = self._litellm.get_llm_provider(deployment.model)
+                config = ProviderConfigManager.get_provider_chat_config(model, LlmProviders(provider))
+                if config is None:
+                    continue
+                wanted = {"tools": _TOOLS, "tool_choice": "auto", "max_tokens": 16, "stream": True}
+                params = config.map_openai_params(wanted, {}, model, drop_params=True)
+                config.transform_request(model, copy.deepcopy(_AGENT_TURN), params, {}, {})
+            except ImportError as exc:
+                missing.append(f"{deployment.name}: {exc}")
+                log.error(
+                    "deployment %s cannot be served: litellm needs a module this install lacks (%s); requests to"
+                    " it will fail with 502 until it is installed. A gateway packaging bug: please report it",
+                    deployment.name,
+                    exc,
+                )
+            except Exception as exc:  # not this check's concern: the request path maps what litellm raises
+                log.debug("self-check of deployment %s: %s: %s", deployment.name, type(exc).__name__, exc)
+        return missing
 
     def _map_error(self, exc: Exception, api_key: str | None) -> ProviderError:
         lt = self._litellm

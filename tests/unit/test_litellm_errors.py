@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.policy.models import Deployment
 from gateway.providers.base import UnsendableRequest, UpstreamProtocolError
 from gateway.providers.litellm_provider import LitellmProvider
 
@@ -36,3 +37,26 @@ def test_a_module_missing_from_our_install_is_our_fault_not_the_clients(
 def test_a_request_litellm_cannot_translate_is_the_clients(provider: LitellmProvider) -> None:
     mapped = provider._map_error(_connection_error(provider, ValueError("bad tool name")), None)
     assert isinstance(mapped, UnsendableRequest) and not mapped.retryable
+
+
+def test_the_start_up_self_check_translates_an_agents_turn_for_each_deployment(
+    provider: LitellmProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    claude = Deployment(name="sonnet", model="anthropic/claude-sonnet-4-5")
+    bedrock = Deployment(name="bedrock-claude", model="bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0")
+    assert provider.self_check([claude, bedrock]) == []
+    assert "cannot be served" not in caplog.text
+
+
+def test_the_self_check_names_a_module_litellm_needs_and_lacks(
+    provider: LitellmProvider, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from litellm.llms.anthropic.chat.transformation import AnthropicConfig
+
+    def lacking(*_: object, **__: object) -> dict[str, object]:
+        raise ModuleNotFoundError("No module named 'mcp'")
+
+    monkeypatch.setattr(AnthropicConfig, "transform_request", lacking)
+    claude = Deployment(name="sonnet", model="anthropic/claude-sonnet-4-5")
+    assert provider.self_check([claude]) == ["sonnet: No module named 'mcp'"]
+    assert "deployment sonnet cannot be served" in caplog.text and "ERROR" in caplog.text
