@@ -34,6 +34,7 @@ from gateway.ledger.spend import spend_by_key
 from gateway.local.health import probe_once, watch_local_servers
 from gateway.metrics import MeteredLedger, Metrics
 from gateway.pipeline import Pipeline
+from gateway.pipeline.call import probe_recorder
 from gateway.pipeline.embeddings import EmbeddingsFlow
 from gateway.policy.loader import LoadedPolicy, load_policy
 from gateway.policy.models import Policy
@@ -194,7 +195,11 @@ async def _build_state(
     ledger = LedgerWriter(
         engine, settings.spool_dir, batch_size=settings.ledger_batch_size, interval_s=settings.ledger_flush_interval_s
     )
-    dispatcher = Dispatcher(providers, settings.credential, clock)
+    # Probes of failing deployments, like shadow and judge calls, are the gateway's own: the
+    # ledger has them, the metrics count clients' requests.
+    dispatcher = Dispatcher(
+        providers, settings.credential, clock, on_probe=probe_recorder(ledger, lambda: store.current, clock)
+    )
     availability = Availability(dispatcher)
 
     if router is None and router_factory is not None and settings.load_router:
@@ -231,7 +236,6 @@ async def _build_state(
         sampler=sampler,
         refused=metrics.unauthenticated_refusal,
     )
-    dispatcher.on_probe = pipeline.record_probe
     await asyncio.to_thread(record_snapshot, engine, loaded)
 
     def snapshot(new: LoadedPolicy) -> None:

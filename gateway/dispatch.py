@@ -151,7 +151,7 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self._health: dict[str, _Health] = {}
         self._probes: set[asyncio.Task[None]] = set()
-        self.on_probe = on_probe  # ledgers the probe calls (they are paid)
+        self._on_probe = on_probe  # ledgers the probe calls (they are paid)
 
     # -- availability ---------------------------------------------------------------------
     def key_for(self, deployment: Deployment) -> str | None:
@@ -342,8 +342,8 @@ class Dispatcher:
             health.failed_requests = 0
         finally:
             health.probing = False
-            if self.on_probe is not None:
-                self.on_probe(step, completion, self._clock.monotonic() - started, embeddings)
+            if self._on_probe is not None:
+                self._on_probe(step, completion, self._clock.monotonic() - started, embeddings)
 
     async def probes_done(self) -> None:
         """Wait for the probes under way (tests; shutdown)."""

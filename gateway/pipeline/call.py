@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from gateway.dispatch import Attempted
+from gateway.clock import Clock
+from gateway.dispatch import Attempted, PlanStep, ProbeHook
 from gateway.keys import Identity, Reservation
 from gateway.keys.guard import TokenHold
-from gateway.ledger.models import LedgerRow
+from gateway.ledger.models import LedgerRow, new_request_id
 from gateway.pipeline.escalation import Step
 from gateway.policy.loader import LoadedPolicy
 from gateway.policy.models import Limits
 from gateway.policy.pricing import cost_usd
 from gateway.providers import anthropic_fields
+from gateway.providers.base import Completion
 from gateway.routing.resolve import Resolution
 from gateway.usage import Usage
 
-__all__ = ["Call"]
+__all__ = ["Call", "probe_recorder"]
 
 _MAX_HEADER = 512
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
@@ -161,3 +164,28 @@ class Call:
             # not only in the ledger.
             out["x-tierwise-fallbacks"] = _header_safe("; ".join(notes))[:_MAX_HEADER]
         return out
+
+
+class _Rows(Protocol):
+    def record(self, row: LedgerRow) -> None: ...
+
+
+def probe_recorder(ledger: _Rows, policy: Callable[[], LoadedPolicy], clock: Clock) -> ProbeHook:
+    """What the dispatcher calls with each probe it sent to a failing deployment: the probe is
+    paid like any call, so it gets a ledger row (purpose ``probe``), priced by the policy then."""
+
+    def record(step: PlanStep, completion: Completion | None, seconds: float, embeddings: bool) -> None:
+        now = clock.monotonic()
+        call = Call(
+            request_id=new_request_id(),
+            api="embeddings" if embeddings else "chat",
+            loaded=policy(),
+            started=now - seconds,
+            requested_model=step.deployment.name,
+            purpose="probe",
+        )
+        usage = completion.usage if completion is not None else None
+        status, error = (200, None) if completion is not None else (502, "probe_failed")
+        ledger.record(call.row(Attempted(step=step, attempts=1), usage, status, error, now))
+
+    return record

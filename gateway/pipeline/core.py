@@ -27,7 +27,7 @@ from gateway import tracing
 from gateway.availability import Availability
 from gateway.chat_request import ChatRequest
 from gateway.clock import Clock
-from gateway.dispatch import Attempted, Dispatcher, DispatchFailed, Plan, PlanStep
+from gateway.dispatch import Attempted, Dispatcher, DispatchFailed, Plan
 from gateway.errors import (
     AuthenticationError,
     ClientGoneError,
@@ -388,21 +388,6 @@ class Pipeline:
             if len(self._recent) > _RECENT:
                 self._recent.popitem(last=False)
         return row
-
-    def record_probe(self, step: PlanStep, completion: Completion | None, seconds: float, embeddings: bool) -> None:
-        """Ledger a probe the dispatcher sent to a failing deployment (it is paid like any call)."""
-        now = self.clock.monotonic()
-        call = Call(
-            request_id=new_request_id(),
-            api="embeddings" if embeddings else "chat",
-            loaded=self.policy.current,
-            started=now - seconds,
-            requested_model=step.deployment.name,
-            purpose="probe",
-        )
-        usage = completion.usage if completion is not None else None
-        status, error = (200, None) if completion is not None else (502, "probe_failed")
-        self.ledger.record(call.row(Attempted(step=step, attempts=1), usage, status, error, now))
 
     def owner_of(self, request_id: str) -> object:
         """The key of a recent client request (None in open mode), else ``NOT_FOUND``."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.dispatch import Dispatcher, DispatchFailed, Plan, PlanStep
+from gateway.dispatch import Dispatcher, DispatchFailed, Plan, PlanStep, ProbeHook
 from gateway.errors import InvalidRequestError, UpstreamError
 from gateway.policy.loader import LoadedPolicy
 from gateway.providers.base import ProviderError, UpstreamConnectError, UpstreamHTTPError
@@ -22,11 +22,11 @@ def loaded(tmp_path: Path) -> LoadedPolicy:
 
 
 def make(
-    scripts: dict[str, list[object]], env: dict[str, str] | None = None
+    scripts: dict[str, list[object]], env: dict[str, str] | None = None, on_probe: ProbeHook | None = None
 ) -> tuple[Dispatcher, FakeClock, ScriptedProvider]:
     clock = FakeClock()
     provider = ScriptedProvider(scripts)  # type: ignore[arg-type]
-    dispatcher = Dispatcher({"openai_compatible": provider}, (env or {}).get, clock, random.Random(0))
+    dispatcher = Dispatcher({"openai_compatible": provider}, (env or {}).get, clock, random.Random(0), on_probe)
     return dispatcher, clock, provider
 
 
@@ -93,7 +93,7 @@ async def test_a_deployment_cools_down_only_after_failing_several_requests(loade
 
 async def test_a_deployment_that_answers_the_probe_stays_in_service(loaded: LoadedPolicy) -> None:
     """Requests it cannot serve (one client can send many) are not the deployment's fault."""
-    probed = []
+    probed: list[tuple[str, bool]] = []
     d, _, provider = make(
         {
             "mid-a": [
@@ -104,9 +104,9 @@ async def test_a_deployment_that_answers_the_probe_stays_in_service(loaded: Load
                 completion(),
             ],
             "mid-b": [completion()],
-        }
+        },
+        on_probe=lambda step, done, seconds, _embeddings: probed.append((step.deployment.name, done is not None)),
     )
-    d.on_probe = lambda step, done, seconds, _embeddings: probed.append((step.deployment.name, done is not None))
     await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
     await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
     await d.probes_done()
@@ -118,9 +118,11 @@ async def test_embeddings_take_the_same_road_and_are_probed_as_embeddings(loaded
     """Embeddings are retried on their one deployment, counted towards its health, and a failing
     embeddings server is probed with an embeddings request (it may serve no chat at all)."""
     failing = [UpstreamHTTPError(500, "x")] * 4 + [completion()]
-    d, clock, provider = make({"mid-a": failing})
     probed: list[tuple[str, bool]] = []
-    d.on_probe = lambda step, done, seconds, embeddings: probed.append((step.deployment.name, embeddings))
+    d, clock, provider = make(
+        {"mid-a": failing},
+        on_probe=lambda step, done, seconds, embeddings: probed.append((step.deployment.name, embeddings)),
+    )
     one = Plan([PlanStep("", loaded.policy.tier("mid").deployments[0], loaded.price("mid-a"))], "")
     body = {"model": "e", "input": ["a", "b"]}
     for _ in range(2):
