@@ -16,7 +16,7 @@ import pytest
 
 from gateway.policy import PolicyError, load_policy
 from gateway.policy.loader import parse_policy
-from tests.conftest import REPO, GatewayFactory, three_tier_policy
+from tests.conftest import REPO, GatewayFactory, fake_stats, free_port, three_tier_policy
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -211,21 +211,34 @@ def test_invalid_reload_keeps_old_policy_valid_reload_applies(
 
 
 def test_reload_does_not_drop_in_flight_requests(start_gateway: GatewayFactory, fake_upstream: str) -> None:
-    gw = start_gateway(three_tier_policy(fake_upstream, local="slow-800"))
+    """The reload lands while four requests wait on the old policy's slow deployment: they are
+    answered by it, and the next request sees the new policy."""
+    gw = start_gateway(three_tier_policy(fake_upstream, local="slow-3000"))
+    body = {"model": "cheap", "messages": [{"role": "user", "content": "x"}]}
+    before = fake_stats(fake_upstream)["calls"].get("slow-3000", 0)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        futures = [
-            pool.submit(
-                httpx.post,
-                gw.v1 + "/chat/completions",
-                json={"model": "cheap", "messages": [{"role": "user", "content": "x"}]},
-                timeout=10,
-            )
-            for _ in range(4)
-        ]
-        time.sleep(0.2)
-        gw.policy_path.write_text(textwrap.dedent(three_tier_policy(fake_upstream, local="echo")))
+        futures = [pool.submit(httpx.post, gw.v1 + "/chat/completions", json=body, timeout=15) for _ in range(4)]
+        for _ in range(200):  # all four have reached the slow upstream
+            if fake_stats(fake_upstream)["calls"].get("slow-3000", 0) >= before + 4:
+                break
+            time.sleep(0.01)
+        route = "- {name: cheap, tier: local}"
+        new = three_tier_policy(fake_upstream, local="echo").replace(
+            route, route + "\n      - {name: after-reload, tier: mid}"
+        )
+        gw.policy_path.write_text(textwrap.dedent(new))
+        for _ in range(200):  # the new policy's route is listed once the reload has landed
+            if "after-reload" in httpx.get(gw.v1 + "/models").text:
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the policy was not reloaded")
+        assert not any(f.done() for f in futures), "the reload must land while the four are in flight"
         results = [f.result() for f in futures]
-    assert all(r.status_code == 200 for r in results)
+    assert [r.status_code for r in results] == [200] * 4
+    assert {r.json()["model"] for r in results} == {"slow-3000"}  # the deployment they were sent to
+    after = httpx.post(gw.v1 + "/chat/completions", json=body, timeout=15)
+    assert after.status_code == 200 and after.json()["model"] == "echo"
 
 
 def test_sighup_reloads(tmp_path: Path, fake_upstream: str) -> None:
@@ -236,7 +249,7 @@ def test_sighup_reloads(tmp_path: Path, fake_upstream: str) -> None:
         "TIERWISE_DATABASE_URL": f"sqlite:///{tmp_path / 'l.db'}",
         "TIERWISE_POLICY_POLL_INTERVAL_S": "3600",
     }
-    port = 18765
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--policy", str(policy), "--port", str(port), "--no-router"],
         cwd=REPO,
@@ -260,8 +273,13 @@ def test_sighup_reloads(tmp_path: Path, fake_upstream: str) -> None:
             )
         )
         proc.send_signal(signal.SIGHUP)
-        time.sleep(0.5)
-        assert httpx.post(url + "/v1/chat/completions", json=body).headers["x-tierwise-tier"] == "mid"
+        tiers = []  # polling is off (an hour): only the signal can make it mid
+        for _ in range(100):
+            tiers.append(httpx.post(url + "/v1/chat/completions", json=body).headers["x-tierwise-tier"])
+            if tiers[-1] == "mid":
+                break
+            time.sleep(0.05)
+        assert tiers[-1] == "mid", tiers
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -280,10 +280,25 @@ def test_the_daily_cap_stops_shadow_calls(start_gateway: GatewayFactory, fake_up
     gw = start_gateway(_policy(fake_upstream, cap=0.0012))
     for text in HARD * 3:
         _ask(gw, "tier/local", text)
-    time.sleep(1.5)
+    outcomes = _sample_outcomes(gw, until=15)  # every request is sampled (rate 1): each is judged or skipped
+    assert outcomes["judged"] >= 1 and outcomes["skipped"] >= 1, outcomes
+    assert outcomes["judged"] + outcomes["skipped"] == 15, outcomes
+    assert len(_rows(gw, "judgements", wait_for=outcomes["judged"])) == outcomes["judged"]
     own = _rows(gw, "requests", "purpose != 'client'", wait_for=0)
-    assert 0 < len(_rows(gw, "judgements", wait_for=1)) < 15
     assert sum(r["cost_usd"] for r in own) <= 0.0012
+
+
+def _sample_outcomes(gw: Gateway, until: int, timeout_s: float = 20) -> dict[str, int]:
+    """The sampler's outcomes from /metrics, once ``until`` samples have one."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        outcomes = {"judged": 0, "skipped": 0, "failed": 0, "unparseable": 0}
+        for line in httpx.get(gw.url + "/metrics").text.splitlines():
+            if line.startswith("tierwise_quality_samples_total{"):
+                outcomes[line.split('outcome="')[1].split('"')[0]] = int(float(line.rsplit(" ", 1)[1]))
+        if sum(outcomes.values()) >= until or time.monotonic() > deadline:
+            return outcomes
+        time.sleep(0.05)
 
 
 def test_the_shipped_quality_demo_policy_runs_the_whole_loop(start_gateway: GatewayFactory, router: Router) -> None:
