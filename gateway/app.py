@@ -24,8 +24,6 @@ from gateway.api.browser import browser_refusal
 from gateway.api.openapi import install_openapi
 from gateway.availability import Availability
 from gateway.clock import Clock, SystemClock
-from gateway.demo.fake_upstream import create_fake_app
-from gateway.demo.server_thread import ServerThread
 from gateway.dispatch import Dispatcher
 from gateway.errors import GatewayError, envelope
 from gateway.keys import Guard, KeyStore, Limiter, MemoryLimiter
@@ -40,6 +38,7 @@ from gateway.policy.loader import LoadedPolicy, load_policy
 from gateway.policy.models import Policy
 from gateway.policy.store import PolicyStore
 from gateway.providers.base import Provider
+from gateway.providers.fake import FakeProvider
 from gateway.providers.openai_compatible import OpenAICompatibleProvider
 from gateway.quality.sampler import QualitySampler
 from gateway.quality.snapshots import record_snapshot
@@ -115,8 +114,6 @@ def create_app(
             await state.guard.limiter.aclose()
             if state.pipeline.resolver.sessions is not None:
                 await state.pipeline.resolver.sessions.aclose()
-            if state.fake_server is not None:
-                state.fake_server.stop()
             state.ledger.engine.dispose()
             uninstall_redaction(state.redaction)
             if settings.otel_endpoint:
@@ -149,24 +146,17 @@ async def _build_state(
 ) -> GatewayState:
     loaded = load_policy(settings.policy_path)
     store = PolicyStore(loaded)
-    fake_server: ServerThread | None = None
-    bases: dict[str, str] = {}
-    if _uses(loaded.policy, "fake"):
-        fake_server = ServerThread(create_fake_app())
-        url = fake_server.start()
-        log.warning(
-            "FAKE PROVIDER: deployments %s answer from the built-in fake at %s; their replies are not a model's",
-            [d.name for d in loaded.policy.all_deployments if d.provider == "fake"],
-            url,
-        )
-    openai_compatible = OpenAICompatibleProvider({})
-    providers: dict[str, Provider] = {"openai_compatible": openai_compatible, "fake": openai_compatible}
+    openai_compatible = OpenAICompatibleProvider()
+    providers: dict[str, Provider] = {"openai_compatible": openai_compatible}
 
     def refresh(new: LoadedPolicy) -> None:
-        for dep in new.policy.all_deployments:
-            if dep.provider == "fake" and fake_server is not None:
-                bases[dep.name] = fake_server.url + "/v1"
-        openai_compatible.set_bases(dict(bases))
+        if _uses(new.policy, "fake") and "fake" not in providers:
+            providers["fake"] = FakeProvider()
+            log.warning(
+                "FAKE PROVIDER: deployments %s answer from the built-in fake (in process); their replies are"
+                " not a model's",
+                [d.name for d in new.policy.all_deployments if d.provider == "fake"],
+            )
         if _uses(new.policy, "litellm"):
             from gateway.providers.litellm_provider import LitellmProvider  # noqa: PLC0415 - import only if used
 
@@ -258,7 +248,6 @@ async def _build_state(
         metrics=metrics,
         embeddings=embeddings,
         router=router,
-        fake_server=fake_server,
     )
     async with httpx.AsyncClient() as client:
         await probe_once(store, availability, client)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.availability import Availability
-from gateway.demo.server_thread import ServerThread
 from gateway.dispatch import Dispatcher
 from gateway.keys.guard import Guard
 from gateway.ledger.writer import LedgerWriter
@@ -37,4 +36,3 @@ class GatewayState:
     metrics: Metrics
     embeddings: EmbeddingsFlow
     router: RouterLike | None = None
-    fake_server: ServerThread | None = None

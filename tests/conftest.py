@@ -20,8 +20,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from gateway.app import create_app
 from gateway.clock import Clock, SystemClock
-from gateway.demo.fake_upstream import create_fake_app
 from gateway.demo.server_thread import ServerThread
+from gateway.providers.fake_upstream import create_fake_app
 from gateway.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.demo.fake_upstream import fake_embedding
+from gateway.providers.fake_upstream import fake_embedding
 from tests.conftest import Gateway, GatewayFactory, fake_stats, three_tier_policy
 
 MASTER = "sk-master-embeddings-0123456789"

@@ -17,9 +17,9 @@ import openai
 import pytest
 from sqlalchemy import text
 
-from gateway.demo.fake_upstream import create_fake_app
 from gateway.demo.server_thread import ServerThread
 from gateway.ledger import make_engine
+from gateway.providers.fake_upstream import create_fake_app
 from tests.conftest import REPO, GatewayFactory, MinuteStartClock, fake_stats, three_tier_policy
 from tests.replicas import Replicas
 from tests.tcp_proxy import TcpProxy

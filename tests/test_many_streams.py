@@ -37,7 +37,7 @@ async def test_a_thousand_and_one_streams_open_at_once() -> None:
     server = await asyncio.start_server(upstream, "127.0.0.1", 0, backlog=STREAMS)
     port = server.sockets[0].getsockname()[1]
     deployment = Deployment(name="held", model="openai/held", api_base=f"http://127.0.0.1:{port}/v1")
-    provider = OpenAICompatibleProvider({})
+    provider = OpenAICompatibleProvider()
 
     async def one() -> bytes:
         stream = await provider.open_stream(deployment, None, {"messages": [], "max_tokens": 2}, False)

@@ -1,1 +1,2 @@
-"""Demo and test tooling: the fake upstream, a thread-hosted server, demo traffic. Not providers."""
+"""Demo and test tooling: a thread-hosted server (the fake upstream over real HTTP), demo traffic.
+Serving code never imports it."""

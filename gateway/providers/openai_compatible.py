@@ -1,5 +1,5 @@
 """Any server that already speaks OpenAI's chat and embeddings APIs (OpenAI, llama.cpp, vLLM,
-Ollama, the fake).
+Ollama).
 
 The fast path: one pooled aiohttp session, the request body passed on with only ``model`` (and
 ``stream_options`` for streams) changed, and the response bytes passed back. Stream events
@@ -9,7 +9,7 @@ are parsed only to read usage and count text, never re-serialised.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -31,7 +31,7 @@ from gateway.providers.base import (
 from gateway.redact import redact
 from gateway.usage import Usage, prompt_tokens_bound, usage_of
 
-__all__ = ["OpenAICompatibleProvider", "parse_retry_after"]
+__all__ = ["OpenAICompatibleProvider", "answer_of", "error_message", "parse_retry_after", "sse_events"]
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -43,7 +43,7 @@ def parse_retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: rare from LLM APIs; fall back to our own backoff
 
 
-def _error_message(status: int, reason: str | None, content: bytes, api_key: str | None) -> str:
+def error_message(status: int, reason: str | None, content: bytes, api_key: str | None) -> str:
     """The upstream's own error message, first line only, short and without secrets: some
     upstreams echo the request's headers (our provider key) or a traceback into error bodies."""
     text = ""
@@ -70,9 +70,7 @@ class OpenAICompatibleProvider(Provider):
     """aiohttp rather than httpx on this path: httpcore checks every idle pooled connection for
     readability on each request, which cost ~40% of the dispatch time under concurrency."""
 
-    def __init__(self, base_url_for: dict[str, str]) -> None:
-        # deployment name -> api_base; resolved by the caller from the policy (never the request)
-        self._base_url_for = base_url_for
+    def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -83,9 +81,6 @@ class OpenAICompatibleProvider(Provider):
             connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=True)
         return self._session
-
-    def set_bases(self, base_url_for: dict[str, str]) -> None:
-        self._base_url_for = base_url_for
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -99,7 +94,7 @@ class OpenAICompatibleProvider(Provider):
         path: str = "/chat/completions",
         fields: frozenset[str] = CHAT_FIELDS,
     ) -> aiohttp.ClientResponse:
-        base = self._base_url_for.get(deployment.name) or deployment.api_base
+        base = deployment.api_base  # from the policy, never the request
         if base is None and deployment.model.startswith("openai/"):
             base = "https://api.openai.com/v1"
         if base is None:
@@ -127,7 +122,7 @@ class OpenAICompatibleProvider(Provider):
                 response.release()
             raise UpstreamHTTPError(
                 response.status,
-                _error_message(response.status, response.reason, content, api_key),
+                error_message(response.status, response.reason, content, api_key),
                 parse_retry_after(response.headers.get("retry-after")),
             )
         return response
@@ -155,72 +150,80 @@ class OpenAICompatibleProvider(Provider):
         }
         response = await self._send(deployment, api_key, upstream_body)
         stream = UpstreamStream(events=_empty())
-        stream.events = self._events(response, stream, include_usage, upstream_body)
-        return stream
 
-    async def _events(
-        self, response: aiohttp.ClientResponse, stream: UpstreamStream, include_usage: bool, body: dict[str, Any]
-    ) -> AsyncIterator[bytes]:
-        """The upstream's events as they come, ended as OpenAI ends a stream (see _missing_end)."""
-        buffer = b""  # an event not complete yet
-        last = b""  # the last event before [DONE]
-        try:
-            async for raw in response.content.iter_any():
-                # One split per read: a read can hold hundreds of events, and re-splitting the rest
-                # after each one made a burst quadratic.
-                *events, buffer = (buffer + raw).replace(b"\r\n", b"\n").split(b"\n\n")
-                for event in events:
-                    if self._inspect(event, stream, include_usage):
-                        if stream.done:
-                            yield _missing_end(last, stream, include_usage, body) + event + b"\n\n"
-                        else:
-                            yield (last := event + b"\n\n")
-                    if stream.done or stream.error:
-                        return
-            if buffer.strip() and not stream.done and self._inspect(buffer, stream, include_usage):
-                yield (
-                    _missing_end(last, stream, include_usage, body) + buffer + b"\n\n"
-                    if stream.done
-                    else buffer + b"\n\n"
-                )
-        except TimeoutError as exc:
-            stream.error = "upstream_timeout"
-            raise UpstreamTimeout("upstream stalled mid-stream") from exc
-        except aiohttp.ClientError as exc:
-            stream.error = "upstream_disconnected"
-            raise UpstreamConnectError("upstream connection broke mid-stream") from exc
-        finally:
-            # A stream that did not finish cannot go back to the pool: close its connection.
-            if stream.done:
+        def ended(done: bool) -> None:  # a stream that did not finish cannot go back to the pool
+            if done:
                 response.release()
             else:
                 response.close()
 
-    @staticmethod
-    def _inspect(event: bytes, stream: UpstreamStream, include_usage: bool) -> bool:
-        """Read usage and text from one SSE event; False drops it (a usage chunk nobody asked for)."""
-        for line in event.split(b"\n"):
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                stream.done = True
-                return True
-            try:
-                payload = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                stream.error = "malformed_stream"
-                return False
-            if not isinstance(payload, dict):
-                continue
-            stream.observe(payload)
-            if "usage" in payload and not payload.get("choices") and not include_usage:
-                return False
-        return True
+        stream.events = sse_events(response.content.iter_any(), stream, include_usage, upstream_body, ended)
+        return stream
+
+
+async def sse_events(
+    reads: AsyncIterator[bytes],
+    stream: UpstreamStream,
+    include_usage: bool,
+    body: dict[str, Any],
+    ended: Callable[[bool], object],
+) -> AsyncIterator[bytes]:
+    """An OpenAI-compatible upstream's events, from its body as it is read: each checked and
+    accounted (``_inspect``), ended as OpenAI ends a stream (``_missing_end``); ``ended(done)``
+    runs last, with whether the stream finished."""
+    buffer = b""  # an event not complete yet
+    last = b""  # the last event before [DONE]
+    try:
+        async for raw in reads:
+            # One split per read: a read can hold hundreds of events, and re-splitting the rest
+            # after each one made a burst quadratic.
+            *events, buffer = (buffer + raw).replace(b"\r\n", b"\n").split(b"\n\n")
+            for event in events:
+                if _inspect(event, stream, include_usage):
+                    if stream.done:
+                        yield _missing_end(last, stream, include_usage, body) + event + b"\n\n"
+                    else:
+                        yield (last := event + b"\n\n")
+                if stream.done or stream.error:
+                    return
+        if buffer.strip() and not stream.done and _inspect(buffer, stream, include_usage):
+            yield (
+                _missing_end(last, stream, include_usage, body) + buffer + b"\n\n" if stream.done else buffer + b"\n\n"
+            )
+    except TimeoutError as exc:
+        stream.error = "upstream_timeout"
+        raise UpstreamTimeout("upstream stalled mid-stream") from exc
+    except aiohttp.ClientError as exc:
+        stream.error = "upstream_disconnected"
+        raise UpstreamConnectError("upstream connection broke mid-stream") from exc
+    finally:
+        ended(stream.done)
+
+
+def _inspect(event: bytes, stream: UpstreamStream, include_usage: bool) -> bool:
+    """Read usage and text from one SSE event; False drops it (a usage chunk nobody asked for)."""
+    for line in event.split(b"\n"):
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            stream.done = True
+            return True
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            stream.error = "malformed_stream"
+            return False
+        if not isinstance(payload, dict):
+            continue
+        stream.observe(payload)
+        if "usage" in payload and not payload.get("choices") and not include_usage:
+            return False
+    return True
 
 
 async def _answer(response: aiohttp.ClientResponse, required: str) -> Completion:
-    """A JSON answer read whole, checked for the field its kind always has."""
+    """A JSON answer read whole."""
     try:
         content = await response.read()
     except TimeoutError as exc:
@@ -229,6 +232,11 @@ async def _answer(response: aiohttp.ClientResponse, required: str) -> Completion
         raise UpstreamConnectError(f"upstream connection broke: {type(exc).__name__}") from exc
     finally:
         response.release()
+    return answer_of(content, required)
+
+
+def answer_of(content: bytes, required: str) -> Completion:
+    """An OpenAI-compatible JSON answer, checked for the field its kind always has."""
     try:
         payload = orjson.loads(content)
     except orjson.JSONDecodeError as exc:

@@ -1,5 +1,7 @@
-"""The built-in fake provider: a real OpenAI-compatible HTTP app whose behaviour is picked
-by model name, for tests, demos and benchmarks with no network.
+"""The built-in fake upstream: an OpenAI-compatible app whose behaviour is picked by model name,
+for tests, demos and benchmarks with no network. ``fake/<behaviour>`` deployments call it in
+process (:mod:`gateway.providers.fake`); tests also serve it over real HTTP
+(``gateway.demo.server_thread``) as an ``openai/<behaviour>`` deployment's ``api_base``.
 
 Models (prefix ``fake/`` in a policy):
 
