@@ -113,22 +113,29 @@ def test_a_coding_agent_turn_on_messages_with_a_failed_tool_result(
     assert result["content"] in ("no such file", [{"type": "text", "text": "no such file"}])
 
 
-@pytest.mark.xfail(
-    strict=True, reason="litellm's chat translation has no is_error: needs the native Messages pass-through (#25)"
-)
-def test_is_error_reaches_claude(gw: Gateway, upstream: CachingUpstream) -> None:
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_is_error_reaches_claude_on_the_failed_result_only(
+    gw: Gateway, upstream: CachingUpstream, stream: bool
+) -> None:
     client = anthropic.Anthropic(base_url=gw.url, api_key="none", max_retries=0)
-    result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "no such file", "is_error": True}
-    client.messages.create(
-        model="agent",
-        max_tokens=256,
-        messages=[
-            {"role": "user", "content": "fix the bug"},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "edit_file", "input": {}}]},
-            {"role": "user", "content": [result]},  # type: ignore[list-item]
-        ],
-    )
-    assert upstream.requests[-1]["messages"][-1]["content"][0].get("is_error") is True
+    failed = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "no such file", "is_error": True}
+    worked = {"type": "tool_result", "tool_use_id": "toolu_2", "content": "def main(): ..."}
+    calls = [
+        {"type": "tool_use", "id": "toolu_1", "name": "edit_file", "input": {}},
+        {"type": "tool_use", "id": "toolu_2", "name": "edit_file", "input": {}},
+    ]
+    messages: list[Any] = [
+        {"role": "user", "content": "fix the bug"},
+        {"role": "assistant", "content": calls},
+        {"role": "user", "content": [failed, worked]},
+    ]
+    if stream:
+        with client.messages.stream(model="agent", max_tokens=256, messages=messages) as s:
+            s.get_final_message()
+    else:
+        client.messages.create(model="agent", max_tokens=256, messages=messages)
+    results = upstream.requests[-1]["messages"][-1]["content"]
+    assert [(r["tool_use_id"], r.get("is_error")) for r in results] == [("toolu_1", True), ("toolu_2", None)]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])

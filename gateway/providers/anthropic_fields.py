@@ -1,9 +1,11 @@
-"""Fields only Anthropic deployments take: prompt-cache breakpoints and extended thinking.
+"""Fields only Anthropic deployments take: prompt-cache breakpoints, extended thinking and failed
+tool results.
 
 A Messages API request may carry ``cache_control`` (on system blocks, tools and content blocks),
-``thinking`` and earlier turns' thinking blocks. The translator puts them into the chat body where
-litellm's Anthropic transformation reads them (``cache_control`` on content parts and tools,
-``thinking`` as a parameter, ``thinking_blocks`` on assistant messages) and names them under
+``thinking``, earlier turns' thinking blocks and tool results' ``is_error``. The translator puts them
+into the chat body where litellm's Anthropic transformation reads them (``cache_control`` on
+content parts and tools, ``thinking`` as a parameter, ``thinking_blocks`` on assistant messages;
+``is_error`` on a tool message, which the litellm provider writes onto its ``tool_result``) and names them under
 :data:`MARKER`, a key no client can send (the chat API's
 allowlist refuses it) and no provider forwards (they send only chat fields). Each deployment
 gets them only if it is an Anthropic one; any other gets the body without them, and the answer
@@ -69,14 +71,17 @@ def _marked(message: dict[str, Any]) -> dict[str, Any]:
     return {**message, "cache_control": _EPHEMERAL}
 
 
+_ANTHROPIC_ONLY = frozenset({"thinking_blocks", "cache_control", "is_error"})
+
+
 def _plain(message: dict[str, Any]) -> dict[str, Any]:
-    """A chat message without thinking blocks and breakpoints (the message itself if it has none)."""
+    """A chat message without thinking blocks, breakpoints and is_error (itself if it has none)."""
     content = message.get("content")
     marked = isinstance(content, list) and any(isinstance(p, dict) and "cache_control" in p for p in content)
-    if not marked and "thinking_blocks" not in message and "cache_control" not in message:
+    if not marked and not _ANTHROPIC_ONLY.intersection(message):
         return message
-    # a tool message's breakpoint sits on the message itself (see translate/anthropic_extras.py)
-    out = {k: v for k, v in message.items() if k not in ("thinking_blocks", "cache_control")}
+    # a tool message's breakpoint and is_error sit on the message itself (see translate/anthropic_extras.py)
+    out = {k: v for k, v in message.items() if k not in _ANTHROPIC_ONLY}
     if marked and isinstance(content, list):
         out["content"] = [
             {k: v for k, v in p.items() if k != "cache_control"} if isinstance(p, dict) else p for p in content

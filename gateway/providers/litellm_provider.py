@@ -7,6 +7,7 @@ is actually needed.
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import logging
 from collections.abc import AsyncIterator, Iterable
@@ -38,6 +39,43 @@ from gateway.usage import usage_of
 __all__ = ["LitellmProvider"]
 
 log = logging.getLogger("tierwise.providers")
+
+# The tool_use ids whose results this call marks as failed (a Messages request's ``is_error``,
+# which litellm's chat translation has no place for): read by the transport that sends the call.
+_FAILED_TOOLS: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("failed_tools", default=frozenset())
+
+
+class _MarkFailedTools(httpx.AsyncBaseTransport):
+    """Sets ``is_error: true`` on the ``tool_result`` blocks litellm wrote for this call's failed
+    tools, and on nothing else, then sends the request as it was otherwise."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        failed = _FAILED_TOOLS.get()
+        if failed and request.method == "POST":
+            body = orjson.loads(await request.aread())
+            for message in (body.get("messages") or []) if isinstance(body, dict) else []:
+                content = message.get("content") if isinstance(message, dict) else None
+                for block in content if isinstance(content, list) else []:
+                    if (
+                        isinstance(block, dict)
+                        and block.get("type") == "tool_result"
+                        and block.get("tool_use_id") in failed
+                    ):
+                        block["is_error"] = True
+            content = orjson.dumps(body)
+            headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(content)).encode()))
+            request = httpx.Request(
+                request.method, request.url, headers=headers, content=content, extensions=request.extensions
+            )
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
 
 # An agent's turn in OpenAI's shape, with every kind of part a request through litellm can carry:
 # system text, an image, a tool call, a tool result, tools and a stream.
@@ -91,6 +129,7 @@ class LitellmProvider(Provider):
         # a client sends can become a litellm setting (fallbacks, callbacks, credentials, ...).
         self._own = frozenset(all_litellm_params) | {"model", "messages", "stream", "stream_options"}
         self._litellm = litellm
+        self._marking: Any = None  # litellm's HTTP client over _MarkFailedTools, made when first needed
 
     def self_check(self, deployments: Iterable[Deployment]) -> list[str]:
         """Translate an agent's turn for each deployment as litellm would before sending it, and
@@ -146,11 +185,15 @@ class LitellmProvider(Provider):
         params = {k: v for k, v in body.items() if k in CHAT_FIELDS and k not in self._own}
         if "thinking" in body:  # only an Anthropic deployment's body has it (anthropic_fields)
             params["thinking"] = body["thinking"]
+        messages = body["messages"]
+        if any(m.get("is_error") is True for m in messages):  # idem: failed tool results
+            params["client"] = self._marking_client()
+            messages = [{k: v for k, v in m.items() if k != "is_error"} for m in messages]
         return {
             **params,
             # From the policy only, and last, so nothing above can stand in for them.
             "model": deployment.model,
-            "messages": body["messages"],
+            "messages": messages,
             "api_base": deployment.api_base,
             "api_key": api_key,
             "timeout": deployment.timeout_s,
@@ -160,12 +203,26 @@ class LitellmProvider(Provider):
             "_skip_mcp_handler": True,
         }
 
+    def _marking_client(self) -> Any:
+        if self._marking is None:
+            from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler  # noqa: PLC0415
+
+            self._marking = AsyncHTTPHandler(transport=_MarkFailedTools())
+        return self._marking
+
+    async def aclose(self) -> None:
+        if self._marking is not None:
+            await self._marking.close()
+
     async def complete(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> Completion:
         kwargs = self._kwargs(deployment, api_key, body)
+        marked = _FAILED_TOOLS.set(_failed_tools(body))
         try:
             resp = await self._litellm.acompletion(**kwargs)
         except Exception as exc:  # litellm raises many types; all are mapped
             raise self._map_error(exc, api_key) from exc
+        finally:
+            _FAILED_TOOLS.reset(marked)
         payload = _openai_shaped(resp.model_dump(exclude_none=True))
         return Completion(body=orjson.dumps(payload), usage=usage_of(payload), payload=payload)
 
@@ -173,10 +230,13 @@ class LitellmProvider(Provider):
         self, deployment: Deployment, api_key: str | None, body: dict[str, Any], include_usage: bool
     ) -> UpstreamStream:
         kwargs = self._kwargs(deployment, api_key, body)
-        try:
+        marked = _FAILED_TOOLS.set(_failed_tools(body))
+        try:  # the request is sent before litellm hands back the stream
             chunks = await self._litellm.acompletion(**kwargs, stream=True, stream_options={"include_usage": True})
         except Exception as exc:
             raise self._map_error(exc, api_key) from exc
+        finally:
+            _FAILED_TOOLS.reset(marked)
         stream = UpstreamStream(events=_nothing())
         stream.events = self._events(chunks, stream, include_usage, api_key)
         return stream
@@ -219,6 +279,13 @@ def _check_schemas(body: dict[str, Any]) -> None:
         why = over_budget(schema) if isinstance(schema, dict) else None
         if why is not None:
             raise UnsendableRequest(f"{where}: {why}, which this provider's translation would copy out in full")
+
+
+def _failed_tools(body: dict[str, Any]) -> frozenset[str]:
+    """The ids of the tool messages marked ``is_error`` (anthropic_fields puts the mark there)."""
+    return frozenset(
+        str(m.get("tool_call_id")) for m in body["messages"] if m.get("role") == "tool" and m.get("is_error") is True
+    )
 
 
 def _transport_failure(exc: BaseException) -> bool:

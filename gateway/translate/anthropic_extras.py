@@ -1,5 +1,11 @@
 """What a Messages request carries that chat completions have no field for, carried into its
-chat-completions form for Anthropic deployments: prompt-cache breakpoints and extended thinking.
+chat-completions form for Anthropic deployments: prompt-cache breakpoints, extended thinking and
+failed tool results.
+
+Failed tool results: a ``tool_result`` block's ``is_error`` tells the model the tool failed
+(docs.anthropic.com, "Tool use": "is_error": true). OpenAI's tool message has no such field: the
+tool message made of that block gets ``is_error`` (named under the marker like the others), and
+the litellm provider sets it on the ``tool_result`` litellm writes for that message.
 
 Thinking: the request's ``thinking`` and the ``thinking`` / ``redacted_thinking`` blocks of earlier
 assistant turns (Anthropic needs them back, signatures intact, when a thinking turn used a tool)
@@ -42,6 +48,7 @@ class Extras:
     lost: list[str] = field(default_factory=list)  # marks whose block the chat form has no place for
     thinking: dict[str, Any] | None = None
     thinking_blocks: dict[int, list[Any]] = field(default_factory=dict)
+    failed_tools: frozenset[str] = frozenset()  # tool_use ids whose result is marked is_error
 
     @property
     def marks(self) -> int:
@@ -51,7 +58,9 @@ class Extras:
     def fields(self) -> list[str]:
         """The names this request carries, as :data:`MARKER` lists them."""
         thinks = self.thinking is not None or self.thinking_blocks
-        return ["cache_control"] * bool(self.marks) + ["thinking"] * bool(thinks)
+        return (
+            ["cache_control"] * bool(self.marks) + ["thinking"] * bool(thinks) + ["is_error"] * bool(self.failed_tools)
+        )
 
 
 def find_extras(body: Mapping[str, Any], chat: Mapping[str, Any], thinking_blocks: dict[int, list[Any]]) -> Extras:
@@ -65,7 +74,11 @@ def find_extras(body: Mapping[str, Any], chat: Mapping[str, Any], thinking_block
             f"at most {MAX_BREAKPOINTS} blocks may carry cache_control (Anthropic's limit); found {count}",
         )
     thinking = body.get("thinking")
-    marks = Extras(thinking=dict(thinking) if isinstance(thinking, Mapping) else None, thinking_blocks=thinking_blocks)
+    marks = Extras(
+        thinking=dict(thinking) if isinstance(thinking, Mapping) else None,
+        thinking_blocks=thinking_blocks,
+        failed_tools=_failed_tools(body),
+    )
     if count == 0:
         return marks
     for i, tool in enumerate(body.get("tools") or []):
@@ -103,6 +116,9 @@ def carry(chat: dict[str, Any], marks: Extras) -> dict[str, Any]:
             continue
         text = messages[i].get("content")
         messages[i] = {**messages[i], "content": [{"type": "text", "text": text, "cache_control": cc}]}
+    for i, message in enumerate(messages):
+        if message.get("role") == "tool" and message.get("tool_call_id") in marks.failed_tools:
+            messages[i] = {**message, "is_error": True}
     for (i, j), cc in marks.parts.items():
         parts = list(messages[i]["content"])
         parts[j] = {**parts[j], "cache_control": cc}
@@ -115,6 +131,16 @@ def carry(chat: dict[str, Any], marks: Extras) -> dict[str, Any]:
             ({**t, "cache_control": marks.tools[k]} if k in marks.tools else t) for k, t in enumerate(chat["tools"])
         ]
     return out
+
+
+def _failed_tools(body: Mapping[str, Any]) -> frozenset[str]:
+    failed = set()
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        for block in content if isinstance(content, list) else []:
+            if isinstance(block, dict) and block.get("type") == "tool_result" and block.get("is_error") is True:
+                failed.add(str(block.get("tool_use_id")))
+    return frozenset(failed)
 
 
 def _count(body: Mapping[str, Any]) -> int:

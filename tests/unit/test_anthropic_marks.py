@@ -104,6 +104,30 @@ def test_thinking_and_earlier_thoughts_reach_only_anthropic() -> None:
     assert dropped == ["thinking"] and "thinking" not in str(body)
 
 
+def test_a_failed_tool_result_is_marked_on_its_tool_message_for_anthropic_only() -> None:
+    calls = [{"type": "tool_use", "id": f"t{i}", "name": "edit", "input": {}} for i in (1, 2)]
+    chat = _chat(
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": calls},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "no such file", "is_error": True},
+                    {"type": "tool_result", "tool_use_id": "t2", "content": "ok", "is_error": False},
+                ],
+            },
+        ],
+    )
+    assert chat[MARKER] == ["is_error"]
+    assert [(m.get("tool_call_id"), m.get("is_error")) for m in chat["messages"][2:]] == [("t1", True), ("t2", None)]
+    claude = Deployment(name="c", model="anthropic/claude-haiku-4-5")
+    local = Deployment(name="l", model="openai/smol", api_base="http://127.0.0.1:1/v1")
+    assert for_deployment(chat, claude) == (chat, [])
+    body, dropped = for_deployment(chat, local)
+    assert dropped == ["is_error"] and "is_error" not in str(body["messages"])
+
+
 def test_auto_breakpoints_go_where_anthropic_puts_them_and_keep_the_prefix_stable() -> None:
     tools = [{"type": "function", "function": {"name": n, "parameters": {}}} for n in ("a", "b")]
     system = [{"role": "system", "content": "rules"}, {"role": "developer", "content": "more"}]
