@@ -7,11 +7,11 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from gateway.cli import dashboard, demo, keys, local, policy, router, serve
+from gateway.cli import dashboard, demo, keys, ledger, local, policy, router, serve
 
 __all__ = ["build_parser", "main"]
 
-_GROUPS = (serve, policy, router, keys, dashboard, demo, local)
+_GROUPS = (serve, policy, router, keys, ledger, dashboard, demo, local)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from gateway.ledger import rollups
 from gateway.ledger.journal import Journal
 from gateway.ledger.models import LedgerEntry, LedgerRow
 
@@ -220,6 +221,12 @@ class LedgerWriter:
 
 
 def _write(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` and add them to the hourly rollups, in one transaction."""
+    _insert_rows(conn, rows)
+    rollups.add(conn, rows)
+
+
+def _insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if conn.dialect.name != "sqlite":
         conn.execute(insert(_TABLE), rows)
         return
