@@ -1,6 +1,12 @@
 """The dashboard's reads of client traffic: every aggregate is computed in SQL (SQLite or
 PostgreSQL), so a ledger of millions of rows costs a few queries, not a DataFrame of millions.
 
+Totals and charts read the ledger's hourly rollups (``request_hours``, kept by the writer) for
+the whole hours a selection covers and the raw rows only for a partial hour at its edge (or for
+every row when the selection is one conversation): :func:`traffic` is that source, in the
+rollups' shape, and the aggregates sum it. Per-request tables (the most expensive, the most
+recent, one request) read rows through their indexes.
+
 Only client requests count here: the gateway's own calls for quality sampling (purpose
 ``shadow`` or ``judge``) are shown apart, as the cost of measuring quality. Nothing here writes.
 """
@@ -9,15 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, case, func, select
+from sqlalchemy import Select, Table, and_, case, func, literal, select, union_all
 from sqlalchemy.engine import Engine
-from sqlalchemy.sql import ColumnElement, Executable
+from sqlalchemy.sql import ColumnElement, Executable, Subquery
 
 from dashboard.dialect import epoch_bucket, floor_int
 from gateway.ledger.models import LedgerEntry
+from gateway.ledger.rollups import DIMENSIONS, HOURS, MEASURES, NULLABLE
 
 __all__ = [
     "REQUESTS",
@@ -43,6 +50,8 @@ __all__ = [
 
 REQUESTS: Table = LedgerEntry.__table__  # type: ignore[attr-defined]
 T = REQUESTS
+H = HOURS
+_HOUR = 3600
 
 
 @dataclass(frozen=True)
@@ -114,25 +123,26 @@ def rows(engine: Engine, q: Executable) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in conn.execute(q)]
 
 
-def _count_if(cond: ColumnElement[bool]) -> ColumnElement[int]:
-    return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
-
-
 def summary(engine: Engine, f: Filters, measuring_usd: float = 0.0) -> Summary:
     """``measuring_usd``: what measuring these requests' quality cost (``quality_cost``)."""
-    s = T.c.status_code
+    src = traffic(engine, f)
+    s, n = src.c.status_code, src.c.requests
+
+    def total(col: Any) -> ColumnElement[Any]:
+        return func.coalesce(func.sum(col), 0)
+
     q = select(
-        func.count(),
-        _count_if(s < 400),
-        _count_if(and_(s >= 400, s < 500)),
-        _count_if(s >= 500),
-        func.coalesce(func.sum(T.c.cost_usd), 0.0),
-        func.coalesce(func.sum(T.c.frontier_cost_usd), 0.0),
-        _count_if(T.c.fallbacks.is_not(None)),
-        caching_saved(),
-        func.coalesce(func.sum(T.c.prompt_tokens), 0),
-        func.coalesce(func.sum(T.c.cache_read_tokens), 0),
-    ).where(f.where())
+        total(n),
+        total(case((s < 400, n), else_=0)),
+        total(case((and_(s >= 400, s < 500), n), else_=0)),
+        total(case((s >= 500, n), else_=0)),
+        total(src.c.cost_usd),
+        total(src.c.frontier_cost_usd),
+        total(src.c.fallbacks),
+        total(src.c.caching_saved_usd),
+        total(src.c.prompt_tokens),
+        total(src.c.cache_read_tokens),
+    )
     with engine.connect() as conn:
         n, answered, refused, failed, spend, frontier, fallbacks, cached, prompt, read = conn.execute(q).one()
     return Summary(
@@ -150,11 +160,66 @@ def summary(engine: Engine, f: Filters, measuring_usd: float = 0.0) -> Summary:
     )
 
 
-def caching_saved() -> ColumnElement[float]:
-    """What prompt caching saved: each row's cost without it minus its cost; rows from before
-    that was recorded (NULL) are left out."""
+def traffic(engine: Engine, f: Filters) -> Subquery:
+    """The client requests ``f`` selects, in the rollups' shape (dimensions with '' for none, and
+    the measures): whole hours from the rollups, the rest from the ledger's rows."""
+    whole_from = _hour_up(f.since) if f.since is not None else None
+    whole_to = _hour_down(f.until) if f.until is not None else None
+    if f.session is not None or (whole_from is not None and whole_to is not None and whole_from >= whole_to):
+        return _rows_as_rollups(engine, f).subquery()
+    conds: list[ColumnElement[bool]] = [H.c.purpose == "client"]
+    edges: list[Filters] = []
+    if whole_from is not None:
+        conds.append(H.c.hour >= int(whole_from.timestamp()))
+        if whole_from != f.since:
+            edges.append(replace_window(f, f.since, whole_from))
+    if whole_to is not None:
+        conds.append(H.c.hour < int(whole_to.timestamp()))
+        if whole_to != f.until:
+            edges.append(replace_window(f, whole_to, f.until))
+    if f.routes:
+        conds.append(H.c.route.in_(f.routes))
+    if f.tiers:
+        conds.append(H.c.tier.in_(f.tiers))
+    if f.api_keys:
+        conds.append(H.c.api_key_id.in_(f.api_keys))
+    hours = select(*(H.c[d] for d in DIMENSIONS), *(H.c[m] for m in MEASURES), H.c.last_seen).where(and_(*conds))
+    return union_all(hours, *(_rows_as_rollups(engine, e) for e in edges)).subquery()
+
+
+def replace_window(f: Filters, since: datetime | None, until: datetime | None) -> Filters:
+    return Filters(since, until, f.routes, f.tiers, f.api_keys, f.session)
+
+
+def _hour_up(at: datetime) -> datetime:
+    down = _hour_down(at)
+    return down if down == at else datetime.fromtimestamp(down.timestamp() + _HOUR, UTC)
+
+
+def _hour_down(at: datetime) -> datetime:
+    return datetime.fromtimestamp(int(at.timestamp()) // _HOUR * _HOUR, UTC)
+
+
+def _rows_as_rollups(engine: Engine, f: Filters) -> Select[Any]:
+    """Ledger rows in the rollups' shape, one row each."""
+    dims: list[Any] = [epoch_bucket(engine, T.c.created_at, _HOUR).label("hour")]
+    dims += [func.coalesce(T.c[d], "").label(d) if d in NULLABLE else T.c[d] for d in DIMENSIONS[1:]]
     saved = case((T.c.uncached_cost_usd.is_not(None), T.c.uncached_cost_usd - T.c.cost_usd), else_=0.0)
-    return func.coalesce(func.sum(saved), 0.0)
+    measures = [
+        literal(1).label("requests"),
+        *(T.c[m] for m in ("prompt_tokens", "completion_tokens", "cache_read_tokens", "cache_write_tokens")),
+        T.c.reasoning_tokens,
+        T.c.cost_usd,
+        T.c.frontier_cost_usd,
+        saved.label("caching_saved_usd"),
+        case((T.c.fallbacks.is_not(None), 1), else_=0).label("fallbacks"),
+    ]
+    return select(*dims, *measures, T.c.created_at.label("last_seen")).where(f.where())
+
+
+def _none(value: Any) -> Any:
+    """A rollup dimension's '' (none) as the ledger's NULL."""
+    return None if value == "" else value
 
 
 # Bucket widths for time charts, finest first; the finest giving at most _MAX_BARS buckets over
@@ -169,9 +234,18 @@ def bucket_seconds(first: datetime | None, last: datetime | None, max_bars: int 
 
 
 def time_extent(engine: Engine, f: Filters) -> tuple[datetime | None, datetime | None]:
+    """The first and last request ``f`` selects: the rollups find their hours, the first hour's
+    rows the exact first moment."""
+    src = traffic(engine, f)
     with engine.connect() as conn:
-        lo, hi = conn.execute(select(func.min(T.c.created_at), func.max(T.c.created_at)).where(f.where())).one()
-    return as_datetime(lo), as_datetime(hi)
+        lo, hi = conn.execute(select(func.min(src.c.hour), func.max(src.c.last_seen))).one()
+        if lo is None:
+            return None, None
+        hour = datetime.fromtimestamp(int(lo), UTC)
+        start = max(hour, f.since) if f.since is not None else hour
+        end = min(hour + timedelta(hours=1), f.until) if f.until is not None else hour + timedelta(hours=1)
+        first = conn.execute(select(func.min(T.c.created_at)).where(replace_window(f, start, end).where())).scalar()
+    return as_datetime(first), as_datetime(hi)
 
 
 def as_datetime(v: Any) -> datetime | None:
@@ -184,66 +258,78 @@ def as_datetime(v: Any) -> datetime | None:
 
 def spend_over_time(engine: Engine, f: Filters, seconds: int) -> list[dict[str, Any]]:
     """Spend and requests per tier per bucket; ``bucket`` is the bucket's start (Unix seconds).
-    Requests refused before a tier was chosen cost nothing and are left out."""
-    b = epoch_bucket(engine, T.c.created_at, seconds).label("bucket")
+    Requests refused before a tier was chosen cost nothing and are left out. Buckets of whole
+    hours add up the rollups; finer ones (a short span) count the rows."""
+    if seconds % _HOUR:
+        b = epoch_bucket(engine, T.c.created_at, seconds).label("bucket")
+        q = (
+            select(b, T.c.tier, func.sum(T.c.cost_usd).label("spend_usd"), func.count().label("requests"))
+            .where(and_(f.where(), T.c.tier.is_not(None)))
+            .group_by(b, T.c.tier)
+            .order_by(b)
+        )
+        return rows(engine, q)
+    src = traffic(engine, f)
+    b = (src.c.hour // seconds * seconds).label("bucket")
     q = (
-        select(b, T.c.tier, func.sum(T.c.cost_usd).label("spend_usd"), func.count().label("requests"))
-        .where(and_(f.where(), T.c.tier.is_not(None)))
-        .group_by(b, T.c.tier)
+        select(b, src.c.tier, func.sum(src.c.cost_usd).label("spend_usd"), func.sum(src.c.requests).label("requests"))
+        .where(src.c.tier != "")
+        .group_by(b, src.c.tier)
         .order_by(b)
     )
-    return rows(engine, q)
+    return [{**r, "requests": int(r["requests"])} for r in rows(engine, q)]
 
 
 def mix(engine: Engine, f: Filters, column: str) -> list[dict[str, Any]]:
     """Answered requests by ``column``."""
-    col = T.c[column]
-    q = (
-        select(col.label(column), func.count().label("requests"))
-        .where(and_(f.where(), T.c.status_code < 400))
-        .group_by(col)
-        .order_by(func.count().desc())
-    )
-    return rows(engine, q)
+    src = traffic(engine, f)
+    col, n = src.c[column], func.sum(src.c.requests)
+    q = select(col.label(column), n.label("requests")).where(src.c.status_code < 400).group_by(col).order_by(n.desc())
+    return [{column: _none(r[column]), "requests": int(r["requests"])} for r in rows(engine, q)]
 
 
 def spend_by(engine: Engine, f: Filters, column: str) -> list[dict[str, Any]]:
-    col = T.c[column]
+    src = traffic(engine, f)
+    col = src.c[column]
     q = (
         select(
             col.label(column),
-            func.count().label("requests"),
-            func.sum(T.c.cost_usd).label("spend_usd"),
-            func.sum(T.c.frontier_cost_usd - T.c.cost_usd).label("saved_usd"),
-            caching_saved().label("caching_saved_usd"),
-            func.sum(T.c.prompt_tokens + T.c.completion_tokens).label("tokens"),
+            func.sum(src.c.requests).label("requests"),
+            func.sum(src.c.cost_usd).label("spend_usd"),
+            (func.sum(src.c.frontier_cost_usd) - func.sum(src.c.cost_usd)).label("saved_usd"),
+            func.sum(src.c.caching_saved_usd).label("caching_saved_usd"),
+            func.sum(src.c.prompt_tokens + src.c.completion_tokens).label("tokens"),
             # The share of input read from a provider's prompt cache (billed at its cached rate)
-            (func.sum(T.c.cache_read_tokens) * 1.0 / func.nullif(func.sum(T.c.prompt_tokens), 0)).label(
+            (func.sum(src.c.cache_read_tokens) * 1.0 / func.nullif(func.sum(src.c.prompt_tokens), 0)).label(
                 "cache_read_share"
             ),
         )
-        .where(f.where())
         .group_by(col)
-        .order_by(func.sum(T.c.cost_usd).desc())
+        .order_by(func.sum(src.c.cost_usd).desc())
     )
-    return rows(engine, q)
+    return [
+        {**r, column: _none(r[column]), "requests": int(r["requests"]), "tokens": int(r["tokens"])}
+        for r in rows(engine, q)
+    ]
 
 
 def refusals(engine: Engine, f: Filters) -> list[dict[str, Any]]:
     """Requests that got no answer, by status and error: what turned them away, and whom."""
+    src = traffic(engine, f)
+    n = func.sum(src.c.requests)
     q = (
         select(
-            T.c.status_code,
-            T.c.error_type,
-            func.count().label("requests"),
-            func.count(func.distinct(T.c.api_key_id)).label("keys"),
-            func.max(T.c.created_at).label("last_seen"),
+            src.c.status_code,
+            src.c.error_type,
+            n.label("requests"),
+            func.count(func.distinct(func.nullif(src.c.api_key_id, ""))).label("keys"),
+            func.max(src.c.last_seen).label("last_seen"),
         )
-        .where(and_(f.where(), T.c.status_code >= 400))
-        .group_by(T.c.status_code, T.c.error_type)
-        .order_by(func.count().desc())
+        .where(src.c.status_code >= 400)
+        .group_by(src.c.status_code, src.c.error_type)
+        .order_by(n.desc())
     )
-    return rows(engine, q)
+    return [{**r, "error_type": _none(r["error_type"]), "requests": int(r["requests"])} for r in rows(engine, q)]
 
 
 def latency_percentiles(
@@ -329,16 +415,16 @@ def router_scores(engine: Engine, f: Filters, limit: int = 5000) -> list[dict[st
 
 
 def distinct_values(engine: Engine, column: str, limit: int = 200) -> list[str]:
-    col = T.c[column]
-    q = select(col).where(and_(col.is_not(None), T.c.purpose == "client")).group_by(col).order_by(col).limit(limit)
+    col = H.c[column]
+    q = select(col).where(and_(col != "", H.c.purpose == "client")).group_by(col).order_by(col).limit(limit)
     with engine.connect() as conn:
         return [str(v) for (v,) in conn.execute(q)]
 
 
 def tier_prices(engine: Engine) -> list[str]:
     """Tiers the ledger knows, cheapest per token first (their order when no policy is recorded)."""
-    tokens = func.sum(T.c.prompt_tokens + T.c.completion_tokens)
-    q = select(T.c.tier, func.sum(T.c.cost_usd), tokens).where(T.c.tier.is_not(None)).group_by(T.c.tier)
+    tokens = func.sum(H.c.prompt_tokens + H.c.completion_tokens)
+    q = select(H.c.tier, func.sum(H.c.cost_usd), tokens).where(H.c.tier != "").group_by(H.c.tier)
     with engine.connect() as conn:
-        found = [(str(t), float(c or 0) / n if n else float("inf")) for t, c, n in conn.execute(q)]
+        found = [(str(t), float(c or 0) / int(n) if n else float("inf")) for t, c, n in conn.execute(q)]
     return [t for t, _ in sorted(found, key=lambda x: (x[1], x[0]))]

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from gateway.ledger import create_schema, make_engine
 from gateway.ledger.models import LedgerEntry
+from gateway.ledger.rollups import rebuild
 from gateway.quality.models import Feedback, Judgement, PolicySnapshot
 
 REQUESTS = LedgerEntry.__table__  # type: ignore[attr-defined]
@@ -179,6 +180,7 @@ def write(db: Path | str, tables: dict[str, list[dict[str, Any]]], snapshot: str
             digest = hashlib.sha256(snapshot.encode()).hexdigest()
             row = {"path": "/etc/tierwise/running.yaml", "sha256": digest, "content": snapshot}
             conn.execute(insert(SNAPSHOTS), [row])
+        rebuild(conn)  # rows written around the gateway's writer: its rollups are recounted
     engine.dispose()
 
 
@@ -317,3 +319,7 @@ def spread_over(db: Path, span: timedelta) -> None:
                 con.execute("UPDATE feedback SET created_at = ?, updated_at = ? WHERE request_id = ?", (at, at, rid))
     finally:
         con.close()
+    engine = engine_for(db)
+    with engine.begin() as conn:  # times changed under the rollups: recounted
+        rebuild(conn)
+    engine.dispose()

@@ -1,0 +1,186 @@
+"""The dashboard on a big ledger: the time its traffic page spends in queries, on the rollups
+(this checkout) and on raw rows (the queries of a revision from before them, ``--before``), on
+the same database, in the same run.
+
+A generator writes a realistic ledger: ``--rows`` client requests over 30 days (busier by day
+than by night), 50 keys, three tiers with their deployments and models, two routes, four APIs,
+some refused or failed, a few sessions, 5% of them sampled for quality (a shadow answer and two
+judge calls each). Rows go in by bulk insert, then ``tierwise ledger rebuild-rollups``'s recount.
+
+    python bench/dashboard_scale.py [--rows 1000000] [--database-url URL] [--before REV]
+
+SQLite by default (a file under bench/out/); ``--database-url`` for PostgreSQL. Prints seconds
+per page for the last 24 h, 7 days and all time, median of 3, per revision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from measure import HERE, PY, REPO, log
+
+OUT = HERE / "out"
+
+# The traffic page's reads, as dashboard/app.py makes them (the sidebar's lists included).
+PAGE = """
+import json, statistics, sys, time
+from datetime import UTC, datetime, timedelta
+from gateway.ledger import make_engine
+from dashboard import queries as q, quality_queries as qq
+engine = make_engine(sys.argv[1])
+out = {}
+for name, window in (("24 h", timedelta(hours=24)), ("7 days", timedelta(days=7)), ("all time", None)):
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        for column in ("route", "tier", "api_key_id"):
+            q.distinct_values(engine, column)
+        q.tier_prices(engine)
+        f = q.Filters(since=datetime.now(UTC) - window if window else None)
+        qq.quality_cost(engine, f)
+        q.summary(engine, f)
+        qq.judged(engine, f)
+        first, last = q.time_extent(engine, f)
+        q.spend_over_time(engine, f, q.bucket_seconds(first, last))
+        q.mix(engine, f, "tier"); q.mix(engine, f, "route")
+        q.latency_percentiles(engine, f)
+        q.router_scores(engine, f)
+        for column in ("api_key_id", "tier", "route", "upstream_model"):
+            q.spend_by(engine, f, column)
+        q.top_expensive(engine, f); q.refusals(engine, f); q.recent(engine, f)
+        times.append(time.perf_counter() - t)
+    out[name] = statistics.median(times)
+print(json.dumps(out))
+"""
+
+
+def generate(url: str, n: int, seed: int = 1) -> None:
+    from sqlalchemy import insert
+
+    from gateway.ledger import create_schema, make_engine
+    from gateway.ledger.models import LedgerEntry, LedgerRow
+    from gateway.ledger.rollups import rebuild
+
+    engine = make_engine(url)
+    create_schema(engine)
+    table = LedgerEntry.__table__  # type: ignore[attr-defined]
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    tiers = {"local": (0.0, 0.0), "mid": (0.15, 0.6), "frontier": (2.5, 10.0)}
+    models = {"local": "smollm2-135m", "mid": "gpt-4o-mini", "frontier": "claude-sonnet-4-5"}
+    keys = [f"key_{i:02d}" for i in range(50)]
+    started, batch = time.monotonic(), []
+    for i in range(n):
+        at = now - timedelta(seconds=rng.random() ** 1.3 * 30 * 86400)  # more of it lately
+        tier = rng.choices(list(tiers), weights=(5, 3, 2))[0]
+        status, error = 200, None
+        roll = rng.random()
+        if roll < 0.02:
+            status, error = 502, "upstream_error"
+        elif roll < 0.04:
+            status, error = 429, "rate_limited"
+        elif roll < 0.05:
+            status, error = 401, "invalid_api_key"
+        answered = status < 400
+        p, c = rng.randrange(50, 8000), rng.randrange(10, 800)
+        read = p // 2 if answered and rng.random() < 0.3 else 0
+        price = tiers[tier]
+        cost = ((p - read * 0.9) * price[0] + c * price[1]) / 1e6 if answered else 0.0
+        rid = f"req_{i:012d}{uuid.uuid4().hex[:8]}"
+        row = LedgerRow(
+            request_id=rid,
+            created_at=at,
+            api_key_id=None if status == 401 else rng.choice(keys),
+            route=rng.choice(("auto", "auto", "cheap")),
+            requested_model="auto",
+            tier=None if status == 401 else tier,
+            deployment=f"{tier}-a" if answered else None,
+            upstream_model=models[tier] if answered else None,
+            router_tier=tier,
+            router_scores=json.dumps({"local": 0.4, "mid": 0.6, "frontier": 0.8}) if rng.random() < 0.6 else None,
+            prompt_tokens=p if answered else 0,
+            completion_tokens=c if answered else 0,
+            cache_read_tokens=read,
+            cost_usd=cost,
+            uncached_cost_usd=(p * price[0] + c * price[1]) / 1e6 if answered else 0.0,
+            frontier_cost_usd=((p - read * 0.9) * 2.5 + c * 10) / 1e6 if answered else 0.0,
+            ttft_ms=rng.uniform(50, 900) if answered else None,
+            latency_ms=rng.uniform(100, 9000),
+            status_code=status,
+            error_type=error,
+            api=rng.choice(("chat", "chat", "messages", "responses")),
+            session_id=f"conv-{rng.randrange(5000)}" if rng.random() < 0.2 else None,
+            fallbacks='["mid-a: timeout"]' if rng.random() < 0.03 else None,
+        )
+        batch.append({name: getattr(row, name) for name in LedgerRow.__slots__})
+        if answered and rng.random() < 0.05:  # a judged sample: a shadow answer and two judge calls
+            for purpose in ("shadow", "judge", "judge"):
+                own = {**batch[-1], "request_id": f"{rid}-{purpose}-{len(batch)}", "purpose": purpose}
+                batch.append(own | {"parent_request_id": rid, "api_key_id": None, "session_id": None})
+        if len(batch) >= 20_000 or i == n - 1:
+            with engine.begin() as conn:
+                conn.execute(insert(table), batch)
+            batch = []
+            log(f"  {i + 1:,} rows ({time.monotonic() - started:.0f}s)")
+    with engine.begin() as conn:
+        groups = rebuild(conn)
+    log(f"rollups recounted: {groups:,} groups; {time.monotonic() - started:.0f}s in all")
+    engine.dispose()
+
+
+def page_seconds(url: str, checkout: Path) -> dict[str, float]:
+    out = subprocess.run(
+        [PY, "-c", PAGE, url],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(checkout)},
+    )
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--database-url", help="default: a SQLite file under bench/out/")
+    ap.add_argument("--before", default="63e2008", help="a revision whose dashboard reads raw rows")
+    ap.add_argument("--reuse", action="store_true", help="keep the database of an earlier run")
+    args = ap.parse_args()
+    OUT.mkdir(exist_ok=True)
+    url = args.database_url or f"sqlite:///{OUT / f'ledger-{args.rows}.db'}"
+    if not args.reuse:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+        log(f"writing {args.rows:,} client requests to {url}")
+        generate(url, args.rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        before = Path(tmp) / "before"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before], check=True)
+        try:
+            results = {
+                "rollups (this checkout)": page_seconds(url, REPO),
+                f"raw rows ({args.before})": page_seconds(url, before),
+            }
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)], check=False)
+    print(f"\nseconds in queries per traffic page, median of 3 ({args.rows:,} client requests, {url.split(':')[0]})")
+    print(f"{'':>28} {'24 h':>8} {'7 days':>8} {'all time':>9}")
+    for name, r in results.items():
+        print(f"{name:>28} {r['24 h']:8.2f} {r['7 days']:8.2f} {r['all time']:9.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
