@@ -2,6 +2,9 @@
 (this checkout) and on raw rows (the queries of a revision from before them, ``--before``), on
 the same database, in the same run.
 
+Also the ledger writer's insert rate with its rollups and without (the rollups are added in the
+same transaction as each batch of rows), median of 3.
+
 A generator writes a realistic ledger: ``--rows`` client requests over 30 days (busier by day
 than by night), 50 keys, three tiers with their deployments and models, two routes, four APIs,
 some refused or failed, a few sessions, 5% of them sampled for quality (a shadow answer and two
@@ -16,18 +19,28 @@ per page for the last 24 h, 7 days and all time, median of 3, per revision.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 from measure import HERE, PY, REPO, log
+from sqlalchemy import insert
+
+from gateway.ledger import LedgerWriter, create_schema, make_engine, rollups
+from gateway.ledger.models import LedgerEntry, LedgerRow
+from gateway.ledger.rollups import rebuild
 
 OUT = HERE / "out"
 
@@ -64,22 +77,13 @@ print(json.dumps(out))
 """
 
 
-def generate(url: str, n: int, seed: int = 1) -> None:
-    from sqlalchemy import insert
-
-    from gateway.ledger import create_schema, make_engine
-    from gateway.ledger.models import LedgerEntry, LedgerRow
-    from gateway.ledger.rollups import rebuild
-
-    engine = make_engine(url)
-    create_schema(engine)
-    table = LedgerEntry.__table__  # type: ignore[attr-defined]
+def client_rows(n: int, seed: int = 1) -> Iterator[dict[str, Any]]:
+    """``n`` client requests over the last 30 days, and the quality calls of the judged ones."""
     rng = random.Random(seed)
     now = datetime.now(UTC)
     tiers = {"local": (0.0, 0.0), "mid": (0.15, 0.6), "frontier": (2.5, 10.0)}
     models = {"local": "smollm2-135m", "mid": "gpt-4o-mini", "frontier": "claude-sonnet-4-5"}
     keys = [f"key_{i:02d}" for i in range(50)]
-    started, batch = time.monotonic(), []
     for i in range(n):
         at = now - timedelta(seconds=rng.random() ** 1.3 * 30 * 86400)  # more of it lately
         tier = rng.choices(list(tiers), weights=(5, 3, 2))[0]
@@ -122,20 +126,52 @@ def generate(url: str, n: int, seed: int = 1) -> None:
             session_id=f"conv-{rng.randrange(5000)}" if rng.random() < 0.2 else None,
             fallbacks='["mid-a: timeout"]' if rng.random() < 0.03 else None,
         )
-        batch.append({name: getattr(row, name) for name in LedgerRow.__slots__})
+        columns = {name: getattr(row, name) for name in LedgerRow.__slots__}
+        yield columns
         if answered and rng.random() < 0.05:  # a judged sample: a shadow answer and two judge calls
-            for purpose in ("shadow", "judge", "judge"):
-                own = {**batch[-1], "request_id": f"{rid}-{purpose}-{len(batch)}", "purpose": purpose}
-                batch.append(own | {"parent_request_id": rid, "api_key_id": None, "session_id": None})
-        if len(batch) >= 20_000 or i == n - 1:
-            with engine.begin() as conn:
-                conn.execute(insert(table), batch)
-            batch = []
-            log(f"  {i + 1:,} rows ({time.monotonic() - started:.0f}s)")
+            for k, purpose in enumerate(("shadow", "judge", "judge")):
+                own = {**columns, "request_id": f"{rid}-{purpose}-{k}", "purpose": purpose}
+                yield own | {"parent_request_id": rid, "api_key_id": None, "session_id": None}
+
+
+def generate(url: str, n: int) -> None:
+    engine = make_engine(url)
+    create_schema(engine)
+    table = LedgerEntry.__table__  # type: ignore[attr-defined]
+    started, written = time.monotonic(), 0
+    rows = client_rows(n)
+    while batch := list(itertools.islice(rows, 20_000)):
+        with engine.begin() as conn:
+            conn.execute(insert(table), batch)
+        written += len(batch)
+        log(f"  {written:,} rows ({time.monotonic() - started:.0f}s)")
     with engine.begin() as conn:
         groups = rebuild(conn)
     log(f"rollups recounted: {groups:,} groups; {time.monotonic() - started:.0f}s in all")
     engine.dispose()
+
+
+def writer_rows_per_s(n: int, tmp: Path) -> dict[str, float]:
+    """The ledger writer's insert rate (batches of 500, SQLite), with its rollups and without."""
+    # As a live writer sees them: in time order, ~12,000 an hour (10M rows in 30 days), so a
+    # batch of 500 falls in one or two hours and folds to one rollup row per group in it.
+    start = datetime.now(UTC) - timedelta(hours=4)
+    rows = [{**r, "created_at": start + timedelta(seconds=i * 0.3)} for i, r in enumerate(client_rows(n, seed=2))]
+    out = {}
+    for name, add in (("rows only", lambda conn, rows: None), ("rows + rollups", rollups.add)):
+        rates = []
+        for i in range(3):
+            engine = make_engine(f"sqlite:///{tmp / f'w-{len(out)}-{i}.db'}")
+            create_schema(engine)
+            writer = LedgerWriter(engine, tmp / f"spool-{len(out)}-{i}")
+            with mock.patch.object(rollups, "add", add):
+                started = time.perf_counter()
+                writer._insert(rows)
+                rates.append(len(rows) / (time.perf_counter() - started))
+            engine.dispose()
+        out[name] = statistics.median(rates)
+        log(f"writer, {name}: {out[name]:,.0f} rows/s")
+    return out
 
 
 def page_seconds(url: str, checkout: Path) -> dict[str, float]:
@@ -157,6 +193,7 @@ def main() -> int:
     ap.add_argument("--database-url", help="default: a SQLite file under bench/out/")
     ap.add_argument("--before", default="63e2008", help="a revision whose dashboard reads raw rows")
     ap.add_argument("--reuse", action="store_true", help="keep the database of an earlier run")
+    ap.add_argument("--writer-rows", type=int, default=50_000, help="rows the writer's rate is measured on")
     args = ap.parse_args()
     OUT.mkdir(exist_ok=True)
     url = args.database_url or f"sqlite:///{OUT / f'ledger-{args.rows}.db'}"
@@ -166,6 +203,7 @@ def main() -> int:
         log(f"writing {args.rows:,} client requests to {url}")
         generate(url, args.rows)
     with tempfile.TemporaryDirectory() as tmp:
+        writer = writer_rows_per_s(args.writer_rows, Path(tmp))
         before = Path(tmp) / "before"
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before], check=True)
         try:
@@ -179,6 +217,9 @@ def main() -> int:
     print(f"{'':>28} {'24 h':>8} {'7 days':>8} {'all time':>9}")
     for name, r in results.items():
         print(f"{name:>28} {r['24 h']:8.2f} {r['7 days']:8.2f} {r['all time']:9.2f}")
+    ratio = writer["rows + rollups"] / writer["rows only"]
+    print(f"\nledger writer (SQLite, batches of 500, median of 3): {writer['rows only']:,.0f} rows/s without rollups,")
+    print(f"{writer['rows + rollups']:,.0f} with ({ratio:.2f}x)")
     return 0
 
 
