@@ -267,3 +267,29 @@ def test_client_disconnect_mid_stream_is_still_ledgered(start_gateway: GatewayFa
     assert row["status_code"] == 499 and row["error_type"] == "client_disconnected"
     assert row["completion_tokens"] > 0 and row["usage_estimated"] == 1
     assert row["cost_usd"] == pytest.approx((row["prompt_tokens"] * 0.15 + row["completion_tokens"] * 0.6) / 1e6)
+
+
+def test_a_client_that_leaves_at_done_still_gets_its_row(start_gateway: GatewayFactory, fake_upstream: str) -> None:
+    """SDKs stop reading at [DONE] and hang up while the gateway checks the answer against the
+    client's schema (a big one is checked in a process of its own) and settles: every stream
+    is still ledgered, answered."""
+    gw = start_gateway(three_tier_policy(fake_upstream))
+    props = {f"p{i}": {"type": "string", "description": "x" * 40} for i in range(200)}
+    schema = {"type": "object", "properties": props}
+    body = {
+        "model": "tier/mid",
+        "stream": True,
+        "messages": [{"role": "user", "content": "fill the form"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "form", "schema": schema}},
+    }
+    ids = []
+    for _ in range(5):
+        with httpx.Client(timeout=10) as http, http.stream("POST", gw.v1 + "/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            ids.append(r.headers["x-tierwise-request-id"])
+            for line in r.iter_lines():
+                if line == "data: [DONE]":
+                    break  # and the connection closes
+    for rid in ids:
+        rows = gw.rows("request_id = ?", (rid,), timeout_s=10)
+        assert [r["status_code"] for r in rows] == [200], rid

@@ -8,6 +8,8 @@ the upstream connection is released and the request is settled and ledgered.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
@@ -17,6 +19,8 @@ from gateway.clock import Clock
 from gateway.providers.base import ProviderError, UpstreamStream
 
 __all__ = ["Relay", "error_event"]
+
+log = logging.getLogger("tierwise.pipeline")
 
 Finish = Callable[[UpstreamStream, int, str | None], Awaitable[None]]
 
@@ -86,14 +90,31 @@ class Relay:
                 yield event
 
     async def finish(self, status: int, error_type: str | None) -> None:
-        """Release the upstream and settle the request; only the first call counts."""
+        """Release the upstream and settle the request; only the first call counts.
+
+        Settlement runs as a task of its own, shielded: a client that leaves as the stream ends
+        (many stop reading at ``[DONE]``) cancels the task relaying it while this may still be
+        checking the answer or settling the budget, and neither an anyio scope nor the caller's
+        cancellation may stop it halfway (the row unwritten, the reservation held)."""
         if self._finished:
             return
         self._finished = True
-        # Shielded: on a client disconnect this runs inside a cancelled scope, and the spend
-        # must still be recorded and the upstream connection released.
+        settling = asyncio.ensure_future(self._settle(status, error_type))
         with anyio.CancelScope(shield=True):
-            aclose = getattr(self.stream.events, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            await self._finish(self.stream, status, error_type)
+            try:
+                await asyncio.shield(settling)
+            except asyncio.CancelledError:
+                settling.add_done_callback(_report)  # its caller is gone: an error is logged, not lost
+                raise
+
+    async def _settle(self, status: int, error_type: str | None) -> None:
+        aclose = getattr(self.stream.events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        await self._finish(self.stream, status, error_type)
+
+
+def _report(settling: asyncio.Future[None]) -> None:
+    """A settlement whose caller was cancelled: its error, if any, in the log."""
+    if not settling.cancelled() and (exc := settling.exception()) is not None:
+        log.error("settling a stream failed", exc_info=exc)

@@ -216,3 +216,36 @@ async def test_budget_steering_moves_a_key_near_its_limit_to_the_cheapest_tier(t
     assert isinstance(answer, Answer) and answer.headers["x-tierwise-tier"] == "local"
     assert "steered frontier -> local" in answer.headers["x-tierwise-fallbacks"]
     w.engine.dispose()
+
+
+async def test_a_stream_left_while_it_settles_is_still_settled() -> None:
+    """Clients that stop at [DONE] leave while the relay checks the answer and settles the
+    budget; the task relaying the stream is cancelled then, and settlement must run to its end."""
+    import asyncio
+
+    from gateway.pipeline.relay import Relay
+    from gateway.providers.base import UpstreamStream
+
+    async def nothing() -> Any:
+        return
+        yield
+
+    started, release, settled = asyncio.Event(), asyncio.Event(), []
+
+    async def finish(stream: UpstreamStream, status: int, error: str | None) -> None:
+        started.set()
+        await release.wait()  # checking the answer, settling the budget
+        settled.append((status, error))
+
+    relay = Relay(UpstreamStream(events=nothing()), finish, FakeClock(), 60.0, lambda: None)
+    relaying = asyncio.create_task(relay.finish(200, None))
+    await started.wait()
+    relaying.cancel()  # the client left
+    with pytest.raises(asyncio.CancelledError):
+        await relaying
+    release.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert settled == [(200, None)]
+    await relay.finish(499, "client_disconnected")  # what the response does after: nothing more
+    assert settled == [(200, None)]
