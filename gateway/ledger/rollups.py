@@ -1,7 +1,7 @@
 """Hourly rollups of the ledger: what the dashboard's charts and totals read instead of raw rows.
 
-One row per hour and (purpose, API, route, tier, deployment, upstream model, key, status,
-error): request
+One row per hour and (purpose, route, tier, upstream model, key, status, error) — what the
+dashboard groups and filters by, and no more: every dimension multiplies the rows — request
 count, token kinds, cost, the frontier counterfactual, what caching saved, fallbacks. The writer
 adds each batch of ledger rows to them in the same transaction as the rows (so a batch the
 database refuses, or a replayed row already written, counts in neither), and
@@ -42,10 +42,8 @@ HOURS = Table(
     Column("id", Integer, primary_key=True),
     Column("hour", BigInteger, nullable=False),  # Unix seconds of the hour's start, UTC
     Column("purpose", String(16), nullable=False),
-    Column("api", String(16), nullable=False),
     Column("route", String(128), nullable=False),
     Column("tier", String(64), nullable=False),
-    Column("deployment", String(128), nullable=False),
     Column("upstream_model", String(256), nullable=False),
     Column("api_key_id", String(64), nullable=False),
     Column("status_code", Integer, nullable=False),
@@ -62,15 +60,13 @@ HOURS = Table(
     Column("fallbacks", BigInteger, nullable=False),  # requests served off their path
     Column("last_seen", DateTime(timezone=True), nullable=False),
     UniqueConstraint(
-        "hour", "purpose", "api", "route", "tier", "deployment", "upstream_model", "api_key_id", "status_code",
-        "error_type", name="uq_request_hours_group",
+        "hour", "purpose", "route", "tier", "upstream_model", "api_key_id", "status_code", "error_type",
+        name="uq_request_hours_group",
     ),
 )  # fmt: skip
 
-DIMENSIONS = (
-    "hour", "purpose", "api", "route", "tier", "deployment", "upstream_model", "api_key_id", "status_code", "error_type"
-)  # fmt: skip
-NULLABLE = ("route", "tier", "deployment", "upstream_model", "api_key_id", "error_type")
+DIMENSIONS = ("hour", "purpose", "route", "tier", "upstream_model", "api_key_id", "status_code", "error_type")
+NULLABLE = ("route", "tier", "upstream_model", "api_key_id", "error_type")
 _SUMMED = ("prompt_tokens", "completion_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 MEASURES = ("requests", *_SUMMED, "cost_usd", "frontier_cost_usd", "caching_saved_usd", "fallbacks")
 
@@ -88,10 +84,8 @@ def fold(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         key = (
             hour,
             row["purpose"],
-            row["api"],
             row["route"] or "",
             row["tier"] or "",
-            row["deployment"] or "",
             row["upstream_model"] or "",
             row["api_key_id"] or "",
             row["status_code"],
