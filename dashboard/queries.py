@@ -347,11 +347,11 @@ def latency_percentiles(
         # tier || '': SQLite's planner, which cannot tell how few rows a time window holds,
         # would walk the tier index over every row of the ledger for a GROUP BY tier (1 s at a
         # million rows for the last 24 h) instead of the window's rows through the time index.
-        tier = T.c.tier.op("||")(literal("")).label("tier")
+        unindexed = T.c.tier.op("||")(literal("")).label("tier")
         q = (
-            select(tier, bucket, func.count())
+            select(unindexed, bucket, func.count())
             .where(and_(f.where(), col.is_not(None), T.c.status_code < 400))
-            .group_by(tier, bucket)
+            .group_by(unindexed, bucket)
         )
         hist: dict[str, list[tuple[int, int]]] = {}
         with engine.connect() as conn:
