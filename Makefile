@@ -78,6 +78,7 @@ bench: setup $(PORTKEY)
 	$(PY) bench/local_model.py
 	$(PY) bench/agent_cache.py
 	$(PY) bench/streams.py
+	$(PY) bench/dashboard_scale.py
 
 # Rebuild the shipped router artifacts from ../shared/data/routing, reproducibly: `default` (static
 # encoder), `minilm` (MiniLM int8 through ONNX Runtime) and `two-stage` (`default` first, `minilm`
