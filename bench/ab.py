@@ -2,7 +2,7 @@
 gateway), measured in turns so that a noisy machine affects them alike.
 
     python bench/ab.py REV_A REV_B [--rounds 5] [--seconds 10] [--portkey]
-    python bench/ab.py REV_A REV_B --instructions [--rounds 3] [--requests 1000]
+    python bench/ab.py REV_A REV_B --instructions [--rounds 3] [--requests 1000] [--otel]
 
 Each revision runs from its own git worktree on the pinned route, one worker, SQLite ledger,
 against the same mock upstream; each round starts every contender afresh, warms it up, then
@@ -14,7 +14,9 @@ callgrind, and the user-space instructions of ``--requests`` sequential requests
 warm-up) are divided by their number, with the server's timers made count-based (see
 ``contenders.tierwise``). Runs of the same revision still differ by up to ~1.5% (how often
 the event loop wakes per request depends on timing), so take the median of a few rounds.
-Work in the kernel (socket writes, wake-ups) is not in that count.
+Work in the kernel (socket writes, wake-ups) is not in that count. ``--otel`` adds REV_B with its
+own spans exported (``TIERWISE_OTEL_ENDPOINT``, the mock as the collector): what tracing costs a
+request, the export thread's batching and protobuf encoding included.
 """
 
 from __future__ import annotations
@@ -58,23 +60,25 @@ def instructions_per_request(t: Target, dumps: Path, requests: int) -> float:
 
 
 def count_instructions(
-    revs: list[str], trees: dict[str, Path], mock: str, tmp: Path, requests: int, rounds: int
+    runs_of: dict[str, tuple[Path, dict[str, str]]], mock: str, tmp: Path, requests: int, rounds: int
 ) -> int:
-    runs: dict[str, list[float]] = {rev: [] for rev in revs}
+    """``runs_of``: each contender's name, checkout and settings."""
+    runs: dict[str, list[float]] = {name: [] for name in runs_of}
     for i in range(rounds):
-        for rev in revs:
-            dumps = tmp / f"callgrind-{rev.replace('/', '_')}-{i}"
+        for k, (name, (tree, env)) in enumerate(runs_of.items()):
+            dumps = tmp / f"callgrind-{k}-{i}"
             dumps.mkdir()
             under = ["valgrind", "--tool=callgrind", "-q", f"--callgrind-out-file={dumps}/callgrind.%p"]
-            with contenders.tierwise(mock, tmp / f"{rev}-cg-{i}", checkout=trees[rev], under=under) as t:
-                runs[rev].append(instructions_per_request(t, dumps, requests))
-            log(f"round {i + 1} {rev}: {runs[rev][-1]:,.0f} instructions per request")
-    med = {rev: statistics.median(ns) for rev, ns in runs.items()}
+            with contenders.tierwise(mock, tmp / f"{k}-cg-{i}", checkout=tree, under=under, extra_env=env) as t:
+                runs[name].append(instructions_per_request(t, dumps, requests))
+            log(f"round {i + 1} {name}: {runs[name][-1]:,.0f} instructions per request")
+    med = {name: statistics.median(ns) for name, ns in runs.items()}
+    first = next(iter(med.values()))
     print(
-        f"\n{'':>12} {'instructions/request':>21} {'vs A':>7}   (medians of {rounds}; {requests} sequential requests)"
+        f"\n{'':>16} {'instructions/request':>21} {'vs A':>7}   (medians of {rounds}; {requests} sequential requests)"
     )
-    for rev, n in med.items():
-        print(f"{rev[:12]:>12} {n:21,.0f} {n / med[revs[0]]:6.3f}x")
+    for name, n in med.items():
+        print(f"{name[:16]:>16} {n:21,.0f} {n / first:6.3f}x")
     return 0
 
 
@@ -86,6 +90,7 @@ def main() -> int:
     ap.add_argument("--portkey", action="store_true", help="Portkey's gateway as a third contender")
     ap.add_argument("--instructions", action="store_true", help="count instructions per request (callgrind)")
     ap.add_argument("--requests", type=int, default=1000, help="with --instructions: requests counted")
+    ap.add_argument("--otel", action="store_true", help="with --instructions: REV_B again with OpenTelemetry on")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="tierwise-ab-"))
     trees = {rev: worktree(rev, tmp) for rev in args.revs}
@@ -102,7 +107,10 @@ def main() -> int:
     try:
         with process([PY, str(HERE / "mock_upstream.py"), "--port", str(mport)], mock + "/v1/models"):
             if args.instructions:
-                return count_instructions(args.revs, trees, mock, tmp, args.requests, args.rounds)
+                runs_of = {rev: (trees[rev], {}) for rev in args.revs}
+                if args.otel:  # REV_B again, exporting its spans (to the mock, which takes any POST)
+                    runs_of[f"{args.revs[1]}+otel"] = (trees[args.revs[1]], {"TIERWISE_OTEL_ENDPOINT": mock})
+                return count_instructions(runs_of, mock, tmp, args.requests, args.rounds)
             for i in range(args.rounds):
                 for name in names:
                     with start(name, i) as t:

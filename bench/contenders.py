@@ -50,12 +50,13 @@ def tierwise(
     judged: bool = False,
     checkout: Path = REPO,
     under: Sequence[str] = (),
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Target]:
     """`tierwise serve` on a fresh SQLite ledger and journal. With redis_url it runs as production
     would: limits shared in Redis, and requests carry a virtual key with a rate limit and a
     budget, so every request checks and settles them there. ``checkout``: the source tree to run
     (another revision's worktree, for bench/ab.py). ``under``: a command to run the server under
-    (valgrind, for bench/ab.py --instructions). The router is not loaded then (it would take
+    (valgrind, for bench/ab.py --instructions); ``extra_env``: more settings (bench/ab.py --otel). The router is not loaded then (it would take
     minutes, and the pinned route does not use it), and work on a timer happens on counts
     instead (ledger rows written 500 at a time, no policy polls or health probes): a slower
     process would otherwise do more of it per request."""
@@ -75,6 +76,7 @@ def tierwise(
     master = "sk-bench-master-" + secrets.token_hex(8)
     if redis_url:
         env |= {"TIERWISE_REDIS_URL": redis_url, "TIERWISE_MASTER_KEY": master}
+    env |= extra_env or {}
     if under:
         env["TIERWISE_LOAD_ROUTER"] = "false"
         for timer in ("LEDGER_FLUSH_INTERVAL_S", "POLICY_POLL_INTERVAL_S", "LOCAL_PROBE_INTERVAL_S"):
