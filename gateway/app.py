@@ -78,7 +78,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.otel_endpoint:
-            tracing.configure(endpoint=settings.otel_endpoint)
+            tracing.configure(endpoint=settings.otel_endpoint, sample_ratio=settings.otel_sample_ratio)
             log.info("tracing: spans go to %s/v1/traces", settings.otel_endpoint.rstrip("/"))
         state = await _build_state(settings, router, router_factory, clock or SystemClock())
         app.state.tierwise = state

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # An OTLP/HTTP collector (e.g. http://otel-collector:4318): the gateway's own spans, in the
     # GenAI semantic conventions (gateway/tracing.py), go there. Unset: no spans are made.
     otel_endpoint: str | None = None
+    # The share of requests traced there (by trace id, each with all its spans): a traced request
+    # costs about as much CPU again as an untraced one.
+    otel_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     # Guards /admin; never logged (SecretStr).
     master_key: SecretStr | None = None
     # Browser origins (scheme://host[:port]) allowed to call the gateway; requests carrying any

@@ -33,14 +33,19 @@ class _State:
 _on = _State()
 
 
-def configure(endpoint: str | None = None, exporter: Any = None) -> None:
+def configure(endpoint: str | None = None, exporter: Any = None, sample_ratio: float = 1.0) -> None:
     """Export to ``endpoint`` (an OTLP/HTTP collector's base URL) in batches, or to ``exporter``
-    span by span (tests read an in-memory one)."""
+    span by span (tests read an in-memory one). ``sample_ratio``: the share of requests traced,
+    picked by trace id, each with all its spans (a recorded and exported request costs about as
+    much again as the request itself: bench/README.md)."""
     from opentelemetry.sdk.resources import Resource  # noqa: PLC0415 - only when tracing is on
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased  # noqa: PLC0415
 
-    provider = TracerProvider(resource=Resource.create({"service.name": "tierwise"}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "tierwise"}), sampler=ParentBased(TraceIdRatioBased(sample_ratio))
+    )
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     elif endpoint:

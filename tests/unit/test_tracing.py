@@ -64,3 +64,15 @@ async def test_off_by_default_no_span_is_made(tmp_path: Path) -> None:
     assert not tracing.enabled()
     answer = await _escalating_request(tmp_path)
     assert answer.headers["x-tierwise-tier"] == "mid"
+
+
+async def test_a_sample_ratio_traces_that_share_of_requests_whole(tmp_path: Path) -> None:
+    for ratio, traced in ((0.0, set()), (1.0, {"tierwise chat", "chat a", "chat b"})):
+        exporter = InMemorySpanExporter()  # (one shut down with its provider exports nothing)
+        tracing.configure(exporter=exporter, sample_ratio=ratio)
+        try:
+            (tmp_path / str(ratio)).mkdir()
+            await _escalating_request(tmp_path / str(ratio))
+        finally:
+            tracing.reset()
+        assert {s.name for s in exporter.get_finished_spans()} == traced, ratio
