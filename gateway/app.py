@@ -183,7 +183,11 @@ async def _build_state(
     engine = make_engine(settings.database_url)
     await asyncio.to_thread(create_schema, engine)
     ledger = LedgerWriter(
-        engine, settings.spool_dir, batch_size=settings.ledger_batch_size, interval_s=settings.ledger_flush_interval_s
+        engine,
+        settings.spool_dir,
+        batch_size=settings.ledger_batch_size,
+        interval_s=settings.ledger_flush_interval_s,
+        retention_days=settings.ledger_retention_days,
     )
     # Probes of failing deployments, like shadow and judge calls, are the gateway's own: the
     # ledger has them, the metrics count clients' requests.

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     policy_poll_interval_s: float = Field(default=1.0, gt=0)
     ledger_flush_interval_s: float = Field(default=0.2, gt=0)
     ledger_batch_size: int = Field(default=500, ge=1)
+    # Raw ledger rows older than this many days are deleted (hourly); the hourly rollups the
+    # dashboard's figures read stay. Unset: every row is kept.
+    ledger_retention_days: float | None = Field(default=None, gt=0)
     # Load the router at start; off for tests and `serve --no-router` (auto routes use their tier).
     load_router: bool = True
     log_level: str = "info"

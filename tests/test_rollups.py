@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.ledger import LedgerWriter, create_schema, make_engine
-from gateway.ledger.models import LedgerRow
+from gateway.ledger.models import LedgerEntry, LedgerRow
 from gateway.ledger.rollups import DIMENSIONS, HOURS, MEASURES, rebuild
 
 
@@ -107,3 +107,28 @@ async def test_the_rebuild_command_repairs_the_rollups(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert f"{len(written):,} groups" in done.stdout
     assert _table(engine).keys() == written.keys()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+async def test_retention_deletes_old_rows_and_keeps_their_rollups(
+    tmp_path: Path, database: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("pg_url") if database == "postgres" else f"sqlite:///{tmp_path / 'l.db'}"
+    engine = make_engine(url)
+    create_schema(engine)
+    now = datetime.now(UTC)  # (the writer's hourly pruning at close reads the real clock too)
+    rows = _rows(400, seed=5)
+    for i, row in enumerate(rows):  # one every 15 minutes, none on the boundary: four days and a bit
+        row.created_at = now - timedelta(minutes=15 * i + 7.5)
+    writer = LedgerWriter(engine, tmp_path / "spool")
+    for row in rows:
+        writer.record(row)
+    await writer.close()
+    before = _table(engine)
+    keeping = LedgerWriter(engine, tmp_path / "spool", retention_days=2)
+    assert await keeping.prune(now) == sum(1 for r in rows if r.created_at < now - timedelta(days=2))
+    await keeping.close()
+    with engine.connect() as conn:
+        kept = conn.execute(select(LedgerEntry.created_at)).scalars().all()  # type: ignore[call-overload]
+    assert len(kept) == sum(1 for r in rows if r.created_at >= now - timedelta(days=2)) > 0
+    assert _table(engine) == before  # the dashboard's totals still count every request

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from gateway.ledger import rollups
 from gateway.ledger.journal import Journal
 from gateway.ledger.models import LedgerEntry, LedgerRow
+from gateway.ledger.retention import prune
 
 __all__ = ["LedgerWriter"]
 
@@ -50,6 +51,7 @@ class LedgerWriter:
         sync_interval_s: float = 1.0,
         retry_interval_s: float = 2.0,
         max_queued: int = 2_000,
+        retention_days: float | None = None,
     ) -> None:
         self.engine = engine
         self.journal = Journal(spool_dir)
@@ -70,6 +72,8 @@ class LedgerWriter:
         self._last_replay = float("-inf")
         self._last_sync = time.monotonic()
         self._busy_since: float | None = None  # when the writer thread's current database call began
+        self.retention_days = retention_days  # raw rows older than this are deleted, hourly
+        self._last_prune = float("-inf")
 
     def record(self, row: LedgerRow) -> None:
         self.journal.append(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
@@ -128,6 +132,22 @@ class LedgerWriter:
         if now - self._last_sync > self.sync_interval_s:
             self._last_sync = now
             await loop.run_in_executor(self._thread, self.journal.sync)
+        if self.retention_days is not None and now - self._last_prune > 3600 and not self.degraded:
+            self._last_prune = now
+            await self.prune(datetime.now(UTC))
+
+    async def prune(self, now: datetime) -> int:
+        """Delete the rows retention no longer keeps (on the writer thread, between batches)."""
+        assert self.retention_days is not None
+        before = now - timedelta(days=self.retention_days)
+        try:
+            deleted = await asyncio.get_running_loop().run_in_executor(self._thread, prune, self.engine, before)
+        except SQLAlchemyError as exc:
+            log.error("ledger retention could not delete old rows (%s); tried again in an hour", type(exc).__name__)
+            return 0
+        if deleted:
+            log.info("ledger retention: deleted %d rows from before %s", deleted, before.isoformat(timespec="seconds"))
+        return deleted
 
     async def close(self) -> None:
         if self._task is not None:
