@@ -245,7 +245,8 @@ def time_extent(engine: Engine, f: Filters) -> tuple[datetime | None, datetime |
         start = max(hour, f.since) if f.since is not None else hour
         end = min(hour + timedelta(hours=1), f.until) if f.until is not None else hour + timedelta(hours=1)
         first = conn.execute(select(func.min(T.c.created_at)).where(replace_window(f, start, end).where())).scalar()
-    return as_datetime(first), as_datetime(hi)
+    # no row left in that hour (retention deleted them; its rollups stay): the hour's start
+    return as_datetime(first) or start, as_datetime(hi)
 
 
 def as_datetime(v: Any) -> datetime | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from dashboard import queries
 from gateway.ledger import LedgerWriter, create_schema, make_engine
 from gateway.ledger.models import LedgerEntry, LedgerRow
 from gateway.ledger.rollups import DIMENSIONS, HOURS, MEASURES, rebuild
@@ -132,3 +133,7 @@ async def test_retention_deletes_old_rows_and_keeps_their_rollups(
         kept = conn.execute(select(LedgerEntry.created_at)).scalars().all()  # type: ignore[call-overload]
     assert len(kept) == sum(1 for r in rows if r.created_at >= now - timedelta(days=2)) > 0
     assert _table(engine) == before  # the dashboard's totals still count every request
+    first, last = queries.time_extent(engine, queries.Filters())
+    oldest = min(r.created_at for r in rows)
+    assert first == oldest.replace(minute=0, second=0, microsecond=0) and last is not None  # its hour, from the rollups
+    assert queries.summary(engine, queries.Filters()).requests == sum(1 for r in rows if r.purpose == "client")
