@@ -113,18 +113,17 @@ def contenders(args: argparse.Namespace) -> list[tuple[str, Callable[[str, Path]
     ]
     if not args.smoke:
         out.append(("tierwise-2w", lambda mock, work: tierwise(mock, work / "tierwise-2w", workers=2)))
-    if args.skip_portkey or args.smoke:
-        pass
-    elif portkey_installed():
-        out.append(("portkey", lambda mock, _: portkey(mock)))
-    else:
-        log("Portkey's gateway is not installed (make bench installs it): skipped")
-    if args.skip_litellm or args.smoke:
-        pass
-    elif litellm_installed():
-        out.append(("litellm", litellm))
-    else:
-        log("LiteLLM proxy is not installed (make bench installs it): skipped")
+    peers = (
+        ("portkey", "Portkey's gateway", portkey_installed(), args.skip_portkey, lambda mock, _: portkey(mock)),
+        ("litellm", "LiteLLM proxy", litellm_installed(), args.skip_litellm, litellm),
+    )
+    for name, what, installed, skipped, start in peers:
+        if args.smoke or skipped:
+            continue
+        if installed:
+            out.append((name, start))
+        else:
+            log(f"{what} is not installed (make bench installs it): skipped")
     return out
 
 

@@ -14,7 +14,7 @@ Only client requests count here: the gateway's own calls for quality sampling (p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -172,11 +172,11 @@ def traffic(engine: Engine, f: Filters) -> Subquery:
     if whole_from is not None:
         conds.append(H.c.hour >= int(whole_from.timestamp()))
         if whole_from != f.since:
-            edges.append(replace_window(f, f.since, whole_from))
+            edges.append(replace(f, until=whole_from))
     if whole_to is not None:
         conds.append(H.c.hour < int(whole_to.timestamp()))
         if whole_to != f.until:
-            edges.append(replace_window(f, whole_to, f.until))
+            edges.append(replace(f, since=whole_to))
     if f.routes:
         conds.append(H.c.route.in_(f.routes))
     if f.tiers:
@@ -185,10 +185,6 @@ def traffic(engine: Engine, f: Filters) -> Subquery:
         conds.append(H.c.api_key_id.in_(f.api_keys))
     hours = select(*(H.c[d] for d in DIMENSIONS), *(H.c[m] for m in MEASURES), H.c.last_seen).where(and_(*conds))
     return union_all(hours, *(_rows_as_rollups(engine, e) for e in edges)).subquery()
-
-
-def replace_window(f: Filters, since: datetime | None, until: datetime | None) -> Filters:
-    return Filters(since, until, f.routes, f.tiers, f.api_keys, f.session)
 
 
 def _hour_up(at: datetime) -> datetime:
@@ -244,7 +240,8 @@ def time_extent(engine: Engine, f: Filters) -> tuple[datetime | None, datetime |
         hour = datetime.fromtimestamp(int(lo), UTC)
         start = max(hour, f.since) if f.since is not None else hour
         end = min(hour + timedelta(hours=1), f.until) if f.until is not None else hour + timedelta(hours=1)
-        first = conn.execute(select(func.min(T.c.created_at)).where(replace_window(f, start, end).where())).scalar()
+        in_hour = replace(f, since=start, until=end)
+        first = conn.execute(select(func.min(T.c.created_at)).where(in_hour.where())).scalar()
     # no row left in that hour (retention deleted them; its rollups stay): the hour's start
     return as_datetime(first) or start, as_datetime(hi)
 
