@@ -13,7 +13,11 @@ b = a*b_base + c) and serving does not change. Methods:
   * ``shrink``  a = 1, ridge penalty on v: the base weights plus a correction pulled to zero;
   * ``stack``   as shrink, and a is fitted too (the base score as a feature, Platt-style);
   * ``warm``    the ``router train`` objective started from the base weights, stopped early;
-  * ``scratch`` the ``router train`` objective from zero (the baseline without a prior).
+  * ``scratch`` the ``router train`` objective from zero (the baseline without a prior);
+  * ``bank``    the prior is the tier's model in the base artifact's model bank (``router.bank``):
+                its ability where the bank knows the model's name, the bank's average where
+                not; the ability (k + 1 numbers) is located from the samples, then a shrink
+                correction is fitted on top. A known model needs no samples at all.
 
 The prior's strength is fixed, not tuned on the samples: ``shrink`` and ``stack`` penalise v
 with ``router train``'s own L2 strength (1/C), centred on the base instead of zero, and the loss
@@ -41,6 +45,7 @@ import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
 from router.artifact import Artifact
+from router.bank import Bank
 from router.calibrate import fit_cost_weight
 from router.data import read_rows, tier_matrix
 from router.estimators import DEFAULT_C, F32, F64, TierModels, text_features
@@ -59,7 +64,7 @@ __all__ = [
     "stored_features",
 ]
 
-METHODS = ("shrink", "stack", "warm", "scratch")
+METHODS = ("shrink", "stack", "warm", "scratch", "bank")
 MIN_TIER_SAMPLES = 20
 """A tier observed fewer times keeps the base estimator (mapped by rank)."""
 MIN_CALIBRATION_SAMPLES = 50
@@ -69,6 +74,7 @@ MIN_CALIBRATION_SAMPLES = 50
 PENALTY = 1.0 / DEFAULT_C  # on v, for shrink and stack
 WARM_STEPS = 20  # L-BFGS steps from the base (50 reach the scratch optimum on these sizes)
 INTERCEPT_PENALTY = 0.1  # a weak prior on c: a tier never seen failing is not promised P = 1
+ABILITY_PENALTY = 10.0  # on a located ability's distance from its prior (bank): tens of samples move it
 SCALE_PENALTY = 0.1  # a weak pull of a towards 1 (stack)
 REFERENCE_LOGIT = 7.0  # P = 0.999: the judge's reference tier is adequate by definition
 FOLDS = 5
@@ -182,7 +188,33 @@ def _fit(method: str, x: F64, s: F64, w: F64, base_w: F64, base_b: float) -> _Fi
     return _Fit(theta[:d], float(theta[d]), 0.0)
 
 
+def _locate(x: F64, s: F64, w: F64, bank: Bank, theta: F64, b: float) -> tuple[F64, float]:
+    """A model's ability (theta, b) from its samples, pulled towards the prior (theta, b)."""
+    k = len(theta)
+    design = np.hstack([x @ bank.a.T, np.ones((len(x), 1))])
+    penalty = np.concatenate([np.full(k, ABILITY_PENALTY), [INTERCEPT_PENALTY]])
+    centre = np.append(theta, b)
+    located = _solve(design, x @ bank.w0, s, w, penalty, centre, centre.copy())
+    return located[:k], float(located[k])
+
+
+def _tier_fit(
+    method: str, x: F64, s: F64, w: F64, base_w: F64, base_b: float, prior: tuple[Bank, F64, float] | None
+) -> tuple[F64, float, _Fit]:
+    """A tier's estimator (weights, bias) from its samples, and the correction fitted."""
+    if prior is not None:
+        bank, theta, b = prior
+        base_w, base_b = bank.estimator(*_locate(x, s, w, bank, theta, b))
+        if len(s) < MIN_TIER_SAMPLES:
+            return base_w, base_b, _Fit(np.zeros_like(base_w), 0.0, 1.0)
+        method = "shrink"
+    fit = _fit(method, x, s, w, base_w, base_b)
+    return fit.a * base_w + fit.v, fit.a * base_b + fit.c, fit
+
+
 def _strength(method: str) -> dict[str, float]:
+    if method == "bank":
+        return {"ability_penalty": ABILITY_PENALTY, "penalty": PENALTY, "intercept_penalty": INTERCEPT_PENALTY}
     if method in ("shrink", "stack"):
         return {"penalty": PENALTY, "intercept_penalty": INTERCEPT_PENALTY}
     return {"steps": WARM_STEPS} if method == "warm" else {"C": DEFAULT_C}
@@ -252,10 +284,14 @@ def adapt(
     reference: str | None = None,
     seed: int = 0,
     provenance: dict[str, Any] | None = None,
+    bank: Bank | None = None,
+    models: Sequence[str | None] | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> Artifact:
     """A new artifact for ``tiers`` (cheapest first) with ``base`` as the prior; save it with
     ``save_artifact``. ``provenance`` (where the samples came from) goes into its meta.
+    Method ``bank`` needs the base's ``bank`` and each tier's model name (``models``; None or a
+    name the bank does not know starts that tier from the bank's average).
 
     ``reference`` names the tier a pairwise judge compares against: the other tiers' scores
     then mean "not beaten by it", and it is adequate by definition, so its estimator becomes
@@ -263,7 +299,7 @@ def adapt(
     # Hundreds of small Newton solves: a threaded BLAS spends ~25x longer synchronising than
     # computing on these sizes, worse on a busy machine.
     with threadpool_limits(limits=1, user_api="blas"):
-        return _adapt(base, tiers, samples, target_quality, method, reference, seed, provenance, progress)
+        return _adapt(base, tiers, samples, target_quality, method, reference, seed, provenance, bank, models, progress)
 
 
 def _adapt(
@@ -275,10 +311,19 @@ def _adapt(
     reference: str | None,
     seed: int,
     provenance: dict[str, Any] | None,
+    bank: Bank | None,
+    model_names: Sequence[str | None] | None,
     progress: Callable[[str], None],
 ) -> Artifact:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {METHODS}")
+    if method == "bank" and bank is None:
+        raise ValueError("method 'bank' needs the base artifact's model bank")
+    if method == "bank" and bank is not None and bank.w0.shape[0] != base.models.quality_w.shape[1]:
+        raise ValueError("the model bank was fitted on other features than the base artifact's")
+    names = list(model_names) if model_names is not None else [None] * len(tiers)
+    if len(names) != len(tiers):
+        raise ValueError(f"{len(names)} model names for tiers {list(tiers)}")
     if reference is not None and reference not in tiers:
         raise ValueError(f"reference tier {reference!r} is not one of {list(tiers)}")
     if samples.scores.shape[1] != len(tiers) or len(tiers) < 2:
@@ -307,33 +352,45 @@ def _adapt(
             oof[:, i] = 1 / (1 + math.exp(-REFERENCE_LOGIT))
             per_tier[tier]["source"] = "reference (adequate by definition)"
             continue
-        if seen.sum() < MIN_TIER_SAMPLES:
+        prior = None
+        if method == "bank" and bank is not None:
+            theta, b, known = bank.ability(names[i])
+            prior = (bank, theta, b)
+            qw[i], qb[i] = bank.estimator(theta, b)
+            oof[:, i] = 1 / (1 + np.exp(-(x @ qw[i] + qb[i])))
+            per_tier[tier].update(
+                model=names[i], source=f"bank: {'its ability' if known else 'the average (name not in the bank)'}"
+            )
+            if not seen.any():
+                continue
+        elif seen.sum() < MIN_TIER_SAMPLES:
             progress(f"{tier}: {int(seen.sum())} samples, keeping the base estimator {base.tiers[cols[i]]}")
             continue
-        progress(f"{tier}: fitting on {int(seen.sum())} samples ({method}, prior {base.tiers[cols[i]]})")
+        progress(f"{tier}: fitting on {int(seen.sum())} samples ({method}, prior {per_tier[tier]['source']})")
         wn = sample_w / sample_w[seen].mean()
         base_w, base_b = qw[i].copy(), float(qb[i])
-        fit = _fit(method, x[seen], samples.scores[seen, i], wn[seen], base_w, base_b)
-        qw[i], qb[i] = fit.a * base_w + fit.v, fit.a * base_b + fit.c
+        qw[i], qb[i], fit = _tier_fit(method, x[seen], samples.scores[seen, i], wn[seen], base_w, base_b, prior)
         per_tier[tier].update(
-            source=method, scale=round(fit.a, 4), correction_norm=round(float(np.linalg.norm(fit.v)), 4)
+            source=f"{per_tier[tier]['source']}, located" if prior else method,
+            scale=round(fit.a, 4),
+            correction_norm=round(float(np.linalg.norm(fit.v)), 4),
         )
         # Out-of-fold predictions, for an honest calibration of the cost weight.
         for k in range(FOLDS):
             tr, te = seen & (fold != k), fold == k
-            fit = _fit(method, x[tr], samples.scores[tr, i], wn[tr], base_w, base_b)
-            oof[te, i] = 1 / (1 + np.exp(-(fit.a * (x[te] @ base_w + base_b) + x[te] @ fit.v + fit.c)))
+            fw, fb, _ = _tier_fit(method, x[tr], samples.scores[tr, i], wn[tr], base_w, base_b, prior)
+            oof[te, i] = 1 / (1 + np.exp(-(x[te] @ fw + fb)))
     cw, cb, cost_report = _reprice(bm, cols, samples, sample_w)
     models = TierModels(list(tiers), qw.astype(np.float32), qb.astype(np.float32), cw, cb)
     fallback = float(base.meta.get("cost_weight", 0.35))
     cost_weight, calibration = _calibrate(models, oof, samples, target_quality, fallback)
-    pred_cost = models.cost(samples.features).mean(axis=0)
-    base_rel = base.meta.get("relative_call_cost") or {}
-    relative = (
-        {t: float(pred_cost[i] / pred_cost[-1]) for i, t in enumerate(tiers)}
-        if samples.costs is not None
-        else {t: base_rel.get(base.tiers[cols[i]]) for i, t in enumerate(tiers)}
-    )
+    relative: dict[str, float | None]
+    if samples.costs is not None:
+        pred_cost = models.cost(samples.features).mean(axis=0)
+        relative = {t: float(pred_cost[i] / pred_cost[-1]) for i, t in enumerate(tiers)}
+    else:
+        base_rel = base.meta.get("relative_call_cost") or {}
+        relative = {t: base_rel.get(base.tiers[cols[i]]) for i, t in enumerate(tiers)}
     meta: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "cost_weight": cost_weight,

@@ -12,11 +12,13 @@ from router.offline import offline
 from router.progress import log
 
 if TYPE_CHECKING:
+    from router.artifact import Artifact
+    from router.bank import Bank
     from router.cascade import Check
     from router.data import OutcomeSet
     from router.evaluate import EvalResult
 
-__all__ = ["evaluate_file", "load_eval_data", "log", "main", "offline", "register"]
+__all__ = ["evaluate_file", "load_eval_data", "log", "main", "offline", "prior", "register"]
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -125,7 +127,8 @@ def _adapt(args: argparse.Namespace) -> int:
     import numpy as np  # noqa: PLC0415
 
     from router.adapt import adapt, draw_samples, observed_samples  # noqa: PLC0415
-    from router.artifact import resolve_artifact, save_artifact  # noqa: PLC0415
+    from router.artifact import ArtifactError, resolve_artifact, save_artifact  # noqa: PLC0415
+    from router.bank import BankError  # noqa: PLC0415
     from router.core import Router  # noqa: PLC0415
     from router.data import parse_tiers, read_rows, tier_matrix  # noqa: PLC0415
 
@@ -137,7 +140,8 @@ def _adapt(args: argparse.Namespace) -> int:
     data = tier_matrix(read_rows([path]), tiers)
     idx = draw_samples(len(data.rows), args.samples, args.seed)
     log(f"{len(idx)} of {len(data.rows)} rows stand for judged samples ({args.observe}); base {args.base}")
-    router = Router.load(resolve_artifact(args.base or "default"))
+    base_path = resolve_artifact(args.base or "default")
+    router = Router.load(base_path)
     feats = router.features([data.rows[i].prompt for i in idx])
     costs = None if data.cost_in_calls else data.costs[idx]
     samples = observed_samples(feats, data.scores[idx], costs, args.observe, np.random.default_rng([args.seed, 1]))
@@ -151,15 +155,22 @@ def _adapt(args: argparse.Namespace) -> int:
             "observe": args.observe,
         }
     }
+    try:
+        method, bank = prior(args.method, base_path, router.artifact)
+    except (ArtifactError, BankError) as exc:
+        print(f"router adapt: {exc}", file=sys.stderr)
+        return 1
     artifact = adapt(
         router.artifact,
         list(tiers),
         samples,
         target_quality=args.target_quality or 0.95,
-        method=args.method,
+        method=method,
         reference=list(tiers)[-1] if args.observe == "pairwise" else None,
         seed=args.seed,
         provenance=provenance,
+        bank=bank,
+        models=list(tiers.values()),
         progress=log,
     )
     artifact.meta["tier_models"] = {t: [m] for t, m in tiers.items()}
@@ -167,6 +178,22 @@ def _adapt(args: argparse.Namespace) -> int:
     log(f"wrote {args.out} (version {artifact.version}, cost weight {artifact.meta['cost_weight']:.4g})")
     log(f"judge it on the other rows: router eval --artifact {args.out} --data {path} --tiers ... --exclude-samples")
     return 0
+
+
+def prior(method: str | None, base_path: Path, base: Artifact) -> tuple[str, Bank | None]:
+    """``router adapt``'s method and bank: the base's model bank unless another method is asked
+    for (a base without a bank adapts by shrink)."""
+    from router.artifact import ArtifactError  # noqa: PLC0415
+    from router.bank import load_bank  # noqa: PLC0415
+
+    if method not in (None, "bank"):
+        return method, None
+    if "bank" not in base.meta:
+        if method == "bank":
+            raise ArtifactError(f"{base_path}: this artifact has no model bank; use --method shrink or rebuild it")
+        return "shrink", None
+    log(f"prior: the model bank of {base_path.name} ({len(base.meta['bank']['models'])} models)")
+    return "bank", load_bank(base_path, base.meta)
 
 
 def _report(result: EvalResult, json_path: str | None) -> None:
@@ -243,7 +270,13 @@ def register(
     a.add_argument("--samples", type=int, help="rows drawn at random as the judged samples")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--out", required=True)
-    a.add_argument("--method", default="shrink", choices=["shrink", "stack", "warm", "scratch"])
+    a.add_argument(
+        "--method",
+        default=None,
+        choices=["bank", "shrink", "stack", "warm", "scratch"],
+        help="the prior: the tier models' abilities in the base's model bank (the default where it has one), "
+        "or the base's own estimators (shrink)",
+    )
     a.add_argument(
         "--observe",
         default="full",

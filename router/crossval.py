@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from router.core import Router, margins
-from router.data import Row, parse_tiers, read_rows, tier_matrix
+from router.data import parse_tiers, read_rows, row_json, tier_matrix
 from router.encoders import Encoder
 from router.estimators import DEFAULT_C
 from router.evaluate import EvalResult, evaluate, select_tiers
@@ -72,7 +72,7 @@ def cross_validate(
             with part.open("w") as fh:
                 for row, f in zip(rows, fold, strict=True):
                     if f != k:
-                        fh.write(json.dumps(_as_json(row)) + "\n")
+                        fh.write(json.dumps(row_json(row)) + "\n")
             unseen = (
                 f", {len({r.source for r, f in zip(rows, fold, strict=True) if f == k})} sources unseen"
                 if by_source
@@ -117,8 +117,3 @@ def cross_validate(
         progress(f"second stage decided {second}/{len(rows)} rows ({second / max(1, len(rows)):.0%})")
     progress("judging the pooled out-of-fold predictions")
     return evaluate(outcome, features, quality, cost, progress=progress)
-
-
-def _as_json(row: Row) -> dict[str, object]:
-    outcomes = {m: {"score": s, "cost_usd": row.costs.get(m)} for m, s in row.scores.items()}
-    return {"id": row.id, "source": row.source, "prompt": row.prompt, "outcomes": outcomes}

@@ -16,7 +16,16 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["OutcomeSet", "Row", "parse_tier_aliases", "parse_tiers", "prompt_for_routing", "read_rows", "tier_matrix"]
+__all__ = [
+    "OutcomeSet",
+    "Row",
+    "parse_tier_aliases",
+    "parse_tiers",
+    "prompt_for_routing",
+    "read_rows",
+    "row_json",
+    "tier_matrix",
+]
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,12 @@ def read_rows(paths: Iterable[Path]) -> list[Row]:
                 except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
                     raise ValueError(f"{path}:{n}: not a routing-outcome row ({exc})") from exc
     return rows
+
+
+def row_json(row: Row) -> dict[str, object]:
+    """A row as a line of an outcome file (what :func:`read_rows` reads back)."""
+    outcomes = {m: {"score": s, "cost_usd": row.costs.get(m)} for m, s in row.scores.items()}
+    return {"id": row.id, "source": row.source, "prompt": row.prompt, "outcomes": outcomes}
 
 
 def parse_tier_aliases(spec: str) -> dict[str, list[str]]:

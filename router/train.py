@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,18 +20,30 @@ import numpy as np
 
 from router.artifact import Artifact, save_artifact
 from router.calibrate import fit_cost_weight
-from router.data import Row, read_rows
+from router.data import Row, read_rows, row_json
 from router.encoders import Encoder
 from router.estimators import DEFAULT_C, F32, LENGTH_SCALE, TrainingSet, fit_tier_models, text_features
 from router.progress import log
 
-__all__ = ["DataSpec", "embed_rows", "parse_data_spec", "train"]
+__all__ = ["DataSpec", "embed_rows", "parse_data_spec", "train", "without_rows"]
 
 
 @dataclass(frozen=True)
 class DataSpec:
     path: Path
     weight: float = 1.0
+
+
+def without_rows(spec: DataSpec, ids: set[str], path: Path) -> DataSpec:
+    """``spec`` less the rows ``ids``: a copy of its file at ``path`` without them, if it has any."""
+    rows = read_rows([spec.path])
+    if not any(r.id in ids for r in rows):
+        return spec
+    with path.open("w") as fh:
+        for row in rows:
+            if row.id not in ids:
+                fh.write(json.dumps(row_json(row)) + "\n")
+    return DataSpec(path, spec.weight)
 
 
 def parse_data_spec(spec: str) -> DataSpec:

@@ -81,6 +81,24 @@ def test_adapt_cli_routes_records_provenance_and_beats_base_and_scratch(
     assert "leaving out the 100 rows" in capsys.readouterr().err
 
 
+def test_adapt_starts_named_tiers_from_the_model_bank(tmp_path: Path) -> None:
+    # The shipped default carries the model bank, so `router adapt` starts each tier from its
+    # model's ability. routerbench_dev is in neither the artifact's nor the bank's training data.
+    data = require_shared_data() / "routerbench_dev.jsonl"
+    spec = ",".join(f"{t}={m}" for t, m in TRIPLE.items())
+    out = tmp_path / "banked"
+    args = ["router", "adapt", "--data", str(data), "--tiers", spec, "--samples", "100", "--seed", "1"]
+    assert main([*args, "--out", str(out)]) == 0
+    adapted, base = load_artifact(out), load_artifact(default_artifact_dir())
+    prov = adapted.meta["adapted_from"]
+    assert prov["method"] == "bank"
+    assert {t: q["source"] for t, q in prov["quality"].items()} == dict.fromkeys(TRIPLE, "bank: its ability, located")
+    router = Router.load(default_artifact_dir())
+    rest = [r for r in read_rows([data]) if r.id not in sample_ids(adapted.meta, data)]
+    banked, unadapted = (_cost_at_95(m, router, rest, TRIPLE) for m in (adapted.models, base.models))
+    assert banked < unadapted - 0.03, (banked, unadapted)  # 39.4% vs 48.1% of always-frontier here
+
+
 def _synthetic(seed: int = 0, n: int = 600, dim: int = 6) -> tuple[Artifact, np.ndarray, np.ndarray, np.ndarray]:
     """A 3-tier base artifact whose estimators are wrong for the tiers the samples measure."""
     rng = np.random.default_rng(seed)

@@ -61,6 +61,19 @@ def test_long_prompts_keep_their_tail_and_batches_match_singles() -> None:
     np.testing.assert_array_equal(batch, singles)  # a prompt embeds the same in any company
 
 
+def test_head_and_tail_keeps_the_instruction_and_the_question() -> None:
+    enc = build_encoder("minilm-l6-v2-onnx-int8-t32-h8")
+    assert isinstance(enc, OnnxMiniLMEncoder) and enc.name == "minilm-l6-v2-onnx-int8-t32-h8"
+    instruction, question = "Translate into French:", "so what is the capital of Peru?"
+    long = instruction + " filler words about nothing in particular" * 50 + " " + question
+    ids = enc.token_ids([long])[0]
+    head, tail = enc.token_ids([instruction])[0][1:-1], enc.token_ids([question])[0][1:-1]
+    assert len(ids) == 32 and ids[1 : 1 + len(head)] == head and ids[-1 - len(tail) : -1] == tail
+    assert enc.token_ids(["What is 2+2?"]) == build_encoder("minilm-l6-v2-onnx-int8-t32").token_ids(["What is 2+2?"])
+    with pytest.raises(ValueError, match="no tail"):
+        build_encoder("minilm-l6-v2-onnx-int8-t32-h30")
+
+
 def test_export_reproduces_the_shipped_artifacts_model_file() -> None:
     meta = json.loads((default_artifact_dir().parent / "minilm" / "meta.json").read_text())
     expected = meta["encoder_provenance"]["model_sha256"]

@@ -96,6 +96,8 @@ def _adapt_from_ledger(args: argparse.Namespace) -> int:
     from gateway.settings import Settings  # noqa: PLC0415
     from router.adapt import adapt  # noqa: PLC0415
     from router.artifact import ArtifactError, load_artifact, save_artifact  # noqa: PLC0415
+    from router.bank import BankError  # noqa: PLC0415
+    from router.cli import prior  # noqa: PLC0415
 
     try:
         engine, policy_path, which = ledger_and_policy(Settings(), args.policy)
@@ -113,8 +115,9 @@ def _adapt_from_ledger(args: argparse.Namespace) -> int:
             else resolve_artifact(cfg.artifact if cfg else "default", policy_path.parent)
         )
         base = load_artifact(base_path)
+        method, bank = prior(args.method, base_path, base)
         found = ledger_samples(engine, tiers, base, parse_since(args.since) if args.since else None)
-    except (PolicyError, ArtifactError) as exc:
+    except (PolicyError, ArtifactError, BankError) as exc:
         print(f"tierwise router adapt: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -140,8 +143,11 @@ def _adapt_from_ledger(args: argparse.Namespace) -> int:
         tiers,
         found.samples,
         target_quality=target,
-        method=args.method,
+        method=method,
         reference=tiers[-1],
+        bank=bank,
+        # A tier's model as the bank knows it: its first deployment's, without a provider prefix.
+        models=[t.deployments[0].model for t in loaded.policy.tiers],
         seed=args.seed,
         provenance={"from_ledger": {"judgements": found.rows, "used": found.used, "since": args.since}},
         progress=log,

@@ -4,11 +4,14 @@ The model is exported from the installed weights on first use (``router.encoders
 in a subprocess) and cached. The encoder sees the last ``max_tokens`` tokens of a prompt (the
 question comes last in few-shot prompts and pasted documents); cost grows with that length, so
 it is the speed/quality knob (bench/README.md, Router, has the measurements behind the default).
+With ``head_tokens`` it reads the first ``head_tokens`` word pieces too (a system prompt or an
+instruction before a pasted document), and the tail fills the rest.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Sequence
 from functools import cached_property
 from importlib.metadata import version
@@ -34,6 +37,7 @@ class OnnxMiniLMEncoder:
         *,
         quantized: bool = True,
         max_tokens: int = DEFAULT_MAX_TOKENS,
+        head_tokens: int = 0,
         threads: int = 1,
         model: Path | None = None,
     ) -> None:
@@ -42,8 +46,11 @@ class OnnxMiniLMEncoder:
 
         from router.encoders.onnx_export import onnx_model  # noqa: PLC0415
 
-        self.name = f"minilm-l6-v2-onnx-{'int8' if quantized else 'fp32'}-t{max_tokens}"
-        self.max_tokens = max_tokens
+        if not 0 <= head_tokens < max_tokens - 2:
+            raise ValueError(f"head_tokens {head_tokens} leaves no tail in {max_tokens} tokens")
+        head = f"-h{head_tokens}" if head_tokens else ""
+        self.name = f"minilm-l6-v2-onnx-{'int8' if quantized else 'fp32'}-t{max_tokens}{head}"
+        self.max_tokens, self.head_tokens = max_tokens, head_tokens
         self.quantized = quantized
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
@@ -69,14 +76,17 @@ class OnnxMiniLMEncoder:
             "quantization": "onnxruntime dynamic int8, per channel" if self.quantized else None,
             "onnxruntime": version("onnxruntime"),
             "max_tokens": self.max_tokens,
-            "truncation": "the last max_tokens - 2 word pieces of the prompt's tail",
+            "truncation": f"the first {self.head_tokens} and the last max_tokens - 2 - {self.head_tokens} word pieces",
         }
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """[CLS] + the last ``max_tokens - 2`` word pieces + [SEP], per text."""
-        keep = self.max_tokens - 2
+        """[CLS] + the first ``head_tokens`` and the last of ``max_tokens - 2`` word pieces + [SEP]."""
+        keep, head = self.max_tokens - 2, self.head_tokens
         encoded = self._tok.encode_batch(list(texts), add_special_tokens=False)
-        return [[self._cls, *enc.ids[-keep:], self._sep] for enc in encoded]
+        return [
+            [self._cls, *(e.ids if len(e.ids) <= keep else e.ids[:head] + e.ids[len(e.ids) - keep + head :]), self._sep]
+            for e in encoded
+        ]
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> Vectors:
         """One prompt per run, batch or not: int8 activations are quantised with one scale per
@@ -87,7 +97,7 @@ class OnnxMiniLMEncoder:
             row = np.asarray([ids], dtype=np.int64)
             out[i] = self._session.run(None, {"input_ids": row, "attention_mask": np.ones_like(row)})[0][0]
             if progress and (i + 1) % 500 == 0:
-                print(f"\rencoded {i + 1}/{len(texts)}", end="", flush=True)
+                print(f"\rencoded {i + 1}/{len(texts)}", end="", flush=True, file=sys.stderr)
         if progress:
-            print()
+            print(file=sys.stderr)
         return out

@@ -10,8 +10,9 @@ from router.encoders.base import Encoder
 __all__ = ["available_encoders", "build_encoder", "register_encoder"]
 
 _FACTORIES: dict[str, Callable[[], Encoder]] = {}
-# MiniLM through ONNX Runtime: the name says the weights' precision and how many tokens it reads.
-_ONNX = re.compile(r"minilm-l6-v2-onnx-(int8|fp32)-t(\d+)")
+# MiniLM through ONNX Runtime: the name says the weights' precision, how many tokens it reads
+# and how many of them come from the prompt's head (the rest from its tail).
+_ONNX = re.compile(r"minilm-l6-v2-onnx-(int8|fp32)-t(\d+)(?:-h(\d+))?")
 
 
 def register_encoder(name: str, factory: Callable[[], Encoder]) -> None:
@@ -38,7 +39,7 @@ def _builtin() -> None:
 
 def available_encoders() -> list[str]:
     _builtin()
-    return [*sorted(_FACTORIES), "minilm-l6-v2-onnx-{int8|fp32}-t<tokens>"]
+    return [*sorted(_FACTORIES), "minilm-l6-v2-onnx-{int8|fp32}-t<tokens>[-h<head tokens>]"]
 
 
 def build_encoder(name: str, *, threads: int = 1) -> Encoder:
@@ -51,5 +52,7 @@ def build_encoder(name: str, *, threads: int = 1) -> Encoder:
     if onnx is not None:
         from router.encoders.onnx_minilm import OnnxMiniLMEncoder  # noqa: PLC0415
 
-        return OnnxMiniLMEncoder(quantized=onnx[1] == "int8", max_tokens=int(onnx[2]), threads=threads)
+        return OnnxMiniLMEncoder(
+            quantized=onnx[1] == "int8", max_tokens=int(onnx[2]), head_tokens=int(onnx[3] or 0), threads=threads
+        )
     raise KeyError(f"unknown encoder {name!r}; known: {available_encoders()}")
