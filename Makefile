@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksu
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup serve serve-fake serve-quality test lint typecheck bench router-artifact router-cv router-adapt dashboard demo lock clean
+.PHONY: setup serve serve-fake serve-quality test lint typecheck bench router-artifact router-cv router-lofo router-adapt dashboard demo lock clean
 
 # Installs the gateway with the local model extra. The first run compiles llama.cpp's wheel (the
 # slow part: minutes of silence from pip), so the install says every 30 s that it is still working.
@@ -81,12 +81,13 @@ bench: setup $(PORTKEY)
 	$(PY) bench/dashboard_scale.py
 
 # Rebuild the shipped router artifacts from ../shared/data/routing, reproducibly: `default` (static
-# encoder), `minilm` (MiniLM int8 through ONNX Runtime) and `two-stage` (`default` first, `minilm`
-# where `default` is unsure). ~10 min, most of it embedding with MiniLM.
+# encoder, each tier its model's ability in the model bank), `minilm` (MiniLM int8 through ONNX
+# Runtime) and `two-stage` (`default` first, `minilm` where `default` is unsure). Each carries the
+# model bank `router adapt` starts from. ~15 min, most of it embedding with MiniLM.
 ROUTER_ONNX := minilm-l6-v2-onnx-int8-t64
 ROUTER_MARGIN := 0.03
 router-artifact: setup
-	$(PY) -m router.build_default --encoder static-minilm-l6-v2 --out router/artifacts/default --cache .cache/embeddings
+	$(PY) -m router.build_default --encoder static-minilm-l6-v2 --quality bank --out router/artifacts/default --cache .cache/embeddings
 	$(PY) -m router.build_default --encoder $(ROUTER_ONNX) --out router/artifacts/minilm --cache .cache/embeddings
 	$(PY) -m router.build_default --encoder $(ROUTER_ONNX) --out router/artifacts/two-stage --cache .cache/embeddings \
 		--first-stage router/artifacts/default --margin $(ROUTER_MARGIN)
@@ -103,11 +104,22 @@ router-cv: setup
 	done
 	$(PY) bench/router_conversational.py --artifacts default minilm two-stage
 
+# The candidates for the default judged by leaving one data family out at a time (router/lofo.py):
+# each RouterBench task, four groups of MMLU subjects, the open-model sets and the chat set unseen
+# in turn. JSON per candidate in bench/out/lofo-*.json; the table is in bench/README.md. ~60 min.
+router-lofo: setup
+	for cand in "static-minilm-l6-v2" "static-minilm-l6-v2 --quality bank" "$(ROUTER_ONNX)" "$(ROUTER_ONNX) --quality bank" \
+			"minilm-l6-v2-onnx-int8-t128-h32" "static-minilm-l6-v2 --chat-weight 1"; do \
+		name=$$(echo $$cand | tr ' ' '_' | tr -d '-'); echo "== $$cand"; \
+		$(PY) -m router.build_default --lofo --encoder $$cand --cache .cache/embeddings --json bench/out/lofo-$$name.json || exit 1; \
+	done
+
 # Adapting an artifact from judged samples (RouterBench, Arena-Hard) and route + escalate on
 # stand-in text checks; tables on stdout, bench/out/adapt_* and cascade_* (JSON, PNG). ~4 min.
 BASE ?= default
 router-adapt: setup
 	$(PY) bench/router_adapt.py --base $(BASE)
+	$(PY) bench/router_bank.py
 	$(PY) bench/router_cascade.py --artifact $(BASE)
 
 # Re-resolve requirements.lock after a change to pyproject.toml's dependencies (pins kept where
