@@ -249,14 +249,15 @@ def test_answers_carry_openais_rate_limit_headers_exact_across_replicas(
     reps = Replicas(tmp_path, three_tier_policy(own_upstream), pg_url, redis_url, MASTER)
     try:
         for _ in range(2):  # the replicas use the wall clock: a run that straddles a minute boundary is redone
-            key = admin(reps.urls[0], "POST", "/keys", json={"rpm_limit": 3, "tpm_limit": 100_000}).json()["key"]
+            limits = {"rpm_limit": 3, "tpm_limit": 100_000, "budget_daily_usd": 5.0}
+            key = admin(reps.urls[0], "POST", "/keys", json=limits).json()["key"]
             minute = int(time.time() // 60)
             seen = []
             for i in range(4):
                 client = openai.OpenAI(base_url=reps.urls[i % 2] + "/v1", api_key=key, max_retries=0)
                 try:
-                    raw = client.chat.completions.with_raw_response.create(
-                        model="cheap", messages=[{"role": "user", "content": "hi"}], max_tokens=16
+                    raw = client.chat.completions.with_raw_response.create(  # a priced tier: spend adds up
+                        model="tier/frontier", messages=[{"role": "user", "content": "hi"}], max_tokens=16
                     )
                     seen.append(raw.headers)
                 except openai.RateLimitError as err:
@@ -274,6 +275,10 @@ def test_answers_carry_openais_rate_limit_headers_exact_across_replicas(
             if "ms" not in h["x-ratelimit-reset-requests"]
         )
         assert "retry-after" in seen[3] and "retry-after" not in seen[0]
+        # the budget's headroom: earlier answers' cost and this one's worst case, across both replicas
+        assert [h["x-tierwise-budget-limit-daily-usd"] for h in seen[:3]] == ["5"] * 3
+        left = [float(h["x-tierwise-budget-remaining-daily-usd"]) for h in seen[:3]]
+        assert 5.0 > left[0] > left[1] > left[2] > 4.9, left
     finally:
         reps.stop()
 

@@ -4,9 +4,11 @@ their rate limits, and is there budget for the worst case of this call."""
 from __future__ import annotations
 
 import asyncio
+import calendar
 import hmac
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from gateway.keys.store import Identity, KeyStore
 from gateway.net import is_loopback
 from gateway.policy.models import Policy
 
-__all__ = ["Guard", "TokenHold", "bearer_token", "rate_headers"]
+__all__ = ["Guard", "TokenHold", "bearer_token", "budget_headers", "rate_headers"]
 
 log = logging.getLogger("tierwise.keys")
 T = TypeVar("T")
@@ -51,9 +53,36 @@ def rate_headers(identity: Identity, used: tuple[int, int], now: float) -> dict[
     return out
 
 
+def budget_headers(identity: Identity, spent: tuple[int, int], now: float) -> dict[str, str]:
+    """The key's budget headroom in the shape of OpenAI's rate-limit headers (no provider defines
+    budget headers): ``x-tierwise-budget-limit-{daily,monthly}-usd``, ``-remaining-...-usd`` and
+    ``x-tierwise-budget-reset-{daily,monthly}``, for the budgets the key has. Like tokens, spend
+    counts this request's worst case until its answer settles it; periods are UTC days and months."""
+    t = time.gmtime(now)
+    midnight = calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0)) + 86400
+    next_month = calendar.timegm((t.tm_year + t.tm_mon // 12, t.tm_mon % 12 + 1, 1, 0, 0, 0))
+    out: dict[str, str] = {}
+    for period, limit, used, ends in (
+        ("daily", identity.budget_daily_usd, spent[0], midnight),
+        ("monthly", identity.budget_monthly_usd, spent[1], next_month),
+    ):
+        if limit is not None:
+            out[f"x-tierwise-budget-limit-{period}-usd"] = f"{limit:.6g}"
+            out[f"x-tierwise-budget-remaining-{period}-usd"] = f"{max(0.0, limit - used / 1e6):.6f}"
+            out[f"x-tierwise-budget-reset-{period}"] = _long_duration(ends - now)
+    return out
+
+
 def _duration(seconds: float) -> str:
     """A wait as OpenAI writes it: ``120ms``, ``1s``, ``59s``."""
     return f"{max(1, round(seconds * 1000))}ms" if seconds < 1 else f"{math.ceil(seconds)}s"
+
+
+def _long_duration(seconds: float) -> str:
+    """A wait of hours as OpenAI writes its longer resets (Go's form): ``16h0m0s``, ``6m0s``."""
+    s = max(1, math.ceil(seconds))
+    hours, rest = divmod(s, 3600)
+    return (f"{hours}h" if hours else "") + f"{rest // 60}m{rest % 60}s"
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -251,8 +280,10 @@ class Guard:
                 "budget exhausted for this key: the worst-case cost of this request does not fit", param=None
             )
         hold = TokenHold(min(held, identity.tpm_limit or 0), now) if limited else None
-        used = admission.used
-        return hold, admission.reservation, rate_headers(identity, used, now) if used is not None else {}
+        headers = rate_headers(identity, admission.used, now) if admission.used is not None else {}
+        if admission.spent is not None:
+            headers.update(budget_headers(identity, admission.spent, now))
+        return hold, admission.reservation, headers
 
     async def budget_left(self, identity: Identity | None) -> float | None:
         """The smaller share of the daily and monthly budget still unspent (None: no budget)."""

@@ -51,6 +51,9 @@ class Admission:
     # Requests and tokens counted in this minute's windows, this request's included (when a rate
     # was asked): what the rate-limit headers report.
     used: tuple[int, int] | None = None
+    # USD micros spent today and this month, this request's reservation included (when admitted
+    # with a budget): what the budget headers report.
+    spent: tuple[int, int] | None = None
 
 
 class Limiter(abc.ABC):
@@ -66,7 +69,10 @@ class Limiter(abc.ABC):
         if budget is None:
             return Admission(used=used)
         reservation = await self.reserve(key_id, budget[0], budget[1], budget[2], now)
-        return Admission(over_budget=reservation is None, reservation=reservation, used=used)
+        if reservation is None:
+            return Admission(over_budget=True, used=used)
+        day, month = await self.spent(key_id, now)
+        return Admission(reservation=reservation, used=used, spent=(to_micros(day), to_micros(month)))
 
     @abc.abstractmethod
     async def check_rate(

@@ -12,11 +12,12 @@ from gateway.keys.limiter import Admission, BudgetAsk, Limiter, RateAsk, Reserva
 __all__ = ["RedisLimiter"]
 
 # A request's admission in one round trip: its rate check (KEYS 1-2, when ARGV[1] is 1), then
-# its budget reservation (KEYS 3-4, when ARGV[5] is 1). Returns {outcome, requests, tokens}:
-# 1 admitted; 0 over a rate limit (nothing counted); -1 over a budget (the rate counted, as for
-# any refused request); then the minute's counts, this request's included.
+# its budget reservation (KEYS 3-4, when ARGV[5] is 1). Returns {outcome, requests, tokens, day,
+# month}: 1 admitted; 0 over a rate limit (nothing counted); -1 over a budget (the rate counted,
+# as for any refused request); then the minute's counts and the periods' spend (micros), this
+# request's included.
 _ADMIT = """
-local used_r, used_t = 0, 0
+local used_r, used_t, spent_d, spent_m = 0, 0, 0, 0
 if ARGV[1] == '1' then
   local rpm, tpm, hold = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
   if tpm >= 0 and hold > tpm then hold = tpm end
@@ -38,12 +39,12 @@ if ARGV[5] == '1' then
   local m = tonumber(redis.call('GET', KEYS[4]) or '0')
   if daily >= 0 and d + a > daily then return {-1, used_r, used_t} end
   if monthly >= 0 and m + a > monthly then return {-1, used_r, used_t} end
-  redis.call('INCRBY', KEYS[3], a)
+  spent_d = redis.call('INCRBY', KEYS[3], a)
   redis.call('EXPIRE', KEYS[3], 172800)
-  redis.call('INCRBY', KEYS[4], a)
+  spent_m = redis.call('INCRBY', KEYS[4], a)
   redis.call('EXPIRE', KEYS[4], 3024000)
 end
-return {1, used_r, used_t}
+return {1, used_r, used_t, spent_d, spent_m}
 """
 
 
@@ -75,14 +76,15 @@ class RedisLimiter(Limiter):
         keys += [self._money(key_id, day), self._money(key_id, month)]
         args = [int(rate is not None), _limit(rpm), _limit(tpm), tokens]
         args += [int(budget is not None), amount, _money_limit(daily), _money_limit(monthly)]
-        outcome, requests, tokens_used = (int(v) for v in await self._admit(keys=keys, args=args))
+        outcome, requests, tokens_used, *spent = (int(v) for v in await self._admit(keys=keys, args=args))
         if outcome == 0:
             return Admission(wait=self.retry_after(now))
         used = (requests, tokens_used) if rate is not None else None
         if outcome == -1:
             return Admission(over_budget=True, used=used)
-        reservation = Reservation(key_id, amount, day, month) if budget is not None else None
-        return Admission(reservation=reservation, used=used)
+        if budget is None:
+            return Admission(used=used)
+        return Admission(reservation=Reservation(key_id, amount, day, month), used=used, spent=(spent[0], spent[1]))
 
     async def rate_used(self, key_id: str, now: float) -> tuple[int, int]:
         minute = int(now // 60)

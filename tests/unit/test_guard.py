@@ -103,6 +103,29 @@ async def test_budget_reserves_the_worst_case_and_settles_the_real_cost(store: K
     assert await g.budget_left(identity) == pytest.approx(1 - 0.007 / 0.01)
 
 
+async def test_answers_show_the_budget_left_after_this_requests_worst_case(store: KeyStore) -> None:
+    clock = FakeClock()  # 2027-01-15 08:00 UTC
+    g = guard(store, clock, MemoryLimiter())
+    key, _ = store.create(budget_daily_usd=0.01, budget_monthly_usd=2.0)
+    identity = await g.authenticate(key, "127.0.0.1")
+    _, first, headers = await g.admit(identity, worst_usd=0.006)
+    assert headers == {
+        "x-tierwise-budget-limit-daily-usd": "0.01",
+        "x-tierwise-budget-remaining-daily-usd": "0.004000",
+        "x-tierwise-budget-reset-daily": "16h0m0s",
+        "x-tierwise-budget-limit-monthly-usd": "2",
+        "x-tierwise-budget-remaining-monthly-usd": "1.994000",
+        "x-tierwise-budget-reset-monthly": "400h0m0s",
+    }
+    await g.settle(identity, first, 0.001, tokens=10)
+    clock.advance(59.5)
+    *_, headers = await g.admit(identity, worst_usd=0.002)
+    assert headers["x-tierwise-budget-remaining-daily-usd"] == "0.007000"  # 0.001 spent + 0.002 held
+    assert headers["x-tierwise-budget-reset-daily"] == "15h59m1s"
+    key2, _ = store.create(rpm_limit=5)
+    assert not any("budget" in h for h in (await g.admit(await g.authenticate(key2, "127.0.0.1")))[2])
+
+
 def test_authorize_routes_and_tiers(store: KeyStore) -> None:
     key, _ = store.create(allowed_routes=["cheap"], allowed_tiers=["local"])
     identity = store.lookup(key)
