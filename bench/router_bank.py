@@ -12,7 +12,7 @@ always-frontier quality, dollars). Contenders:
   scratch         ``router train``'s logistic objective from zero on the samples
   shrink          the base estimators plus a correction pulled to zero (the previous default)
   bank            the bank's abilities of the three named models, located from the samples
-  bank, unknown   the same with the names withheld: each tier starts from the bank's average
+  bank, unknown   the same with the names withheld: each tier starts from the base's tier of its rank
   bank, no samples  the named models' abilities alone (N = 0)
 Every contender re-prices the base cost model from the samples' observed costs and calibrates
 its cost weight the same way (``router.adapt``). Writes bench/out/adapt_bank.json and .png.

@@ -15,8 +15,9 @@ b = a*b_base + c) and serving does not change. Methods:
   * ``warm``    the ``router train`` objective started from the base weights, stopped early;
   * ``scratch`` the ``router train`` objective from zero (the baseline without a prior);
   * ``bank``    the prior is the tier's model in the base artifact's model bank (``router.bank``):
-                its ability where the bank knows the model's name, the bank's average where
-                not; the ability (k + 1 numbers) is located from the samples, then a shrink
+                its ability where the bank knows the model's name; where not, the ability of
+                the model the base's tier of the same rank was built as (the average if none);
+                the ability (k + 1 numbers) is located from the samples, then a shrink
                 correction is fitted on top. A known model needs no samples at all.
 
 The prior's strength is fixed, not tuned on the samples: ``shrink`` and ``stack`` penalise v
@@ -74,7 +75,7 @@ MIN_CALIBRATION_SAMPLES = 50
 PENALTY = 1.0 / DEFAULT_C  # on v, for shrink and stack
 WARM_STEPS = 20  # L-BFGS steps from the base (50 reach the scratch optimum on these sizes)
 INTERCEPT_PENALTY = 0.1  # a weak prior on c: a tier never seen failing is not promised P = 1
-ABILITY_PENALTY = 10.0  # on a located ability's distance from its prior (bank): tens of samples move it
+ABILITY_PENALTY = 3.0  # on a located ability's distance from its prior (bank): tens of samples move it
 SCALE_PENALTY = 0.1  # a weak pull of a towards 1 (stack)
 REFERENCE_LOGIT = 7.0  # P = 0.999: the judge's reference tier is adequate by definition
 FOLDS = 5
@@ -196,6 +197,21 @@ def _locate(x: F64, s: F64, w: F64, bank: Bank, theta: F64, b: float) -> tuple[F
     centre = np.append(theta, b)
     located = _solve(design, x @ bank.w0, s, w, penalty, centre, centre.copy())
     return located[:k], float(located[k])
+
+
+def _bank_prior(bank: Bank, name: str | None, stand_ins: Sequence[str] | None) -> tuple[F64, float, str]:
+    """Where a tier starts in the bank: its model's ability; for a name the bank does not know,
+    the ability of the model the base artifact's tier of the same rank stands for (a policy's
+    cheapest tier is more like the base's cheapest than like the average model), else the
+    bank's average."""
+    theta, b, known = bank.ability(name)
+    if known:
+        return theta, b, "bank: its ability"
+    stand_in = next((m for m in stand_ins or () if bank.find(m) is not None), None)
+    if stand_in is None:
+        return theta, b, "bank: the average (name not in the bank)"
+    theta, b, _ = bank.ability(stand_in)
+    return theta, b, f"bank: {stand_in}'s ability, the base's tier of this rank (name not in the bank)"
 
 
 def _tier_fit(
@@ -354,13 +370,11 @@ def _adapt(
             continue
         prior = None
         if method == "bank" and bank is not None:
-            theta, b, known = bank.ability(names[i])
+            theta, b, source = _bank_prior(bank, names[i], base.meta.get("tier_models", {}).get(base.tiers[cols[i]]))
             prior = (bank, theta, b)
             qw[i], qb[i] = bank.estimator(theta, b)
             oof[:, i] = 1 / (1 + np.exp(-(x @ qw[i] + qb[i])))
-            per_tier[tier].update(
-                model=names[i], source=f"bank: {'its ability' if known else 'the average (name not in the bank)'}"
-            )
+            per_tier[tier].update(model=names[i], source=source)
             if not seen.any():
                 continue
         elif seen.sum() < MIN_TIER_SAMPLES:

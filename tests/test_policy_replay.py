@@ -133,7 +133,7 @@ def _cli(gw: Gateway, *args: str) -> subprocess.CompletedProcess[str]:
 def test_a_costlier_weight_replayed_cheaper_with_its_judged_quality(judged_gateway: Gateway, tmp_path: Path) -> None:
     gw = judged_gateway
     candidate = tmp_path / "candidate.yaml"
-    candidate.write_text(gw.policy_path.read_text().replace("cost_weight: 0.02", "cost_weight: 4.0"))
+    candidate.write_text(gw.policy_path.read_text().replace("cost_weight: 0.02", "cost_weight: 10.0"))
     png, out = tmp_path / "replay.png", tmp_path / "replay.json"
     done = _cli(gw, "--candidate", str(candidate), "--since", "1h", "--png", str(png), "--json", str(out))
     assert done.returncode == 0, done.stderr[-3000:]

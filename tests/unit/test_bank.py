@@ -114,6 +114,19 @@ def test_a_known_model_starts_from_its_ability_and_an_unknown_one_is_located(
     assert located.meta["adapted_from"]["quality"]["mid"]["source"].startswith("bank: the average")
 
 
+def test_an_unknown_model_starts_where_the_bases_tier_of_its_rank_stands(
+    world: tuple[np.ndarray, np.ndarray, Bank],
+) -> None:
+    _, _, bank = world
+    test_x, _ = _world(200, 6)
+    base = _base(D)
+    base.meta["tier_models"] = {"mid": ["not-in-the-bank", "maths-7b"], "frontier": ["vendor/strong-model-v1"]}
+    none = JudgedSamples(test_x[:0], np.zeros((0, 2)))
+    a = adapt(base, ["cheap", "best"], none, method="bank", bank=bank, models=["brand-new-8b", None])
+    np.testing.assert_allclose(a.models.quality(test_x)[:, 0], bank.probability(test_x, "maths-7b"), rtol=1e-4)
+    assert a.meta["adapted_from"]["quality"]["cheap"]["source"].startswith("bank: maths-7b's ability")
+
+
 def test_the_bank_method_needs_a_bank_on_the_same_features(world: tuple[np.ndarray, np.ndarray, Bank]) -> None:
     samples = JudgedSamples(np.zeros((5, D + 1), np.float32), np.ones((5, 2)))
     with pytest.raises(ValueError, match="needs the base artifact's model bank"):
