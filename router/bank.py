@@ -42,7 +42,8 @@ class BankError(Exception):
 
 def canonical(name: str) -> str:
     """A model name as the bank compares names: lower case, without a provider or organisation
-    prefix (``openai/``, ``mistralai/``) or a date suffix's separators."""
+    prefix (``openai/``, ``mistralai/``), any run of other characters than letters, digits and
+    dots as one dash (``Llama-2-70b-chat`` and ``meta/llama-2-70b-chat`` are one model)."""
     return re.sub(r"[^a-z0-9.]+", "-", name.lower().rsplit("/", 1)[-1]).strip("-")
 
 
