@@ -8,7 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.body import read_json_body
-from gateway.api.responses import SSEResponse, client_host
+from gateway.api.deps import client_host
+from gateway.api.sse import SSEResponse
 from gateway.chat_request import parse_chat_request
 from gateway.keys.guard import bearer_token
 from gateway.pipeline import Pipeline, StreamAnswer

@@ -1,15 +1,18 @@
-"""FastAPI dependencies of the non-hot endpoints."""
+"""FastAPI dependencies of the non-hot endpoints, and the caller's address every endpoint reads."""
 
 from __future__ import annotations
 
 from fastapi import Depends
 from starlette.requests import Request
 
-from gateway.api.responses import client_host
 from gateway.keys.guard import bearer_token
 from gateway.state import GatewayState
 
-__all__ = ["get_state", "require_caller"]
+__all__ = ["client_host", "get_state", "require_caller"]
+
+
+def client_host(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 async def get_state(request: Request) -> GatewayState:

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.body import read_json_body
-from gateway.api.responses import client_host
+from gateway.api.deps import client_host
 from gateway.keys.guard import bearer_token
 from gateway.state import GatewayState
 

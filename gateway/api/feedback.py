@@ -13,8 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import JSONResponse
 
-from gateway.api.deps import get_state
-from gateway.api.responses import client_host
+from gateway.api.deps import client_host, get_state
 from gateway.errors import ModelNotFoundError, PermissionDeniedError
 from gateway.keys.guard import bearer_token
 from gateway.quality.feedback import NOT_FOUND, record_feedback, request_owner

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.api.body import read_json_body
-from gateway.api.responses import client_host
+from gateway.api.deps import client_host
 from gateway.api.streams import translated_sse
 from gateway.chat_request import parse_chat_request
 from gateway.errors import GatewayError, InvalidRequestError

@@ -13,7 +13,7 @@ import hmac
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.api.responses import client_host
+from gateway.api.deps import client_host
 from gateway.errors import AuthenticationError
 from gateway.keys.guard import bearer_token
 from gateway.metrics import CONTENT_TYPE

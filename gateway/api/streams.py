@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Protocol, cast
 
-from gateway.api.responses import SSEResponse
+from gateway.api.sse import SSEResponse
 from gateway.pipeline import StreamAnswer
 from gateway.pipeline.relay import Relay
 

@@ -1,4 +1,4 @@
-"""Response classes and request helpers shared by the endpoints."""
+"""Server-sent events: the response every streaming endpoint answers with."""
 
 from __future__ import annotations
 
@@ -11,11 +11,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.pipeline.relay import Relay
 
-__all__ = ["SSEResponse", "client_host"]
-
-
-def client_host(request: Request) -> str | None:
-    return request.client.host if request.client else None
+__all__ = ["SSEResponse"]
 
 
 class SSEResponse(Response):
