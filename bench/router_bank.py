@@ -33,7 +33,7 @@ from router_adapt import judge, mapped, subset, summarise
 from threadpoolctl import threadpool_limits
 
 from router.adapt import JudgedSamples, adapt
-from router.build_default import AUX_WEIGHT, HELD_OUT_MMLU, MMLU_WEIGHT, OPEN7B, TIERS, _encoder, build_bank
+from router.build_default import AUX_WEIGHT, HELD_OUT_MMLU, MMLU_WEIGHT, OPEN7B, TIERS, build_bank, offline_encoder
 from router.cli import offline
 from router.core import Router
 from router.data import parse_tier_aliases, read_rows, tier_matrix
@@ -60,7 +60,7 @@ def main() -> int:
     args = p.parse_args()
     offline()
     cache = Path(args.cache)
-    encoder = _encoder(args.encoder, cache)
+    encoder = offline_encoder(args.encoder, cache)
     rb_files = [DATA / "routerbench_train.jsonl", DATA / "routerbench_dev.jsonl"]
     pool = tier_matrix(read_rows(rb_files), LINE_UP)
     order = np.random.default_rng(0).permutation(len(pool.rows))

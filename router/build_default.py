@@ -56,7 +56,7 @@ from router.encoders import Encoder, build_encoder
 from router.lofo import Recipe
 from router.train import DataSpec
 
-__all__ = ["HELD_OUT_MMLU", "TIERS", "main"]
+__all__ = ["HELD_OUT_MMLU", "TIERS", "build_bank", "main", "offline_encoder", "trainer", "with_bank"]
 
 TIERS = (
     "local=mistralai/mistral-7b-chat|mistralai/Mistral-7B-v0.1|mistralai/Mistral-7B-Instruct-v0.1,"
@@ -218,7 +218,7 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _encoder(name: str, cache: Path | None) -> Encoder:
+def offline_encoder(name: str, cache: Path | None) -> Encoder:
     # Offline work may use every core; the gateway's encoders run on one thread.
     encoder = build_encoder(name, threads=os.cpu_count() or 1)
     if cache is None:
@@ -264,12 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.chat_weight > 0:
         aux.append(DataSpec(d / CHAT, args.chat_weight))
     _log(f"loading encoder {args.encoder}")
-    encoder = _encoder(args.encoder, cache)
+    encoder = offline_encoder(args.encoder, cache)
     first = None
     if args.first_stage:
         from router.artifact import load_artifact  # noqa: PLC0415
 
-        first = (_encoder(load_artifact(Path(args.first_stage)).encoder, cache), args.margin)
+        first = (offline_encoder(load_artifact(Path(args.first_stage)).encoder, cache), args.margin)
 
     recipe = trainer([rb, mmlu, *aux], tiers, encoder, args.max_chars, cache)
     bank_inside = with_bank(recipe, d, tiers, encoder, cache, tier_quality=args.quality == "bank")
@@ -279,12 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         return _lofo(bank_inside if args.quality == "bank" else recipe, files, d, encoder, args.json)
     if args.cv or args.cv_subjects or args.cv_arena:
         exclude: tuple[str, ...]
-        evaluated = ",".join(t.split("|")[0] for t in TIERS.split(","))
         if args.cv:
-            data, on, by_source, exclude = [rb, mmlu, *aux], evaluated, False, HELD_OUT_MMLU
+            data, on, by_source, exclude = [rb, mmlu, *aux], THREE_TIERS, False, HELD_OUT_MMLU
         elif args.cv_subjects:
-            mid, frontier = (t.split("=")[1].split("|")[-1] for t in TIERS.split(",")[1:])
-            data, on, by_source, exclude = [mmlu, rb, *aux], f"mid={mid},frontier={frontier}", True, ()
+            data, on, by_source, exclude = [mmlu, rb, *aux], TWO_TIERS, True, ()
         else:
             arena = DataSpec(d / "arena_hard_train.jsonl")
             data, on, by_source, exclude = [arena, rb, mmlu, *aux], ARENA_TIERS, True, HELD_OUT_MMLU

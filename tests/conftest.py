@@ -170,6 +170,12 @@ def _service_missing(what: str, exc: Exception) -> None:
 
 
 @pytest.fixture
+def ledger_url(database: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh ledger of the kind a test is parametrized with (``database``: sqlite or postgres)."""
+    return str(request.getfixturevalue("pg_url")) if database == "postgres" else f"sqlite:///{tmp_path / 'l.db'}"
+
+
+@pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for one test (dropped afterwards): tests never share rows."""
     import uuid

@@ -147,10 +147,9 @@ async def test_rows_of_a_killed_process_are_replayed_by_the_next(tmp_path: Path)
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 async def test_every_field_reads_back_as_written_in_any_batch_size(
-    tmp_path: Path, database: str, request: pytest.FixtureRequest
+    tmp_path: Path, database: str, ledger_url: str
 ) -> None:
-    url = request.getfixturevalue("pg_url") if database == "postgres" else f"sqlite:///{tmp_path / 'l.db'}"
-    engine = make_engine(url)
+    engine = make_engine(ledger_url)
     create_schema(engine)
     when = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
     full = LedgerRow(

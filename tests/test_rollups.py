@@ -62,9 +62,8 @@ def _table(engine) -> dict[tuple, dict]:  # type: ignore[no-untyped-def, type-ar
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
-async def test_rollups_equal_a_full_recount(tmp_path: Path, database: str, request: pytest.FixtureRequest) -> None:
-    url = request.getfixturevalue("pg_url") if database == "postgres" else f"sqlite:///{tmp_path / 'l.db'}"
-    engine = make_engine(url)
+async def test_rollups_equal_a_full_recount(tmp_path: Path, ledger_url: str) -> None:
+    engine = make_engine(ledger_url)
     create_schema(engine)
     rows = _rows(1500, seed=7)
     writer = LedgerWriter(engine, tmp_path / "spool", batch_size=128)
@@ -111,11 +110,8 @@ async def test_the_rebuild_command_repairs_the_rollups(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
-async def test_retention_deletes_old_rows_and_keeps_their_rollups(
-    tmp_path: Path, database: str, request: pytest.FixtureRequest
-) -> None:
-    url = request.getfixturevalue("pg_url") if database == "postgres" else f"sqlite:///{tmp_path / 'l.db'}"
-    engine = make_engine(url)
+async def test_retention_deletes_old_rows_and_keeps_their_rollups(tmp_path: Path, ledger_url: str) -> None:
+    engine = make_engine(ledger_url)
     create_schema(engine)
     now = datetime.now(UTC)  # (the writer's hourly pruning at close reads the real clock too)
     rows = _rows(400, seed=5)
