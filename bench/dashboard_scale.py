@@ -7,8 +7,8 @@ same transaction as each batch of rows), median of 3.
 
 A generator writes a realistic ledger: ``--rows`` client requests over 30 days (busier by day
 than by night), 50 keys, three tiers with their deployments and models, two routes, four APIs,
-some refused or failed, a few sessions, 5% of them sampled for quality (a shadow answer and two
-judge calls each). Rows go in by bulk insert, then ``tierwise ledger rebuild-rollups``'s recount.
+some refused or failed, a few sessions, 3% failing an answer check, 4% escalated, 1% with feedback, 5%
+of them sampled for quality (a shadow answer, two judge calls and a judgement each). Rows go in by bulk insert, then ``tierwise ledger rebuild-rollups``'s recount.
 
     python bench/dashboard_scale.py [--rows 1000000] [--database-url URL] [--before REV]
 
@@ -41,10 +41,12 @@ from sqlalchemy import insert
 from gateway.ledger import LedgerWriter, create_schema, make_engine, rollups
 from gateway.ledger.models import LedgerEntry, LedgerRow
 from gateway.ledger.rollups import rebuild
+from gateway.quality.models import Feedback, Judgement
 
 OUT = HERE / "out"
 
-# The traffic page's reads, as dashboard/app.py makes them (the sidebar's lists included).
+# The page's reads, as dashboard/app.py and dashboard/quality.py make them (sidebar, top row,
+# traffic charts, the quality section, the spend tables, recent requests and one request's detail).
 PAGE = """
 import json, statistics, sys, time
 from datetime import UTC, datetime, timedelta
@@ -60,25 +62,31 @@ for name, window in (("24 h", timedelta(hours=24)), ("7 days", timedelta(days=7)
             q.distinct_values(engine, column)
         q.tier_prices(engine)
         f = q.Filters(since=datetime.now(UTC) - window if window else None)
+        first, last = q.time_extent(engine, f)
         qq.quality_cost(engine, f)
         q.summary(engine, f)
-        qq.judged(engine, f)
-        first, last = q.time_extent(engine, f)
+        qq.judged_over_time(engine, f, q.bucket_seconds(first, last, max_bars=12))
         q.spend_over_time(engine, f, q.bucket_seconds(first, last))
         q.mix(engine, f, "tier"); q.mix(engine, f, "route")
         q.latency_percentiles(engine, f)
         q.router_scores(engine, f)
+        qq.feedback_by_tier(engine, f); qq.check_failures(engine, f); qq.escalations(engine, f)
+        qq.calibration(engine, f)
         for column in ("api_key_id", "tier", "route", "upstream_model"):
             q.spend_by(engine, f, column)
-        q.top_expensive(engine, f); q.refusals(engine, f); q.recent(engine, f)
+        q.top_expensive(engine, f); q.refusals(engine, f)
+        shown = q.recent(engine, f)
+        if shown:
+            q.request_detail(engine, shown[0]["request_id"]); qq.about_request(engine, shown[0]["request_id"])
         times.append(time.perf_counter() - t)
     out[name] = statistics.median(times)
 print(json.dumps(out))
 """
 
 
-def client_rows(n: int, seed: int = 1) -> Iterator[dict[str, Any]]:
-    """``n`` client requests over the last 30 days, and the quality calls of the judged ones."""
+def client_rows(n: int, seed: int = 1) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``n`` client requests over the last 30 days (some failing an answer check, some escalated),
+    and, each as (table, row): the quality calls and judgements of the judged ones, feedback."""
     rng = random.Random(seed)
     now = datetime.now(UTC)
     tiers = {"local": (0.0, 0.0), "mid": (0.15, 0.6), "frontier": (2.5, 10.0)}
@@ -126,23 +134,47 @@ def client_rows(n: int, seed: int = 1) -> Iterator[dict[str, Any]]:
             session_id=f"conv-{rng.randrange(5000)}" if rng.random() < 0.2 else None,
             fallbacks='["mid-a: timeout"]' if rng.random() < 0.03 else None,
         )
+        if answered and rng.random() < 0.03:  # failed an answer check
+            row.checks = rng.choice(('["invalid_json"]', '["truncated"]', '["empty", "refusal"]'))
+        if answered and tier != "local" and rng.random() < 0.04:  # escalated on the way here
+            row.steps = json.dumps([{"tier": "local", "reasons": ["invalid_json"]}, {"tier": tier, "reasons": []}])
         columns = {name: getattr(row, name) for name in LedgerRow.__slots__}
-        yield columns
+        yield "requests", columns
+        if answered and rng.random() < 0.01:
+            yield "feedback", {"request_id": rid, "source": "key", "score": float(rng.random() < 0.8)}
         if answered and rng.random() < 0.05:  # a judged sample: a shadow answer and two judge calls
             for k, purpose in enumerate(("shadow", "judge", "judge")):
-                own = {**columns, "request_id": f"{rid}-{purpose}-{k}", "purpose": purpose}
-                yield own | {"parent_request_id": rid, "api_key_id": None, "session_id": None}
+                own = {**columns, "request_id": f"{rid}-{purpose}-{k}", "purpose": purpose, "route": None}
+                yield "requests", own | {"parent_request_id": rid, "api_key_id": None, "session_id": None}
+            cheaper = tier if tier != "frontier" else "mid"
+            verdict, adequacy = rng.choice((("win", 1.0), ("tie", 1.0), ("loss", 0.0), ("tie", 0.5)))
+            yield "judgements", {
+                "request_id": rid,
+                "created_at": at,
+                "served_tier": tier,
+                "shadow_tier": "frontier" if tier != "frontier" else "mid",
+                "cheaper_tier": cheaper,
+                "reference_tier": "frontier",
+                "verdict": verdict,
+                "adequacy": adequacy,
+                "judge": "judge-a",
+                "sample_rate": 0.05,
+                "predicted": row.router_scores,
+                "router_tier": tier,
+            }
 
 
 def generate(url: str, n: int) -> None:
     engine = make_engine(url)
     create_schema(engine)
-    table = LedgerEntry.__table__  # type: ignore[attr-defined]
+    tables = {t.name: t for t in (LedgerEntry.__table__, Judgement.__table__, Feedback.__table__)}  # type: ignore[attr-defined]
     started, written = time.monotonic(), 0
     rows = client_rows(n)
     while batch := list(itertools.islice(rows, 20_000)):
         with engine.begin() as conn:
-            conn.execute(insert(table), batch)
+            for name, table in tables.items():
+                if part := [r for t, r in batch if t == name]:
+                    conn.execute(insert(table), part)
         written += len(batch)
         log(f"  {written:,} rows ({time.monotonic() - started:.0f}s)")
     with engine.begin() as conn:
@@ -156,7 +188,8 @@ def writer_rows_per_s(n: int, tmp: Path) -> dict[str, float]:
     # As a live writer sees them: in time order, ~12,000 an hour (10M rows in 30 days), so a
     # batch of 500 falls in one or two hours and folds to one rollup row per group in it.
     start = datetime.now(UTC) - timedelta(hours=4)
-    rows = [{**r, "created_at": start + timedelta(seconds=i * 0.3)} for i, r in enumerate(client_rows(n, seed=2))]
+    mine = (r for t, r in client_rows(n, seed=2) if t == "requests")
+    rows = [{**r, "created_at": start + timedelta(seconds=i * 0.3)} for i, r in enumerate(mine)]
     out = {}
     for name, add in (("rows only", lambda conn, rows: None), ("rows + rollups", rollups.add)):
         rates = []

@@ -212,20 +212,21 @@ def main() -> None:
     @st.fragment(run_every="10s" if refresh else None)
     def body() -> None:
         started = time.perf_counter()
-        measuring = sum(float(r["cost_usd"]) for r in qq.quality_cost(engine, f)) if has_quality else 0.0
-        s = q.summary(engine, f, measuring)
-        judged = qq.judged(engine, f) if has_quality else None
+        first, last = q.time_extent(engine, f)
+        quality_bucket_s = q.bucket_seconds(first, last, max_bars=12)
+        costs = qq.quality_cost(engine, f) if has_quality else []
+        s = q.summary(engine, f, sum(float(r["cost_usd"]) for r in costs))
+        judged = qq.judged_over_time(engine, f, quality_bucket_s) if has_quality else None
         policy = running.policy if running else None
-        _top_row(s, judged, policy.frontier.deployments[0].name if policy else None)
+        _top_row(s, judged[0] if judged else None, policy.frontier.deployments[0].name if policy else None)
         if s.requests == 0:
             st.info(
                 "No requests match these filters yet. "
                 "Widen the time window, or send traffic with `tierwise demo-traffic`."
             )
-        first, last = q.time_extent(engine, f)
         _traffic(engine, f, colours, q.bucket_seconds(first, last))
         if judged is not None:
-            quality_section(engine, f, s, judged, colours, running, q.bucket_seconds(first, last, max_bars=12))
+            quality_section(engine, f, s, judged, costs, colours, running, quality_bucket_s)
         else:
             st.header("Quality", anchor="quality")
             st.info(

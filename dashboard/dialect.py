@@ -7,9 +7,12 @@ from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Float, Integer, cast, func
 from sqlalchemy.engine import Engine
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import ColumnElement, operators
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import Join, UnaryExpression
 
-__all__ = ["epoch_bucket", "floor_int", "json_item", "json_key_float", "json_length"]
+__all__ = ["epoch_bucket", "floor_int", "json_key_float", "outer_first", "unindexed"]
 
 
 def _sqlite(engine: Engine) -> bool:
@@ -30,22 +33,37 @@ def floor_int(engine: Engine, value: Any) -> ColumnElement[int]:
     return cast(func.floor(value), Integer)
 
 
-def json_length(engine: Engine, col: Any) -> ColumnElement[int]:
-    """Length of a JSON array kept as text."""
-    if _sqlite(engine):
-        return func.json_array_length(col, type_=Integer)
-    return func.json_array_length(cast(col, JSON), type_=Integer)
-
-
-def json_item(engine: Engine, col: Any, index: int, key: str) -> ColumnElement[str]:
-    """``col[index][key]`` as text, of a JSON array of objects kept as text (NULL when absent)."""
-    if _sqlite(engine):
-        return func.json_extract(col, f'$[{index}]."{key}"')
-    return func.json_extract_path_text(cast(col, JSON), str(index), key)
-
-
 def json_key_float(engine: Engine, col: Any, key: Any) -> ColumnElement[float]:
     """``col[key]`` as a number, of a JSON object kept as text, the key taken from a column."""
     if _sqlite(engine):
         return cast(func.json_extract(col, '$."' + key + '"'), Float)
     return cast(func.json_extract_path_text(cast(col, JSON), key), Float)
+
+
+def unindexed(engine: Engine, col: Any) -> ColumnElement[Any]:
+    """``col``, hidden from SQLite's planner (a unary +, which changes no value): without
+    statistics it would walk that column's index over the whole ledger, for a GROUP BY or a
+    joined table's time window, instead of the few rows another index finds. PostgreSQL plans
+    on statistics."""
+    if _sqlite(engine):
+        return UnaryExpression(col, operator=operators.custom_op("+"), type_=col.type)
+    return col  # type: ignore[no-any-return]
+
+
+class _OuterFirst(Join):
+    inherit_cache = True
+
+
+@compiles(_OuterFirst, "sqlite")
+def _cross_join(join: _OuterFirst, compiler: SQLCompiler, **kw: Any) -> str:
+    kw["asfrom"] = True
+    left, right = compiler.process(join.left, **kw), compiler.process(join.right, **kw)
+    assert join.onclause is not None
+    return f"{left} CROSS JOIN {right} ON {compiler.process(join.onclause, **kw)}"
+
+
+def outer_first(left: Any, right: Any, onclause: Any) -> Join:
+    """An inner join that SQLite runs with ``left`` as its outer loop (its CROSS JOIN): the few
+    judgements or feedback rows, each looking up its request, rather than every request looking
+    for a judgement. Without statistics SQLite takes every table to be as big as the ledger."""
+    return _OuterFirst(left, right, onclause)

@@ -224,11 +224,14 @@ def quality_section(
     engine: Engine,
     f: Filters,
     s: Summary,
-    j: qq.Judged,
+    judged: tuple[qq.Judged, dict[int, qq.Judged]],
+    costs: list[dict[str, Any]],
     colours: TierColours,
     running: RunningPolicy | None,
     bucket_s: int,
 ) -> None:
+    """``judged``: the samples in all and per ``bucket_s``; ``costs``: the quality calls'."""
+    j, series = judged
     st.header("Quality", anchor="quality")
     _headline(j, s, running)
     fb = qq.feedback_by_tier(engine, f)
@@ -248,7 +251,7 @@ def quality_section(
     n_feedback = sum(int(r["n"]) for r in fb)
     mean = sum(float(r["mean"]) * int(r["n"]) for r in fb) / n_feedback if n_feedback else None
     _metric(cols[2], "Feedback", f"{n_feedback:,}", f"mean {mean:.2f}" if mean is not None else None)
-    _cost(qq.quality_cost(engine, f), s, cols[3])
+    _cost(costs, s, cols[3])
 
     st.subheader("By tier")
     _tier_table(j, fb, checks, esc, colours)
@@ -290,7 +293,7 @@ def quality_section(
     left, right = st.columns(2)
     with left:
         st.subheader("Judged quality over time")
-        over = _over_time_rows(qq.judged_over_time(engine, f, bucket_s))
+        over = _over_time_rows(series)
         if over:
             st.altair_chart(charts.quality_over_time_chart(over, bucket_s, colours), width="stretch")
             st.caption(f"Per tier: adequacy against the reference. {charts.SERVED}: the measured quality.")

@@ -3,13 +3,17 @@ escalations, and what the gateway's own quality calls cost. Aggregates stay in S
 PostgreSQL alike); Python only adds up the few grouped rows that come back.
 
 Judged samples, feedback and checks are selected through the client request they belong to, so
-the sidebar's filters (window, route, tier, key) apply to them as to the traffic figures.
+the sidebar's filters (window, route, tier, key) apply to them as to the traffic figures. They
+are few beside the requests, and each read starts from them: judgements and feedback through
+their own time index (each is written after its request), failed checks and escalation steps
+through partial indexes of the rows that have them, answered counts from the rollups, and
+quality calls from their rollups (``quality_hours``) but for an edge hour or a key's view.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +21,18 @@ from sqlalchemy import Table, and_, case, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql import ColumnElement
 
-from dashboard.dialect import epoch_bucket, floor_int, json_item, json_key_float, json_length
-from dashboard.queries import REQUESTS, Filters, rows
+from dashboard.dialect import epoch_bucket, floor_int, json_key_float, outer_first, unindexed
+from dashboard.queries import REQUESTS, Filters, rows, traffic, whole_hours
+from gateway.ledger.signal_rollups import (
+    ANY_CHECK,
+    CHECKS,
+    QUALITY,
+    STEPS,
+    UNKNOWN,
+    check_counts,
+    columns,
+    step_counts,
+)
 from gateway.quality.models import Feedback, Judgement
 from gateway.quality.stats import Sums
 
@@ -32,12 +46,12 @@ __all__ = [
     "check_failures",
     "escalations",
     "feedback_by_tier",
-    "judged",
     "judged_over_time",
     "quality_cost",
 ]
 
 R = REQUESTS
+Counting = Callable[[Iterable[Mapping[str, Any]]], Counter[Any]]  # signal_rollups' readers of rows
 J: Table = Judgement.__table__  # type: ignore[attr-defined]
 F: Table = Feedback.__table__  # type: ignore[attr-defined]
 
@@ -45,6 +59,15 @@ F: Table = Feedback.__table__  # type: ignore[attr-defined]
 _W = case((J.c.sample_rate > 0, 1.0 / J.c.sample_rate), else_=1.0)
 _VALID = J.c.adequacy.is_not(None)
 _SERVED_REFERENCE = J.c.served_tier == J.c.reference_tier
+
+
+def _after(engine: Engine, f: Filters, table: Table) -> ColumnElement[bool]:
+    """``f`` on the requests ``table``'s rows belong to, read from ``table``'s side: its own time
+    (never before its request's) bounds the rows, and the request's time index is left alone."""
+    conds = [f.where(R, at=unindexed(engine, R.c.created_at))]
+    if f.since is not None:
+        conds.append(table.c.created_at >= f.since)
+    return and_(*conds)
 
 
 def _sum_if(cond: ColumnElement[bool], value: Any) -> ColumnElement[float]:
@@ -67,10 +90,12 @@ class Judged:
     unparseable: int = 0
 
 
-def _judged_query(engine: Engine, f: Filters, bucket_s: int | None) -> list[dict[str, Any]]:
-    keys: list[Any] = [J.c.cheaper_tier, case((_SERVED_REFERENCE, 1), else_=0).label("served_reference")]
-    if bucket_s is not None:
-        keys.insert(0, epoch_bucket(engine, R.c.created_at, bucket_s).label("bucket"))
+def _judged_query(engine: Engine, f: Filters, bucket_s: int) -> list[dict[str, Any]]:
+    keys: list[Any] = [
+        epoch_bucket(engine, R.c.created_at, bucket_s).label("bucket"),
+        unindexed(engine, J.c.cheaper_tier).label("cheaper_tier"),
+        case((_SERVED_REFERENCE, 1), else_=0).label("served_reference"),
+    ]
     q = (
         select(
             *keys,
@@ -86,8 +111,8 @@ def _judged_query(engine: Engine, f: Filters, bucket_s: int | None) -> list[dict
             _sum_if(J.c.verdict == "loss", 1).label("loss"),
             _sum_if(J.c.verdict == "unparseable", 1).label("unparseable"),
         )
-        .select_from(J.join(R, R.c.request_id == J.c.request_id))
-        .where(f.where(R))
+        .select_from(outer_first(J, R, R.c.request_id == J.c.request_id))
+        .where(_after(engine, f, J))
         .group_by(*keys)
     )
     return rows(engine, q)
@@ -106,18 +131,13 @@ def _add(out: Judged, r: dict[str, Any]) -> None:
     out.unparseable += int(r["unparseable"])
 
 
-def judged(engine: Engine, f: Filters) -> Judged:
-    out = Judged()
-    for r in _judged_query(engine, f, None):
-        _add(out, r)
-    return out
-
-
-def judged_over_time(engine: Engine, f: Filters, bucket_s: int) -> dict[int, Judged]:
-    out: dict[int, Judged] = defaultdict(Judged)
+def judged_over_time(engine: Engine, f: Filters, bucket_s: int) -> tuple[Judged, dict[int, Judged]]:
+    """The judged samples in all, and per time bucket of ``bucket_s`` (the bucket's start)."""
+    out, series = Judged(), defaultdict[int, Judged](Judged)
     for r in _judged_query(engine, f, bucket_s):
-        _add(out[int(r["bucket"])], r)
-    return dict(sorted(out.items()))
+        _add(out, r)
+        _add(series[int(r["bucket"])], r)
+    return out, dict(sorted(series.items()))
 
 
 @dataclass(frozen=True)
@@ -141,8 +161,8 @@ def calibration(engine: Engine, f: Filters, bins: int = 10) -> list[Calibration]
             func.sum(_W * J.c.adequacy).label("wa"),
             func.sum(_W * p).label("wp"),
         )
-        .select_from(J.join(R, R.c.request_id == J.c.request_id))
-        .where(and_(f.where(R), J.c.predicted.is_not(None), _VALID, p.is_not(None)))
+        .select_from(outer_first(J, R, R.c.request_id == J.c.request_id))
+        .where(and_(_after(engine, f, J), J.c.predicted.is_not(None), _VALID, p.is_not(None)))
         .group_by(b)
     )
     merged: dict[int, tuple[Sums, float]] = {}
@@ -155,20 +175,66 @@ def calibration(engine: Engine, f: Filters, bins: int = 10) -> list[Calibration]
 
 def feedback_by_tier(engine: Engine, f: Filters) -> list[dict[str, Any]]:
     """Clients' verdicts per tier that answered: how many, their mean, thumbs up and down."""
+    tier = unindexed(engine, R.c.tier).label("tier")
     q = (
         select(
-            R.c.tier,
+            tier,
             func.count().label("n"),
             func.count(func.distinct(F.c.request_id)).label("requests"),
             func.avg(F.c.score).label("mean"),
             _sum_if(F.c.score >= 1, 1).label("up"),
             _sum_if(F.c.score <= 0, 1).label("down"),
         )
-        .select_from(F.join(R, R.c.request_id == F.c.request_id))
-        .where(f.where(R))
-        .group_by(R.c.tier)
+        .select_from(outer_first(F, R, R.c.request_id == F.c.request_id))
+        .where(_after(engine, f, F))
+        .group_by(tier)
     )
     return rows(engine, q)
+
+
+def _answered(engine: Engine, f: Filters) -> Counter[str]:
+    """Answered requests per tier, from the rollups ('' for none)."""
+    src = traffic(engine, f)
+    q = select(src.c.tier, func.sum(src.c.requests)).where(src.c.status_code < 400).group_by(src.c.tier)
+    with engine.connect() as conn:
+        return Counter({str(t): int(n) for t, n in conn.execute(q)})
+
+
+def _signals(engine: Engine, f: Filters, table: Table, column: str, count: Counting) -> Counter[tuple[Any, ...]]:
+    """(tier, *signal) -> count over the selection: whole hours from the signal's rollups, the
+    rest (an edge hour; any key's or conversation's view) counted from the rows that carry it."""
+    hourly, edges = _hourly(engine, f, table)
+    out: Counter[tuple[Any, ...]] = Counter({group: int(n) for group, (n,) in hourly.items()})
+    cols = [R.c[c] for c in ("created_at", "route", "tier", "purpose", "status_code", column)]
+    for edge in edges:
+        found = rows(engine, select(*cols).where(and_(edge.where(R), R.c[column].is_not(None))))
+        for (_, _, *group), n in count(found).items():
+            out[tuple(group)] += n
+    return out
+
+
+def _hourly(engine: Engine, f: Filters, table: Table) -> tuple[dict[tuple[Any, ...], list[Any]], list[Filters]]:
+    """``table``'s rollups over the whole hours ``f`` covers, (tier, *signal) -> its measures;
+    and what they leave to the rows, as filters: the partial hours at the edges, or all of ``f``
+    for a key's or a conversation's view (the rollups have no key)."""
+    if f.api_keys or f.session is not None:
+        return {}, [f]
+    lo, hi, edges = whole_hours(f)
+    conds: list[ColumnElement[bool]] = []
+    if lo is not None:
+        conds.append(table.c.hour >= lo)
+    if hi is not None:
+        conds.append(table.c.hour < hi)
+    if f.routes:
+        conds.append(table.c.route.in_(f.routes))
+    if f.tiers:
+        conds.append(table.c.tier.in_(f.tiers))
+    dims, measures = columns(table)
+    group = [table.c[d] for d in dims if d not in ("hour", "route")]  # tier first
+    sums = [func.sum(table.c[m]) for m in measures]
+    with engine.connect() as conn:
+        found = conn.execute(select(*group, *sums).where(*conds).group_by(*group))
+        return {tuple(r[: len(group)]): list(r[len(group) :]) for r in found}, edges
 
 
 @dataclass
@@ -179,40 +245,21 @@ class CheckFailures:
 
 
 def check_failures(engine: Engine, f: Filters) -> CheckFailures:
-    """Failed answer checks per tier. Rows are grouped by their list of failed checks (few
-    distinct lists), so whatever check names the gateway writes are counted."""
-    q = (
-        select(R.c.tier, R.c.checks, func.count().label("n"))
-        .where(and_(f.where(R), R.c.status_code < 400, R.c.tier.is_not(None)))
-        .group_by(R.c.tier, R.c.checks)
-    )
+    """Failed answer checks per tier, by whatever check names the gateway wrote."""
     out = CheckFailures()
-    for r in rows(engine, q):
-        tier, n = str(r["tier"]), int(r["n"])
-        out.answered[tier] += n
-        names = _json_list(r["checks"])
-        for name in names:
-            out.failed[(tier, name)] += n
-        if names:
+    out.answered.update({t: n for t, n in _answered(engine, f).items() if t})
+    for (tier, check), n in _signals(engine, f, CHECKS, "checks", check_counts).items():
+        if check == ANY_CHECK:
             out.any_failed[tier] += n
+        else:
+            out.failed[(tier, check)] += n
     return out
-
-
-def _json_list(text: str | None) -> list[str]:
-    try:
-        value = json.loads(text) if text else []
-    except ValueError:
-        return []
-    return sorted({str(v) for v in value}) if isinstance(value, list) else []
 
 
 @dataclass
 class Escalations:
     tried: Counter[str] = field(default_factory=Counter)  # tier -> answers asked of it
     escalated: Counter[tuple[str, str]] = field(default_factory=Counter)  # (tier, reason) -> moved on
-
-
-_UNKNOWN = "(unknown)"
 
 
 def escalations(engine: Engine, f: Filters) -> Escalations:
@@ -223,40 +270,40 @@ def escalations(engine: Engine, f: Filters) -> Escalations:
     both). A request without steps tried its tier once.
     """
     out = Escalations()
-    base = and_(f.where(R), R.c.status_code < 400)
-    plain = select(R.c.tier, func.count()).where(and_(base, R.c.steps.is_(None))).group_by(R.c.tier)
-    with engine.connect() as conn:
-        for tier, n in conn.execute(plain):
-            out.tried[str(tier) if tier is not None else _UNKNOWN] += int(n)
-        length = json_length(engine, R.c.steps)
-        longest = conn.execute(select(func.max(length)).where(and_(base, R.c.steps.is_not(None)))).scalar()
-        for i in range(int(longest or 0)):
-            tier, reasons = json_item(engine, R.c.steps, i, "tier"), json_item(engine, R.c.steps, i, "reasons")
-            moved_on = case((length > i + 1, 1), else_=0)
-            q = (
-                select(tier, reasons, moved_on, func.count())
-                .where(and_(base, R.c.steps.is_not(None), length > i))
-                .group_by(tier, reasons, moved_on)
-            )
-            for t, why, moved, n in conn.execute(q):
-                name = str(t) if t is not None else _UNKNOWN
-                out.tried[name] += int(n)
-                if moved:
-                    for why_one in json.loads(why) if why else ["(unspecified)"]:
-                        out.escalated[(name, str(why_one))] += int(n)
+    for tier, n in _answered(engine, f).items():
+        out.tried[tier or UNKNOWN] += n
+    for (tier, step_tier, reason), n in _signals(engine, f, STEPS, "steps", step_counts).items():
+        if not step_tier:  # an escalated request: counted through its steps instead
+            out.tried[tier or UNKNOWN] -= n
+        elif not reason:
+            out.tried[step_tier] += n
+        else:
+            out.escalated[(step_tier, reason)] += n
+    out.tried = +out.tried  # a tier every answer of which escalated, seen in no step, tried none
     return out
 
 
 def quality_cost(engine: Engine, f: Filters) -> list[dict[str, Any]]:
-    """The gateway's own shadow and judge calls for the selected requests: how many, what they cost."""
+    """The gateway's own shadow and judge calls for the selected requests: how many, what they
+    cost."""
+    hourly, edges = _hourly(engine, f, QUALITY)
+    calls: Counter[str] = Counter()
+    cost: defaultdict[str, float] = defaultdict(float)
+    for (_, purpose), (n, usd) in hourly.items():
+        calls[purpose] += int(n)
+        cost[purpose] += float(usd)
     parent = R.alias("parent")
-    q = (
-        select(R.c.purpose, func.count().label("calls"), func.coalesce(func.sum(R.c.cost_usd), 0.0).label("cost_usd"))
-        .select_from(R.join(parent, parent.c.request_id == R.c.parent_request_id))
-        .where(and_(R.c.purpose != "client", f.where(parent)))
-        .group_by(R.c.purpose)
-    )
-    return rows(engine, q)
+    for edge in edges:
+        q = (
+            select(R.c.purpose, func.count().label("n"), func.coalesce(func.sum(R.c.cost_usd), 0.0).label("usd"))
+            .select_from(outer_first(parent, R, R.c.parent_request_id == parent.c.request_id))
+            .where(and_(R.c.purpose != "client", edge.where(parent)))
+            .group_by(R.c.purpose)
+        )
+        for r in rows(engine, q):
+            calls[r["purpose"]] += int(r["n"])
+            cost[r["purpose"]] += float(r["usd"])
+    return [{"purpose": p, "calls": calls[p], "cost_usd": cost[p]} for p in sorted(calls) if calls[p]]
 
 
 def about_request(engine: Engine, request_id: str) -> dict[str, list[dict[str, Any]]]:

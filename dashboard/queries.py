@@ -1,11 +1,12 @@
 """The dashboard's reads of client traffic: every aggregate is computed in SQL (SQLite or
 PostgreSQL), so a ledger of millions of rows costs a few queries, not a DataFrame of millions.
 
-Totals and charts read the ledger's hourly rollups (``request_hours``, kept by the writer) for
-the whole hours a selection covers and the raw rows only for a partial hour at its edge (or for
-every row when the selection is one conversation): :func:`traffic` is that source, in the
-rollups' shape, and the aggregates sum it. Per-request tables (the most expensive, the most
-recent, one request) read rows through their indexes.
+Totals and charts read the ledger's rollups (kept by the writer): the daily ones for the whole
+days a selection covers where a chart's buckets are days or more, the hourly ones for the other
+whole hours, and the raw rows only for a partial hour at an edge (or for every row when the
+selection is one conversation): :func:`traffic` is that source, in the rollups' shape, and the
+aggregates sum it. Latency percentiles come from the rollups' histograms. Per-request tables
+(the most expensive, the most recent, one request) read rows through their indexes.
 
 Only client requests count here: the gateway's own calls for quality sampling (purpose
 ``shadow`` or ``judge``) are shown apart, as the cost of measuring quality. Nothing here writes.
@@ -15,16 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, and_, case, func, literal, select, union_all
+from sqlalchemy import Select, Table, and_, case, func, literal, or_, select, union_all
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql import ColumnElement, Executable, Subquery
 
-from dashboard.dialect import epoch_bucket, floor_int
+from dashboard.dialect import epoch_bucket
 from gateway.ledger.models import LedgerEntry
-from gateway.ledger.rollups import DIMENSIONS, HOURS, MEASURES, NULLABLE
+from gateway.ledger.rollups import BOUNDS_MS, DAYS, DIMENSIONS, HOURS, MEASURES, NULLABLE, days_mark, histogram_columns
 
 __all__ = [
     "REQUESTS",
@@ -46,12 +47,15 @@ __all__ = [
     "tier_prices",
     "time_extent",
     "top_expensive",
+    "traffic",
+    "whole_hours",
 ]
 
 REQUESTS: Table = LedgerEntry.__table__  # type: ignore[attr-defined]
 T = REQUESTS
 H = HOURS
 _HOUR = 3600
+_DAY = 86400
 
 
 @dataclass(frozen=True)
@@ -63,14 +67,16 @@ class Filters:
     api_keys: tuple[str, ...] = ()
     session: str | None = None  # one conversation (the ledger's session_id)
 
-    def where(self, table: Any = T) -> ColumnElement[bool]:
-        """The client requests these filters select, on ``table`` (the ledger or an alias of it)."""
+    def where(self, table: Any = T, at: Any = None) -> ColumnElement[bool]:
+        """The client requests these filters select, on ``table`` (the ledger or an alias of it);
+        ``at``: the time column as the query should read it (default: ``table``'s created_at)."""
         c = table.c
+        at = c.created_at if at is None else at
         conds: list[ColumnElement[bool]] = [c.purpose == "client"]
         if self.since is not None:
-            conds.append(c.created_at >= self.since)
+            conds.append(at >= self.since)
         if self.until is not None:
-            conds.append(c.created_at < self.until)
+            conds.append(at < self.until)
         if self.routes:
             conds.append(c.route.in_(self.routes))
         if self.tiers:
@@ -160,31 +166,61 @@ def summary(engine: Engine, f: Filters, measuring_usd: float = 0.0) -> Summary:
     )
 
 
-def traffic(engine: Engine, f: Filters) -> Subquery:
+def traffic(engine: Engine, f: Filters, resolution: int = _DAY) -> Subquery:
     """The client requests ``f`` selects, in the rollups' shape (dimensions with '' for none, and
-    the measures): whole hours from the rollups, the rest from the ledger's rows."""
+    the measures; ``hour`` is the start of the period a row covers): whole days from the daily
+    rollups where ``resolution`` (the finest time bucket the caller groups by, in seconds) is a
+    multiple of a day, other whole hours from the hourly ones, the rest from the ledger's rows."""
+    if f.session is not None:
+        return _rows_as_rollups(engine, f).subquery()
+    lo, hi, edges = whole_hours(f)
+    parts: list[Select[Any]] = []
+    hours: list[ColumnElement[bool]] = []
+    if resolution % _DAY == 0:
+        with engine.connect() as conn:
+            mark = days_mark(conn)
+        day_lo = -(-lo // _DAY) * _DAY if lo is not None else None
+        day_hi = min(hi // _DAY * _DAY, mark) if hi is not None else mark
+        if day_lo is None or day_lo < day_hi:
+            parts.append(_rollups(DAYS, DAYS.c.day, f, day_lo, day_hi))
+            hours.append(H.c.hour >= day_hi if day_lo is None else or_(H.c.hour < day_lo, H.c.hour >= day_hi))
+    parts.append(_rollups(H, H.c.hour, f, lo, hi).where(*hours))
+    return union_all(*parts, *(_rows_as_rollups(engine, e) for e in edges)).subquery()
+
+
+def whole_hours(f: Filters) -> tuple[int | None, int | None, list[Filters]]:
+    """The whole hours ``f`` covers, [lo, hi) in Unix seconds (None: open), and the partial
+    hours at its edges, as filters of their own (the whole window when it has no whole hour)."""
     whole_from = _hour_up(f.since) if f.since is not None else None
     whole_to = _hour_down(f.until) if f.until is not None else None
-    if f.session is not None or (whole_from is not None and whole_to is not None and whole_from >= whole_to):
-        return _rows_as_rollups(engine, f).subquery()
-    conds: list[ColumnElement[bool]] = [H.c.purpose == "client"]
-    edges: list[Filters] = []
-    if whole_from is not None:
-        conds.append(H.c.hour >= int(whole_from.timestamp()))
-        if whole_from != f.since:
-            edges.append(replace(f, until=whole_from))
-    if whole_to is not None:
-        conds.append(H.c.hour < int(whole_to.timestamp()))
-        if whole_to != f.until:
-            edges.append(replace(f, since=whole_to))
+    if whole_from is not None and whole_to is not None and whole_from >= whole_to:
+        return 0, 0, [f]
+    edges = []
+    if whole_from is not None and whole_from != f.since:
+        edges.append(replace(f, until=whole_from))
+    if whole_to is not None and whole_to != f.until:
+        edges.append(replace(f, since=whole_to))
+    lo = int(whole_from.timestamp()) if whole_from is not None else None
+    hi = int(whole_to.timestamp()) if whole_to is not None else None
+    return lo, hi, edges
+
+
+def _rollups(table: Table, period: Any, f: Filters, lo: int | None, hi: int | None) -> Select[Any]:
+    """``table``'s client rows ``f`` selects, periods starting in [lo, hi), period as ``hour``."""
+    c = table.c
+    conds: list[ColumnElement[bool]] = [c.purpose == "client"]
+    if lo is not None:
+        conds.append(period >= lo)
+    if hi is not None:
+        conds.append(period < hi)
     if f.routes:
-        conds.append(H.c.route.in_(f.routes))
+        conds.append(c.route.in_(f.routes))
     if f.tiers:
-        conds.append(H.c.tier.in_(f.tiers))
+        conds.append(c.tier.in_(f.tiers))
     if f.api_keys:
-        conds.append(H.c.api_key_id.in_(f.api_keys))
-    hours = select(*(H.c[d] for d in DIMENSIONS), *(H.c[m] for m in MEASURES), H.c.last_seen).where(and_(*conds))
-    return union_all(hours, *(_rows_as_rollups(engine, e) for e in edges)).subquery()
+        conds.append(c.api_key_id.in_(f.api_keys))
+    measures = (c[m] for m in MEASURES)
+    return select(period.label("hour"), *(c[d] for d in DIMENSIONS[1:]), *measures, c.last_seen).where(and_(*conds))
 
 
 def _hour_up(at: datetime) -> datetime:
@@ -210,6 +246,13 @@ def _rows_as_rollups(engine: Engine, f: Filters) -> Select[Any]:
         saved.label("caching_saved_usd"),
         case((T.c.fallbacks.is_not(None), 1), else_=0).label("fallbacks"),
     ]
+    for metric, bounds in BOUNDS_MS.items():
+        col, lower = T.c[metric], None
+        for name, upper in zip(histogram_columns(metric), [*bounds, None], strict=True):
+            within: list[ColumnElement[bool]] = [col > lower if lower is not None else col.is_not(None)]
+            within += [col <= upper] if upper is not None else []
+            measures.append(case((and_(*within), 1), else_=0).label(name))
+            lower = upper
     return select(*dims, *measures, T.c.created_at.label("last_seen")).where(f.where())
 
 
@@ -230,16 +273,20 @@ def bucket_seconds(first: datetime | None, last: datetime | None, max_bars: int 
 
 
 def time_extent(engine: Engine, f: Filters) -> tuple[datetime | None, datetime | None]:
-    """The first and last request ``f`` selects: the rollups find their hours, the first hour's
-    rows the exact first moment."""
+    """The first and last request ``f`` selects: the rollups find the first day, then its first
+    hour, and that hour's rows the exact first moment."""
     src = traffic(engine, f)
     with engine.connect() as conn:
         lo, hi = conn.execute(select(func.min(src.c.hour), func.max(src.c.last_seen))).one()
         if lo is None:
             return None, None
-        hour = datetime.fromtimestamp(int(lo), UTC)
-        start = max(hour, f.since) if f.since is not None else hour
-        end = min(hour + timedelta(hours=1), f.until) if f.until is not None else hour + timedelta(hours=1)
+        for span in (_DAY, _HOUR):
+            start = datetime.fromtimestamp(int(lo), UTC)
+            start = max(start, f.since) if f.since is not None else start
+            end = datetime.fromtimestamp(int(lo) + span, UTC)
+            end = min(end, f.until) if f.until is not None else end
+            within = traffic(engine, replace(f, since=start, until=end), resolution=_HOUR)
+            lo = conn.execute(select(func.min(within.c.hour))).scalar() or lo
         in_hour = replace(f, since=start, until=end)
         first = conn.execute(select(func.min(T.c.created_at)).where(in_hour.where())).scalar()
     # no row left in that hour (retention deleted them; its rollups stay): the hour's start
@@ -267,7 +314,7 @@ def spend_over_time(engine: Engine, f: Filters, seconds: int) -> list[dict[str, 
             .order_by(b)
         )
         return rows(engine, q)
-    src = traffic(engine, f)
+    src = traffic(engine, f, resolution=seconds)
     b = (src.c.hour // seconds * seconds).label("bucket")
     q = (
         select(b, src.c.tier, func.sum(src.c.cost_usd).label("spend_usd"), func.sum(src.c.requests).label("requests"))
@@ -330,44 +377,39 @@ def refusals(engine: Engine, f: Filters) -> list[dict[str, Any]]:
     return [{**r, "error_type": _none(r["error_type"]), "requests": int(r["requests"])} for r in rows(engine, q)]
 
 
-def latency_percentiles(
-    engine: Engine, f: Filters, percentiles: Sequence[float] = (0.5, 0.95), width_ms: float = 5.0
-) -> list[dict[str, Any]]:
-    """p50/p95 of total latency and time to first token per tier, of answered requests.
-
-    SQL returns a histogram (tier x 5 ms buckets), so a million rows cost one grouped scan per
-    measure rather than a sort; percentiles are exact to the bucket (reported at its midpoint).
-    """
+def latency_percentiles(engine: Engine, f: Filters, percentiles: Sequence[float] = (0.5, 0.95)) -> list[dict[str, Any]]:
+    """p50/p95 of total latency and time to first token per tier, of answered requests, from the
+    rollups' histograms: the rank's bucket, interpolated linearly within it (as Prometheus's
+    histogram_quantile does); a rank in the open last bucket reads as its lower bound."""
+    src = traffic(engine, f)
     out: dict[str, dict[str, Any]] = {}
-    for metric in ("latency_ms", "ttft_ms"):
-        col = T.c[metric]
-        bucket = floor_int(engine, col / width_ms).label("bucket")
-        # tier || '': SQLite's planner, which cannot tell how few rows a time window holds,
-        # would walk the tier index over every row of the ledger for a GROUP BY tier (1 s at a
-        # million rows for the last 24 h) instead of the window's rows through the time index.
-        unindexed = T.c.tier.op("||")(literal("")).label("tier")
+    for metric, bounds in BOUNDS_MS.items():
+        names = histogram_columns(metric)
         q = (
-            select(unindexed, bucket, func.count())
-            .where(and_(f.where(), col.is_not(None), T.c.status_code < 400))
-            .group_by(unindexed, bucket)
+            select(src.c.tier, *(func.sum(src.c[n]).label(n) for n in names))
+            .where(and_(src.c.status_code < 400, src.c.tier != ""))
+            .group_by(src.c.tier)
         )
-        hist: dict[str, list[tuple[int, int]]] = {}
-        with engine.connect() as conn:
-            for tier, b, n in conn.execute(q):
-                hist.setdefault(str(tier), []).append((int(b), int(n)))
-        name = metric.removesuffix("_ms")
-        for tier, buckets in hist.items():
-            buckets.sort()
-            total = sum(n for _, n in buckets)
-            row = out.setdefault(tier, {"tier": tier})
+        for r in rows(engine, q):
+            counts = [int(r[n] or 0) for n in names]
+            if not sum(counts):
+                continue
+            row = out.setdefault(str(r["tier"]), {"tier": str(r["tier"])})
             for p in percentiles:
-                need, seen = p * total, 0
-                for b, n in buckets:
-                    seen += n
-                    if seen >= need:
-                        row[f"{name}_p{int(p * 100)}_ms"] = (b + 0.5) * width_ms
-                        break
+                row[f"{metric.removesuffix('_ms')}_p{int(p * 100)}_ms"] = _quantile(p, counts, bounds)
     return list(out.values())
+
+
+def _quantile(p: float, counts: list[int], bounds: list[float]) -> float:
+    rank, seen = p * sum(counts), 0
+    for i, n in enumerate(counts):
+        if n and seen + n >= rank:
+            lower = bounds[i - 1] if i else 0.0
+            if i == len(bounds):
+                return lower
+            return lower + (bounds[i] - lower) * (rank - seen) / n
+        seen += n
+    return bounds[-1]
 
 
 def top_expensive(engine: Engine, f: Filters, limit: int = 10) -> list[dict[str, Any]]:
@@ -416,17 +458,27 @@ def router_scores(engine: Engine, f: Filters, limit: int = 5000) -> list[dict[st
     return rows(engine, q)
 
 
+def _all_time(engine: Engine, *columns: str) -> Subquery:
+    """``columns`` of every rollup, all purposes: the days, then the hours after them."""
+    with engine.connect() as conn:
+        mark = days_mark(conn)
+    days = select(*(DAYS.c[c] for c in columns))
+    return union_all(days, select(*(H.c[c] for c in columns)).where(H.c.hour >= mark)).subquery()
+
+
 def distinct_values(engine: Engine, column: str, limit: int = 200) -> list[str]:
-    col = H.c[column]
-    q = select(col).where(and_(col != "", H.c.purpose == "client")).group_by(col).order_by(col).limit(limit)
+    src = _all_time(engine, column, "purpose")
+    col = src.c[column]
+    q = select(col).where(and_(col != "", src.c.purpose == "client")).group_by(col).order_by(col).limit(limit)
     with engine.connect() as conn:
         return [str(v) for (v,) in conn.execute(q)]
 
 
 def tier_prices(engine: Engine) -> list[str]:
     """Tiers the ledger knows, cheapest per token first (their order when no policy is recorded)."""
-    tokens = func.sum(H.c.prompt_tokens + H.c.completion_tokens)
-    q = select(H.c.tier, func.sum(H.c.cost_usd), tokens).where(H.c.tier != "").group_by(H.c.tier)
+    src = _all_time(engine, "tier", "cost_usd", "prompt_tokens", "completion_tokens")
+    tokens = func.sum(src.c.prompt_tokens + src.c.completion_tokens)
+    q = select(src.c.tier, func.sum(src.c.cost_usd), tokens).where(src.c.tier != "").group_by(src.c.tier)
     with engine.connect() as conn:
         found = [(str(t), float(c or 0) / int(n) if n else float("inf")) for t, c, n in conn.execute(q)]
     return [t for t, _ in sorted(found, key=lambda x: (x[1], x[0]))]

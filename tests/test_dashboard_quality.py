@@ -165,7 +165,7 @@ def test_quality_empty_states_say_what_fills_them(tmp_path: Path, monkeypatch: p
 
 def _comparable(engine: Any) -> dict[str, Any]:
     f = q.Filters(since=datetime.now(UTC) - timedelta(days=1))
-    j = qq.judged(engine, f)
+    j, series = qq.judged_over_time(engine, f, 3600)
     checks, esc = qq.check_failures(engine, f), qq.escalations(engine, f)
     return {
         "summary": q.summary(engine, f),
@@ -177,7 +177,7 @@ def _comparable(engine: Any) -> dict[str, Any]:
             (r["status_code"], r["error_type"], r["requests"], r["keys"]) for r in q.refusals(engine, f)
         ),
         "judged": (j.adequacy, j.quality, j.samples, j.unparseable),
-        "over time": {b: (x.quality, x.samples) for b, x in qq.judged_over_time(engine, f, 3600).items()},
+        "over time": {b: (x.quality, x.samples) for b, x in series.items()},
         "calibration": [(c.bin, c.predicted, c.adequacy) for c in qq.calibration(engine, f)],
         "feedback": sorted(
             (r["tier"], r["n"], float(r["mean"]), r["up"], r["down"]) for r in qq.feedback_by_tier(engine, f)

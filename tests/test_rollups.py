@@ -1,5 +1,6 @@
-"""The ledger's hourly rollups equal a full recount of its rows, whatever way the rows came in:
-batches of any size, a replayed row already written, rows of any purpose, status and group."""
+"""The ledger's rollups equal a full recount of its rows, whatever way the rows came in: batches
+of any size, a replayed row already written, rows of any purpose, status and group, a late row
+for a day already added up; and the dashboard's figures read off them equal the rows'."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from sqlalchemy import select
 from dashboard import queries
 from gateway.ledger import LedgerWriter, create_schema, make_engine
 from gateway.ledger.models import LedgerEntry, LedgerRow
-from gateway.ledger.rollups import DIMENSIONS, HOURS, MEASURES, rebuild
+from gateway.ledger.rollups import BOUNDS_MS, BUCKETS, DAYS, HOURS, days_mark, rebuild
+from gateway.ledger.signal_rollups import CHECKS, QUALITY, STEPS, columns
 
 
 def _rows(n: int, seed: int) -> list[LedgerRow]:
@@ -50,15 +52,33 @@ def _rows(n: int, seed: int) -> list[LedgerRow]:
                 frontier_cost_usd=cost * 10,
                 uncached_cost_usd=rng.choice([None, cost * 1.5]),
                 fallbacks=rng.choice([None, '["mid-a: timeout"]']),
+                latency_ms=rng.choice([5.0, 10.0, 10.5, 640.0, 3000.0, 99_000.0, rng.uniform(1, 90_000)]),
+                ttft_ms=rng.choice([None, 0.5, 1.0, 250.0, 12_000.0, rng.uniform(1, 9000)]),
+                checks=rng.choice([None, None, '["invalid_json"]', '["empty", "refusal"]', "[]", "not json"]),
+                steps=rng.choice([None, None, _STEPS, '[{"tier": null}, {"tier": "mid", "reasons": []}]']),
             )
         )
+    clients: list[LedgerRow] = []
+    for r in out:  # quality calls: of a client request written before them, or of one never held
+        if r.purpose == "client":
+            clients.append(r)
+        elif r.purpose in ("shadow", "judge"):
+            r.parent_request_id = rng.choice(clients).request_id if clients and rng.random() < 0.9 else "req-gone"
     return out
 
 
-def _table(engine) -> dict[tuple, dict]:  # type: ignore[no-untyped-def, type-arg]
+_STEPS = '[{"tier": "local", "reasons": ["invalid_json", "empty"]}, {"tier": "mid"}, {"tier": "frontier", "reasons": []}]'
+
+
+def _table(engine, table=HOURS) -> dict[tuple, dict]:  # type: ignore[no-untyped-def, type-arg]
+    dims, measures = columns(table)
     with engine.connect() as conn:
-        found = [dict(r._mapping) for r in conn.execute(select(HOURS))]
-    return {tuple(r[d] for d in DIMENSIONS): {m: r[m] for m in (*MEASURES, "last_seen")} for r in found}
+        found = [dict(r._mapping) for r in conn.execute(select(table))]
+    return {tuple(r[d] for d in dims): {m: r[m] for m in measures} for r in found}
+
+
+def _signals(engine) -> list[dict[tuple, dict]]:  # type: ignore[no-untyped-def, type-arg]
+    return [_table(engine, t) for t in (CHECKS, STEPS, QUALITY)]
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
@@ -74,19 +94,35 @@ async def test_rollups_equal_a_full_recount(tmp_path: Path, ledger_url: str) -> 
         writer.record(row)
     await writer.flush()
     await writer.close()
-    written = _table(engine)
+    written, signals = _table(engine), _signals(engine)
     with engine.begin() as conn:
         assert rebuild(conn) == len(written)
     recount = _table(engine)
     assert written.keys() == recount.keys() and len(written) > 100
-    for group, measures in written.items():
+    _same(written, recount)
+    assert sum(m["requests"] for m in written.values()) == len(rows)
+    assert sum(sum(m[b] for b in BUCKETS if b.startswith("latency")) for m in written.values()) == len(rows)
+    for mine, theirs in zip(signals, _signals(engine), strict=True):
+        assert mine.keys() == theirs.keys() and mine
+        _same(mine, theirs)
+    checks, steps, calls = signals
+    # 1 in 6 rows failed checks (half of them answered clients with a tier; "[]" and bad JSON fail none)
+    assert {g[3] for g in checks} == {"", "invalid_json", "empty", "refusal"}
+    assert {g[3:] for g in steps} >= {("", ""), ("local", "invalid_json"), ("mid", "(unspecified)"), ("(unknown)", "")}
+    assert not any(g[3] == "frontier" and g[4] for g in steps)  # the last step moved on from nothing
+    assert sum(m["calls"] for m in calls.values()) == sum(r.purpose in ("shadow", "judge") for r in rows)
+    gone = sum(m["calls"] for g, m in calls.items() if g[1:3] == ("", ""))
+    assert 0 < gone < sum(m["calls"] for m in calls.values())  # "req-gone"'s count in their own hour
+
+
+def _same(a: dict, b: dict) -> None:  # type: ignore[type-arg]
+    for group, measures in a.items():
         for name, value in measures.items():
-            expected = recount[group][name]
+            expected = b[group][name]
             if name == "last_seen":
                 assert value.replace(tzinfo=None) == expected.replace(tzinfo=None), group
             else:
                 assert value == pytest.approx(expected, rel=1e-12, abs=1e-12), (group, name)
-    assert sum(m["requests"] for m in written.values()) == len(rows)
 
 
 async def test_the_rebuild_command_repairs_the_rollups(tmp_path: Path) -> None:
@@ -133,3 +169,70 @@ async def test_retention_deletes_old_rows_and_keeps_their_rollups(tmp_path: Path
     oldest = min(r.created_at for r in rows)
     assert first == oldest.replace(minute=0, second=0, microsecond=0) and last is not None  # its hour, from the rollups
     assert queries.summary(engine, queries.Filters()).requests == sum(1 for r in rows if r.purpose == "client")
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+async def test_whole_days_are_added_up_and_late_rows_reach_them(tmp_path: Path, ledger_url: str) -> None:
+    engine = make_engine(ledger_url)
+    create_schema(engine)
+    now = datetime.now(UTC)
+    rows = _rows(700, seed=11)
+    for i, row in enumerate(rows):  # one every 11 minutes: five days and a bit, newest first
+        row.created_at = now - timedelta(minutes=11 * i + 3)
+    writer = LedgerWriter(engine, tmp_path / "spool")
+    for row in rows[:400]:
+        writer.record(row)
+    await writer.flush()  # the first flush adds up the days that ended (an hour ago or more)
+    with engine.connect() as conn:
+        mark = days_mark(conn)
+    assert mark == (int(now.timestamp()) - 3600) // 86400 * 86400
+    for row in rows[400:]:  # late: a journal replayed after an outage, for days already added up
+        writer.record(row)
+    await writer.close()
+    days = _table(engine, DAYS)
+    assert days and all(g[0] < mark and g[0] % 86400 == 0 for g in days)
+    with engine.begin() as conn:
+        rebuild(conn, now)
+    _same(days, _table(engine, DAYS))
+    assert days.keys() == _table(engine, DAYS).keys()
+
+    # Read through the days: the dashboard's figures equal the rows' own.
+    clients = [r for r in rows if r.purpose == "client"]
+    assert queries.summary(engine, queries.Filters()).requests == len(clients)
+    per_day: dict[int, float] = {}
+    for r in clients:
+        if r.tier is not None:
+            day = int(r.created_at.timestamp()) // 86400 * 86400
+            per_day[day] = per_day.get(day, 0.0) + r.cost_usd
+    found: dict[int, float] = {}
+    for r in queries.spend_over_time(engine, queries.Filters(), 86400):
+        found[int(r["bucket"])] = found.get(int(r["bucket"]), 0.0) + r["spend_usd"]
+    assert found == pytest.approx(per_day)
+    week = queries.Filters(since=now - timedelta(days=3, minutes=7))  # whole days, hours and rows
+    assert queries.summary(engine, week).requests == sum(1 for r in clients if r.created_at >= week.since)
+    first, _ = queries.time_extent(engine, queries.Filters())
+    assert first == min(r.created_at for r in clients)
+
+
+def test_latency_percentiles_read_the_histograms_as_prometheus_does(tmp_path: Path) -> None:
+    """Linear within the rank's bucket (OpenTelemetry's GenAI bounds), so never outside the
+    bucket that holds the true percentile; a rank in the open last bucket reads its lower bound."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'l.db'}")
+    create_schema(engine)
+    rng = random.Random(3)
+    rows = _rows(400, seed=9)
+    for r in rows:
+        r.purpose, r.status_code, r.tier, r.latency_ms = "client", 200, "mid", rng.lognormvariate(7.5, 1.0)
+        r.ttft_ms = 200_000.0  # past the last bound (10 s)
+    writer_rows = [{name: getattr(r, name) for name in LedgerRow.__slots__} for r in rows]
+    with engine.begin() as conn:
+        conn.execute(LedgerEntry.__table__.insert(), writer_rows)  # type: ignore[attr-defined]
+        rebuild(conn)
+    (found,) = queries.latency_percentiles(engine, queries.Filters())
+    ordered = sorted(r.latency_ms for r in rows)
+    bounds = [0.0, *BOUNDS_MS["latency_ms"], float("inf")]
+    for p in (0.5, 0.95):
+        true = ordered[int(p * len(ordered)) - 1]
+        i = next(i for i, b in enumerate(bounds) if true <= b)
+        assert bounds[i - 1] <= found[f"latency_p{int(p * 100)}_ms"] <= bounds[i], p
+    assert found["ttft_p50_ms"] == found["ttft_p95_ms"] == 10_000.0

@@ -80,6 +80,9 @@ def create_schema(engine: Engine) -> None:
     with _file_lock(engine), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_ID})
+            # A migration may recount the rollups from every row: minutes on a big ledger, not
+            # the seconds a request's statement gets.
+            conn.execute(text("SET LOCAL statement_timeout = 0"))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

@@ -1,11 +1,16 @@
-"""Hourly rollups of the ledger: what the dashboard's charts and totals read instead of raw rows.
+"""Rollups of the ledger: what the dashboard's charts and totals read instead of raw rows.
 
 One row per hour and (purpose, route, tier, upstream model, key, status, error) — what the
 dashboard groups and filters by, and no more: every dimension multiplies the rows — request
-count, token kinds, cost, the frontier counterfactual, what caching saved, fallbacks. The writer
-adds each batch of ledger rows to them in the same transaction as the rows (so a batch the
-database refuses, or a replayed row already written, counts in neither), and
-:func:`rebuild` recounts them from the rows.
+count, token kinds, cost, the frontier counterfactual, what caching saved, fallbacks, and
+histograms of latency and time to first token. The writer adds each batch of ledger rows to
+them in the same transaction as the rows (so a batch the database refuses, or a replayed row
+already written, counts in neither), and :func:`rebuild` recounts them from the rows.
+
+Days: whole UTC days before a mark (``rollup_marks.days``) are added up once more into
+``request_days``, so a month reads ~30 rows per group rather than ~720. :func:`close_days`
+moves the mark (the writer calls it every ten minutes); a late row for a day already closed (a journal
+replayed after an outage) is added to its day by the writer too, in the same transaction.
 
 Dimensions are never NULL ('' stands for none): a unique key over nullable columns would let
 two "none" rows of one group exist side by side, in SQLite and PostgreSQL alike.
@@ -13,6 +18,7 @@ two "none" rows of one group exist side by side, in SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
+import bisect
 import functools
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -28,51 +34,103 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    and_,
     case,
+    func,
+    select,
     text,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
-__all__ = ["DIMENSIONS", "HOURS", "MEASURES", "NULLABLE", "add", "fold", "rebuild"]
+from gateway.ledger import signal_rollups
+from gateway.ledger.models import LedgerEntry
 
-HOURS = Table(
-    "request_hours",
-    MetaData(),
-    Column("id", Integer, primary_key=True),
-    Column("hour", BigInteger, nullable=False),  # Unix seconds of the hour's start, UTC
-    Column("purpose", String(16), nullable=False),
-    Column("route", String(128), nullable=False),
-    Column("tier", String(64), nullable=False),
-    Column("upstream_model", String(256), nullable=False),
-    Column("api_key_id", String(64), nullable=False),
-    Column("status_code", Integer, nullable=False),
-    Column("error_type", String(64), nullable=False),
-    Column("requests", BigInteger, nullable=False),
-    Column("prompt_tokens", BigInteger, nullable=False),
-    Column("completion_tokens", BigInteger, nullable=False),
-    Column("cache_read_tokens", BigInteger, nullable=False),
-    Column("cache_write_tokens", BigInteger, nullable=False),
-    Column("reasoning_tokens", BigInteger, nullable=False),
-    Column("cost_usd", Float, nullable=False),
-    Column("frontier_cost_usd", Float, nullable=False),
-    Column("caching_saved_usd", Float, nullable=False),  # uncached cost minus cost, where known
-    Column("fallbacks", BigInteger, nullable=False),  # requests served off their path
-    Column("last_seen", DateTime(timezone=True), nullable=False),
-    UniqueConstraint(
-        "hour", "purpose", "route", "tier", "upstream_model", "api_key_id", "status_code", "error_type",
-        name="uq_request_hours_group",
-    ),
-)  # fmt: skip
+__all__ = [
+    "BOUNDS_MS",
+    "BUCKETS",
+    "DAYS",
+    "DIMENSIONS",
+    "HISTOGRAMS",
+    "HOURS",
+    "MARKS",
+    "MEASURES",
+    "NULLABLE",
+    "add",
+    "close_days",
+    "days_mark",
+    "fold",
+    "histogram_columns",
+    "rebuild",
+]
+
+# Bucket bounds in seconds (a value v counts in the first bucket with v <= bound; the last bucket
+# is +Inf): OpenTelemetry's GenAI semantic conventions' ExplicitBucketBoundaries for
+# gen_ai.client.operation.duration and gen_ai.server.time_to_first_token, so the dashboard's
+# percentiles are those any OTel backend would show for the same traffic.
+LATENCY_BOUNDS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TTFT_BOUNDS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+# ledger column (ms) -> (its histogram's column prefix, bounds in seconds)
+HISTOGRAMS = {"latency_ms": ("latency", LATENCY_BOUNDS), "ttft_ms": ("ttft", TTFT_BOUNDS)}
+
+
+def histogram_columns(metric: str) -> tuple[str, ...]:
+    prefix, bounds = HISTOGRAMS[metric]
+    return tuple(f"{prefix}_b{i:02d}" for i in range(len(bounds) + 1))
+
 
 DIMENSIONS = ("hour", "purpose", "route", "tier", "upstream_model", "api_key_id", "status_code", "error_type")
 NULLABLE = ("route", "tier", "upstream_model", "api_key_id", "error_type")
 _SUMMED = ("prompt_tokens", "completion_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
-MEASURES = ("requests", *_SUMMED, "cost_usd", "frontier_cost_usd", "caching_saved_usd", "fallbacks")
+BUCKETS = tuple(c for metric in HISTOGRAMS for c in histogram_columns(metric))
+MEASURES = ("requests", *_SUMMED, "cost_usd", "frontier_cost_usd", "caching_saved_usd", "fallbacks", *BUCKETS)
+_METADATA = MetaData()
+_ROWS: Table = LedgerEntry.__table__  # type: ignore[attr-defined]
+
+
+def _table(name: str, period: str) -> Table:
+    """A rollup table: ``period`` (Unix seconds of the hour's or day's start, UTC), the groups and
+    their measures."""
+    counts = ("requests", *_SUMMED, "fallbacks", *BUCKETS)  # fallbacks: requests served off their path
+    return Table(
+        name,
+        _METADATA,
+        Column("id", Integer, primary_key=True),
+        Column(period, BigInteger, nullable=False),
+        *(Column(d, String(n), nullable=False) for d, n in _WIDTHS.items() if d != "status_code"),
+        Column("status_code", Integer, nullable=False),
+        *(Column(m, BigInteger, nullable=False, server_default="0") for m in counts),
+        *(Column(m, Float, nullable=False) for m in ("cost_usd", "frontier_cost_usd", "caching_saved_usd")),
+        Column("last_seen", DateTime(timezone=True), nullable=False),
+        UniqueConstraint(period, *_WIDTHS, name=f"uq_{name}_group"),
+    )
+
+
+_WIDTHS = {
+    "purpose": 16,
+    "route": 128,
+    "tier": 64,
+    "upstream_model": 256,
+    "api_key_id": 64,
+    "status_code": 0,
+    "error_type": 64,
+}
+HOURS = _table("request_hours", "hour")
+DAYS = _table("request_days", "day")
+# days: every whole day before this (Unix seconds, a UTC midnight) is in request_days
+MARKS = Table(
+    "rollup_marks", _METADATA, Column("name", String(32), primary_key=True), Column("value", BigInteger, nullable=False)
+)
+_DAY = 86400
 
 
 def _utc(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+# ledger column -> its histogram's bucket bounds in ms, as the ledger stores latency
+BOUNDS_MS = {metric: [round(b * 1000, 6) for b in bounds] for metric, (_, bounds) in HISTOGRAMS.items()}
+_COLUMNS_OF = {metric: histogram_columns(metric) for metric in HISTOGRAMS}
 
 
 def fold(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -102,60 +160,163 @@ def fold(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if row["uncached_cost_usd"] is not None:
             g["caching_saved_usd"] += row["uncached_cost_usd"] - row["cost_usd"]
         g["fallbacks"] += row["fallbacks"] is not None
+        for metric, bounds in BOUNDS_MS.items():
+            if (value := row[metric]) is not None:
+                g[_COLUMNS_OF[metric][bisect.bisect_left(bounds, value)]] += 1
         g["last_seen"] = max(g["last_seen"], at)
     return list(groups.values())
 
 
 def add(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
-    """Add ``rows`` to the rollups, in ``conn``'s transaction (the one writing the rows)."""
+    """Add ``rows`` to the rollups, in ``conn``'s transaction (the one writing the rows, which
+    holds SQLite's write lock by now, so the days mark cannot move under it)."""
+    rows = list(rows)
     folded = fold(rows)
     if not folded:
         return
+    _upsert(conn, HOURS, folded)
+    signal_rollups.add(conn, rows)
+    mark = days_mark(conn, hold=True)
+    if late := [g for g in folded if g["hour"] < mark]:
+        _upsert(conn, DAYS, _by_day(late))
+
+
+def _by_day(hours: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    days: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for g in hours:
+        key = (g["hour"] // _DAY * _DAY, *(g[d] for d in DIMENSIONS[1:]))
+        d = days.get(key)
+        if d is None:
+            days[key] = dict(g) | {"hour": key[0]}
+            continue
+        for m in MEASURES:
+            d[m] += g[m]
+        d["last_seen"] = max(d["last_seen"], g["last_seen"])
+    return [{"day" if k == "hour" else k: v for k, v in d.items()} for d in days.values()]
+
+
+_MARK_LOCK = 0x7469657277697365  # "tierwise": PostgreSQL advisory lock guarding the days mark
+
+
+def days_mark(conn: Connection, hold: bool = False) -> int:
+    """Every whole day before this (Unix seconds) is in ``request_days``. ``hold``: on
+    PostgreSQL, share the mark's lock until the transaction ends, so :func:`close_days` cannot
+    move the mark while this transaction adds late rows to the days before it (on SQLite the
+    transaction's write lock already excludes it)."""
+    value = select(MARKS.c.value).where(MARKS.c.name == "days").scalar_subquery()
+    if hold and conn.dialect.name == "postgresql":
+        found = conn.execute(select(func.pg_advisory_xact_lock_shared(_MARK_LOCK), value)).one()[1]
+    else:
+        found = conn.execute(select(value)).scalar()
+    return int(found or 0)
+
+
+def close_days(conn: Connection, now: datetime) -> int:
+    """Add up the days that ended over an hour before ``now`` (a row's last hour may still be
+    on its way) from their hours into ``request_days``, and move the mark; the mark."""
+    closed = (int(now.timestamp()) - 3600) // _DAY * _DAY
+    if closed <= days_mark(conn):
+        return closed
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(_MARK_LOCK)))
+    mark = days_mark(conn)  # another replica may have closed them meanwhile
+    if closed <= mark:
+        return mark
+    day = HOURS.c.hour // _DAY * _DAY
+    dims = [HOURS.c[d] for d in DIMENSIONS[1:]]
+    sums = [func.sum(HOURS.c[m]) for m in MEASURES]
+    window = and_(HOURS.c.hour >= mark, HOURS.c.hour < closed)
+    conn.execute(DAYS.delete().where(and_(DAYS.c.day >= mark, DAYS.c.day < closed)))
+    conn.execute(
+        DAYS.insert().from_select(
+            ["day", *DIMENSIONS[1:], *MEASURES, "last_seen"],
+            select(day, *dims, *sums, func.max(HOURS.c.last_seen)).where(window).group_by(day, *dims),
+        )
+    )
+    _set_mark(conn, closed)
+    return closed
+
+
+def _set_mark(conn: Connection, value: int) -> None:
+    if conn.execute(MARKS.update().where(MARKS.c.name == "days").values(value=value)).rowcount == 0:
+        conn.execute(MARKS.insert().values(name="days", value=value))
+
+
+def _upsert(conn: Connection, table: Table, folded: list[dict[str, Any]]) -> None:
     if conn.dialect.name == "sqlite":
-        _add_sqlite(conn, folded)
+        _add_sqlite(conn, table, folded)
         return
-    insert = postgresql.insert(HOURS)
-    update: dict[str, Any] = {m: HOURS.c[m] + insert.excluded[m] for m in MEASURES}
-    later = insert.excluded.last_seen > HOURS.c.last_seen
-    update["last_seen"] = case((later, insert.excluded.last_seen), else_=HOURS.c.last_seen)
-    conn.execute(insert.on_conflict_do_update(index_elements=list(DIMENSIONS), set_=update), folded)
+    period = "hour" if table is HOURS else "day"
+    insert = postgresql.insert(table)
+    update: dict[str, Any] = {m: table.c[m] + insert.excluded[m] for m in MEASURES}
+    later = insert.excluded.last_seen > table.c.last_seen
+    update["last_seen"] = case((later, insert.excluded.last_seen), else_=table.c.last_seen)
+    conn.execute(insert.on_conflict_do_update(index_elements=[period, *DIMENSIONS[1:]], set_=update), folded)
 
 
-_COLUMNS = (*DIMENSIONS, *MEASURES, "last_seen")
-_MAX_RUN = 1024  # groups per statement: 1,024 x 21 values stays under SQLite's 32,766 parameters
+_MEASURED = (*MEASURES, "last_seen")
+_MAX_RUN = 512  # groups per statement: 512 x 53 values stays under SQLite's 32,766 parameters
 
 
-def _add_sqlite(conn: Connection, folded: list[dict[str, Any]]) -> None:
+def _add_sqlite(conn: Connection, table: Table, folded: list[dict[str, Any]]) -> None:
     """Multi-row upserts, as the writer inserts its rows (executemany steps a row at a time and
     hands the GIL back and forth for each: several times slower with the event loop busy)."""
-    stored = HOURS.c.last_seen.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-    values = [g[c] if c != "last_seen" or stored is None else stored(g[c]) for g in folded for c in _COLUMNS]
-    width, done = len(_COLUMNS), 0
+    period = "hour" if table is HOURS else "day"
+    columns = (period, *DIMENSIONS[1:], *_MEASURED)
+    stored = table.c.last_seen.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    values = [g[c] if c != "last_seen" or stored is None else stored(g[c]) for g in folded for c in columns]
+    width, done = len(columns), 0
     while done < len(folded):
         run = 1 << (min(len(folded) - done, _MAX_RUN).bit_length() - 1)
-        conn.exec_driver_sql(_upsert_sql(run), tuple(values[done * width : (done + run) * width]))
+        conn.exec_driver_sql(_upsert_sql(table.name, period, run), tuple(values[done * width : (done + run) * width]))
         done += run
 
 
 @functools.cache
-def _upsert_sql(groups: int) -> str:
-    one = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+def _upsert_sql(table: str, period: str, groups: int) -> str:
+    columns = (period, *DIMENSIONS[1:], *_MEASURED)
+    one = "(" + ", ".join("?" * len(columns)) + ")"
     added = ", ".join(f"{m} = {m} + excluded.{m}" for m in MEASURES)
     return (
-        f"INSERT INTO request_hours ({', '.join(_COLUMNS)}) VALUES {', '.join([one] * groups)} "
-        f"ON CONFLICT ({', '.join(DIMENSIONS)}) DO UPDATE SET {added}, "
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * groups)} "
+        f"ON CONFLICT ({period}, {', '.join(DIMENSIONS[1:])}) DO UPDATE SET {added}, "
         "last_seen = max(last_seen, excluded.last_seen)"
     )
 
 
-def rebuild(conn: Connection) -> int:
-    """Recount every rollup from the ledger's rows; the number of rollup rows."""
+def _bucket_sql(metric: str) -> list[str]:
+    """The histogram's columns for ledger rows, in SQL: 1 in the value's bucket, else 0."""
+    bounds, out, lower = BOUNDS_MS[metric], [], None
+    for bound in [*bounds, None]:
+        above = f"{metric} > {lower!r}" if lower is not None else f"{metric} IS NOT NULL"
+        within = f" AND {metric} <= {bound!r}" if bound is not None else ""
+        out.append(f"SUM(CASE WHEN {above}{within} THEN 1 ELSE 0 END)")
+        lower = bound
+    return out
+
+
+def rebuild(conn: Connection, now: datetime | None = None) -> int:
+    """Recount the rollups from the ledger's rows; the number of hourly rollup rows.
+
+    Hours whose rows retention deleted keep their rollups (there is nothing left to recount them
+    from), and so does the oldest hour that still has rows when older rollups exist (retention
+    may have deleted part of it). The days are added up again from the hours."""
     if conn.dialect.name == "postgresql":
         hour = "(FLOOR(EXTRACT(EPOCH FROM created_at) / 3600) * 3600)::bigint"
     else:
         hour = "(CAST(strftime('%s', created_at) AS INTEGER) / 3600 * 3600)"
+    if conn.dialect.name == "postgresql":  # minutes on a big ledger, not a request's seconds
+        conn.execute(text("SET LOCAL statement_timeout = 0"))
+    oldest = conn.execute(select(func.min(_ROWS.c.created_at))).scalar()
+    oldest_row = _utc(oldest).timestamp() // 3600 * 3600 if oldest is not None else None
+    oldest_rollup = conn.execute(select(func.min(HOURS.c.hour))).scalar()
+    keep_before = None
+    if oldest_row is not None and oldest_rollup is not None and oldest_rollup < oldest_row:
+        keep_before = int(oldest_row) + 3600
     dims = ", ".join(f"COALESCE({d}, '')" if d in NULLABLE else d for d in DIMENSIONS[1:])
-    conn.execute(HOURS.delete())
+    histograms = [sql for metric in HISTOGRAMS for sql in _bucket_sql(metric)]
+    conn.execute(HOURS.delete().where(HOURS.c.hour >= keep_before) if keep_before is not None else HOURS.delete())
+    recounted = f"WHERE {hour} >= :since " if keep_before is not None else ""
     conn.execute(
         text(
             f"INSERT INTO request_hours ({', '.join(DIMENSIONS)}, {', '.join(MEASURES)}, last_seen) "
@@ -163,8 +324,14 @@ def rebuild(conn: Connection) -> int:
             + ", ".join(f"COALESCE(SUM({m}), 0)" for m in _SUMMED)
             + ", COALESCE(SUM(cost_usd), 0), COALESCE(SUM(frontier_cost_usd), 0), "
             "COALESCE(SUM(CASE WHEN uncached_cost_usd IS NOT NULL THEN uncached_cost_usd - cost_usd ELSE 0 END), 0), "
-            "SUM(CASE WHEN fallbacks IS NOT NULL THEN 1 ELSE 0 END), MAX(created_at) "
-            f"FROM requests GROUP BY {hour}, {dims}"
-        )
+            "SUM(CASE WHEN fallbacks IS NOT NULL THEN 1 ELSE 0 END), "
+            + ", ".join(histograms)
+            + f", MAX(created_at) FROM requests {recounted}GROUP BY {hour}, {dims}"
+        ),
+        {"since": keep_before} if keep_before is not None else {},
     )
-    return int(conn.execute(text("SELECT COUNT(*) FROM request_hours")).scalar_one())
+    signal_rollups.recount(conn, keep_before)
+    _set_mark(conn, 0)
+    conn.execute(DAYS.delete())
+    close_days(conn, now or datetime.now(UTC))
+    return int(conn.execute(select(func.count()).select_from(HOURS)).scalar_one())

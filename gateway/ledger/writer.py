@@ -74,6 +74,7 @@ class LedgerWriter:
         self._busy_since: float | None = None  # when the writer thread's current database call began
         self.retention_days = retention_days  # raw rows older than this are deleted, hourly
         self._last_prune = float("-inf")
+        self._last_days = float("-inf")
 
     def record(self, row: LedgerRow) -> None:
         self.journal.append(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
@@ -132,9 +133,24 @@ class LedgerWriter:
         if now - self._last_sync > self.sync_interval_s:
             self._last_sync = now
             await loop.run_in_executor(self._thread, self.journal.sync)
+        if now - self._last_days > 600 and not self.degraded:
+            self._last_days = now
+            await self.close_days(datetime.now(UTC))
         if self.retention_days is not None and now - self._last_prune > 3600 and not self.degraded:
             self._last_prune = now
             await self.prune(datetime.now(UTC))
+
+    async def close_days(self, now: datetime) -> None:
+        """Add up the days that ended into the daily rollups (a read of the mark, most times)."""
+
+        def close() -> None:
+            with self.engine.begin() as conn:
+                rollups.close_days(conn, now)
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, close)
+        except SQLAlchemyError as exc:
+            log.error("ledger could not add up the last day's rollups (%s); tried again later", type(exc).__name__)
 
     async def prune(self, now: datetime) -> int:
         """Delete the rows retention no longer keeps (on the writer thread, between batches)."""

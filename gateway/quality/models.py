@@ -26,7 +26,7 @@ class Feedback(SQLModel, table=True):
     source: str = Field(max_length=64)
     score: float  # 0..1; thumbs up = 1, down = 0
     comment: str | None = Field(default=None, max_length=2000)
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=_now, index=True)
     updated_at: datetime = Field(default_factory=_now)
 
 

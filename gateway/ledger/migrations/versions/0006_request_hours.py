@@ -1,4 +1,4 @@
-"""Hourly rollups of the ledger (gateway/ledger/rollups.py), counted from the rows already there.
+"""Hourly rollups of the ledger (gateway/ledger/rollups.py); 0007 counts them from the rows.
 
 Revision ID: 0006
 Revises: 0005
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from gateway.ledger.rollups import HOURS, rebuild
+from gateway.ledger.rollups import HOURS
 
 revision = "0006"
 down_revision = "0005"
@@ -17,9 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    bind = op.get_bind()
-    HOURS.create(bind, checkfirst=True)
-    rebuild(bind)
+    HOURS.create(op.get_bind(), checkfirst=True)
 
 
 def downgrade() -> None:

@@ -1,0 +1,203 @@
+"""Hourly rollups of the ledger's sparse quality signals: failed answer checks, escalation steps,
+and the gateway's own quality calls by the request they measured.
+
+Few rows carry them, so their groups are few: (hour, route, tier) and the signal, with no key
+(a key's view reads the rows, through the partial indexes of the rows that carry a signal). The
+ledger writer adds each batch's signals in the batch's transaction, as it does the request
+rollups; :func:`recount` counts them again from the rows. :func:`check_counts` and
+:func:`step_counts` are the one reading of the rows' JSON, for the writer and for the
+dashboard's reads of rows alike.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import orjson
+from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, UniqueConstraint, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from gateway.ledger.models import LedgerEntry
+
+__all__ = [
+    "ANY_CHECK",
+    "CHECKS",
+    "QUALITY",
+    "STEPS",
+    "UNKNOWN",
+    "UNSPECIFIED",
+    "add",
+    "check_counts",
+    "columns",
+    "recount",
+    "step_counts",
+]
+
+_METADATA = MetaData()
+_ROWS: Table = LedgerEntry.__table__  # type: ignore[attr-defined]
+
+
+def _counts(name: str, *dims: str, measures: tuple[str, ...] = ("n",)) -> Table:
+    return Table(
+        name,
+        _METADATA,
+        Column("id", Integer, primary_key=True),
+        Column("hour", BigInteger, nullable=False),  # Unix seconds of the hour's start, UTC
+        Column("route", String(128), nullable=False),
+        Column("tier", String(64), nullable=False),
+        *(Column(d, String(64), nullable=False) for d in dims),
+        *(Column(m, Float if m.endswith("_usd") else BigInteger, nullable=False) for m in measures),
+        UniqueConstraint("hour", "route", "tier", *dims, name=f"uq_{name}_group"),
+    )
+
+
+# Answered client requests whose answer failed ``check`` (ANY_CHECK: failed any), per tier.
+CHECKS = _counts("check_hours", "check")
+# Escalated client requests (step_tier and reason ''), answers asked of each tier on the way
+# (reason ''), and answers passed over for the next tier's, once per reason.
+STEPS = _counts("step_hours", "step_tier", "reason")
+# Quality calls (shadow answers, judge calls) by the hour, route and tier of the request they
+# measured; a call whose request the ledger does not hold counts in its own hour, with none.
+QUALITY = _counts("quality_hours", "purpose", measures=("calls", "cost_usd"))
+ANY_CHECK = ""
+UNKNOWN = "(unknown)"  # a step without a tier
+UNSPECIFIED = "(unspecified)"  # a step passed over without its reasons
+
+
+def _hour(at: datetime) -> int:
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at
+    return int(at.timestamp()) // 3600 * 3600
+
+
+def _answered(row: Mapping[str, Any]) -> bool:
+    return bool(row["purpose"] == "client" and row["status_code"] < 400)
+
+
+def _json(text: str | None) -> Any:
+    try:
+        return orjson.loads(text) if text else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+def check_counts(rows: Iterable[Mapping[str, Any]]) -> Counter[tuple[int, str, str, str]]:
+    """(hour, route, tier, check) -> answered requests that failed it, of rows with checks."""
+    out: Counter[tuple[int, str, str, str]] = Counter()
+    for row in rows:
+        if not row["checks"] or not row["tier"] or not _answered(row):
+            continue
+        found = _json(row["checks"])
+        names = sorted({str(v) for v in found}) if isinstance(found, list) else []
+        at = (_hour(row["created_at"]), row["route"] or "", row["tier"])
+        for name in (*names, ANY_CHECK) if names else ():
+            out[(*at, name)] += 1
+    return out
+
+
+def step_counts(rows: Iterable[Mapping[str, Any]]) -> Counter[tuple[int, str, str, str, str]]:
+    """(hour, route, tier, step tier, reason) -> count, of rows with escalation steps (see STEPS)."""
+    out: Counter[tuple[int, str, str, str, str]] = Counter()
+    for row in rows:
+        steps = _json(row["steps"]) if _answered(row) else None
+        if not isinstance(steps, list) or not steps:
+            continue
+        at = (_hour(row["created_at"]), row["route"] or "", row["tier"] or "")
+        out[(*at, "", "")] += 1
+        for i, item in enumerate(steps):
+            step = item if isinstance(item, dict) else {}
+            tier = str(step["tier"]) if step.get("tier") is not None else UNKNOWN
+            out[(*at, tier, "")] += 1
+            if i < len(steps) - 1:  # passed over for the next step's tier
+                reasons = step.get("reasons")
+                for why in [UNSPECIFIED] if reasons is None else reasons:
+                    out[(*at, tier, str(why))] += 1
+    return out
+
+
+def _quality_sums(
+    rows: list[Mapping[str, Any]], parents: Mapping[str, Mapping[str, Any]]
+) -> dict[tuple[int, str, str, str], list[Any]]:
+    out: dict[tuple[int, str, str, str], list[Any]] = {}
+    for r in rows:
+        parent = parents.get(r["parent_request_id"])
+        if parent is not None:
+            key = (_hour(parent["created_at"]), parent["route"] or "", parent["tier"] or "", r["purpose"])
+        else:
+            key = (_hour(r["created_at"]), "", "", r["purpose"])
+        sums = out.setdefault(key, [0, 0.0])
+        sums[0] += 1
+        sums[1] += r["cost_usd"]
+    return out
+
+
+def add(conn: Connection, rows: list[Mapping[str, Any]]) -> None:
+    """Add the signals of ``rows`` (a batch the writer is inserting) in ``conn``'s transaction."""
+    _add(conn, CHECKS, {k: [n] for k, n in check_counts(r for r in rows if r["checks"]).items()})
+    _add(conn, STEPS, {k: [n] for k, n in step_counts(r for r in rows if r["steps"]).items()})
+    own = [r for r in rows if r["parent_request_id"] is not None and r["purpose"] != "client"]
+    if own:
+        parents: dict[str, Mapping[str, Any]] = {r["request_id"]: r for r in rows if r["purpose"] == "client"}
+        if missing := {r["parent_request_id"] for r in own} - parents.keys():
+            q = select(_ROWS.c.request_id, _ROWS.c.created_at, _ROWS.c.route, _ROWS.c.tier)
+            parents |= {r.request_id: r._mapping for r in conn.execute(q.where(_ROWS.c.request_id.in_(missing)))}
+        _add(conn, QUALITY, _quality_sums(own, parents))
+
+
+def columns(table: Table) -> tuple[list[str], list[str]]:
+    """A rollup table's group columns (its unique key, in order) and its measures."""
+    dims = [c.name for c in _unique(table).columns]
+    return dims, [c.name for c in table.c if c.name != "id" and c.name not in dims]
+
+
+def _unique(table: Table) -> UniqueConstraint:
+    return next(c for c in table.constraints if isinstance(c, UniqueConstraint))
+
+
+def _add(conn: Connection, table: Table, sums: Mapping[tuple[Any, ...], list[Any]]) -> None:
+    if not sums:
+        return
+    dims, measures = columns(table)
+    values = [dict(zip(dims, key, strict=True)) | dict(zip(measures, m, strict=True)) for key, m in sums.items()]
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+    added = {m: table.c[m] + insert.excluded[m] for m in measures}
+    conn.execute(insert.on_conflict_do_update(index_elements=dims, set_=added), values)
+
+
+def recount(conn: Connection, keep_before: int | None) -> None:
+    """Count the signals again from the rows, from ``keep_before`` (Unix seconds) on (None: all);
+    earlier hours keep theirs (retention deleted their rows)."""
+    for table in (CHECKS, STEPS, QUALITY):
+        conn.execute(table.delete().where(table.c.hour >= keep_before) if keep_before is not None else table.delete())
+    since = datetime.fromtimestamp(keep_before, UTC) if keep_before is not None else None
+    cols = [_ROWS.c[c] for c in ("created_at", "route", "tier", "purpose", "status_code", "checks", "steps")]
+    for column, table, count in ((_ROWS.c.checks, CHECKS, check_counts), (_ROWS.c.steps, STEPS, step_counts)):
+        q = select(*cols).where(column.is_not(None))
+        q = q if since is None else q.where(_ROWS.c.created_at >= since)
+        found = conn.execute(q, execution_options={"yield_per": 10_000})
+        total: Counter[Any] = Counter()
+        mappings = (cast(Mapping[str, Any], r._mapping) for r in found)
+        while batch := list(itertools.islice(mappings, 10_000)):
+            total.update(count(batch))
+        _add(conn, table, {k: [n] for k, n in total.items()})
+    hour = (
+        "(FLOOR(EXTRACT(EPOCH FROM COALESCE(p.created_at, c.created_at)) / 3600) * 3600)::bigint"
+        if conn.dialect.name == "postgresql"
+        else "(CAST(strftime('%s', COALESCE(p.created_at, c.created_at)) AS INTEGER) / 3600 * 3600)"
+    )
+    route, tier = "COALESCE(p.route, '')", "COALESCE(p.tier, '')"
+    conn.execute(
+        text(
+            f"INSERT INTO quality_hours (hour, route, tier, purpose, calls, cost_usd) "
+            f"SELECT {hour}, {route}, {tier}, c.purpose, COUNT(*), SUM(c.cost_usd) "
+            "FROM requests c LEFT JOIN requests p ON p.request_id = c.parent_request_id "
+            "WHERE c.parent_request_id IS NOT NULL AND c.purpose != 'client' "
+            + (f"AND {hour} >= :since " if keep_before is not None else "")
+            + f"GROUP BY {hour}, {route}, {tier}, c.purpose"
+        ),
+        {"since": keep_before} if keep_before is not None else {},
+    )
