@@ -86,14 +86,17 @@ print(json.dumps(out))
 
 def client_rows(n: int, seed: int = 1) -> Iterator[tuple[str, dict[str, Any]]]:
     """``n`` client requests over the last 30 days (some failing an answer check, some escalated),
-    and, each as (table, row): the quality calls and judgements of the judged ones, feedback."""
+    and, each as (table, row): the quality calls and judgements of the judged ones, feedback. In
+    time order, as a gateway writes them (so a time range's rows lie together on disk, as in a
+    real ledger)."""
     rng = random.Random(seed)
     now = datetime.now(UTC)
+    ages = sorted((rng.random() ** 1.3 * 30 * 86400 for _ in range(n)), reverse=True)  # more of it lately
     tiers = {"local": (0.0, 0.0), "mid": (0.15, 0.6), "frontier": (2.5, 10.0)}
     models = {"local": "smollm2-135m", "mid": "gpt-4o-mini", "frontier": "claude-sonnet-4-5"}
     keys = [f"key_{i:02d}" for i in range(50)]
     for i in range(n):
-        at = now - timedelta(seconds=rng.random() ** 1.3 * 30 * 86400)  # more of it lately
+        at = now - timedelta(seconds=ages[i])
         tier = rng.choices(list(tiers), weights=(5, 3, 2))[0]
         status, error = 200, None
         roll = rng.random()
@@ -141,7 +144,8 @@ def client_rows(n: int, seed: int = 1) -> Iterator[tuple[str, dict[str, Any]]]:
         columns = {name: getattr(row, name) for name in LedgerRow.__slots__}
         yield "requests", columns
         if answered and rng.random() < 0.01:
-            yield "feedback", {"request_id": rid, "source": "key", "score": float(rng.random() < 0.8)}
+            later = at + timedelta(seconds=rng.uniform(5, 600))
+            yield "feedback", {"request_id": rid, "source": "key", "score": float(rng.random() < 0.8), "created_at": later}
         if answered and rng.random() < 0.05:  # a judged sample: a shadow answer and two judge calls
             for k, purpose in enumerate(("shadow", "judge", "judge")):
                 own = {**columns, "request_id": f"{rid}-{purpose}-{k}", "purpose": purpose, "route": None}
@@ -150,7 +154,7 @@ def client_rows(n: int, seed: int = 1) -> Iterator[tuple[str, dict[str, Any]]]:
             verdict, adequacy = rng.choice((("win", 1.0), ("tie", 1.0), ("loss", 0.0), ("tie", 0.5)))
             yield "judgements", {
                 "request_id": rid,
-                "created_at": at,
+                "created_at": at + timedelta(seconds=rng.uniform(1, 30)),
                 "served_tier": tier,
                 "shadow_tier": "frontier" if tier != "frontier" else "mid",
                 "cheaper_tier": cheaper,

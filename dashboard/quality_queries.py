@@ -26,6 +26,7 @@ from dashboard.queries import REQUESTS, Filters, rows, traffic, whole_hours
 from gateway.ledger.signal_rollups import (
     ANY_CHECK,
     CHECKS,
+    JUDGED,
     QUALITY,
     STEPS,
     UNKNOWN,
@@ -134,10 +135,44 @@ def _add(out: Judged, r: dict[str, Any]) -> None:
 def judged_over_time(engine: Engine, f: Filters, bucket_s: int) -> tuple[Judged, dict[int, Judged]]:
     """The judged samples in all, and per time bucket of ``bucket_s`` (the bucket's start)."""
     out, series = Judged(), defaultdict[int, Judged](Judged)
-    for r in _judged_query(engine, f, bucket_s):
+    found, edges = [], [f]
+    if bucket_s % 3600 == 0:
+        conds, edges = _rollup_window(f, JUDGED)
+        sums = [func.sum(JUDGED.c[m]).label(m) for m in _JUDGED_SUMS]
+        keys = [
+            (JUDGED.c.hour // bucket_s * bucket_s).label("bucket"),
+            JUDGED.c.cheaper_tier,
+            JUDGED.c.served_reference,
+        ]
+        found = rows(engine, select(*keys, *sums).where(*conds).group_by(*keys)) if conds is not None else []
+    for edge in edges:
+        found += _judged_query(engine, edge, bucket_s)
+    for r in found:
         _add(out, r)
         _add(series[int(r["bucket"])], r)
     return out, dict(sorted(series.items()))
+
+
+_JUDGED_SUMS = ("n", "n_valid", "w", "w2", "w_valid", "w2_valid", "wa", "win", "tie", "loss", "unparseable")
+
+
+def _rollup_window(f: Filters, table: Table) -> tuple[list[ColumnElement[bool]] | None, list[Filters]]:
+    """The conditions on ``table`` (hourly rollups by route and tier, no key) for the whole hours
+    ``f`` covers, and what is left to the rows, as filters: the partial hours at the edges, or
+    all of ``f`` (conditions None) for a key's or a conversation's view."""
+    if f.api_keys or f.session is not None:
+        return None, [f]
+    lo, hi, edges = whole_hours(f)
+    conds: list[ColumnElement[bool]] = []
+    if lo is not None:
+        conds.append(table.c.hour >= lo)
+    if hi is not None:
+        conds.append(table.c.hour < hi)
+    if f.routes:
+        conds.append(table.c.route.in_(f.routes))
+    if f.tiers:
+        conds.append(table.c.tier.in_(f.tiers))
+    return conds, edges
 
 
 @dataclass(frozen=True)
@@ -147,30 +182,42 @@ class Calibration:
     adequacy: Sums
 
 
-def calibration(engine: Engine, f: Filters, bins: int = 10) -> list[Calibration]:
-    """The router's predicted quality for the judged (cheaper) tier, binned, against how often
-    the judge found that tier adequate. Samples served without the router are left out."""
+def calibration(engine: Engine, f: Filters) -> list[Calibration]:
+    """The router's predicted quality for the judged (cheaper) tier, in bins of 0.1, against how
+    often the judge found that tier adequate. Samples served without the router are left out."""
+    conds, edges = _rollup_window(f, JUDGED)
+    found = []
+    if conds is not None:
+        j = JUDGED.c
+        sums = [func.sum(j[m]).label(name) for m, name in _CALIBRATION.items()]
+        found = rows(engine, select(j.bin, *sums).where(*conds, j.bin >= 0).group_by(j.bin))
     p = json_key_float(engine, J.c.predicted, J.c.cheaper_tier)
-    b = floor_int(engine, p * bins).label("bin")
-    q = (
-        select(
-            b,
-            func.count().label("n"),
-            func.sum(_W).label("w"),
-            func.sum(_W * _W).label("w2"),
-            func.sum(_W * J.c.adequacy).label("wa"),
-            func.sum(_W * p).label("wp"),
+    b = floor_int(engine, p * 10).label("bin")
+    for edge in edges:
+        q = (
+            select(
+                b,
+                func.count().label("n"),
+                func.sum(_W).label("w"),
+                func.sum(_W * _W).label("w2"),
+                func.sum(_W * J.c.adequacy).label("wa"),
+                func.sum(_W * p).label("wp"),
+            )
+            .select_from(outer_first(J, R, R.c.request_id == J.c.request_id))
+            .where(and_(_after(engine, edge, J), J.c.predicted.is_not(None), _VALID, p.is_not(None)))
+            .group_by(b)
         )
-        .select_from(outer_first(J, R, R.c.request_id == J.c.request_id))
-        .where(and_(_after(engine, f, J), J.c.predicted.is_not(None), _VALID, p.is_not(None)))
-        .group_by(b)
-    )
+        found += rows(engine, q)
     merged: dict[int, tuple[Sums, float]] = {}
-    for r in rows(engine, q):
-        k = min(max(int(r["bin"]), 0), bins - 1)  # a prediction of exactly 1.0 joins the top bin
+    for r in found:
+        k = min(max(int(r["bin"]), 0), 9)  # a prediction of exactly 1.0 joins the top bin
         s, wp = merged.get(k, (Sums(), 0.0))
         merged[k] = (s + Sums(int(r["n"]), float(r["w"]), float(r["w2"]), float(r["wa"])), wp + float(r["wp"]))
     return [Calibration(k, wp / s.w, s) for k, (s, wp) in sorted(merged.items()) if s.w > 0]
+
+
+# the rollups' sums over valid samples, as the calibration reads them
+_CALIBRATION = {"n_valid": "n", "w_valid": "w", "w2_valid": "w2", "wa": "wa", "wp": "wp"}
 
 
 def feedback_by_tier(engine: Engine, f: Filters) -> list[dict[str, Any]]:
@@ -194,7 +241,7 @@ def feedback_by_tier(engine: Engine, f: Filters) -> list[dict[str, Any]]:
 
 def _answered(engine: Engine, f: Filters) -> Counter[str]:
     """Answered requests per tier, from the rollups ('' for none)."""
-    src = traffic(engine, f)
+    src = traffic(engine, f, ("requests",))
     q = select(src.c.tier, func.sum(src.c.requests)).where(src.c.status_code < 400).group_by(src.c.tier)
     with engine.connect() as conn:
         return Counter({str(t): int(n) for t, n in conn.execute(q)})
@@ -215,20 +262,10 @@ def _signals(engine: Engine, f: Filters, table: Table, column: str, count: Count
 
 def _hourly(engine: Engine, f: Filters, table: Table) -> tuple[dict[tuple[Any, ...], list[Any]], list[Filters]]:
     """``table``'s rollups over the whole hours ``f`` covers, (tier, *signal) -> its measures;
-    and what they leave to the rows, as filters: the partial hours at the edges, or all of ``f``
-    for a key's or a conversation's view (the rollups have no key)."""
-    if f.api_keys or f.session is not None:
-        return {}, [f]
-    lo, hi, edges = whole_hours(f)
-    conds: list[ColumnElement[bool]] = []
-    if lo is not None:
-        conds.append(table.c.hour >= lo)
-    if hi is not None:
-        conds.append(table.c.hour < hi)
-    if f.routes:
-        conds.append(table.c.route.in_(f.routes))
-    if f.tiers:
-        conds.append(table.c.tier.in_(f.tiers))
+    and what they leave to the rows, as filters (see _rollup_window)."""
+    conds, edges = _rollup_window(f, table)
+    if conds is None:
+        return {}, edges
     dims, measures = columns(table)
     group = [table.c[d] for d in dims if d not in ("hour", "route")]  # tier first
     sums = [func.sum(table.c[m]) for m in measures]

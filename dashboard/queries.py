@@ -25,7 +25,7 @@ from sqlalchemy.sql import ColumnElement, Executable, Subquery
 
 from dashboard.dialect import epoch_bucket
 from gateway.ledger.models import LedgerEntry
-from gateway.ledger.rollups import BOUNDS_MS, DAYS, DIMENSIONS, HOURS, MEASURES, NULLABLE, days_mark, histogram_columns
+from gateway.ledger.rollups import BOUNDS_MS, BUCKETS, DAYS, DIMENSIONS, HOURS, NULLABLE, days_mark, histogram_columns
 
 __all__ = [
     "REQUESTS",
@@ -131,7 +131,7 @@ def rows(engine: Engine, q: Executable) -> list[dict[str, Any]]:
 
 def summary(engine: Engine, f: Filters, measuring_usd: float = 0.0) -> Summary:
     """``measuring_usd``: what measuring these requests' quality cost (``quality_cost``)."""
-    src = traffic(engine, f)
+    src = traffic(engine, f, _SUMMARY)
     s, n = src.c.status_code, src.c.requests
 
     def total(col: Any) -> ColumnElement[Any]:
@@ -166,13 +166,14 @@ def summary(engine: Engine, f: Filters, measuring_usd: float = 0.0) -> Summary:
     )
 
 
-def traffic(engine: Engine, f: Filters, resolution: int = _DAY) -> Subquery:
+def traffic(engine: Engine, f: Filters, measures: Sequence[str], resolution: int = _DAY) -> Subquery:
     """The client requests ``f`` selects, in the rollups' shape (dimensions with '' for none, and
-    the measures; ``hour`` is the start of the period a row covers): whole days from the daily
-    rollups where ``resolution`` (the finest time bucket the caller groups by, in seconds) is a
-    multiple of a day, other whole hours from the hourly ones, the rest from the ledger's rows."""
+    ``measures``, the rollups' columns the caller sums, ``last_seen`` among them if it reads it;
+    ``hour`` is the start of the period a row covers): whole days from the daily rollups where
+    ``resolution`` (the finest time bucket the caller groups by, in seconds) is a multiple of a
+    day, other whole hours from the hourly ones, the rest from the ledger's rows."""
     if f.session is not None:
-        return _rows_as_rollups(engine, f).subquery()
+        return _rows_as_rollups(engine, f, measures).subquery()
     lo, hi, edges = whole_hours(f)
     parts: list[Select[Any]] = []
     hours: list[ColumnElement[bool]] = []
@@ -182,10 +183,10 @@ def traffic(engine: Engine, f: Filters, resolution: int = _DAY) -> Subquery:
         day_lo = -(-lo // _DAY) * _DAY if lo is not None else None
         day_hi = min(hi // _DAY * _DAY, mark) if hi is not None else mark
         if day_lo is None or day_lo < day_hi:
-            parts.append(_rollups(DAYS, DAYS.c.day, f, day_lo, day_hi))
+            parts.append(_rollups(DAYS, DAYS.c.day, f, day_lo, day_hi, measures))
             hours.append(H.c.hour >= day_hi if day_lo is None else or_(H.c.hour < day_lo, H.c.hour >= day_hi))
-    parts.append(_rollups(H, H.c.hour, f, lo, hi).where(*hours))
-    return union_all(*parts, *(_rows_as_rollups(engine, e) for e in edges)).subquery()
+    parts.append(_rollups(H, H.c.hour, f, lo, hi, measures).where(*hours))
+    return union_all(*parts, *(_rows_as_rollups(engine, e, measures) for e in edges)).subquery()
 
 
 def whole_hours(f: Filters) -> tuple[int | None, int | None, list[Filters]]:
@@ -205,7 +206,9 @@ def whole_hours(f: Filters) -> tuple[int | None, int | None, list[Filters]]:
     return lo, hi, edges
 
 
-def _rollups(table: Table, period: Any, f: Filters, lo: int | None, hi: int | None) -> Select[Any]:
+def _rollups(
+    table: Table, period: Any, f: Filters, lo: int | None, hi: int | None, measures: Sequence[str]
+) -> Select[Any]:
     """``table``'s client rows ``f`` selects, periods starting in [lo, hi), period as ``hour``."""
     c = table.c
     conds: list[ColumnElement[bool]] = [c.purpose == "client"]
@@ -219,8 +222,7 @@ def _rollups(table: Table, period: Any, f: Filters, lo: int | None, hi: int | No
         conds.append(c.tier.in_(f.tiers))
     if f.api_keys:
         conds.append(c.api_key_id.in_(f.api_keys))
-    measures = (c[m] for m in MEASURES)
-    return select(period.label("hour"), *(c[d] for d in DIMENSIONS[1:]), *measures, c.last_seen).where(and_(*conds))
+    return select(period.label("hour"), *(c[d] for d in DIMENSIONS[1:]), *(c[m] for m in measures)).where(and_(*conds))
 
 
 def _hour_up(at: datetime) -> datetime:
@@ -232,28 +234,32 @@ def _hour_down(at: datetime) -> datetime:
     return datetime.fromtimestamp(int(at.timestamp()) // _HOUR * _HOUR, UTC)
 
 
-def _rows_as_rollups(engine: Engine, f: Filters) -> Select[Any]:
+def _rows_as_rollups(engine: Engine, f: Filters, measures: Sequence[str]) -> Select[Any]:
     """Ledger rows in the rollups' shape, one row each."""
     dims: list[Any] = [epoch_bucket(engine, T.c.created_at, _HOUR).label("hour")]
     dims += [func.coalesce(T.c[d], "").label(d) if d in NULLABLE else T.c[d] for d in DIMENSIONS[1:]]
-    saved = case((T.c.uncached_cost_usd.is_not(None), T.c.uncached_cost_usd - T.c.cost_usd), else_=0.0)
-    measures = [
-        literal(1).label("requests"),
-        *(T.c[m] for m in ("prompt_tokens", "completion_tokens", "cache_read_tokens", "cache_write_tokens")),
-        T.c.reasoning_tokens,
-        T.c.cost_usd,
-        T.c.frontier_cost_usd,
-        saved.label("caching_saved_usd"),
-        case((T.c.fallbacks.is_not(None), 1), else_=0).label("fallbacks"),
-    ]
+    return select(*dims, *(_ROW_MEASURES[m].label(m) for m in measures)).where(f.where())
+
+
+def _row_measures() -> dict[str, ColumnElement[Any]]:
+    """Each rollup measure, for one ledger row."""
+    out: dict[str, ColumnElement[Any]] = {"requests": literal(1), "last_seen": T.c.created_at}
+    out |= {m: T.c[m] for m in ("prompt_tokens", "completion_tokens", "cache_read_tokens", "cache_write_tokens")}
+    out |= {m: T.c[m] for m in ("reasoning_tokens", "cost_usd", "frontier_cost_usd")}
+    saved = T.c.uncached_cost_usd - T.c.cost_usd
+    out["caching_saved_usd"] = case((T.c.uncached_cost_usd.is_not(None), saved), else_=0.0)
+    out["fallbacks"] = case((T.c.fallbacks.is_not(None), 1), else_=0)
     for metric, bounds in BOUNDS_MS.items():
         col, lower = T.c[metric], None
         for name, upper in zip(histogram_columns(metric), [*bounds, None], strict=True):
             within: list[ColumnElement[bool]] = [col > lower if lower is not None else col.is_not(None)]
             within += [col <= upper] if upper is not None else []
-            measures.append(case((and_(*within), 1), else_=0).label(name))
+            out[name] = case((and_(*within), 1), else_=0)
             lower = upper
-    return select(*dims, *measures, T.c.created_at.label("last_seen")).where(f.where())
+    return out
+
+
+_ROW_MEASURES = _row_measures()
 
 
 def _none(value: Any) -> Any:
@@ -264,6 +270,10 @@ def _none(value: Any) -> Any:
 # Bucket widths for time charts, finest first; the finest giving at most _MAX_BARS buckets over
 # the time the data spans is used: minutes for an hour, hours for a day, 10 s for a short demo.
 _BUCKETS = (10, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
+# The measures each read sums: a union carries only those (an edge hour's rows then compute no
+# histogram a spend table does not read).
+_SPEND = ("requests", "cost_usd", "frontier_cost_usd", "caching_saved_usd", "prompt_tokens", "cache_read_tokens")
+_SUMMARY = (*_SPEND, "fallbacks")
 _MAX_BARS = 60
 
 
@@ -273,24 +283,24 @@ def bucket_seconds(first: datetime | None, last: datetime | None, max_bars: int 
 
 
 def time_extent(engine: Engine, f: Filters) -> tuple[datetime | None, datetime | None]:
-    """The first and last request ``f`` selects: the rollups find the first day, then its first
-    hour, and that hour's rows the exact first moment."""
-    src = traffic(engine, f)
+    """The first and last request ``f`` selects, from the rows through the time index; where
+    retention deleted the first rows, the start of the first hour the rollups still count."""
     with engine.connect() as conn:
-        lo, hi = conn.execute(select(func.min(src.c.hour), func.max(src.c.last_seen))).one()
-        if lo is None:
-            return None, None
-        for span in (_DAY, _HOUR):
-            start = datetime.fromtimestamp(int(lo), UTC)
-            start = max(start, f.since) if f.since is not None else start
-            end = datetime.fromtimestamp(int(lo) + span, UTC)
-            end = min(end, f.until) if f.until is not None else end
-            within = traffic(engine, replace(f, since=start, until=end), resolution=_HOUR)
-            lo = conn.execute(select(func.min(within.c.hour))).scalar() or lo
-        in_hour = replace(f, since=start, until=end)
-        first = conn.execute(select(func.min(T.c.created_at)).where(in_hour.where())).scalar()
-    # no row left in that hour (retention deleted them; its rollups stay): the hour's start
-    return as_datetime(first) or start, as_datetime(hi)
+        first, last = conn.execute(select(func.min(T.c.created_at), func.max(T.c.created_at)).where(f.where())).one()
+        if f.session is not None:
+            return as_datetime(first), as_datetime(last)
+        lo, hi, _ = whole_hours(f)
+        conds = [H.c.purpose == "client"] + ([H.c.hour >= lo] if lo is not None else [])
+        conds += [H.c.hour < hi] if hi is not None else []
+        conds += [H.c[c].in_(v) for c, v in (("route", f.routes), ("tier", f.tiers), ("api_key_id", f.api_keys)) if v]
+        q = select(func.min(H.c.hour)).where(*conds)
+        if first is not None:  # only an hour before the first row's can be one whose rows were deleted
+            q = q.where(H.c.hour < int(as_datetime(first).timestamp()) // _HOUR * _HOUR)  # type: ignore[union-attr]
+        pruned = conn.execute(q).scalar()
+    if pruned is not None:
+        start = datetime.fromtimestamp(int(pruned), UTC)
+        return (max(start, f.since) if f.since is not None else start), as_datetime(last) or start
+    return as_datetime(first), as_datetime(last)
 
 
 def as_datetime(v: Any) -> datetime | None:
@@ -314,7 +324,7 @@ def spend_over_time(engine: Engine, f: Filters, seconds: int) -> list[dict[str, 
             .order_by(b)
         )
         return rows(engine, q)
-    src = traffic(engine, f, resolution=seconds)
+    src = traffic(engine, f, ("cost_usd", "requests"), resolution=seconds)
     b = (src.c.hour // seconds * seconds).label("bucket")
     q = (
         select(b, src.c.tier, func.sum(src.c.cost_usd).label("spend_usd"), func.sum(src.c.requests).label("requests"))
@@ -327,14 +337,14 @@ def spend_over_time(engine: Engine, f: Filters, seconds: int) -> list[dict[str, 
 
 def mix(engine: Engine, f: Filters, column: str) -> list[dict[str, Any]]:
     """Answered requests by ``column``."""
-    src = traffic(engine, f)
+    src = traffic(engine, f, ("requests",))
     col, n = src.c[column], func.sum(src.c.requests)
     q = select(col.label(column), n.label("requests")).where(src.c.status_code < 400).group_by(col).order_by(n.desc())
     return [{column: _none(r[column]), "requests": int(r["requests"])} for r in rows(engine, q)]
 
 
 def spend_by(engine: Engine, f: Filters, column: str) -> list[dict[str, Any]]:
-    src = traffic(engine, f)
+    src = traffic(engine, f, (*_SPEND, "completion_tokens"))
     col = src.c[column]
     q = (
         select(
@@ -360,7 +370,7 @@ def spend_by(engine: Engine, f: Filters, column: str) -> list[dict[str, Any]]:
 
 def refusals(engine: Engine, f: Filters) -> list[dict[str, Any]]:
     """Requests that got no answer, by status and error: what turned them away, and whom."""
-    src = traffic(engine, f)
+    src = traffic(engine, f, ("requests", "last_seen"))
     n = func.sum(src.c.requests)
     q = (
         select(
@@ -381,23 +391,19 @@ def latency_percentiles(engine: Engine, f: Filters, percentiles: Sequence[float]
     """p50/p95 of total latency and time to first token per tier, of answered requests, from the
     rollups' histograms: the rank's bucket, interpolated linearly within it (as Prometheus's
     histogram_quantile does); a rank in the open last bucket reads as its lower bound."""
-    src = traffic(engine, f)
-    out: dict[str, dict[str, Any]] = {}
-    for metric, bounds in BOUNDS_MS.items():
-        names = histogram_columns(metric)
-        q = (
-            select(src.c.tier, *(func.sum(src.c[n]).label(n) for n in names))
-            .where(and_(src.c.status_code < 400, src.c.tier != ""))
-            .group_by(src.c.tier)
-        )
-        for r in rows(engine, q):
-            counts = [int(r[n] or 0) for n in names]
-            if not sum(counts):
-                continue
-            row = out.setdefault(str(r["tier"]), {"tier": str(r["tier"])})
-            for p in percentiles:
+    src = traffic(engine, f, BUCKETS)
+    sums = [func.sum(src.c[b]).label(b) for b in BUCKETS]
+    q = select(src.c.tier, *sums).where(and_(src.c.status_code < 400, src.c.tier != "")).group_by(src.c.tier)
+    out = []
+    for r in rows(engine, q):
+        row: dict[str, Any] = {"tier": str(r["tier"])}
+        for metric, bounds in BOUNDS_MS.items():
+            counts = [int(r[n] or 0) for n in histogram_columns(metric)]
+            for p in percentiles if sum(counts) else ():
                 row[f"{metric.removesuffix('_ms')}_p{int(p * 100)}_ms"] = _quantile(p, counts, bounds)
-    return list(out.values())
+        if len(row) > 1:
+            out.append(row)
+    return out
 
 
 def _quantile(p: float, counts: list[int], bounds: list[float]) -> float:

@@ -13,13 +13,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from dashboard import queries
 from gateway.ledger import LedgerWriter, create_schema, make_engine
 from gateway.ledger.models import LedgerEntry, LedgerRow
 from gateway.ledger.rollups import BOUNDS_MS, BUCKETS, DAYS, HOURS, days_mark, rebuild
-from gateway.ledger.signal_rollups import CHECKS, QUALITY, STEPS, columns
+from gateway.ledger.signal_rollups import CHECKS, JUDGED, QUALITY, STEPS, add_judgement, columns, recount_judgements
+from gateway.quality.models import Judgement
+from tests.dashboard_data import _full, build
 
 
 def _rows(n: int, seed: int) -> list[LedgerRow]:
@@ -166,7 +168,7 @@ async def test_retention_deletes_old_rows_and_keeps_their_rollups(tmp_path: Path
     assert len(kept) == sum(1 for r in rows if r.created_at >= now - timedelta(days=2)) > 0
     assert _table(engine) == before  # the dashboard's totals still count every request
     first, last = queries.time_extent(engine, queries.Filters())
-    oldest = min(r.created_at for r in rows)
+    oldest = min(r.created_at for r in rows if r.purpose == "client")
     assert first == oldest.replace(minute=0, second=0, microsecond=0) and last is not None  # its hour, from the rollups
     assert queries.summary(engine, queries.Filters()).requests == sum(1 for r in rows if r.purpose == "client")
 
@@ -236,3 +238,25 @@ def test_latency_percentiles_read_the_histograms_as_prometheus_does(tmp_path: Pa
         i = next(i for i, b in enumerate(bounds) if true <= b)
         assert bounds[i - 1] <= found[f"latency_p{int(p * 100)}_ms"] <= bounds[i], p
     assert found["ttft_p50_ms"] == found["ttft_p95_ms"] == 10_000.0
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_judgements_counted_as_the_sampler_writes_them_equal_a_recount(ledger_url: str) -> None:
+    engine = make_engine(ledger_url)
+    create_schema(engine)
+    tables = build(200, quality=True)
+    requests = {r["request_id"]: r for r in tables["requests"]}
+    with engine.begin() as conn:
+        conn.execute(insert(LedgerEntry.__table__), _full(LedgerEntry, tables["requests"]))  # type: ignore[attr-defined]
+    for j in _full(Judgement, tables["judgements"]):  # one transaction each, as the sampler writes
+        r = requests[j["request_id"]]
+        with engine.begin() as conn:
+            conn.execute(insert(Judgement.__table__), [j])  # type: ignore[attr-defined]
+            add_judgement(conn, j | {"request_at": r["created_at"], "route": r["route"], "tier": r["tier"]})
+    written = _table(engine, JUDGED)
+    with engine.begin() as conn:
+        recount_judgements(conn)
+    assert written.keys() == _table(engine, JUDGED).keys() and len(written) > 5
+    _same(written, _table(engine, JUDGED))
+    assert sum(m["n"] for m in written.values()) == len(tables["judgements"])
+    assert {g[5] for g in written} > {-1}  # calibration bins, and samples without a prediction

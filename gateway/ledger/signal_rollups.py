@@ -1,10 +1,11 @@
 """Hourly rollups of the ledger's sparse quality signals: failed answer checks, escalation steps,
-and the gateway's own quality calls by the request they measured.
+the gateway's own quality calls and its judged samples, by the request they measured.
 
 Few rows carry them, so their groups are few: (hour, route, tier) and the signal, with no key
 (a key's view reads the rows, through the partial indexes of the rows that carry a signal). The
 ledger writer adds each batch's signals in the batch's transaction, as it does the request
-rollups; :func:`recount` counts them again from the rows. :func:`check_counts` and
+rollups, and the quality sampler each judgement in the judgement's (:func:`add_judgement`);
+:func:`recount` counts them again from the rows. :func:`check_counts` and
 :func:`step_counts` are the one reading of the rows' JSON, for the writer and for the
 dashboard's reads of rows alike.
 """
@@ -18,28 +19,34 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, UniqueConstraint, select, text
+from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, UniqueConstraint, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from gateway.ledger.models import LedgerEntry
+from gateway.quality.models import Judgement
 
 __all__ = [
     "ANY_CHECK",
     "CHECKS",
+    "JUDGED",
     "QUALITY",
     "STEPS",
     "UNKNOWN",
     "UNSPECIFIED",
     "add",
+    "add_judgement",
     "check_counts",
     "columns",
+    "judgement_sums",
     "recount",
+    "recount_judgements",
     "step_counts",
 ]
 
 _METADATA = MetaData()
 _ROWS: Table = LedgerEntry.__table__  # type: ignore[attr-defined]
+_JUDGEMENTS: Table = Judgement.__table__  # type: ignore[attr-defined]
 
 
 def _counts(name: str, *dims: str, measures: tuple[str, ...] = ("n",)) -> Table:
@@ -64,6 +71,23 @@ STEPS = _counts("step_hours", "step_tier", "reason")
 # Quality calls (shadow answers, judge calls) by the hour, route and tier of the request they
 # measured; a call whose request the ledger does not hold counts in its own hour, with none.
 QUALITY = _counts("quality_hours", "purpose", measures=("calls", "cost_usd"))
+# Judged samples by the hour, route and tier of the request they sampled (see judgement_sums).
+JUDGED = Table(
+    "judgement_hours",
+    _METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("hour", BigInteger, nullable=False),
+    Column("route", String(128), nullable=False),
+    Column("tier", String(64), nullable=False),
+    Column("cheaper_tier", String(64), nullable=False),
+    Column("served_reference", Integer, nullable=False),  # 1: the reference tier's own answer was served
+    Column("bin", Integer, nullable=False),  # predicted quality of the cheaper tier x 10 (0-9); -1: none
+    *(Column(m, BigInteger, nullable=False) for m in ("n", "n_valid", "win", "tie", "loss", "unparseable")),
+    *(Column(m, Float, nullable=False) for m in ("w", "w2", "w_valid", "w2_valid", "wa", "wp")),
+    UniqueConstraint(
+        "hour", "route", "tier", "cheaper_tier", "served_reference", "bin", name="uq_judgement_hours_group"
+    ),
+)
 ANY_CHECK = ""
 UNKNOWN = "(unknown)"  # a step without a tier
 UNSPECIFIED = "(unspecified)"  # a step passed over without its reasons
@@ -135,6 +159,51 @@ def _quality_sums(
     return out
 
 
+def judgement_sums(judgements: Iterable[Mapping[str, Any]]) -> dict[tuple[Any, ...], list[Any]]:
+    """(hour, route, tier, cheaper tier, served reference, bin) -> JUDGED's measures, of
+    judgements (the table's columns) with their request's ``request_at``, ``route`` and ``tier``.
+    A sample stands for 1 / sample_rate requests (its weight w); ``adequacy`` None is a verdict
+    the judge did not make readable (counted, measuring nothing)."""
+    out: dict[tuple[Any, ...], list[Any]] = {}
+    for j in judgements:
+        w = 1.0 / j["sample_rate"] if j["sample_rate"] > 0 else 1.0
+        valid = j["adequacy"] is not None
+        scores = _json(j["predicted"]) if valid else None
+        p = scores.get(j["cheaper_tier"]) if isinstance(scores, dict) else None
+        p = float(p) if isinstance(p, (int, float)) else None
+        key = (
+            _hour(j["request_at"]),
+            j["route"] or "",
+            j["tier"] or "",
+            j["cheaper_tier"],
+            int(j["served_tier"] == j["reference_tier"]),
+            min(max(int(p * 10 // 1), 0), 9) if p is not None else -1,
+        )
+        sums = out.setdefault(key, [0] * 6 + [0.0] * 6)
+        verdict = ("win", "tie", "loss", "unparseable").index(j["verdict"]) if j["verdict"] in _VERDICTS else None
+        sums[0] += 1
+        if verdict is not None:
+            sums[2 + verdict] += 1
+        sums[6] += w
+        sums[7] += w * w
+        if valid:
+            sums[1] += 1
+            sums[8] += w
+            sums[9] += w * w
+            sums[10] += w * j["adequacy"]
+            sums[11] += w * p if p is not None else 0.0
+    return out
+
+
+_VERDICTS = frozenset(("win", "tie", "loss", "unparseable"))
+
+
+def add_judgement(conn: Connection, judgement: Mapping[str, Any]) -> None:
+    """Add one judgement (with its request's ``request_at``, ``route``, ``tier``), in the
+    transaction that writes it."""
+    _add(conn, JUDGED, judgement_sums([judgement]))
+
+
 def add(conn: Connection, rows: list[Mapping[str, Any]]) -> None:
     """Add the signals of ``rows`` (a batch the writer is inserting) in ``conn``'s transaction."""
     _add(conn, CHECKS, {k: [n] for k, n in check_counts(r for r in rows if r["checks"]).items()})
@@ -184,6 +253,7 @@ def recount(conn: Connection, keep_before: int | None) -> None:
         while batch := list(itertools.islice(mappings, 10_000)):
             total.update(count(batch))
         _add(conn, table, {k: [n] for k, n in total.items()})
+    recount_judgements(conn, since)
     hour = (
         "(FLOOR(EXTRACT(EPOCH FROM COALESCE(p.created_at, c.created_at)) / 3600) * 3600)::bigint"
         if conn.dialect.name == "postgresql"
@@ -201,3 +271,28 @@ def recount(conn: Connection, keep_before: int | None) -> None:
         ),
         {"since": keep_before} if keep_before is not None else {},
     )
+
+
+def recount_judgements(conn: Connection, since: datetime | None = None) -> None:
+    """Count the judged samples again, those of requests from ``since`` on (None: all); a
+    judgement whose request the ledger no longer holds counts in its own hour, with no route."""
+    start = int(since.timestamp()) if since is not None else None
+    conn.execute(JUDGED.delete().where(JUDGED.c.hour >= start) if start is not None else JUDGED.delete())
+    j = _JUDGEMENTS
+    at = func.coalesce(_ROWS.c.created_at, j.c.created_at)
+    q = select(
+        *(j.c[c] for c in ("cheaper_tier", "served_tier", "reference_tier", "verdict", "adequacy", "sample_rate")),
+        j.c.predicted,
+        at.label("request_at"),
+        _ROWS.c.route,
+        func.coalesce(_ROWS.c.tier, j.c.served_tier).label("tier"),
+    ).select_from(j.outerjoin(_ROWS, _ROWS.c.request_id == j.c.request_id))
+    found = conn.execute(q.where(at >= since) if since is not None else q, execution_options={"yield_per": 10_000})
+    total: dict[tuple[Any, ...], list[Any]] = {}
+    mappings = (cast(Mapping[str, Any], r._mapping) for r in found)
+    while batch := list(itertools.islice(mappings, 10_000)):
+        for key, sums in judgement_sums(batch).items():
+            mine = total.setdefault(key, [0] * 6 + [0.0] * 6)
+            for i, v in enumerate(sums):
+                mine[i] += v
+    _add(conn, JUDGED, total)

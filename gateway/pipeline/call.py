@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -54,6 +55,7 @@ class Call:
     ttft_ms: float | None = None
     notes: list[str] = field(default_factory=list)  # what moved the request off its path, in order
     recorded: bool = False  # the row is written: exactly once per request
+    recorded_at: datetime | None = None  # its row's created_at
     purpose: str = "client"  # or shadow / judge: the gateway's own calls for judged samples
     parent_request_id: str | None = None  # the sampled request a shadow or judge call belongs to
     checks: list[str] = field(default_factory=list)  # answer checks that failed

@@ -380,6 +380,7 @@ class Pipeline:
             return None
         call.recorded = True
         row = call.row(attempted, usage, status, error_type, self.clock.monotonic())
+        call.recorded_at = row.created_at
         self.ledger.record(row)
         if call.span is not None:
             _end_request_span(call.span, row)

@@ -31,6 +31,7 @@ from gateway.availability import Availability
 from gateway.clock import Clock
 from gateway.dispatch import Attempted, Dispatcher, DispatchFailed, Plan, PlanStep
 from gateway.keys.limiter import Limiter
+from gateway.ledger import signal_rollups
 from gateway.ledger.models import new_request_id
 from gateway.pipeline.budget import worst_case_usd
 from gateway.pipeline.call import Call
@@ -194,7 +195,8 @@ class QualitySampler:
             "served_text": sample.answer if quality.store_text else None,
             "shadow_text": shadow_text if quality.store_text else None,
         }
-        await asyncio.to_thread(self._write, row)
+        sampled = {"request_at": sample.call.recorded_at, "route": res.route if res else None, "tier": served}
+        await asyncio.to_thread(self._write, row, sampled)
         self.judged += 1
         if outcome.verdict == "unparseable":  # kept, and counted apart: it measured nothing
             log.warning("judge %s gave no readable verdict for %s", judge.name, parent)
@@ -257,10 +259,13 @@ class QualitySampler:
         embedding = np.asarray(feats, dtype=np.float32)[0, :-1].astype(np.float16)
         return router.encoder_name, embedding.tobytes(), length
 
-    def _write(self, row: dict[str, Any]) -> None:
+    def _write(self, row: dict[str, Any], sampled: dict[str, Any]) -> None:
+        """The judgement, and its count in the rollups (by ``sampled``: the request's time,
+        route and tier), in one transaction."""
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(_JUDGEMENTS), [row])
+                signal_rollups.add_judgement(conn, row | sampled)
         except IntegrityError:
             log.info("sample %s was judged already", row["request_id"])
 
