@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import operator
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -133,38 +134,75 @@ BOUNDS_MS = {metric: [round(b * 1000, 6) for b in bounds] for metric, (_, bounds
 _COLUMNS_OF = {metric: histogram_columns(metric) for metric in HISTOGRAMS}
 
 
-def fold(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Ledger rows (as the writer inserts them) added up by hour and group."""
-    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+_GROUP = operator.itemgetter(*DIMENSIONS[1:])
+_COUNTED = operator.itemgetter(*_SUMMED, "cost_usd", "frontier_cost_usd")
+_LATENCY, _TTFT = BOUNDS_MS["latency_ms"], BOUNDS_MS["ttft_ms"]
+_AT = {name: i for i, name in enumerate((*DIMENSIONS, *MEASURES, "last_seen"))}  # a group's columns
+_LATENCY_AT, _TTFT_AT = _AT[_COLUMNS_OF["latency_ms"][0]], _AT[_COLUMNS_OF["ttft_ms"][0]]
+_SAVED_AT, _FALLBACKS_AT, _LAST_SEEN = _AT["caching_saved_usd"], _AT["fallbacks"], _AT["last_seen"]
+_FIRST = len(DIMENSIONS)
+assert _AT["requests"] == _FIRST == 8 and _AT["frontier_cost_usd"] == 15  # fold's positions
+
+
+def fold(rows: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
+    """Ledger rows (as the writer inserts them) added up by hour and group: one list per group,
+    its columns in the order of DIMENSIONS, MEASURES, then last_seen. Positional, and read with
+    itemgetter: it runs on the writer thread for every row, beside the insert itself."""
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    bucket = bisect.bisect_left
+    width = _LAST_SEEN + 1
     for row in rows:
-        at = _utc(row["created_at"])
-        hour = int(at.timestamp()) // 3600 * 3600
-        key = (
-            hour,
-            row["purpose"],
-            row["route"] or "",
-            row["tier"] or "",
-            row["upstream_model"] or "",
-            row["api_key_id"] or "",
-            row["status_code"],
-            row["error_type"] or "",
-        )
+        at = row["created_at"]
+        if at.tzinfo is not UTC:
+            at = _utc(at)
+        key = (int(at.timestamp()) // 3600 * 3600, *_GROUP(row))
         g = groups.get(key)
         if g is None:
-            g = groups[key] = dict(zip(DIMENSIONS, key, strict=True)) | dict.fromkeys(MEASURES, 0) | {"last_seen": at}
-        g["requests"] += 1
-        for name in _SUMMED:
-            g[name] += row[name]
-        g["cost_usd"] += row["cost_usd"]
-        g["frontier_cost_usd"] += row["frontier_cost_usd"]
-        if row["uncached_cost_usd"] is not None:
-            g["caching_saved_usd"] += row["uncached_cost_usd"] - row["cost_usd"]
-        g["fallbacks"] += row["fallbacks"] is not None
-        for metric, bounds in BOUNDS_MS.items():
-            if (value := row[metric]) is not None:
-                g[_COLUMNS_OF[metric][bisect.bisect_left(bounds, value)]] += 1
-        g["last_seen"] = max(g["last_seen"], at)
-    return list(groups.values())
+            g = groups[key] = [*key, *[0] * (width - _FIRST - 1), at]
+        elif at > g[_LAST_SEEN]:
+            g[_LAST_SEEN] = at
+        prompt, completion, read, write, reasoning, cost, frontier = _COUNTED(row)
+        g[8] += 1  # requests, then the columns _COUNTED reads, in order
+        g[9] += prompt
+        g[10] += completion
+        g[11] += read
+        g[12] += write
+        g[13] += reasoning
+        g[14] += cost
+        g[15] += frontier
+        if (uncached := row["uncached_cost_usd"]) is not None:
+            g[_SAVED_AT] += uncached - cost
+        if row["fallbacks"] is not None:
+            g[_FALLBACKS_AT] += 1
+        if (latency := row["latency_ms"]) is not None:
+            g[_LATENCY_AT + bucket(_LATENCY, latency)] += 1
+        if (ttft := row["ttft_ms"]) is not None:
+            g[_TTFT_AT + bucket(_TTFT, ttft)] += 1
+    return _none_as_empty(groups.values())
+
+
+def _none_as_empty(groups: Iterable[list[Any]]) -> list[list[Any]]:
+    """Groups with '' for a dimension a row left NULL: merged where a row wrote '' instead."""
+    out: dict[tuple[Any, ...], list[Any]] = {}
+    for g in groups:
+        for i in _NULLABLE_AT:
+            if g[i] is None:
+                g[i] = ""
+        key = tuple(g[:_FIRST])
+        if (same := out.get(key)) is None:
+            out[key] = g
+        else:
+            _merge(same, g)
+    return list(out.values())
+
+
+def _merge(into: list[Any], g: list[Any]) -> None:
+    for i in range(_FIRST, _LAST_SEEN):
+        into[i] += g[i]
+    into[_LAST_SEEN] = max(into[_LAST_SEEN], g[_LAST_SEEN])
+
+
+_NULLABLE_AT = tuple(_AT[d] for d in NULLABLE)
 
 
 def add(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -177,22 +215,20 @@ def add(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
     _upsert(conn, HOURS, folded)
     signal_rollups.add(conn, rows)
     mark = days_mark(conn, hold=True)
-    if late := [g for g in folded if g["hour"] < mark]:
+    if late := [g for g in folded if g[0] < mark]:
         _upsert(conn, DAYS, _by_day(late))
 
 
-def _by_day(hours: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    days: dict[tuple[Any, ...], dict[str, Any]] = {}
+def _by_day(hours: Iterable[list[Any]]) -> list[list[Any]]:
+    days: dict[tuple[Any, ...], list[Any]] = {}
     for g in hours:
-        key = (g["hour"] // _DAY * _DAY, *(g[d] for d in DIMENSIONS[1:]))
-        d = days.get(key)
-        if d is None:
-            days[key] = dict(g) | {"hour": key[0]}
-            continue
-        for m in MEASURES:
-            d[m] += g[m]
-        d["last_seen"] = max(d["last_seen"], g["last_seen"])
-    return [{"day" if k == "hour" else k: v for k, v in d.items()} for d in days.values()]
+        day = [g[0] // _DAY * _DAY, *g[1:]]
+        key = tuple(day[:_FIRST])
+        if (same := days.get(key)) is None:
+            days[key] = day
+        else:
+            _merge(same, day)
+    return list(days.values())
 
 
 _MARK_LOCK = 0x7469657277697365  # "tierwise": PostgreSQL advisory lock guarding the days mark
@@ -203,12 +239,13 @@ def days_mark(conn: Connection, hold: bool = False) -> int:
     PostgreSQL, share the mark's lock until the transaction ends, so :func:`close_days` cannot
     move the mark while this transaction adds late rows to the days before it (on SQLite the
     transaction's write lock already excludes it)."""
-    value = select(MARKS.c.value).where(MARKS.c.name == "days").scalar_subquery()
     if hold and conn.dialect.name == "postgresql":
-        found = conn.execute(select(func.pg_advisory_xact_lock_shared(_MARK_LOCK), value)).one()[1]
-    else:
-        found = conn.execute(select(value)).scalar()
-    return int(found or 0)
+        return int(conn.execute(_HELD_MARK).one()[1] or 0)
+    return int(conn.execute(_MARK).scalar() or 0)
+
+
+_MARK = select(MARKS.c.value).where(MARKS.c.name == "days")
+_HELD_MARK = select(func.pg_advisory_xact_lock_shared(_MARK_LOCK), _MARK.scalar_subquery())
 
 
 def close_days(conn: Connection, now: datetime) -> int:
@@ -242,30 +279,18 @@ def _set_mark(conn: Connection, value: int) -> None:
         conn.execute(MARKS.insert().values(name="days", value=value))
 
 
-def _upsert(conn: Connection, table: Table, folded: list[dict[str, Any]]) -> None:
-    if conn.dialect.name == "sqlite":
-        _add_sqlite(conn, table, folded)
+def _upsert(conn: Connection, table: Table, folded: list[list[Any]]) -> None:
+    """Add groups (as fold makes them) to the hourly or daily rollups."""
+    period = "hour" if table is HOURS else "day"
+    if conn.dialect.name != "sqlite":
+        names = (period, *DIMENSIONS[1:], *MEASURES, "last_seen")
+        conn.execute(_pg_upsert(table, period), [dict(zip(names, g, strict=True)) for g in folded])
         return
-    period = "hour" if table is HOURS else "day"
-    insert = postgresql.insert(table)
-    update: dict[str, Any] = {m: table.c[m] + insert.excluded[m] for m in MEASURES}
-    later = insert.excluded.last_seen > table.c.last_seen
-    update["last_seen"] = case((later, insert.excluded.last_seen), else_=table.c.last_seen)
-    conn.execute(insert.on_conflict_do_update(index_elements=[period, *DIMENSIONS[1:]], set_=update), folded)
-
-
-_MEASURED = (*MEASURES, "last_seen")
-_MAX_RUN = 512  # groups per statement: 512 x 53 values stays under SQLite's 32,766 parameters
-
-
-def _add_sqlite(conn: Connection, table: Table, folded: list[dict[str, Any]]) -> None:
-    """Multi-row upserts, as the writer inserts its rows (executemany steps a row at a time and
-    hands the GIL back and forth for each: several times slower with the event loop busy)."""
-    period = "hour" if table is HOURS else "day"
-    columns = (period, *DIMENSIONS[1:], *_MEASURED)
+    # Multi-row upserts, as the writer inserts its rows (executemany steps a row at a time and
+    # hands the GIL back and forth for each: several times slower with the event loop busy).
     stored = table.c.last_seen.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-    values = [g[c] if c != "last_seen" or stored is None else stored(g[c]) for g in folded for c in columns]
-    width, done = len(columns), 0
+    values = [v for g in folded for v in (*g[:_LAST_SEEN], stored(g[_LAST_SEEN]) if stored else g[_LAST_SEEN])]
+    width, done = _LAST_SEEN + 1, 0
     while done < len(folded):
         run = 1 << (min(len(folded) - done, _MAX_RUN).bit_length() - 1)
         conn.exec_driver_sql(_upsert_sql(table.name, period, run), tuple(values[done * width : (done + run) * width]))
@@ -273,8 +298,20 @@ def _add_sqlite(conn: Connection, table: Table, folded: list[dict[str, Any]]) ->
 
 
 @functools.cache
+def _pg_upsert(table: Table, period: str) -> Any:
+    insert = postgresql.insert(table)
+    update: dict[str, Any] = {m: table.c[m] + insert.excluded[m] for m in MEASURES}
+    later = insert.excluded.last_seen > table.c.last_seen
+    update["last_seen"] = case((later, insert.excluded.last_seen), else_=table.c.last_seen)
+    return insert.on_conflict_do_update(index_elements=[period, *DIMENSIONS[1:]], set_=update)
+
+
+_MAX_RUN = 512  # groups per statement: 512 x 53 values stays under SQLite's 32,766 parameters
+
+
+@functools.cache
 def _upsert_sql(table: str, period: str, groups: int) -> str:
-    columns = (period, *DIMENSIONS[1:], *_MEASURED)
+    columns = (period, *DIMENSIONS[1:], *MEASURES, "last_seen")
     one = "(" + ", ".join("?" * len(columns)) + ")"
     added = ", ".join(f"{m} = {m} + excluded.{m}" for m in MEASURES)
     return (

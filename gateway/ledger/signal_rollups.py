@@ -12,6 +12,7 @@ dashboard's reads of rows alike.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -232,9 +233,16 @@ def _add(conn: Connection, table: Table, sums: Mapping[tuple[Any, ...], list[Any
         return
     dims, measures = columns(table)
     values = [dict(zip(dims, key, strict=True)) | dict(zip(measures, m, strict=True)) for key, m in sums.items()]
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+    conn.execute(_upsert(conn.dialect.name, table), values)
+
+
+@functools.cache
+def _upsert(dialect: str, table: Table) -> Any:
+    """INSERT ... ON CONFLICT adding the measures: built once per table (the writer's hot path)."""
+    dims, measures = columns(table)
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     added = {m: table.c[m] + insert.excluded[m] for m in measures}
-    conn.execute(insert.on_conflict_do_update(index_elements=dims, set_=added), values)
+    return insert.on_conflict_do_update(index_elements=dims, set_=added)
 
 
 def recount(conn: Connection, keep_before: int | None) -> None:

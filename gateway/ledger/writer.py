@@ -46,11 +46,11 @@ class LedgerWriter:
         self,
         engine: Engine,
         spool_dir: Path,
-        batch_size: int = 500,
+        batch_size: int = 2_000,
         interval_s: float = 0.2,
         sync_interval_s: float = 1.0,
         retry_interval_s: float = 2.0,
-        max_queued: int = 2_000,
+        max_queued: int = 10_000,
         retention_days: float | None = None,
     ) -> None:
         self.engine = engine
