@@ -42,6 +42,7 @@ from gateway.ledger import LedgerWriter, create_schema, make_engine, rollups
 from gateway.ledger.models import LedgerEntry, LedgerRow
 from gateway.ledger.rollups import rebuild
 from gateway.quality.models import Feedback, Judgement
+from gateway.settings import Settings
 
 OUT = HERE / "out"
 
@@ -67,13 +68,12 @@ for name, window in (("24 h", timedelta(hours=24)), ("7 days", timedelta(days=7)
         q.summary(engine, f)
         qq.judged_over_time(engine, f, q.bucket_seconds(first, last, max_bars=12))
         q.spend_over_time(engine, f, q.bucket_seconds(first, last))
-        q.mix(engine, f, "tier"); q.mix(engine, f, "route")
+        q.mix(engine, f, ("tier", "route"))
         q.latency_percentiles(engine, f)
         q.router_scores(engine, f)
         qq.feedback_by_tier(engine, f); qq.check_failures(engine, f); qq.escalations(engine, f)
         qq.calibration(engine, f)
-        for column in ("api_key_id", "tier", "route", "upstream_model"):
-            q.spend_by(engine, f, column)
+        q.spend_by(engine, f, ("api_key_id", "tier", "route", "upstream_model"))
         q.top_expensive(engine, f); q.refusals(engine, f)
         shown = q.recent(engine, f)
         if shown:
@@ -229,7 +229,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--database-url", help="default: a SQLite file under bench/out/")
-    ap.add_argument("--before", default="63e2008", help="a revision whose dashboard reads raw rows")
+    ap.add_argument("--before", default="63e2008", help="a revision whose dashboard reads raw rows ('' to skip)")
     ap.add_argument("--reuse", action="store_true", help="keep the database of an earlier run")
     ap.add_argument("--writer-rows", type=int, default=50_000, help="rows the writer's rate is measured on")
     args = ap.parse_args()
@@ -241,23 +241,23 @@ def main() -> int:
         log(f"writing {args.rows:,} client requests to {url}")
         generate(url, args.rows)
     with tempfile.TemporaryDirectory() as tmp:
-        writer = writer_rows_per_s(args.writer_rows, Path(tmp))
-        before = Path(tmp) / "before"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before], check=True)
-        try:
-            results = {
-                "rollups (this checkout)": page_seconds(url, REPO),
-                f"raw rows ({args.before})": page_seconds(url, before),
-            }
-        finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)], check=False)
-    print(f"\nseconds in queries per traffic page, median of 3 ({args.rows:,} client requests, {url.split(':')[0]})")
+        writer = {b: writer_rows_per_s(args.writer_rows, Path(tmp), b) for b in (500, Settings().ledger_batch_size)}
+        results = {"rollups (this checkout)": page_seconds(url, REPO)}
+        if args.before:
+            before = Path(tmp) / "before"
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before], check=True)
+            try:
+                results[f"raw rows ({args.before})"] = page_seconds(url, before)
+            finally:
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)], check=False)
+    print(f"\nseconds in queries per dashboard page, median of 3 ({args.rows:,} client requests, {url.split(':')[0]})")
     print(f"{'':>28} {'24 h':>8} {'7 days':>8} {'all time':>9}")
     for name, r in results.items():
         print(f"{name:>28} {r['24 h']:8.2f} {r['7 days']:8.2f} {r['all time']:9.2f}")
-    ratio = writer["rows + rollups"] / writer["rows only"]
-    print(f"\nledger writer (SQLite, batches of 500, median of 3): {writer['rows only']:,.0f} rows/s without rollups,")
-    print(f"{writer['rows + rollups']:,.0f} with ({ratio:.2f}x)")
+    print("\nledger writer (SQLite, median of 3), rows/s:")
+    for batch, rates in writer.items():
+        ratio = rates["rows + rollups"] / rates["rows only"]
+        print(f"  batches of {batch:>5}: {rates['rows only']:,.0f} without rollups, {rates['rows + rollups']:,.0f} with ({ratio:.2f}x)")
     return 0
 
 

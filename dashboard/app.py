@@ -128,8 +128,9 @@ def _traffic(engine: Engine, f: q.Filters, colours: TierColours, bucket_s: int) 
     with right:
         st.subheader("Answered requests")
         a, b = st.columns(2)
+        mixes = q.mix(engine, f, ("tier", "route"))
         for col, column in ((a, "tier"), (b, "route")):
-            rows = q.mix(engine, f, column)
+            rows = mixes[column]
             if rows:
                 col.altair_chart(charts.mix_chart(rows, column, colours), width="stretch")
             else:
@@ -171,7 +172,7 @@ def _json_columns(detail: dict[str, Any]) -> dict[str, Any]:
 def _tables(engine: Engine, f: q.Filters, has_quality: bool) -> None:
     st.subheader("Where the money goes")
     names = ["By API key", "By tier", "By route", "By model", "Most expensive requests", "Refused and failed"]
-    tables = [q.spend_by(engine, f, c) for c in ("api_key_id", "tier", "route", "upstream_model")]
+    tables = list(q.spend_by(engine, f, ("api_key_id", "tier", "route", "upstream_model")).values())
     tables += [q.top_expensive(engine, f), q.refusals(engine, f)]
     for tab, rows in zip(st.tabs(names), tables, strict=True):
         if rows:

@@ -26,6 +26,7 @@ from dashboard.queries import REQUESTS, Filters, rows, traffic, whole_hours
 from gateway.ledger.signal_rollups import (
     ANY_CHECK,
     CHECKS,
+    FEEDBACK,
     JUDGED,
     QUALITY,
     STEPS,
@@ -222,21 +223,31 @@ _CALIBRATION = {"n_valid": "n", "w_valid": "w", "w2_valid": "w2", "wa": "wa", "w
 
 def feedback_by_tier(engine: Engine, f: Filters) -> list[dict[str, Any]]:
     """Clients' verdicts per tier that answered: how many, their mean, thumbs up and down."""
+    hourly, edges = _hourly(engine, f, FEEDBACK)
+    sums: dict[str, list[float]] = {tier: [float(v) for v in m] for (tier,), m in hourly.items()}
     tier = unindexed(engine, R.c.tier).label("tier")
-    q = (
-        select(
-            tier,
-            func.count().label("n"),
-            func.count(func.distinct(F.c.request_id)).label("requests"),
-            func.avg(F.c.score).label("mean"),
-            _sum_if(F.c.score >= 1, 1).label("up"),
-            _sum_if(F.c.score <= 0, 1).label("down"),
+    for edge in edges:
+        q = (
+            select(
+                tier,
+                func.count().label("n"),
+                _sum_if(F.c.score >= 1, 1).label("up"),
+                _sum_if(F.c.score <= 0, 1).label("down"),
+                func.sum(F.c.score).label("score"),
+            )
+            .select_from(outer_first(F, R, R.c.request_id == F.c.request_id))
+            .where(_after(engine, edge, F))
+            .group_by(tier)
         )
-        .select_from(outer_first(F, R, R.c.request_id == F.c.request_id))
-        .where(_after(engine, f, F))
-        .group_by(tier)
-    )
-    return rows(engine, q)
+        for r in rows(engine, q):
+            mine = sums.setdefault(r["tier"] or "", [0.0] * 4)
+            for i, m in enumerate(("n", "up", "down", "score")):
+                mine[i] += float(r[m])
+    return [
+        {"tier": t or None, "n": int(n), "mean": score / n, "up": int(up), "down": int(down)}
+        for t, (n, up, down, score) in sorted(sums.items())
+        if n
+    ]
 
 
 def _answered(engine: Engine, f: Filters) -> Counter[str]:

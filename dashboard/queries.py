@@ -337,37 +337,55 @@ def spend_over_time(engine: Engine, f: Filters, seconds: int) -> list[dict[str, 
     return [{**r, "requests": int(r["requests"])} for r in rows(engine, q)]
 
 
-def mix(engine: Engine, f: Filters, column: str) -> list[dict[str, Any]]:
-    """Answered requests by ``column``."""
+def mix(engine: Engine, f: Filters, columns: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """Answered requests by each of ``columns``, most first (one read of the rollups)."""
     src = traffic(engine, f, ("requests",))
-    col, n = src.c[column], func.sum(src.c.requests)
-    q = select(col.label(column), n.label("requests")).where(src.c.status_code < 400).group_by(col).order_by(n.desc())
-    return [{column: _none(r[column]), "requests": int(r["requests"])} for r in rows(engine, q)]
+    cols = [src.c[c] for c in columns]
+    q = select(*cols, func.sum(src.c.requests).label("requests")).where(src.c.status_code < 400).group_by(*cols)
+    out: dict[str, dict[Any, int]] = {c: {} for c in columns}
+    for r in rows(engine, q):
+        for c in columns:
+            out[c][r[c]] = out[c].get(r[c], 0) + int(r["requests"])
+    return {
+        c: [{c: _none(v), "requests": n} for v, n in sorted(found.items(), key=lambda x: -x[1])]
+        for c, found in out.items()
+    }
 
 
-def spend_by(engine: Engine, f: Filters, column: str) -> list[dict[str, Any]]:
-    src = traffic(engine, f, (*_SPEND, "completion_tokens"))
-    col = src.c[column]
-    q = (
-        select(
-            col.label(column),
-            func.sum(src.c.requests).label("requests"),
-            func.sum(src.c.cost_usd).label("spend_usd"),
-            (func.sum(src.c.frontier_cost_usd) - func.sum(src.c.cost_usd)).label("saved_usd"),
-            func.sum(src.c.caching_saved_usd).label("caching_saved_usd"),
-            func.sum(src.c.prompt_tokens + src.c.completion_tokens).label("tokens"),
-            # The share of input read from a provider's prompt cache (billed at its cached rate)
-            (func.sum(src.c.cache_read_tokens) * 1.0 / func.nullif(func.sum(src.c.prompt_tokens), 0)).label(
-                "cache_read_share"
-            ),
-        )
-        .group_by(col)
-        .order_by(func.sum(src.c.cost_usd).desc())
-    )
-    return [
-        {**r, column: _none(r[column]), "requests": int(r["requests"]), "tokens": int(r["tokens"])}
-        for r in rows(engine, q)
-    ]
+def spend_by(engine: Engine, f: Filters, columns: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """Requests, spend, savings, tokens and cache reads by each of ``columns``, dearest first
+    (one read of the rollups, grouped by all of them; the few groups added up here)."""
+    src = traffic(engine, f, _SPENT)
+    cols = [src.c[c] for c in columns]
+    measures = _SPENT
+    q = select(*cols, *(func.sum(src.c[m]).label(m) for m in measures)).group_by(*cols)
+    out: dict[str, dict[Any, list[float]]] = {c: {} for c in columns}
+    for r in rows(engine, q):
+        for c in columns:
+            sums = out[c].setdefault(r[c], [0.0] * len(measures))
+            for i, m in enumerate(measures):
+                sums[i] += r[m] or 0
+    return {
+        c: sorted((_spend_row(c, v, sums) for v, sums in found.items()), key=lambda r: -r["spend_usd"])
+        for c, found in out.items()
+    }
+
+
+_SPENT = (*_SPEND[:5], "completion_tokens", "cache_read_tokens")  # in _spend_row's order
+
+
+def _spend_row(column: str, value: Any, sums: list[float]) -> dict[str, Any]:
+    n, cost, frontier, saved, prompt, completion, read = sums
+    return {
+        column: _none(value),
+        "requests": int(n),
+        "spend_usd": cost,
+        "saved_usd": frontier - cost,
+        "caching_saved_usd": saved,
+        "tokens": int(prompt + completion),
+        # The share of input read from a provider's prompt cache (billed at its cached rate)
+        "cache_read_share": read / prompt if prompt else None,
+    }
 
 
 def refusals(engine: Engine, f: Filters) -> list[dict[str, Any]]:

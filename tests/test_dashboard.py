@@ -125,7 +125,7 @@ def test_the_cache_read_share_by_tier_and_key_is_the_ledgers(tmp_path: Path) -> 
                 f"WHERE purpose = 'client' GROUP BY {column}"
             ).fetchall()
         )
-        shown = {r[column]: r["cache_read_share"] for r in spend_by(engine_for(db), Filters(), column)}
+        shown = {r[column]: r["cache_read_share"] for r in spend_by(engine_for(db), Filters(), (column,))[column]}
         assert shown.keys() == truth.keys() and any(v for v in truth.values())
         for k, v in truth.items():
             assert shown[k] == pytest.approx(v) if v is not None else shown[k] is None

@@ -19,7 +19,18 @@ from dashboard import queries
 from gateway.ledger import LedgerWriter, create_schema, make_engine
 from gateway.ledger.models import LedgerEntry, LedgerRow
 from gateway.ledger.rollups import BOUNDS_MS, BUCKETS, DAYS, HOURS, days_mark, rebuild
-from gateway.ledger.signal_rollups import CHECKS, JUDGED, QUALITY, STEPS, add_judgement, columns, recount_judgements
+from gateway.ledger.signal_rollups import (
+    CHECKS,
+    FEEDBACK,
+    JUDGED,
+    QUALITY,
+    STEPS,
+    add_judgement,
+    columns,
+    recount_feedback,
+    recount_judgements,
+)
+from gateway.quality.feedback import find_request, record_feedback
 from gateway.quality.models import Judgement
 from tests.dashboard_data import _full, build
 
@@ -260,3 +271,28 @@ def test_judgements_counted_as_the_sampler_writes_them_equal_a_recount(ledger_ur
     _same(written, _table(engine, JUDGED))
     assert sum(m["n"] for m in written.values()) == len(tables["judgements"])
     assert {g[5] for g in written} > {-1}  # calibration bins, and samples without a prediction
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_feedback_counted_as_it_is_given_and_replaced_equals_a_recount(ledger_url: str) -> None:
+    engine = make_engine(ledger_url)
+    create_schema(engine)
+    tables = build(120)
+    with engine.begin() as conn:
+        conn.execute(insert(LedgerEntry.__table__), _full(LedgerEntry, tables["requests"]))  # type: ignore[attr-defined]
+    answered = [r["request_id"] for r in tables["requests"] if r["status_code"] < 400][:40]
+    for i, request_id in enumerate(answered):
+        found = find_request(engine, request_id)
+        assert found is not None
+        assert record_feedback(engine, request_id, "key", (1.0, 0.0, 0.75)[i % 3], None, found)
+        if i % 4 == 0:  # changed their mind: the verdict is replaced, its counts move
+            assert not record_feedback(engine, request_id, "key", 0.25, None, found)
+    written = _table(engine, FEEDBACK)
+    with engine.begin() as conn:
+        recount_feedback(conn)
+    _same(written, _table(engine, FEEDBACK))
+    assert written.keys() == _table(engine, FEEDBACK).keys()
+    assert sum(m["n"] for m in written.values()) == len(answered)
+    assert sum(m["score"] for m in written.values()) == pytest.approx(
+        sum(0.25 if i % 4 == 0 else (1.0, 0.0, 0.75)[i % 3] for i in range(len(answered)))
+    )

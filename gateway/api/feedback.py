@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse
 from gateway.api.deps import client_host, get_state
 from gateway.errors import ModelNotFoundError, PermissionDeniedError
 from gateway.keys.guard import bearer_token
-from gateway.quality.feedback import NOT_FOUND, record_feedback, request_owner
+from gateway.quality.feedback import find_request, record_feedback
 from gateway.state import GatewayState
 
 __all__ = ["router"]
@@ -47,16 +47,14 @@ async def feedback(body: FeedbackBody, request: Request, state: GatewayState = D
     token = bearer_token(request.headers.get("authorization"))
     master = state.guard.is_master(token)
     identity = None if master else await state.guard.authenticate(token, client_host(request))
-    owner = state.pipeline.owner_of(body.request_id)
     engine = state.ledger.engine
-    if owner is NOT_FOUND:
-        owner = await asyncio.to_thread(request_owner, engine, body.request_id)
-    if owner is NOT_FOUND:
+    found = state.pipeline.recent(body.request_id) or await asyncio.to_thread(find_request, engine, body.request_id)
+    if found is None:
         raise ModelNotFoundError(f"no request {body.request_id!r}", param="request_id", code="request_not_found")
-    if not master and owner != (identity.key_id if identity else None):
+    if not master and found["api_key_id"] != (identity.key_id if identity else None):
         raise PermissionDeniedError("only the key that made a request (or the master key) can judge it")
     source = "master" if master else (identity.key_id if identity else "anonymous")
-    new = await asyncio.to_thread(record_feedback, engine, body.request_id, source, body.value, body.comment)
+    new = await asyncio.to_thread(record_feedback, engine, body.request_id, source, body.value, body.comment, found)
     payload = {"request_id": body.request_id, "source": source, "score": body.value, "comment": body.comment}
     # The id of the answer judged, as every answer about a request carries it
     return JSONResponse(payload, status_code=201 if new else 200, headers={"x-tierwise-request-id": body.request_id})

@@ -25,22 +25,26 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from gateway.ledger.models import LedgerEntry
-from gateway.quality.models import Judgement
+from gateway.quality.models import Feedback, Judgement
 
 __all__ = [
     "ANY_CHECK",
     "CHECKS",
+    "FEEDBACK",
     "JUDGED",
     "QUALITY",
     "STEPS",
     "UNKNOWN",
     "UNSPECIFIED",
     "add",
+    "add_feedback",
     "add_judgement",
     "check_counts",
     "columns",
+    "feedback_sums",
     "judgement_sums",
     "recount",
+    "recount_feedback",
     "recount_judgements",
     "step_counts",
 ]
@@ -48,9 +52,11 @@ __all__ = [
 _METADATA = MetaData()
 _ROWS: Table = LedgerEntry.__table__  # type: ignore[attr-defined]
 _JUDGEMENTS: Table = Judgement.__table__  # type: ignore[attr-defined]
+_FEEDBACK: Table = Feedback.__table__  # type: ignore[attr-defined]
 
 
-def _counts(name: str, *dims: str, measures: tuple[str, ...] = ("n",)) -> Table:
+def _counts(name: str, *dims: str, measures: tuple[str, ...] = ("n",), sums: tuple[str, ...] = ()) -> Table:
+    """An hourly table of ``measures`` (counts) and ``sums`` (real numbers) by route, tier, ``dims``."""
     return Table(
         name,
         _METADATA,
@@ -59,7 +65,8 @@ def _counts(name: str, *dims: str, measures: tuple[str, ...] = ("n",)) -> Table:
         Column("route", String(128), nullable=False),
         Column("tier", String(64), nullable=False),
         *(Column(d, String(64), nullable=False) for d in dims),
-        *(Column(m, Float if m.endswith("_usd") else BigInteger, nullable=False) for m in measures),
+        *(Column(m, BigInteger, nullable=False) for m in measures),
+        *(Column(m, Float, nullable=False) for m in sums),
         UniqueConstraint("hour", "route", "tier", *dims, name=f"uq_{name}_group"),
     )
 
@@ -71,7 +78,7 @@ CHECKS = _counts("check_hours", "check")
 STEPS = _counts("step_hours", "step_tier", "reason")
 # Quality calls (shadow answers, judge calls) by the hour, route and tier of the request they
 # measured; a call whose request the ledger does not hold counts in its own hour, with none.
-QUALITY = _counts("quality_hours", "purpose", measures=("calls", "cost_usd"))
+QUALITY = _counts("quality_hours", "purpose", measures=("calls",), sums=("cost_usd",))
 # Judged samples by the hour, route and tier of the request they sampled (see judgement_sums).
 JUDGED = Table(
     "judgement_hours",
@@ -89,6 +96,9 @@ JUDGED = Table(
         "hour", "route", "tier", "cheaper_tier", "served_reference", "bin", name="uq_judgement_hours_group"
     ),
 )
+# Clients' feedback by the hour, route and tier of the request it judges: verdicts, their
+# scores' sum, thumbs up (score 1) and down (score 0). A verdict replaced moves its counts.
+FEEDBACK = _counts("feedback_hours", measures=("n", "up", "down"), sums=("score",))
 ANY_CHECK = ""
 UNKNOWN = "(unknown)"  # a step without a tier
 UNSPECIFIED = "(unspecified)"  # a step passed over without its reasons
@@ -199,6 +209,18 @@ def judgement_sums(judgements: Iterable[Mapping[str, Any]]) -> dict[tuple[Any, .
 _VERDICTS = frozenset(("win", "tie", "loss", "unparseable"))
 
 
+def feedback_sums(
+    request: Mapping[str, Any], score: float, was: float | None = None
+) -> dict[tuple[Any, ...], list[Any]]:
+    """FEEDBACK's change for a verdict of ``score`` on ``request`` (its ``created_at``, ``route``,
+    ``tier``), replacing one of ``was`` if given."""
+    key = (_hour(request["created_at"]), request["route"] or "", request["tier"] or "")
+    new = [1, int(score >= 1), int(score <= 0), score]
+    if was is None:
+        return {key: new}
+    return {key: [0, new[1] - int(was >= 1), new[2] - int(was <= 0), score - was]}
+
+
 def add_judgement(conn: Connection, judgement: Mapping[str, Any]) -> None:
     """Add one judgement (with its request's ``request_at``, ``route``, ``tier``), in the
     transaction that writes it."""
@@ -262,6 +284,7 @@ def recount(conn: Connection, keep_before: int | None) -> None:
             total.update(count(batch))
         _add(conn, table, {k: [n] for k, n in total.items()})
     recount_judgements(conn, since)
+    recount_feedback(conn, since)
     hour = (
         "(FLOOR(EXTRACT(EPOCH FROM COALESCE(p.created_at, c.created_at)) / 3600) * 3600)::bigint"
         if conn.dialect.name == "postgresql"
@@ -279,6 +302,31 @@ def recount(conn: Connection, keep_before: int | None) -> None:
         ),
         {"since": keep_before} if keep_before is not None else {},
     )
+
+
+def add_feedback(conn: Connection, sums: Mapping[tuple[Any, ...], list[Any]]) -> None:
+    """Add feedback_sums' change, in the transaction that writes the verdict."""
+    _add(conn, FEEDBACK, sums)
+
+
+def recount_feedback(conn: Connection, since: datetime | None = None) -> None:
+    """Count the feedback again, that on requests from ``since`` on (None: all); a verdict on a
+    request the ledger no longer holds counts in its own hour, with no route or tier."""
+    start = int(since.timestamp()) if since is not None else None
+    conn.execute(FEEDBACK.delete().where(FEEDBACK.c.hour >= start) if start is not None else FEEDBACK.delete())
+    f = _FEEDBACK
+    at = func.coalesce(_ROWS.c.created_at, f.c.created_at)
+    q = select(at.label("created_at"), _ROWS.c.route, _ROWS.c.tier, f.c.score).select_from(
+        f.outerjoin(_ROWS, _ROWS.c.request_id == f.c.request_id)
+    )
+    found = conn.execute(q.where(at >= since) if since is not None else q, execution_options={"yield_per": 10_000})
+    total: dict[tuple[Any, ...], list[Any]] = {}
+    for r in found:
+        for key, sums in feedback_sums(cast(Mapping[str, Any], r._mapping), r.score).items():
+            mine = total.setdefault(key, [0, 0, 0, 0.0])
+            for i, v in enumerate(sums):
+                mine[i] += v
+    _add(conn, FEEDBACK, total)
 
 
 def recount_judgements(conn: Connection, since: datetime | None = None) -> None:

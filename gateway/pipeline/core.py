@@ -58,7 +58,6 @@ from gateway.policy.store import PolicyStore
 from gateway.providers import anthropic_fields
 from gateway.providers.base import Completion, UpstreamStream
 from gateway.quality.checks import Reply, Verdict, answer_of
-from gateway.quality.feedback import NOT_FOUND
 from gateway.quality.sandbox import check_answer
 from gateway.routing.resolve import Resolver
 from gateway.routing.sessions import SESSION_HEADER, valid_session
@@ -117,7 +116,7 @@ class Pipeline:
         self.sampler = sampler
         # Recent client requests' keys, so feedback on an answer the ledger has not written yet
         # can be checked without waiting for it.
-        self._recent: OrderedDict[str, str | None] = OrderedDict()
+        self._recent: OrderedDict[str, LedgerRow] = OrderedDict()
         # Anyone who reaches the port can be refused: those refusals are counted (``refused``),
         # and ledgered only once a client address a minute, so they cannot grow the database.
         self._refused = refused
@@ -385,14 +384,18 @@ class Pipeline:
         if call.span is not None:
             _end_request_span(call.span, row)
         if call.purpose == "client":
-            self._recent[row.request_id] = row.api_key_id
+            self._recent[row.request_id] = row
             if len(self._recent) > _RECENT:
                 self._recent.popitem(last=False)
         return row
 
-    def owner_of(self, request_id: str) -> object:
-        """The key of a recent client request (None in open mode), else ``NOT_FOUND``."""
-        return self._recent.get(request_id, NOT_FOUND)
+    def recent(self, request_id: str) -> dict[str, Any] | None:
+        """A recent client request's key (None in open mode), time, route and tier, as
+        ``find_request`` reads them from the ledger (whose writer may not have it yet)."""
+        row = self._recent.get(request_id)
+        if row is None:
+            return None
+        return {"api_key_id": row.api_key_id, "created_at": row.created_at, "route": row.route, "tier": row.tier}
 
 
 _RECENT = 10_000

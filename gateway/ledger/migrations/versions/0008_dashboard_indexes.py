@@ -1,6 +1,6 @@
 """What the dashboard's per-request and quality reads need: the ledger by cost (the most expensive
 requests), the few rows with failed checks or escalation steps by time, feedback by time, and the
-rollups of those signals, of the quality calls and of the judged samples
+rollups of those signals, of the quality calls, judged samples and feedback
 (gateway/ledger/signal_rollups.py); then every rollup is counted from the rows (hours whose rows
 retention deleted keep theirs).
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from gateway.ledger.rollups import rebuild
-from gateway.ledger.signal_rollups import CHECKS, JUDGED, QUALITY, STEPS
+from gateway.ledger.signal_rollups import CHECKS, FEEDBACK, JUDGED, QUALITY, STEPS
 
 revision = "0008"
 down_revision = "0007"
@@ -36,13 +36,13 @@ def upgrade() -> None:
             op.create_index(name, "requests", ["created_at"], sqlite_where=where, postgresql_where=where)
     if "ix_feedback_created_at" not in have:
         op.create_index("ix_feedback_created_at", "feedback", ["created_at"])
-    for table in (CHECKS, STEPS, QUALITY, JUDGED):
+    for table in (CHECKS, STEPS, QUALITY, JUDGED, FEEDBACK):
         table.create(bind, checkfirst=True)
     rebuild(bind)
 
 
 def downgrade() -> None:
-    for table in (CHECKS, STEPS, QUALITY, JUDGED):
+    for table in (CHECKS, STEPS, QUALITY, JUDGED, FEEDBACK):
         table.drop(op.get_bind(), checkfirst=True)
     op.drop_index("ix_feedback_created_at", "feedback")
     for name in _SPARSE:
