@@ -364,7 +364,7 @@ def spend_by(engine: Engine, f: Filters, columns: Sequence[str]) -> dict[str, li
         for c in columns:
             sums = out[c].setdefault(r[c], [0.0] * len(measures))
             for i, m in enumerate(measures):
-                sums[i] += r[m] or 0
+                sums[i] += float(r[m] or 0)
     return {
         c: sorted((_spend_row(c, v, sums) for v, sums in found.items()), key=lambda r: -r["spend_usd"])
         for c, found in out.items()
