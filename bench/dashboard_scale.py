@@ -82,6 +82,19 @@ for name, window in (("24 h", timedelta(hours=24)), ("7 days", timedelta(days=7)
     out[name] = statistics.median(times)
 print(json.dumps(out))
 """
+# The same reads as a revision before this bench's rollups made them (one spend table, one mix a
+# query; judged samples twice).
+PAGE_BEFORE = (
+    PAGE.replace('q.mix(engine, f, ("tier", "route"))', 'q.mix(engine, f, "tier"); q.mix(engine, f, "route")')
+    .replace(
+        'q.spend_by(engine, f, ("api_key_id", "tier", "route", "upstream_model"))',
+        '[q.spend_by(engine, f, c) for c in ("api_key_id", "tier", "route", "upstream_model")]',
+    )
+    .replace(
+        "qq.judged_over_time(engine, f, q.bucket_seconds",
+        "qq.judged(engine, f); qq.judged_over_time(engine, f, q.bucket_seconds",
+    )
+)
 
 
 def client_rows(n: int, seed: int = 1) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -145,27 +158,33 @@ def client_rows(n: int, seed: int = 1) -> Iterator[tuple[str, dict[str, Any]]]:
         yield "requests", columns
         if answered and rng.random() < 0.01:
             later = at + timedelta(seconds=rng.uniform(5, 600))
-            yield "feedback", {"request_id": rid, "source": "key", "score": float(rng.random() < 0.8), "created_at": later}
+            yield (
+                "feedback",
+                {"request_id": rid, "source": "key", "score": float(rng.random() < 0.8), "created_at": later},
+            )
         if answered and rng.random() < 0.05:  # a judged sample: a shadow answer and two judge calls
             for k, purpose in enumerate(("shadow", "judge", "judge")):
                 own = {**columns, "request_id": f"{rid}-{purpose}-{k}", "purpose": purpose, "route": None}
                 yield "requests", own | {"parent_request_id": rid, "api_key_id": None, "session_id": None}
             cheaper = tier if tier != "frontier" else "mid"
             verdict, adequacy = rng.choice((("win", 1.0), ("tie", 1.0), ("loss", 0.0), ("tie", 0.5)))
-            yield "judgements", {
-                "request_id": rid,
-                "created_at": at + timedelta(seconds=rng.uniform(1, 30)),
-                "served_tier": tier,
-                "shadow_tier": "frontier" if tier != "frontier" else "mid",
-                "cheaper_tier": cheaper,
-                "reference_tier": "frontier",
-                "verdict": verdict,
-                "adequacy": adequacy,
-                "judge": "judge-a",
-                "sample_rate": 0.05,
-                "predicted": row.router_scores,
-                "router_tier": tier,
-            }
+            yield (
+                "judgements",
+                {
+                    "request_id": rid,
+                    "created_at": at + timedelta(seconds=rng.uniform(1, 30)),
+                    "served_tier": tier,
+                    "shadow_tier": "frontier" if tier != "frontier" else "mid",
+                    "cheaper_tier": cheaper,
+                    "reference_tier": "frontier",
+                    "verdict": verdict,
+                    "adequacy": adequacy,
+                    "judge": "judge-a",
+                    "sample_rate": 0.05,
+                    "predicted": row.router_scores,
+                    "router_tier": tier,
+                },
+            )
 
 
 def generate(url: str, n: int) -> None:
@@ -212,9 +231,9 @@ def writer_rows_per_s(n: int, tmp: Path, batch: int) -> dict[str, float]:
     return out
 
 
-def page_seconds(url: str, checkout: Path) -> dict[str, float]:
+def page_seconds(url: str, checkout: Path, page: str = PAGE) -> dict[str, float]:
     out = subprocess.run(
-        [PY, "-c", PAGE, url],
+        [PY, "-c", page, url],
         cwd=checkout,
         capture_output=True,
         text=True,
@@ -245,9 +264,11 @@ def main() -> int:
         results = {"rollups (this checkout)": page_seconds(url, REPO)}
         if args.before:
             before = Path(tmp) / "before"
-            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before], check=True)
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before], check=True
+            )
             try:
-                results[f"raw rows ({args.before})"] = page_seconds(url, before)
+                results[f"raw rows ({args.before})"] = page_seconds(url, before, PAGE_BEFORE)
             finally:
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)], check=False)
     print(f"\nseconds in queries per dashboard page, median of 3 ({args.rows:,} client requests, {url.split(':')[0]})")
@@ -257,7 +278,9 @@ def main() -> int:
     print("\nledger writer (SQLite, median of 3), rows/s:")
     for batch, rates in writer.items():
         ratio = rates["rows + rollups"] / rates["rows only"]
-        print(f"  batches of {batch:>5}: {rates['rows only']:,.0f} without rollups, {rates['rows + rollups']:,.0f} with ({ratio:.2f}x)")
+        print(
+            f"  batches of {batch:>5}: {rates['rows only']:,.0f} without rollups, {rates['rows + rollups']:,.0f} with ({ratio:.2f}x)"
+        )
     return 0
 
 

@@ -46,6 +46,7 @@ from sqlalchemy.engine import Connection
 
 from gateway.ledger import signal_rollups
 from gateway.ledger.models import LedgerEntry
+from gateway.ledger.upsert import add_sqlite
 
 __all__ = [
     "BOUNDS_MS",
@@ -286,15 +287,11 @@ def _upsert(conn: Connection, table: Table, folded: list[list[Any]]) -> None:
         names = (period, *DIMENSIONS[1:], *MEASURES, "last_seen")
         conn.execute(_pg_upsert(table, period), [dict(zip(names, g, strict=True)) for g in folded])
         return
-    # Multi-row upserts, as the writer inserts its rows (executemany steps a row at a time and
-    # hands the GIL back and forth for each: several times slower with the event loop busy).
     stored = table.c.last_seen.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-    values = [v for g in folded for v in (*g[:_LAST_SEEN], stored(g[_LAST_SEEN]) if stored else g[_LAST_SEEN])]
-    width, done = _LAST_SEEN + 1, 0
-    while done < len(folded):
-        run = 1 << (min(len(folded) - done, _MAX_RUN).bit_length() - 1)
-        conn.exec_driver_sql(_upsert_sql(table.name, period, run), tuple(values[done * width : (done + run) * width]))
-        done += run
+    found = [(*g[:_LAST_SEEN], stored(g[_LAST_SEEN]) if stored else g[_LAST_SEEN]) for g in folded]
+    add_sqlite(
+        conn, table.name, (period, *DIMENSIONS[1:], *MEASURES, "last_seen"), (period, *DIMENSIONS[1:]), MEASURES, found
+    )
 
 
 @functools.cache
@@ -304,21 +301,6 @@ def _pg_upsert(table: Table, period: str) -> Any:
     later = insert.excluded.last_seen > table.c.last_seen
     update["last_seen"] = case((later, insert.excluded.last_seen), else_=table.c.last_seen)
     return insert.on_conflict_do_update(index_elements=[period, *DIMENSIONS[1:]], set_=update)
-
-
-_MAX_RUN = 512  # groups per statement: 512 x 53 values stays under SQLite's 32,766 parameters
-
-
-@functools.cache
-def _upsert_sql(table: str, period: str, groups: int) -> str:
-    columns = (period, *DIMENSIONS[1:], *MEASURES, "last_seen")
-    one = "(" + ", ".join("?" * len(columns)) + ")"
-    added = ", ".join(f"{m} = {m} + excluded.{m}" for m in MEASURES)
-    return (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * groups)} "
-        f"ON CONFLICT ({period}, {', '.join(DIMENSIONS[1:])}) DO UPDATE SET {added}, "
-        "last_seen = max(last_seen, excluded.last_seen)"
-    )
 
 
 def _bucket_sql(metric: str) -> list[str]:

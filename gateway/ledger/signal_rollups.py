@@ -21,10 +21,11 @@ from typing import Any, cast
 
 import orjson
 from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, UniqueConstraint, func, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from gateway.ledger.models import LedgerEntry
+from gateway.ledger.upsert import add_sqlite
 from gateway.quality.models import Feedback, Judgement
 
 __all__ = [
@@ -72,7 +73,7 @@ def _counts(name: str, *dims: str, measures: tuple[str, ...] = ("n",), sums: tup
 
 
 # Answered client requests whose answer failed ``check`` (ANY_CHECK: failed any), per tier.
-CHECKS = _counts("check_hours", "check")
+CHECKS = _counts("check_hours", "check_name")
 # Escalated client requests (step_tier and reason ''), answers asked of each tier on the way
 # (reason ''), and answers passed over for the next tier's, once per reason.
 STEPS = _counts("step_hours", "step_tier", "reason")
@@ -240,6 +241,7 @@ def add(conn: Connection, rows: list[Mapping[str, Any]]) -> None:
         _add(conn, QUALITY, _quality_sums(own, parents))
 
 
+@functools.cache
 def columns(table: Table) -> tuple[list[str], list[str]]:
     """A rollup table's group columns (its unique key, in order) and its measures."""
     dims = [c.name for c in _unique(table).columns]
@@ -254,17 +256,21 @@ def _add(conn: Connection, table: Table, sums: Mapping[tuple[Any, ...], list[Any
     if not sums:
         return
     dims, measures = columns(table)
+    if conn.dialect.name == "sqlite":
+        add_sqlite(conn, table.name, (*dims, *measures), dims, measures, [(*k, *m) for k, m in sums.items()])
+        return
     values = [dict(zip(dims, key, strict=True)) | dict(zip(measures, m, strict=True)) for key, m in sums.items()]
-    conn.execute(_upsert(conn.dialect.name, table), values)
+    conn.execute(_pg_upsert(table), values)
 
 
 @functools.cache
-def _upsert(dialect: str, table: Table) -> Any:
+def _pg_upsert(table: Table) -> Any:
     """INSERT ... ON CONFLICT adding the measures: built once per table (the writer's hot path)."""
     dims, measures = columns(table)
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-    added = {m: table.c[m] + insert.excluded[m] for m in measures}
-    return insert.on_conflict_do_update(index_elements=dims, set_=added)
+    insert = postgresql.insert(table)
+    return insert.on_conflict_do_update(
+        index_elements=dims, set_={m: table.c[m] + insert.excluded[m] for m in measures}
+    )
 
 
 def recount(conn: Connection, keep_before: int | None) -> None:
