@@ -7,6 +7,10 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksu
 
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
+# llama.cpp for any x86-64 with AVX2, not -march=native: on a CPU with AMX (Sapphire Rapids and
+# later) the native build takes ggml's AMX matmul, which crashed the bundled model (SIGSEGV in
+# ggml_backend_amx_mul_mat) on its first token.
+export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: setup serve serve-fake serve-quality test lint typecheck bench router-artifact router-cv router-lofo router-adapt dashboard demo lock clean
 
