@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import functools
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -179,28 +179,30 @@ def fold(rows: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
             g[_LATENCY_AT + bucket(_LATENCY, latency)] += 1
         if (ttft := row["ttft_ms"]) is not None:
             g[_TTFT_AT + bucket(_TTFT, ttft)] += 1
-    return _none_as_empty(groups.values())
+    return _merged(_none_as_empty(groups.values()))
 
 
-def _none_as_empty(groups: Iterable[list[Any]]) -> list[list[Any]]:
+def _none_as_empty(groups: Iterable[list[Any]]) -> Iterator[list[Any]]:
     """Groups with '' for a dimension a row left NULL: merged where a row wrote '' instead."""
-    out: dict[tuple[Any, ...], list[Any]] = {}
     for g in groups:
         for i in _NULLABLE_AT:
             if g[i] is None:
                 g[i] = ""
+        yield g
+
+
+def _merged(groups: Iterable[list[Any]]) -> list[list[Any]]:
+    """Groups of the same dimensions added into one."""
+    out: dict[tuple[Any, ...], list[Any]] = {}
+    for g in groups:
         key = tuple(g[:_FIRST])
-        if (same := out.get(key)) is None:
+        if (into := out.get(key)) is None:
             out[key] = g
-        else:
-            _merge(same, g)
+            continue
+        for i in range(_FIRST, _LAST_SEEN):
+            into[i] += g[i]
+        into[_LAST_SEEN] = max(into[_LAST_SEEN], g[_LAST_SEEN])
     return list(out.values())
-
-
-def _merge(into: list[Any], g: list[Any]) -> None:
-    for i in range(_FIRST, _LAST_SEEN):
-        into[i] += g[i]
-    into[_LAST_SEEN] = max(into[_LAST_SEEN], g[_LAST_SEEN])
 
 
 _NULLABLE_AT = tuple(_AT[d] for d in NULLABLE)
@@ -221,15 +223,7 @@ def add(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
 
 
 def _by_day(hours: Iterable[list[Any]]) -> list[list[Any]]:
-    days: dict[tuple[Any, ...], list[Any]] = {}
-    for g in hours:
-        day = [g[0] // _DAY * _DAY, *g[1:]]
-        key = tuple(day[:_FIRST])
-        if (same := days.get(key)) is None:
-            days[key] = day
-        else:
-            _merge(same, day)
-    return list(days.values())
+    return _merged([g[0] // _DAY * _DAY, *g[1:]] for g in hours)
 
 
 _MARK_LOCK = 0x7469657277697365  # "tierwise": PostgreSQL advisory lock guarding the days mark
