@@ -22,20 +22,19 @@ from typing import Any, TypeVar
 
 from gateway import tracing
 from gateway.clock import Clock, SystemClock
-from gateway.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError
+from gateway.errors import (
+    GatewayError,
+    InvalidRequestError,
+    UnsendableRequest,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamHTTPError,
+    UpstreamTimeoutError,
+)
 from gateway.policy.loader import LoadedPolicy
 from gateway.policy.models import Deployment, DispatchConfig, Price
 from gateway.providers import anthropic_fields
-from gateway.providers.base import (
-    Completion,
-    Provider,
-    ProviderError,
-    UnsendableRequest,
-    UpstreamConnectError,
-    UpstreamHTTPError,
-    UpstreamStream,
-    UpstreamTimeout,
-)
+from gateway.providers.base import Completion, Provider, UpstreamStream
 from gateway.quality.schemas import over_budget
 
 __all__ = ["Attempted", "DispatchFailed", "Dispatcher", "Plan", "PlanStep"]
@@ -114,7 +113,9 @@ class Attempted:
 
 
 class DispatchFailed(Exception):
-    def __init__(self, error: Exception, attempted: Attempted) -> None:
+    """Not an error of its own: the error the client gets, with what the dispatcher tried."""
+
+    def __init__(self, error: GatewayError, attempted: Attempted) -> None:
         super().__init__(str(error))
         self.error = error
         self.attempted = attempted
@@ -260,9 +261,9 @@ class Dispatcher:
         steps = steps or list(plan.steps)  # all cooling down: try anyway rather than refuse
         if not steps:
             raise DispatchFailed(
-                UpstreamError("no deployment is available for this request", code="no_deployment"), attempted
+                UpstreamError(message="no deployment is available for this request", code="no_deployment"), attempted
             )
-        last: ProviderError | None = None
+        last: UpstreamError | None = None
         for i, step in enumerate(steps):
             if i > 0 and step.tier != steps[i - 1].tier:
                 attempted.fallbacks.append(f"tier {steps[i - 1].tier} -> {step.tier}")
@@ -271,10 +272,10 @@ class Dispatcher:
                 attempted.attempts += 1
                 try:
                     result = await (_traced(call, step, embeddings) if tracing.enabled() else call(step))
-                except ProviderError as exc:
+                except UpstreamError as exc:
                     last = exc
-                    attempted.error_type = _kind(exc)
-                    attempted.fallbacks.append(f"{step.deployment.name}: {_kind(exc)}")
+                    attempted.error_type = exc.kind
+                    attempted.fallbacks.append(f"{step.deployment.name}: {exc.kind}")
                     # The provider's message is redacted of keys; the client sees only its kind.
                     log.warning("deployment %s failed (attempt %d): %s", step.deployment.name, retry + 1, exc)
                     if isinstance(exc, UpstreamHTTPError) and exc.status in _REQUEST_FAULT:
@@ -285,7 +286,7 @@ class Dispatcher:
                         raise DispatchFailed(err, attempted) from exc
                     if isinstance(exc, UnsendableRequest):
                         err = InvalidRequestError(
-                            f"this request cannot be sent to deployment {step.deployment.name}: {exc}",
+                            f"this request cannot be sent to deployment {step.deployment.name}: {exc.detail}",
                             code="unsupported_by_provider",
                         )
                         raise DispatchFailed(err, attempted) from exc
@@ -301,18 +302,16 @@ class Dispatcher:
             assert last is not None
             self._gave_up(step, last, config, embeddings)
         assert last is not None
-        final: UpstreamError
-        if isinstance(last, UpstreamTimeout):
-            final = UpstreamTimeoutError("the upstream model timed out")
-        else:
-            final = UpstreamError(f"every upstream deployment failed; the last one: {last.public_message}")
+        final = last
+        if not isinstance(last, UpstreamTimeoutError):
+            final = UpstreamError(message=f"every upstream deployment failed; the last one: {last.message}")
         raise DispatchFailed(final, attempted) from last
 
-    def _gave_up(self, step: PlanStep, exc: ProviderError, config: DispatchConfig, embeddings: bool) -> None:
+    def _gave_up(self, step: PlanStep, exc: UpstreamError, config: DispatchConfig, embeddings: bool) -> None:
         health = self._health.setdefault(step.deployment.name, _Health())
         health.failed_requests += 1
         if _deployment_fault(exc):
-            self._cool(step.deployment, health, exc.public_message, config)
+            self._cool(step.deployment, health, exc.message, config)
         elif health.failed_requests >= config.failures_before_cooldown and not health.probing:
             # Several requests failed in a row: maybe the deployment, maybe requests it cannot serve
             # (one client can send many). A request of our own that anything can answer tells which.
@@ -321,7 +320,7 @@ class Dispatcher:
             self._probes.add(task)
             task.add_done_callback(self._probes.discard)
 
-    async def _verify(self, step: PlanStep, exc: ProviderError, config: DispatchConfig, embeddings: bool) -> None:
+    async def _verify(self, step: PlanStep, exc: UpstreamError, config: DispatchConfig, embeddings: bool) -> None:
         health = self._health.setdefault(step.deployment.name, _Health())
         started = self._clock.monotonic()
         completion: Completion | None = None
@@ -331,8 +330,8 @@ class Dispatcher:
                 completion = await provider.embed(step.deployment, key, EMBED_PROBE_BODY)
             else:
                 completion = await provider.complete(step.deployment, key, PROBE_BODY)
-        except ProviderError:
-            self._cool(step.deployment, health, exc.public_message, config)
+        except UpstreamError:
+            self._cool(step.deployment, health, exc.message, config)
         else:
             log.info(
                 "deployment %s answered a probe: its %d failures were the requests'",
@@ -355,7 +354,7 @@ class Dispatcher:
         health.reason = f"{health.failed_requests} failed request(s), last: {why}"
         log.warning("deployment %s cooling down for %.0fs: %s", deployment.name, config.cooldown_s, health.reason)
 
-    def _delay(self, exc: ProviderError, retry: int, config: DispatchConfig) -> float | None:
+    def _delay(self, exc: UpstreamError, retry: int, config: DispatchConfig) -> float | None:
         if isinstance(exc, UpstreamHTTPError) and exc.retry_after is not None:
             wait: float = exc.retry_after
             return wait if wait <= config.max_retry_after_s else None
@@ -370,14 +369,8 @@ async def _traced(call: Callable[[PlanStep], Awaitable[T]], step: PlanStep, embe
         return result
 
 
-def _deployment_fault(exc: ProviderError) -> bool:
+def _deployment_fault(exc: UpstreamError) -> bool:
     """Failures no request can cause: the server is not there, or it refuses our credentials."""
     if isinstance(exc, UpstreamConnectError):
         return True
     return isinstance(exc, UpstreamHTTPError) and exc.status in _CREDENTIAL_FAULT
-
-
-def _kind(exc: ProviderError) -> str:
-    if isinstance(exc, UpstreamHTTPError):
-        return f"http_{exc.status}"
-    return type(exc).__name__.removeprefix("Upstream").lower() or "error"

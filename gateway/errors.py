@@ -11,8 +11,18 @@ GatewayError                      500 server_error
 │   └── QuotaExceededError        429 insufficient_quota
 ├── ServiceUnavailableError       503 service_unavailable
 ├── ClientGoneError               499 client_closed_request (nobody is left to read it)
-└── UpstreamError                 502 upstream_error
-    └── UpstreamTimeoutError      504 upstream_timeout
+└── UpstreamError                 502 upstream_error        an upstream call failed
+    ├── UpstreamTimeoutError      504 upstream_timeout      no answer in time
+    ├── UpstreamHTTPError         502                       it answered with an error status
+    ├── UpstreamConnectError      502                       it could not be reached
+    ├── UpstreamProtocolError     502                       its answer is not in the expected format
+    └── UnsendableRequest         502                       the request cannot be put into its format
+
+A GatewayError's ``message`` is what the client reads, through each API's envelope. Providers raise
+the upstream failures with a ``detail`` for the log (``str(exc)``: redacted of keys, but upstream
+text) and the class's short public message for the client; the dispatcher decides which error a
+client finally gets (a rejected request becomes an InvalidRequestError). Errors of configuration
+and offline tools (PolicyError, ArtifactError, ReplayError, NoLedger) go to the operator, not here.
 """
 
 from __future__ import annotations
@@ -30,8 +40,12 @@ __all__ = [
     "QuotaExceededError",
     "RateLimitError",
     "ServiceUnavailableError",
-    "UpstreamError",
+    "UnsendableRequest",
     "UnsupportedMediaTypeError",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamHTTPError",
+    "UpstreamProtocolError",
     "UpstreamTimeoutError",
     "envelope",
 ]
@@ -121,11 +135,63 @@ class ClientGoneError(GatewayError):
 
 
 class UpstreamError(GatewayError):
+    """``detail`` (positional) is for the log; the client reads ``message``: the class's public
+    message unless the dispatcher words one itself."""
+
     status_code = 502
     error_type = "upstream_error"
     default_code = "upstream_error"
+    public_message = "the upstream call failed"
+    kind = "error"  # the ledger's error_type for a call that failed this way
+    retryable = True
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        message: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message or self.public_message, code=code, headers=headers)
+        self.detail = detail or self.message
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 class UpstreamTimeoutError(UpstreamError):
     status_code = 504
     default_code = "upstream_timeout"
+    public_message = "the upstream model timed out"
+    kind = "timeout"
+
+
+class UpstreamHTTPError(UpstreamError):
+    def __init__(self, status: int, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(f"upstream answered {status}: {detail}", message=f"the upstream answered {status}")
+        self.status = status
+        self.upstream_message = detail  # redacted by the provider; relayed only for a 4xx
+        self.retry_after = retry_after
+        self.kind = f"http_{status}"
+        # 408/409/429 and 5xx are worth another try; other 4xx will fail the same way again.
+        self.retryable = status in (408, 409, 429) or status >= 500
+
+
+class UpstreamConnectError(UpstreamError):
+    public_message = "the upstream could not be reached"
+    kind = "connecterror"
+
+
+class UpstreamProtocolError(UpstreamError):
+    public_message = "the upstream answered in an unexpected format"
+    kind = "protocolerror"
+
+
+class UnsendableRequest(UpstreamError):
+    """The request cannot be put into this provider's format (found before anything was sent):
+    the request's fault, never the deployment's."""
+
+    public_message = "the request cannot be sent to this provider"
+    kind = "unsendablerequest"
+    retryable = False

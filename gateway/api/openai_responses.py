@@ -16,7 +16,6 @@ from gateway.errors import InvalidRequestError
 from gateway.keys.guard import bearer_token
 from gateway.pipeline import Pipeline, StreamAnswer
 from gateway.routing.sessions import SESSION_HEADER
-from gateway.translate.check import FieldError
 from gateway.translate.responses import ResponseEvents, chat_to_response, responses_to_chat
 
 __all__ = ["create_response"]
@@ -30,10 +29,9 @@ async def create_response(request: Request) -> Response:
     token = bearer_token(request.headers.get("authorization"))
     async with pipeline.call("responses", token, client_host(request), request.headers.get(SESSION_HEADER)) as call:
         body = await read_json_body(request, call.limits.max_body_bytes)
+        chat_body = responses_to_chat(body)  # a FieldError names the Responses API's own fields
         try:
-            chat = parse_chat_request(responses_to_chat(body))
-        except FieldError as exc:
-            raise InvalidRequestError(exc.message, param=exc.param, code=exc.code) from None
+            chat = parse_chat_request(chat_body)
         except InvalidRequestError as exc:
             raise _renamed(exc) from None
         answer = await pipeline.run(call, chat)

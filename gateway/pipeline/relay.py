@@ -16,7 +16,8 @@ import anyio
 import orjson
 
 from gateway.clock import Clock
-from gateway.providers.base import ProviderError, UpstreamStream
+from gateway.errors import UpstreamError
+from gateway.providers.base import UpstreamStream
 
 __all__ = ["Relay", "error_event"]
 
@@ -73,9 +74,9 @@ class Relay:
                 elif not self.stream.done:
                     status, error_type = 502, "upstream_truncated"
                     yield error_event("the upstream stream ended before it was complete", error_type)
-        except ProviderError as exc:
-            status, error_type = 502, self.stream.error or type(exc).__name__
-            yield error_event(f"the upstream stream broke off: {exc.public_message}", error_type)
+        except UpstreamError as exc:
+            status, error_type = 502, self.stream.error or exc.kind
+            yield error_event(f"the upstream stream broke off: {exc.message}", error_type)
         except BaseException:
             status, error_type = 499, "client_disconnected"  # nginx's code for "client closed request"
             raise

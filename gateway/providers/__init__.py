@@ -1,25 +1,5 @@
 """Upstream providers: OpenAI-compatible passthrough, litellm translation, the built-in fake."""
 
-from gateway.providers.base import (
-    Completion,
-    Provider,
-    ProviderError,
-    UpstreamConnectError,
-    UpstreamHTTPError,
-    UpstreamProtocolError,
-    UpstreamStream,
-    UpstreamTimeout,
-    Usage,
-)
+from gateway.providers.base import Completion, Provider, UpstreamStream, Usage
 
-__all__ = [
-    "Completion",
-    "Provider",
-    "ProviderError",
-    "UpstreamConnectError",
-    "UpstreamHTTPError",
-    "UpstreamProtocolError",
-    "UpstreamStream",
-    "UpstreamTimeout",
-    "Usage",
-]
+__all__ = ["Completion", "Provider", "UpstreamStream", "Usage"]

@@ -1,12 +1,5 @@
-"""What every provider gives the dispatcher, and the upstream failures it may raise.
-
-ProviderError                 an upstream call failed
-├── UpstreamHTTPError         the upstream answered with an error status
-├── UpstreamTimeout           no answer in time
-├── UpstreamConnectError      could not reach it
-├── UpstreamProtocolError     it answered with something that is not OpenAI's format
-└── UnsendableRequest         the request cannot be put into the provider's format
-"""
+"""What every provider gives the dispatcher. The failures a provider raises are
+:class:`gateway.errors.UpstreamError` and its subclasses."""
 
 from __future__ import annotations
 
@@ -15,59 +8,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.errors import UnsendableRequest
 from gateway.policy.models import Deployment
 from gateway.usage import Usage, usage_of
 
-__all__ = [
-    "Completion",
-    "Provider",
-    "ProviderError",
-    "UpstreamConnectError",
-    "UpstreamHTTPError",
-    "UpstreamProtocolError",
-    "UpstreamStream",
-    "UnsendableRequest",
-    "UpstreamTimeout",
-    "Usage",
-]
-
-
-class ProviderError(Exception):
-    """``public_message`` is what a client may read: typed, short, no upstream internals."""
-
-    retryable = True
-    public_message = "the upstream call failed"
-
-
-class UpstreamHTTPError(ProviderError):
-    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
-        super().__init__(f"upstream answered {status}: {message}")
-        self.status = status
-        self.upstream_message = message  # redacted by the provider; relayed only for a 4xx
-        self.retry_after = retry_after
-        self.public_message = f"the upstream answered {status}"
-        # 408/409/429 and 5xx are worth another try; other 4xx will fail the same way again.
-        self.retryable = status in (408, 409, 429) or status >= 500
-
-
-class UpstreamTimeout(ProviderError):
-    public_message = "the upstream timed out"
-
-
-class UpstreamConnectError(ProviderError):
-    public_message = "the upstream could not be reached"
-
-
-class UpstreamProtocolError(ProviderError):
-    public_message = "the upstream answered in an unexpected format"
-
-
-class UnsendableRequest(ProviderError):
-    """The request cannot be put into this provider's format (found before anything was sent):
-    the request's fault, never the deployment's."""
-
-    retryable = False
-    public_message = "the request cannot be sent to this provider"
+__all__ = ["Completion", "Provider", "UpstreamStream", "Usage"]
 
 
 @dataclass

@@ -16,8 +16,9 @@ import orjson
 
 from gateway.chat_request import CHAT_FIELDS
 from gateway.embeddings_request import EMBEDDING_FIELDS
+from gateway.errors import UpstreamConnectError, UpstreamHTTPError
 from gateway.policy.models import Deployment
-from gateway.providers.base import Completion, Provider, UpstreamConnectError, UpstreamHTTPError, UpstreamStream
+from gateway.providers.base import Completion, Provider, UpstreamStream
 from gateway.providers.fake_upstream import create_fake_app
 from gateway.providers.openai_compatible import answer_of, error_message, parse_retry_after, sse_events
 

@@ -18,18 +18,16 @@ import httpx
 import orjson
 
 from gateway.chat_request import CHAT_FIELDS
-from gateway.policy.models import Deployment
-from gateway.providers.base import (
-    Completion,
-    Provider,
-    ProviderError,
+from gateway.errors import (
     UnsendableRequest,
     UpstreamConnectError,
+    UpstreamError,
     UpstreamHTTPError,
     UpstreamProtocolError,
-    UpstreamStream,
-    UpstreamTimeout,
+    UpstreamTimeoutError,
 )
+from gateway.policy.models import Deployment
+from gateway.providers.base import Completion, Provider, UpstreamStream
 from gateway.providers.openai_compatible import parse_retry_after
 from gateway.quality.schemas import over_budget
 from gateway.redact import redact
@@ -160,11 +158,11 @@ class LitellmProvider(Provider):
                 log.debug("self-check of deployment %s: %s: %s", deployment.name, type(exc).__name__, exc)
         return missing
 
-    def _map_error(self, exc: Exception, api_key: str | None) -> ProviderError:
+    def _map_error(self, exc: Exception, api_key: str | None) -> UpstreamError:
         lt = self._litellm
         text = redact(str(getattr(exc, "message", exc)).strip().split("\n")[0], [api_key])[:200]
         if isinstance(exc, lt.Timeout):
-            return UpstreamTimeout(text)
+            return UpstreamTimeoutError(text)
         if isinstance(exc, lt.APIConnectionError):
             missing = _cause(exc, ImportError)
             if missing is not None:  # our install's fault: never the client's 400

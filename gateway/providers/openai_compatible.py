@@ -18,16 +18,9 @@ from aiohttp.payload import BytesPayload
 
 from gateway.chat_request import CHAT_FIELDS
 from gateway.embeddings_request import EMBEDDING_FIELDS
+from gateway.errors import UpstreamConnectError, UpstreamHTTPError, UpstreamProtocolError, UpstreamTimeoutError
 from gateway.policy.models import Deployment
-from gateway.providers.base import (
-    Completion,
-    Provider,
-    UpstreamConnectError,
-    UpstreamHTTPError,
-    UpstreamProtocolError,
-    UpstreamStream,
-    UpstreamTimeout,
-)
+from gateway.providers.base import Completion, Provider, UpstreamStream
 from gateway.redact import redact
 from gateway.usage import Usage, prompt_tokens_bound, usage_of
 
@@ -110,7 +103,7 @@ class OpenAICompatibleProvider(Provider):
                 timeout=_timeout(deployment.timeout_s),
             )
         except TimeoutError as exc:  # aiohttp's ServerTimeoutError is a TimeoutError too
-            raise UpstreamTimeout(f"upstream timed out: {type(exc).__name__}") from exc
+            raise UpstreamTimeoutError(f"upstream timed out: {type(exc).__name__}") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamConnectError(f"cannot reach upstream {deployment.name}: {type(exc).__name__}") from exc
         if response.status >= 400:
@@ -192,7 +185,7 @@ async def sse_events(
             )
     except TimeoutError as exc:
         stream.error = "upstream_timeout"
-        raise UpstreamTimeout("upstream stalled mid-stream") from exc
+        raise UpstreamTimeoutError("upstream stalled mid-stream") from exc
     except aiohttp.ClientError as exc:
         stream.error = "upstream_disconnected"
         raise UpstreamConnectError("upstream connection broke mid-stream") from exc
@@ -227,7 +220,7 @@ async def _answer(response: aiohttp.ClientResponse, required: str) -> Completion
     try:
         content = await response.read()
     except TimeoutError as exc:
-        raise UpstreamTimeout("upstream timed out while sending its answer") from exc
+        raise UpstreamTimeoutError("upstream timed out while sending its answer") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamConnectError(f"upstream connection broke: {type(exc).__name__}") from exc
     finally:

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway import sdk_types
+from gateway.errors import InvalidRequestError
 from gateway.policy.loader import format_loc
 
 __all__ = ["FieldError", "check", "loc_str"]
@@ -20,14 +21,12 @@ __all__ = ["FieldError", "check", "loc_str"]
 Loc = tuple[int | str, ...]
 
 
-class FieldError(Exception):
-    """A request field that is wrong; each API turns it into its own error envelope."""
+class FieldError(InvalidRequestError):
+    """A request field that is wrong, named by its path in the client's own request."""
 
     def __init__(self, loc: Loc | str, message: str, code: str | None = None) -> None:
-        self.param = loc if isinstance(loc, str) else loc_str(loc)
-        self.message = f"{self.param}: {message}" if self.param else message
-        self.code = code
-        super().__init__(self.message)
+        param = loc if isinstance(loc, str) else loc_str(loc)
+        super().__init__(f"{param}: {message}" if param else message, param=param, code=code)
 
 
 def loc_str(loc: Loc) -> str:

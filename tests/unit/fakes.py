@@ -9,10 +9,11 @@ from typing import Any
 
 import orjson
 
+from gateway.errors import UpstreamError
 from gateway.ledger.models import LedgerRow
 from gateway.policy.loader import LoadedPolicy, load_policy
 from gateway.policy.models import Deployment
-from gateway.providers.base import Completion, Provider, ProviderError, UpstreamStream
+from gateway.providers.base import Completion, Provider, UpstreamStream
 from gateway.usage import Usage
 
 
@@ -44,7 +45,7 @@ def completion(text: str = "ok", prompt: int = 10, out: int = 5) -> Completion:
     return Completion(orjson.dumps(body), Usage(prompt, out), body)
 
 
-Outcome = Completion | ProviderError | Exception | list[bytes]
+Outcome = Completion | UpstreamError | Exception | list[bytes]
 
 
 class ScriptedProvider(Provider):

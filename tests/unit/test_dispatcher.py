@@ -8,9 +8,15 @@ from pathlib import Path
 import pytest
 
 from gateway.dispatch import Dispatcher, DispatchFailed, Plan, PlanStep, ProbeHook
-from gateway.errors import InvalidRequestError, UpstreamError
+from gateway.errors import (
+    InvalidRequestError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamHTTPError,
+    UpstreamProtocolError,
+    UpstreamTimeoutError,
+)
 from gateway.policy.loader import LoadedPolicy
-from gateway.providers.base import ProviderError, UpstreamConnectError, UpstreamHTTPError
 from tests.unit.fakes import THREE_TIERS, FakeClock, ScriptedProvider, completion, policy
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -146,7 +152,7 @@ async def test_a_success_resets_the_count(loaded: LoadedPolicy) -> None:
 
 
 @pytest.mark.parametrize("error", [UpstreamConnectError("refused"), UpstreamHTTPError(401, "bad key")])
-async def test_unreachable_or_unauthorised_cools_down_at_once(loaded: LoadedPolicy, error: ProviderError) -> None:
+async def test_unreachable_or_unauthorised_cools_down_at_once(loaded: LoadedPolicy, error: UpstreamError) -> None:
     d, _, provider = make({"mid-a": [error], "mid-b": [completion()]})
     await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
     assert [name for name, _ in provider.calls] == ["mid-a", "mid-b"]  # no retry either
@@ -175,6 +181,23 @@ async def test_all_failing_is_a_typed_502_without_upstream_internals(loaded: Loa
     err = info.value.error
     assert isinstance(err, UpstreamError) and err.status_code == 502
     assert "Traceback" not in err.message and "the upstream answered 500" in err.message
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        UpstreamTimeoutError("read timed out on 10.0.0.7:443"),
+        UpstreamConnectError("cannot reach upstream mid-a: ClientConnectorError 10.0.0.7"),
+        UpstreamProtocolError("upstream answered with invalid JSON: <html>nginx at 10.0.0.7"),
+        UpstreamHTTPError(502, "<html>nginx 10.0.0.7</html>"),
+    ],
+)
+def test_an_upstream_error_that_escapes_dispatch_shows_a_client_only_its_kind(error: UpstreamError) -> None:
+    """A provider's failure is a GatewayError: if one ever reached a handler uncaught, its envelope
+    would hold the class's public message, never the provider's detail (which the log gets)."""
+    shown = error.to_envelope()["error"]["message"]
+    assert "10.0.0.7" not in shown and "nginx" not in shown and shown.startswith("the upstream")
+    assert "10.0.0.7" in str(error)
 
 
 def test_plan_skips_deployments_without_credentials_or_down(tmp_path: Path) -> None:

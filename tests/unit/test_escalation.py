@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.errors import QuotaExceededError
+from gateway.errors import QuotaExceededError, UpstreamHTTPError
 from gateway.pipeline import Answer, StreamAnswer
-from gateway.providers.base import Completion, UpstreamHTTPError
+from gateway.providers.base import Completion
 from gateway.usage import Usage
 from tests.unit.fakes import THREE_TIERS
 from tests.unit.test_pipeline import World

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
+from gateway.errors import UpstreamHTTPError, UpstreamProtocolError
 from gateway.policy.models import Deployment
-from gateway.providers.base import UpstreamHTTPError, UpstreamProtocolError
 from gateway.providers.fake import FakeProvider
 
 ASK = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 16}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.errors import UnsendableRequest, UpstreamProtocolError
 from gateway.policy.models import Deployment
-from gateway.providers.base import UnsendableRequest, UpstreamProtocolError
 from gateway.providers.litellm_provider import LitellmProvider
 
 

@@ -13,12 +13,11 @@ import pytest
 from gateway.availability import Availability
 from gateway.chat_request import parse_chat_request
 from gateway.dispatch import Dispatcher
-from gateway.errors import AuthenticationError, GatewayError, ModelNotFoundError, QuotaExceededError
+from gateway.errors import AuthenticationError, GatewayError, ModelNotFoundError, QuotaExceededError, UpstreamHTTPError
 from gateway.keys import Guard, KeyStore, MemoryLimiter
 from gateway.ledger import create_schema, make_engine
 from gateway.pipeline import Answer, Pipeline, StreamAnswer
 from gateway.policy.store import PolicyStore
-from gateway.providers.base import UpstreamHTTPError
 from gateway.routing.resolve import Resolver
 from tests.unit.fakes import THREE_TIERS, FakeClock, RecordingLedger, ScriptedProvider, completion, policy
 
