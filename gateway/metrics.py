@@ -29,7 +29,7 @@ from prometheus_client import (
 )
 
 from gateway.ledger.models import LedgerRow
-from gateway.pipeline.core import RowSink
+from gateway.pipeline.accounting import RowSink
 
 __all__ = ["CONTENT_TYPE", "MeteredLedger", "Metrics"]
 

@@ -48,7 +48,9 @@ async def feedback(body: FeedbackBody, request: Request, state: GatewayState = D
     master = state.guard.is_master(token)
     identity = None if master else await state.guard.authenticate(token, client_host(request))
     engine = state.ledger.engine
-    found = state.pipeline.recent(body.request_id) or await asyncio.to_thread(find_request, engine, body.request_id)
+    found = state.pipeline.accounts.recent(body.request_id) or await asyncio.to_thread(
+        find_request, engine, body.request_id
+    )
     if found is None:
         raise ModelNotFoundError(f"no request {body.request_id!r}", param="request_id", code="request_not_found")
     if not master and found["api_key_id"] != (identity.key_id if identity else None):

@@ -12,13 +12,11 @@ a request refused before that gets a row too (status, route, key; never the body
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import orjson
 from opentelemetry import trace
@@ -30,19 +28,21 @@ from gateway.clock import Clock
 from gateway.dispatch import Attempted, Dispatcher, DispatchFailed, Plan
 from gateway.errors import (
     AuthenticationError,
-    ClientGoneError,
     GatewayError,
     InvalidRequestError,
     UpstreamTimeoutError,
 )
 from gateway.keys import Guard
-from gateway.ledger.models import LedgerRow, new_request_id
+from gateway.ledger.models import new_request_id
+from gateway.pipeline import spans
+from gateway.pipeline.accounting import Accounts, RowSink, abandoned, stream_usage, usage_of, worst_usage
 from gateway.pipeline.budget import worst_case_tokens, worst_case_usd
 from gateway.pipeline.call import Call
 from gateway.pipeline.escalation import (
     Step,
     asks_logprobs,
     confidence_in,
+    escalation_for,
     held_confidence,
     higher,
     hold,
@@ -61,17 +61,12 @@ from gateway.quality.checks import Reply, Verdict, answer_of
 from gateway.quality.sandbox import check_answer
 from gateway.routing.resolve import Resolver
 from gateway.routing.sessions import SESSION_HEADER, valid_session
-from gateway.usage import Usage, estimate_tokens, prompt_tokens_bound
+from gateway.usage import Usage
 
 __all__ = ["Answer", "Pipeline", "StreamAnswer"]
 
 log = logging.getLogger("tierwise.pipeline")
-
-
-class RowSink(Protocol):
-    """Where rows go (the ledger writer)."""
-
-    def record(self, row: LedgerRow) -> None: ...
+T = TypeVar("T")
 
 
 @dataclass
@@ -111,16 +106,9 @@ class Pipeline:
         self.dispatcher = dispatcher
         self.availability = availability
         self.guard = guard
-        self.ledger = ledger
         self.clock = clock
         self.sampler = sampler
-        # Recent client requests' keys, so feedback on an answer the ledger has not written yet
-        # can be checked without waiting for it.
-        self._recent: OrderedDict[str, LedgerRow] = OrderedDict()
-        # Anyone who reaches the port can be refused: those refusals are counted (``refused``),
-        # and ledgered only once a client address a minute, so they cannot grow the database.
-        self._refused = refused
-        self._refusals = _Refusals()
+        self.accounts = Accounts(ledger, guard, clock, refused)
 
     # -- a request's life -------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -149,13 +137,12 @@ class Pipeline:
             yield call
         except GatewayError as exc:
             if isinstance(exc, AuthenticationError) and call.identity is None:
-                self._refused(api)
-                call.recorded = not self._refusals.first(client_host, self.clock.now())
-            self._record(call, None, None, exc.status_code, exc.code or exc.error_type)
+                self.accounts.unauthenticated(call, client_host)
+            self.accounts.record(call, None, None, exc.status_code, exc.code or exc.error_type)
             exc.headers.update(call.headers())
             raise
         except Exception:
-            self._record(call, None, None, 500, "internal_error")
+            self.accounts.record(call, None, None, 500, "internal_error")
             raise
 
     async def run(self, call: Call, chat: ChatRequest) -> Answer | StreamAnswer:
@@ -164,9 +151,9 @@ class Pipeline:
         call.provider_fields = chat.body.get(anthropic_fields.MARKER) or []
         plan = await self._plan(call, chat)
         if tracing.enabled():
-            _trace_request(call, chat)
+            spans.start_request(call, chat)
         guard, identity = self.guard, call.identity
-        escalate = self._escalation(call)
+        escalate = escalation_for(call.loaded, call.resolution)
         answers = escalate.max_steps + 1 if escalate else 1  # every answer asked for is paid for
         tokens = worst_case_tokens(chat.body, plan, answers) if identity and identity.tpm_limit is not None else 0
         worst_usd = worst_case_usd(chat.body, plan, answers) if identity else 0.0
@@ -178,7 +165,7 @@ class Pipeline:
                 return await self._serve(call, chat, plan, escalate)
         except BaseException:
             if not call.recorded:  # whatever was raised: release the budget, write the row
-                await self.settle(call, None, None, 500, "internal_error")
+                await self.accounts.settle(call, None, None, 500, "internal_error")
             raise
 
     async def _serve(
@@ -211,56 +198,73 @@ class Pipeline:
             plan = Plan([s for s in plan.steps if s.tier in fence], plan.requested_tier)
         return plan
 
-    def _escalation(self, call: Call) -> EscalateConfig | None:
-        """The escalation that applies: the route's, else the policy's; never for a request pinned
-        to one deployment (it asked for that model and no other)."""
-        res = call.resolution
-        if res is None or not res.fallback:
-            return None
-        route = call.loaded.policy.route(res.route) if res.route else None
-        cfg = route.escalate if route is not None and route.escalate is not None else call.loaded.policy.escalate
-        return cfg if cfg.on else None
+    async def _climb(
+        self,
+        call: Call,
+        chat: ChatRequest,
+        plan: Plan,
+        escalate: EscalateConfig | None,
+        attempt: Callable[[Plan, Attempted], Awaitable[T]],
+        judge: Callable[[T], Awaitable[tuple[str, ...]]],
+        passed_over: Callable[[T], Awaitable[Usage]],
+        keep_previous: bool,
+    ) -> tuple[Attempted, T]:
+        """Dispatch ``plan``; while ``escalate`` finds reasons in the answer (``judge``) and a tier
+        is left above, step up and dispatch from there (at most ``max_steps`` times). An answer
+        passed over is paid for (``passed_over``: its usage). With ``keep_previous``, a tier above
+        that fails outright leaves the answer before it to be delivered."""
+        previous: tuple[Attempted, T] | None = None
+        while True:
+            attempted = Attempted()
+            try:
+                result = await attempt(plan, attempted)
+            except DispatchFailed as failed:
+                if previous is None:
+                    raise await self._failed(call, chat, failed) from failed
+                call.notes.extend(failed.attempted.fallbacks)
+                call.escalated.pop()
+                return previous
+            except BaseException as exc:
+                # The client left (or we broke) while an upstream was working on it: it may bill all of it.
+                await self.accounts.settle(call, attempted, worst_usage(chat, attempted), *abandoned(exc))
+                raise
+            step = attempted.step
+            if escalate is None or step is None:
+                return attempted, result
+            why = await judge(result)
+            above = higher(plan, step.tier) if why else None
+            if above is None or len(call.escalated) >= escalate.max_steps:
+                return attempted, result
+            call.escalated.append(Step(step, await passed_over(result), why))
+            if call.span is not None:
+                call.span.add_event("tierwise.escalate", {"tierwise.tier": step.tier, "tierwise.reasons": list(why)})
+            previous, plan = ((attempted, result) if keep_previous else None), above
 
     async def _complete(self, call: Call, chat: ChatRequest, plan: Plan, escalate: EscalateConfig | None) -> Answer:
         config = call.loaded.policy.dispatch
         added_logprobs = asks_logprobs(escalate, chat.body)
         body = with_logprobs(chat.body) if added_logprobs else chat.body
-        # The last answer that failed its checks
-        previous: tuple[Attempted, Completion, Reply, Verdict] | None = None
-        while True:
-            attempted = Attempted()
-            try:
-                completion, _ = await self.dispatcher.complete(plan, body, config, attempted)
-            except DispatchFailed as failed:
-                if previous is None:
-                    raise await self._failed(call, chat, failed) from failed
-                # The tier above failed outright: the answer already paid for is the one delivered.
-                call.notes.extend(failed.attempted.fallbacks)
-                call.escalated.pop()
-                attempted, completion, answer, verdict = previous
-                break
-            except BaseException as exc:
-                # The client left (or we broke) while an upstream was working on it: it may bill all of it.
-                await self.settle(call, attempted, _worst_usage(chat, attempted), *_abandoned(exc))
-                raise
-            step = attempted.step
-            payload = completion.payload
-            answer = answer_of(payload)
-            verdict = await check_answer(chat.body, answer)
-            why = reasons(escalate, verdict.failed, confidence_in(payload)) if escalate else ()
-            above = higher(plan, step.tier) if why and step is not None else None
-            if above is None or step is None or len(call.escalated) >= (escalate.max_steps if escalate else 0):
-                break
-            call.escalated.append(Step(step, _usage_of(chat, completion), why))
-            if call.span is not None:
-                call.span.add_event("tierwise.escalate", {"tierwise.tier": step.tier, "tierwise.reasons": list(why)})
-            previous, plan = (attempted, completion, answer, verdict), above
+
+        async def attempt(plan: Plan, attempted: Attempted) -> _Checked:
+            completion, _ = await self.dispatcher.complete(plan, body, config, attempted)
+            answer = answer_of(completion.payload)
+            return _Checked(completion, answer, await check_answer(chat.body, answer))
+
+        async def judge(checked: _Checked) -> tuple[str, ...]:
+            assert escalate is not None
+            return reasons(escalate, checked.verdict.failed, confidence_in(checked.completion.payload))
+
+        async def passed_over(checked: _Checked) -> Usage:
+            return usage_of(chat, checked.completion)
+
+        attempted, checked = await self._climb(call, chat, plan, escalate, attempt, judge, passed_over, True)
+        completion = checked.completion
         call.ttft_ms = (self.clock.monotonic() - call.started) * 1000
         await self._keep_conversation(call, attempted)
-        usage = _usage_of(chat, completion)
-        _record_checks(call, verdict)
-        cost = await self.settle(call, attempted, usage, 200, None)
-        self._sample(call, chat, attempted, answer.text, usage, cost)
+        usage = usage_of(chat, completion)
+        _record_checks(call, checked.verdict)
+        cost = await self.accounts.settle(call, attempted, usage, 200, None)
+        self._sample(call, chat, attempted, checked.answer.text, usage, cost)
         headers = call.headers(attempted)
         headers["x-tierwise-cost-usd"] = f"{cost:.8f}"
         payload = completion.payload
@@ -297,45 +301,38 @@ class Pipeline:
         # Keep as much of the answer as the checks (or the judge) will read: all of a JSON answer,
         # else the opening a refusal shows in.
         collect = _WHOLE if sampled or buffered or _wants_json(chat.body) else _OPENING
-        held: list[bytes] = []
-        while True:
-            attempted = Attempted()
-            try:
-                stream, _ = await self.dispatcher.open_stream(plan, body, config, chat.include_usage, attempted)
-            except DispatchFailed as failed:
-                raise await self._failed(call, chat, failed) from failed
-            except BaseException as exc:
-                await self.settle(call, attempted, _worst_usage(chat, attempted), *_abandoned(exc))
-                raise
-            stream.collect = collect
-            if not buffered or escalate is None or attempted.step is None:
-                break
-            # Hold the stream until its check can run; escalate before the client sees a byte.
-            held = await hold(stream, escalate, chat.body)
-            verdict = await check_answer(chat.body, _reply(stream))
-            why = reasons(escalate, verdict.failed, held_confidence(held, escalate))
-            above = higher(plan, attempted.step.tier) if why else None
-            if above is None or len(call.escalated) >= escalate.max_steps:
-                break
-            await _close(stream)
-            usage = stream.usage or _stream_usage(chat, stream)
-            call.escalated.append(Step(attempted.step, usage, why))
-            if call.span is not None:
-                call.span.add_event(
-                    "tierwise.escalate", {"tierwise.tier": attempted.step.tier, "tierwise.reasons": list(why)}
-                )
-            plan, held = above, []
 
+        async def attempt(plan: Plan, attempted: Attempted) -> _Held:
+            stream, _ = await self.dispatcher.open_stream(plan, body, config, chat.include_usage, attempted)
+            stream.collect = collect
+            return _Held(stream)
+
+        async def judge(opened: _Held) -> tuple[str, ...]:
+            # Hold the stream until its check can run; escalate before the client sees a byte.
+            assert escalate is not None
+            opened.events = await hold(opened.stream, escalate, chat.body)
+            verdict = await check_answer(chat.body, _reply(opened.stream))
+            return reasons(escalate, verdict.failed, held_confidence(opened.events, escalate))
+
+        async def passed_over(opened: _Held) -> Usage:
+            await _close(opened.stream)
+            return stream_usage(chat, opened.stream)
+
+        # A stream passed over is closed: there is no answer before it to fall back on.
+        attempted, opened = await self._climb(
+            call, chat, plan, escalate if buffered else None, attempt, judge, passed_over, False
+        )
+        stream = opened.stream
         await self._keep_conversation(call, attempted)
 
         def first_event() -> None:
             call.ttft_ms = (self.clock.monotonic() - call.started) * 1000
 
         async def finish(upstream: UpstreamStream, status: int, error_type: str | None) -> None:
-            usage = upstream.usage or _stream_usage(chat, upstream)
+            usage = stream_usage(chat, upstream)
             if status == 200:
                 _record_checks(call, await check_answer(chat.body, _reply(upstream)))
-            cost = await self.settle(call, attempted, usage, status, error_type)
+            cost = await self.accounts.settle(call, attempted, usage, status, error_type)
             if sampled and status == 200:
                 self._sample(call, chat, attempted, upstream.text, usage, cost)
 
@@ -345,78 +342,32 @@ class Pipeline:
             self.clock,
             config.max_stream_s,
             first_event,
-            held=held,
+            held=opened.events,
             transform=strip_event_logprobs if added_logprobs else None,
         )
         return StreamAnswer(relay, call.headers(attempted))
 
-    async def _failed(self, call: Call, chat: ChatRequest, failed: DispatchFailed) -> Exception:
-        err = failed.error
-        status = err.status_code if isinstance(err, GatewayError) else 502
+    async def _failed(self, call: Call, chat: ChatRequest, failed: DispatchFailed) -> GatewayError:
         # A timed-out upstream may have produced (and will bill) everything it was allowed to.
-        usage = _worst_usage(chat, failed.attempted) if isinstance(err, UpstreamTimeoutError) else None
-        await self.settle(call, failed.attempted, usage, status, failed.attempted.error_type or type(err).__name__)
-        if isinstance(err, GatewayError):
-            err.headers.update(call.headers(failed.attempted))
-        return err
-
-    # -- settlement ---------------------------------------------------------------------------
-    async def settle(
-        self, call: Call, attempted: Attempted | None, usage: Usage | None, status: int, error_type: str | None
-    ) -> float:
-        """Ledger the request, then settle its budget reservation with what it really cost (once)."""
-        row = self._record(call, attempted, usage, status, error_type)
-        if row is None:
-            return 0.0
-        tokens = usage.total if usage else 0
-        await self.guard.settle(call.identity, call.reservation, row.cost_usd, tokens, call.token_hold)
-        return row.cost_usd
-
-    def _record(
-        self, call: Call, attempted: Attempted | None, usage: Usage | None, status: int, error_type: str | None
-    ) -> LedgerRow | None:
-        if call.recorded:
-            return None
-        call.recorded = True
-        row = call.row(attempted, usage, status, error_type, self.clock.monotonic())
-        call.recorded_at = row.created_at
-        self.ledger.record(row)
-        if call.span is not None:
-            _end_request_span(call.span, row)
-        if call.purpose == "client":
-            self._recent[row.request_id] = row
-            if len(self._recent) > _RECENT:
-                self._recent.popitem(last=False)
-        return row
-
-    def recent(self, request_id: str) -> dict[str, Any] | None:
-        """A recent client request's key (None in open mode), time, route and tier, as
-        ``find_request`` reads them from the ledger (whose writer may not have it yet)."""
-        row = self._recent.get(request_id)
-        if row is None:
-            return None
-        return {"api_key_id": row.api_key_id, "created_at": row.created_at, "route": row.route, "tier": row.tier}
+        timed_out = isinstance(failed.error, UpstreamTimeoutError)
+        return await self.accounts.failed(call, failed, worst_usage(chat, failed.attempted) if timed_out else None)
 
 
-_RECENT = 10_000
+@dataclass
+class _Checked:
+    """An answer and its checks."""
+
+    completion: Completion
+    answer: Reply
+    verdict: Verdict
 
 
-class _Refusals:
-    """Which client addresses were refused this minute (at most ``max_sources`` remembered)."""
+@dataclass
+class _Held:
+    """An opened stream, and the events held back while its check ran."""
 
-    def __init__(self, max_sources: int = 1_000) -> None:
-        self._minute = -1
-        self._seen: set[str | None] = set()
-        self._max = max_sources
-
-    def first(self, source: str | None, now: float) -> bool:
-        minute = int(now // 60)
-        if minute != self._minute:
-            self._minute, self._seen = minute, set()
-        if source in self._seen or len(self._seen) >= self._max:
-            return False
-        self._seen.add(source)
-        return True
+    stream: UpstreamStream
+    events: list[bytes] = field(default_factory=list)
 
 
 _WHOLE = 1_000_000  # characters of a streamed answer kept for checks and the judge
@@ -426,11 +377,6 @@ _OPENING = 200
 def _wants_json(body: dict[str, Any]) -> bool:
     fmt = body.get("response_format")
     return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
-
-
-def _prompt_estimate(chat: ChatRequest) -> int:
-    """Prompt tokens when the upstream reports none: the whole request, as a provider bills it."""
-    return prompt_tokens_bound(chat.body, chars_per_token=4)
 
 
 def _record_checks(call: Call, verdict: Verdict) -> None:
@@ -443,64 +389,7 @@ def _reply(stream: UpstreamStream) -> Reply:
     return Reply(stream.text, [(name, args) for name, args in stream.tool_calls.values()], stream.finish_reason)
 
 
-def _stream_usage(chat: ChatRequest, stream: UpstreamStream) -> Usage:
-    return Usage(_prompt_estimate(chat), (stream.completion_chars + 3) // 4, estimated=True)
-
-
 async def _close(stream: UpstreamStream) -> None:
     aclose = getattr(stream.events, "aclose", None)
     if aclose is not None:
         await aclose()
-
-
-def _usage_of(chat: ChatRequest, completion: Completion) -> Usage:
-    return completion.usage or Usage(
-        _prompt_estimate(chat), estimate_tokens(completion.body.decode(errors="ignore")), estimated=True
-    )
-
-
-def _abandoned(exc: BaseException) -> tuple[int, str]:
-    """Status and error type of a dispatch that ended without an answer or an upstream error."""
-    if isinstance(exc, asyncio.CancelledError | ClientGoneError):
-        return 499, "client_disconnected"
-    return 500, "internal_error"
-
-
-def _worst_usage(chat: ChatRequest, attempted: Attempted) -> Usage | None:
-    """What an upstream that never reported may bill: the whole prompt and its full output limit."""
-    step = attempted.step
-    return Usage(_prompt_estimate(chat), step.output_limit(chat.body), estimated=True) if step else None
-
-
-def _trace_request(call: Call, chat: ChatRequest) -> None:
-    """The request's span, with the routing decision on it as an event."""
-    res = call.resolution
-    call.span = tracing.start(
-        f"tierwise {call.api}",
-        {"gen_ai.operation.name": "chat", "gen_ai.request.model": chat.model, "tierwise.request_id": call.request_id},
-    )
-    if call.span is not None and res is not None:
-        decision: dict[str, Any] = {"tierwise.tier": res.tier, "tierwise.route": res.route or ""}
-        if res.router_version:
-            decision["tierwise.router.version"] = res.router_version
-            decision["tierwise.router.tier"] = res.router_tier or ""
-            decision.update({f"tierwise.router.score.{t}": v for t, v in res.router_scores.items()})
-        call.span.add_event("tierwise.route", decision)
-
-
-def _end_request_span(span: Any, row: LedgerRow) -> None:
-    span.set_attributes(
-        {
-            "tierwise.tier": row.tier or "",
-            "tierwise.deployment": row.deployment or "",
-            "tierwise.route": row.route or "",
-            "gen_ai.response.model": row.upstream_model or "",
-            "gen_ai.usage.input_tokens": row.prompt_tokens,
-            "gen_ai.usage.output_tokens": row.completion_tokens,
-            "tierwise.cost_usd": row.cost_usd,
-            "http.response.status_code": row.status_code,
-        }
-    )
-    if row.status_code >= 500:
-        span.set_status(trace.StatusCode.ERROR, row.error_type or "")
-    span.end()

@@ -17,7 +17,7 @@ import orjson
 
 from gateway.dispatch import Attempted, DispatchFailed, Plan, PlanStep
 from gateway.embeddings_request import check_embeddings_request
-from gateway.errors import GatewayError, ModelNotFoundError, PermissionDeniedError
+from gateway.errors import ModelNotFoundError, PermissionDeniedError
 from gateway.pipeline.call import Call
 from gateway.pipeline.core import Pipeline
 from gateway.policy.pricing import cost_usd
@@ -70,16 +70,11 @@ class EmbeddingsFlow:
                 plan, dict(body), call.loaded.policy.dispatch, attempted
             )
         except DispatchFailed as failed:
-            err = failed.error
-            status = err.status_code if isinstance(err, GatewayError) else 502
-            await self.pipeline.settle(call, failed.attempted, None, status, failed.attempted.error_type)
-            if isinstance(err, GatewayError):
-                err.headers.update(call.headers(failed.attempted))
-            raise err from failed
+            raise await self.pipeline.accounts.failed(call, failed) from failed
         except BaseException:
-            await self.pipeline.settle(call, attempted, None, 500, "internal_error")
+            await self.pipeline.accounts.settle(call, attempted, None, 500, "internal_error")
             raise
-        cost = await self.pipeline.settle(call, attempted, completion.usage or _estimate(body), 200, None)
+        cost = await self.pipeline.accounts.settle(call, attempted, completion.usage or _estimate(body), 200, None)
         headers = call.headers()
         headers["x-tierwise-deployment"] = dep.name
         headers["x-tierwise-cost-usd"] = f"{cost:.8f}"

@@ -14,16 +14,19 @@ from typing import Any
 import orjson
 
 from gateway.dispatch import Plan, PlanStep
+from gateway.policy.loader import LoadedPolicy
 from gateway.policy.models import EscalateConfig
 from gateway.policy.pricing import cost_usd
 from gateway.providers.base import UpstreamStream
 from gateway.quality.confidence import Confidence, StreamConfidence, confidence_of
+from gateway.routing.resolve import Resolution
 from gateway.usage import Usage
 
 __all__ = [
     "Step",
     "asks_logprobs",
     "confidence_in",
+    "escalation_for",
     "held_confidence",
     "higher",
     "hold",
@@ -33,6 +36,16 @@ __all__ = [
     "strip_logprobs",
     "with_logprobs",
 ]
+
+
+def escalation_for(loaded: LoadedPolicy, res: Resolution | None) -> EscalateConfig | None:
+    """The escalation that applies: the route's, else the policy's; never for a request pinned
+    to one deployment (it asked for that model and no other)."""
+    if res is None or not res.fallback:
+        return None
+    route = loaded.policy.route(res.route) if res.route else None
+    cfg = route.escalate if route is not None and route.escalate is not None else loaded.policy.escalate
+    return cfg if cfg.on else None
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,9 @@ from gateway.dispatch import Attempted, Dispatcher, DispatchFailed, Plan, PlanSt
 from gateway.keys.limiter import Limiter
 from gateway.ledger import signal_rollups
 from gateway.ledger.models import new_request_id
+from gateway.pipeline.accounting import RowSink
 from gateway.pipeline.budget import worst_case_usd
 from gateway.pipeline.call import Call
-from gateway.pipeline.core import RowSink
 from gateway.pipeline.sampling import Sample
 from gateway.policy.loader import LoadedPolicy
 from gateway.quality.checks import answer_of
