@@ -17,7 +17,7 @@ from gateway.api.body import read_json_body
 from gateway.api.deps import client_host
 from gateway.api.streams import translated_sse
 from gateway.chat_request import parse_chat_request
-from gateway.errors import GatewayError, InvalidRequestError
+from gateway.errors import GatewayError
 from gateway.keys.guard import bearer_token
 from gateway.pipeline import Pipeline, StreamAnswer
 from gateway.routing.sessions import SESSION_HEADER
@@ -29,8 +29,7 @@ from gateway.translate.anthropic import (
     loaded,
     messages_to_chat,
 )
-from gateway.translate.anthropic_extras import carry
-from gateway.translate.check import FieldError
+from gateway.translate.anthropic.extras import carry
 
 __all__ = ["create_message"]
 
@@ -43,10 +42,7 @@ async def create_message(request: Request) -> Response:
             body = await read_json_body(request, call.limits.max_body_bytes)
             if not loaded():
                 await asyncio.to_thread(load)  # imports litellm and the SDK's types: seconds, once
-            try:
-                chat_body, names, extras = messages_to_chat(body)
-            except FieldError as exc:
-                raise InvalidRequestError(exc.message, param=exc.param, code=exc.code) from None
+            chat_body, names, extras = messages_to_chat(body)
             chat = parse_chat_request(chat_body)
             call.notes.extend(f"cache_control not carried: {lost}" for lost in extras.lost)
             answer = await pipeline.run(call, replace(chat, body=carry(chat.body, extras)))

@@ -80,7 +80,7 @@ def _plain(message: dict[str, Any]) -> dict[str, Any]:
     marked = isinstance(content, list) and any(isinstance(p, dict) and "cache_control" in p for p in content)
     if not marked and not _ANTHROPIC_ONLY.intersection(message):
         return message
-    # a tool message's breakpoint and is_error sit on the message itself (see translate/anthropic_extras.py)
+    # a tool message's breakpoint and is_error sit on the message itself (see translate/anthropic/extras.py)
     out = {k: v for k, v in message.items() if k not in _ANTHROPIC_ONLY}
     if marked and isinstance(content, list):
         out["content"] = [

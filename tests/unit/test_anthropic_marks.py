@@ -10,7 +10,7 @@ import pytest
 from gateway.policy.models import Deployment
 from gateway.providers.anthropic_fields import MARKER, for_deployment, place_breakpoints
 from gateway.translate.anthropic import messages_to_chat
-from gateway.translate.anthropic_extras import carry
+from gateway.translate.anthropic.extras import carry
 from gateway.translate.check import FieldError
 
 CC = {"type": "ephemeral"}
