@@ -220,7 +220,7 @@ def test_replay_says_what_is_wrong(
 def test_error_bars_are_never_negative_at_100_percent() -> None:
     """policy replay --png crashed ('yerr' must not contain negative values) when quality was 100%."""
     from gateway.quality.replay import Interval
-    from gateway.quality.replay_report import error_bars
+    from gateway.quality.replay.report import error_bars
     from gateway.quality.stats import Estimate
 
     assert error_bars(Estimate(1.0000000000000002, 0.92, 1.0, 30, 30.0), 100) == [[pytest.approx(8.0)], [0.0]]

@@ -72,7 +72,7 @@ def _replay(args: argparse.Namespace) -> int:
     from gateway.policy.loader import PolicyError, load_policy  # noqa: PLC0415
     from gateway.quality.learn import parse_since  # noqa: PLC0415
     from gateway.quality.replay import ReplayError, replay  # noqa: PLC0415
-    from gateway.quality.replay_report import table, write_png  # noqa: PLC0415
+    from gateway.quality.replay.report import table, write_png  # noqa: PLC0415
     from gateway.settings import Settings  # noqa: PLC0415
 
     if args.candidate is None and args.artifact is None:
