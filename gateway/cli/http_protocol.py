@@ -57,6 +57,10 @@ class _PairedWrites:
         self._flush()
         self._transport.close()
 
+    def abort(self) -> None:  # the connection is dropped: a held head goes nowhere, as buffered bytes do
+        self._held = None
+        self._transport.abort()
+
     def is_closing(self) -> bool:  # asked on every request: not through __getattr__
         return self._transport.is_closing()
 

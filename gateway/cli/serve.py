@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import os
 import shutil
@@ -29,12 +30,20 @@ def app_factory(settings: Settings) -> FastAPI:
     return create_app(settings, router_factory=load_router)
 
 
+def _http_protocol() -> type[asyncio.Protocol] | str:
+    """Ours where httptools is installed (``uvicorn[standard]``), else uvicorn's own choice."""
+    try:
+        from gateway.cli.http_protocol import CoalescingHttpToolsProtocol  # noqa: PLC0415
+    except ImportError:
+        return "auto"
+    return CoalescingHttpToolsProtocol
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - commands import only what they use
     from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
 
     from gateway.cli.announce import AnnouncingServer, serving_line  # noqa: PLC0415
-    from gateway.cli.http_protocol import CoalescingHttpToolsProtocol  # noqa: PLC0415
     from gateway.settings import Settings, offline_environment  # noqa: PLC0415
 
     offline_environment()
@@ -63,7 +72,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         log_level=args.log_level,
         access_log=False,
-        http=CoalescingHttpToolsProtocol,
+        http=_http_protocol(),
         # A worker loads the router and the policy before it answers; on a busy 2-core machine
         # that can take longer than uvicorn's default 5 s, and it would be killed as hung.
         timeout_worker_healthcheck=60,

@@ -4,13 +4,16 @@ and body in one write, and never a head held back while a stream waits for its f
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from gateway.cli.http_protocol import CoalescingHttpToolsProtocol
+from gateway.cli import serve
+from gateway.cli.http_protocol import CoalescingHttpToolsProtocol, _PairedWrites
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -27,6 +30,9 @@ class RecordingTransport(asyncio.Transport):
 
     def close(self) -> None:
         self.events.append("close")
+
+    def abort(self) -> None:
+        self.events.append("abort")
 
     def is_closing(self) -> bool:
         return "close" in self.events
@@ -154,3 +160,21 @@ def test_nothing_overtakes_a_held_head() -> None:
     first, *_ = conn.transport.events  # (then uvicorn closes: its app never ended the response)
     assert isinstance(first, bytes)
     assert first.startswith(b"HTTP/1.1 200 OK\r\n") and first.endswith(b"\r\n\r\nabcd")
+
+
+def test_an_aborted_connection_drops_a_held_head() -> None:
+    transport, loop = RecordingTransport(), asyncio.new_event_loop()
+    paired = _PairedWrites(transport, loop)
+    paired.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n")
+    paired.abort()
+    loop.run_until_complete(asyncio.sleep(0))  # the flush it had scheduled runs
+    loop.close()
+    assert transport.events == ["abort"]
+
+
+def test_serve_uses_uvicorns_own_protocol_without_httptools(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert serve._http_protocol() is CoalescingHttpToolsProtocol
+    for name in ("uvicorn.protocols.http.httptools_impl", "gateway.cli.http_protocol"):
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "httptools", None)  # ``import httptools`` raises ImportError
+    assert serve._http_protocol() == "auto"
