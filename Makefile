@@ -46,9 +46,11 @@ serve-fake: setup
 serve-quality: setup
 	$(VENV)/bin/tierwise serve --policy policies/quality-demo.yaml; $(STOPPED_OK)
 
-# Command 2: set up and run the whole test suite (lint and types first: they are fast).
+# Command 2: set up and run the whole test suite (lint and types first: they are fast), on one
+# worker per core, at most 4: most tests wait on servers and sockets, and every test owns its
+# ports, temporary files and PostgreSQL database.
 test: setup lint typecheck
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --numprocesses auto --maxprocesses 4
 
 lint: setup
 	$(VENV)/bin/ruff check gateway router dashboard tests bench scripts

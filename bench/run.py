@@ -150,7 +150,7 @@ def main() -> int:
     if not have_wrk:
         log("wrk not found (make bench installs it): no throughput or memory-growth figures")
     if args.smoke:
-        plan = Plan(rate=20, seconds=3, stream_rate=1, stream_seconds=3, stream_chunks=200, wrk_seconds=0)
+        plan = Plan(rate=20, seconds=1, stream_rate=1, stream_seconds=1, stream_chunks=200, wrk_seconds=0)
     else:
         plan = Plan(
             rate=25, seconds=20, stream_rate=1, stream_seconds=30, stream_chunks=200, wrk_seconds=10 if have_wrk else 0
