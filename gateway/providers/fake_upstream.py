@@ -118,6 +118,17 @@ class _FakeState:
         )
         del self.requests[:-1000]
 
+    async def receive(self, request: Request) -> tuple[dict[str, Any], str] | Response:
+        """A call's JSON body and model, seen and counted; or the 400 for a body that is not JSON."""
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return _error(400, "invalid JSON")
+        self.seen(request, body)
+        model = str(body.get("model", ""))
+        self.calls[model] += 1
+        return body, model
+
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"error": {"message": message, "type": "fake_error", "param": None, "code": str(status)}}
@@ -235,13 +246,10 @@ def create_fake_app() -> Starlette:
     state = _FakeState()
 
     async def completions(request: Request) -> Response:
-        try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError:
-            return _error(400, "invalid JSON")
-        model = str(body.get("model", ""))
-        state.calls[model] += 1
-        state.seen(request, body)
+        received = await state.receive(request)
+        if isinstance(received, Response):
+            return received
+        body, model = received
         behaviour = model.split("-", maxsplit=1)[0] if model.startswith(("slow", "flaky")) else model
 
         if model == "error-500":
@@ -361,13 +369,10 @@ def create_fake_app() -> Starlette:
 
     async def messages(request: Request) -> Response:
         """Anthropic's Messages API, answering as ``echo`` does (text only)."""
-        try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError:
-            return _error(400, "invalid JSON")
-        state.seen(request, body)
-        model = str(body.get("model", ""))
-        state.calls[model] += 1
+        received = await state.receive(request)
+        if isinstance(received, Response):
+            return received
+        body, model = received
         state.served[model] += 1
         turns = [{"role": m.get("role"), "content": m.get("content")} for m in body.get("messages") or []]
         text = f"[fake echo] {message_text(next((t['content'] for t in reversed(turns) if t['role'] == 'user'), ''))}"
@@ -404,13 +409,10 @@ def create_fake_app() -> Starlette:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     async def embeddings(request: Request) -> Response:
-        try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError:
-            return _error(400, "invalid JSON")
-        state.seen(request, body)
-        model = str(body.get("model", ""))
-        state.calls[model] += 1
+        received = await state.receive(request)
+        if isinstance(received, Response):
+            return received
+        body, model = received
         if model == "error-500":
             return _error(500, "fake upstream error (error-500)")
         texts = _embedding_inputs(body.get("input"))
