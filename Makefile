@@ -46,11 +46,9 @@ serve-fake: setup
 serve-quality: setup
 	$(VENV)/bin/tierwise serve --policy policies/quality-demo.yaml; $(STOPPED_OK)
 
-# Command 2: set up and run the whole test suite (lint and types first: they are fast), on one
-# worker per core, at most 4: most tests wait on servers and sockets, and every test owns its
-# ports, temporary files and PostgreSQL database.
+# Command 2: set up and run the whole test suite (lint and types first: they are fast).
 test: setup lint typecheck
-	$(PY) -m pytest -q -ra --numprocesses auto --maxprocesses 4
+	$(PY) -m pytest -q -ra
 
 lint: setup
 	$(VENV)/bin/ruff check gateway router dashboard tests bench scripts
