@@ -22,6 +22,11 @@ from gateway.providers.base import UpstreamStream
 __all__ = ["Relay", "error_event"]
 
 log = logging.getLogger("tierwise.pipeline")
+# Why a provider stopped reading a stream before its end, in the client's words.
+_BROKEN = {
+    "malformed_stream": "the upstream sent a malformed stream chunk",
+    "upstream_error": "the upstream reported an error mid-stream",
+}
 
 Finish = Callable[[UpstreamStream, int, str | None], Awaitable[None]]
 
@@ -68,9 +73,9 @@ class Relay:
                     yield error_event(f"the stream ran longer than {self._max_s:g}s and was ended", error_type)
                     break
             else:
-                if self.stream.error == "malformed_stream":
-                    status, error_type = 502, "malformed_stream"
-                    yield error_event("the upstream sent a malformed stream chunk", error_type)
+                if self.stream.error in _BROKEN:
+                    status, error_type = 502, self.stream.error
+                    yield error_event(_BROKEN[error_type], error_type)
                 elif not self.stream.done:
                     status, error_type = 502, "upstream_truncated"
                     yield error_event("the upstream stream ended before it was complete", error_type)

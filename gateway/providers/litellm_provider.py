@@ -253,7 +253,6 @@ class LitellmProvider(Provider):
                     payload.pop("usage", None)
                 yield b"data: " + orjson.dumps(payload) + b"\n\n"
         except Exception as exc:
-            stream.error = type(exc).__name__
             raise self._map_error(exc, api_key) from exc
         stream.done = True
         yield b"data: [DONE]\n\n"
@@ -276,7 +275,8 @@ def _check_schemas(body: dict[str, Any]) -> None:
     for where, schema in schemas:
         why = over_budget(schema) if isinstance(schema, dict) else None
         if why is not None:
-            raise UnsendableRequest(f"{where}: {why}, which this provider's translation would copy out in full")
+            text = f"{where}: {why}, which this provider's translation would copy out in full"
+            raise UnsendableRequest(text, message=text)
 
 
 def _failed_tools(body: dict[str, Any]) -> frozenset[str]:

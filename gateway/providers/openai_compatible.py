@@ -49,7 +49,8 @@ def error_message(status: int, reason: str | None, content: bytes, api_key: str 
             text = err
     except orjson.JSONDecodeError:
         pass
-    text = (text or content[:200].decode(errors="replace") or reason or str(status)).strip()
+    text = (text or content[:4096].decode(errors="replace") or reason or str(status)).strip()
+    # Redacted whole, then cut: a key that straddled the cut would lose its tail to it, not its head.
     return redact(text.splitlines()[0] if text else "", [api_key])[:200]
 
 
@@ -127,10 +128,7 @@ class OpenAICompatibleProvider(Provider):
     async def embed(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> Completion:
         upstream_body = {**body, "model": deployment.upstream_model}
         response = await self._send(deployment, api_key, upstream_body, "/embeddings", EMBEDDING_FIELDS)
-        completion = await _answer(response, "data")
-        if not isinstance(completion.payload["data"], list):
-            raise UpstreamProtocolError("upstream answer's `data` is not a list")
-        return completion
+        return await _answer(response, "data")
 
     async def open_stream(
         self, deployment: Deployment, api_key: str | None, body: dict[str, Any], include_usage: bool
@@ -174,15 +172,16 @@ async def sse_events(
             for event in events:
                 if _inspect(event, stream, include_usage):
                     if stream.done:
-                        yield _missing_end(last, stream, include_usage, body) + event + b"\n\n"
-                    else:
-                        yield (last := event + b"\n\n")
+                        for end in _missing_end(last, stream, include_usage, body):
+                            yield end
+                    yield (last := event + b"\n\n")
                 if stream.done or stream.error:
                     return
         if buffer.strip() and not stream.done and _inspect(buffer, stream, include_usage):
-            yield (
-                _missing_end(last, stream, include_usage, body) + buffer + b"\n\n" if stream.done else buffer + b"\n\n"
-            )
+            if stream.done:
+                for end in _missing_end(last, stream, include_usage, body):
+                    yield end
+            yield buffer + b"\n\n"
     except TimeoutError as exc:
         stream.error = "upstream_timeout"
         raise UpstreamTimeoutError("upstream stalled mid-stream") from exc
@@ -208,8 +207,16 @@ def _inspect(event: bytes, stream: UpstreamStream, include_usage: bool) -> bool:
             stream.error = "malformed_stream"
             return False
         if not isinstance(payload, dict):
-            continue
-        stream.observe(payload)
+            stream.error = "malformed_stream"
+            return False
+        if "error" in payload:  # the upstream's own words (tracebacks, echoed keys): never relayed
+            stream.error = "upstream_error"
+            return False
+        try:
+            stream.observe(payload)
+        except (AttributeError, TypeError, ValueError):  # a chunk whose fields are not of OpenAI's types
+            stream.error = "malformed_stream"
+            return False
         if "usage" in payload and not payload.get("choices") and not include_usage:
             return False
     return True
@@ -229,17 +236,22 @@ async def _answer(response: aiohttp.ClientResponse, required: str) -> Completion
 
 
 def answer_of(content: bytes, required: str) -> Completion:
-    """An OpenAI-compatible JSON answer, checked for the field its kind always has."""
+    """An OpenAI-compatible JSON answer, checked for the list its kind always has (``choices``,
+    each a choice with a ``message`` object; ``data``): what the translators and checks read."""
     try:
         payload = orjson.loads(content)
     except orjson.JSONDecodeError as exc:
         raise UpstreamProtocolError("upstream answered with invalid JSON") from exc
-    if not isinstance(payload, dict) or required not in payload:
-        raise UpstreamProtocolError(f"upstream answer has no `{required}`")
+    if not isinstance(payload, dict) or not isinstance(payload.get(required), list):
+        raise UpstreamProtocolError(f"upstream answer has no `{required}` list")
+    if required == "choices" and not all(
+        isinstance(c, dict) and isinstance(c.get("message"), dict) for c in payload["choices"]
+    ):
+        raise UpstreamProtocolError("upstream answer has a choice without a `message` object")
     return Completion(body=content, usage=usage_of(payload), payload=payload)
 
 
-def _missing_end(last: bytes, stream: UpstreamStream, include_usage: bool, body: dict[str, Any]) -> bytes:
+def _missing_end(last: bytes, stream: UpstreamStream, include_usage: bool, body: dict[str, Any]) -> list[bytes]:
     """What goes just before ``[DONE]`` so the stream ends as OpenAI ends one whatever the
     upstream sent: the first choice's last chunk carries a ``finish_reason``, and a client that
     asked for usage gets its chunk. When the upstream reported no usage it is estimated here,
@@ -249,17 +261,17 @@ def _missing_end(last: bytes, stream: UpstreamStream, include_usage: bool, body:
         prompt = prompt_tokens_bound(body, chars_per_token=4)
         stream.usage = Usage(prompt, (stream.completion_chars + 3) // 4, estimated=True)
     usage = stream.usage
-    out = b""
+    out = []
     fields = _chunk_fields(last)
     if stream.finish_reason is None:
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         stream.finish_reason = "length" if limit and usage.completion_tokens >= int(limit) else "stop"
         choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": stream.finish_reason}
-        out += b"data: " + orjson.dumps({**fields, "choices": [choice]}) + b"\n\n"
+        out.append(b"data: " + orjson.dumps({**fields, "choices": [choice]}) + b"\n\n")
     if estimated and include_usage:
         counts = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
         counts["total_tokens"] = usage.total
-        out += b"data: " + orjson.dumps({**fields, "choices": [], "usage": counts}) + b"\n\n"
+        out.append(b"data: " + orjson.dumps({**fields, "choices": [], "usage": counts}) + b"\n\n")
     return out
 
 
