@@ -286,7 +286,7 @@ class Dispatcher:
                         raise DispatchFailed(err, attempted) from exc
                     if isinstance(exc, UnsendableRequest):
                         err = InvalidRequestError(
-                            f"this request cannot be sent to deployment {step.deployment.name}: {exc.detail}",
+                            f"this request cannot be sent to deployment {step.deployment.name}: {exc.message}",
                             code="unsupported_by_provider",
                         )
                         raise DispatchFailed(err, attempted) from exc

@@ -192,6 +192,7 @@ class UnsendableRequest(UpstreamError):
     """The request cannot be put into this provider's format (found before anything was sent):
     the request's fault, never the deployment's."""
 
-    public_message = "the request cannot be sent to this provider"
+    # litellm's reasons can quote an upstream's answer: the client gets the kind, the log the reason
+    public_message = "its provider cannot take this request"
     kind = "unsendablerequest"
     retryable = False

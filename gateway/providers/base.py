@@ -75,7 +75,7 @@ class Provider(abc.ABC):
     async def embed(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> Completion:
         """An embeddings request (OpenAI's shape, checked by the caller); the answer's ``payload``
         has ``data``, its ``usage`` the prompt tokens."""
-        raise UnsendableRequest(f"deployment {deployment.name} does not serve embeddings")
+        raise UnsendableRequest(message="it does not serve embeddings")
 
     @abc.abstractmethod
     async def open_stream(

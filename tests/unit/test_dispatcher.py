@@ -10,6 +10,7 @@ import pytest
 from gateway.dispatch import Dispatcher, DispatchFailed, Plan, PlanStep, ProbeHook
 from gateway.errors import (
     InvalidRequestError,
+    UnsendableRequest,
     UpstreamConnectError,
     UpstreamError,
     UpstreamHTTPError,
@@ -81,6 +82,17 @@ async def test_request_faults_end_the_dispatch_without_cooldown(loaded: LoadedPo
     assert "max_tokens is too large" in err.message and err.code == "upstream_rejected_request"
     assert len(provider.calls) == 1  # no retry, no other deployment, no other tier
     assert d.cooldowns() == {}
+
+
+async def test_an_unsendable_request_is_the_clients_400_in_our_words_only(loaded: LoadedPolicy) -> None:
+    reason = "litellm.APIConnectionError: Original Response: Traceback ... 10.1.2.3"
+    d, _clock, provider = make({"mid-a": [UnsendableRequest(reason)]})
+    with pytest.raises(DispatchFailed) as info:
+        await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
+    err = info.value.error
+    assert isinstance(err, InvalidRequestError) and err.code == "unsupported_by_provider"
+    assert "10.1.2.3" not in err.message and "mid-a" in err.message
+    assert [name for name, _ in provider.calls] == ["mid-a"]  # the request's fault: no other deployment
 
 
 async def test_a_deployment_cools_down_only_after_failing_several_requests(loaded: LoadedPolicy) -> None:

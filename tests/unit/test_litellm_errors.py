@@ -39,6 +39,13 @@ def test_a_request_litellm_cannot_translate_is_the_clients(provider: LitellmProv
     assert isinstance(mapped, UnsendableRequest) and not mapped.retryable
 
 
+def test_litellms_reason_goes_to_the_log_not_to_the_client(provider: LitellmProvider) -> None:
+    """litellm words its APIConnectionError with what the upstream sent ("Original Response: ...")."""
+    quoted = ValueError("Unable to get json response - Original Response: Traceback ... 10.1.2.3")
+    mapped = provider._map_error(_connection_error(provider, quoted), None)
+    assert "10.1.2.3" in str(mapped) and "10.1.2.3" not in mapped.to_envelope()["error"]["message"]
+
+
 def test_the_start_up_self_check_translates_an_agents_turn_for_each_deployment(
     provider: LitellmProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
