@@ -209,7 +209,7 @@ def _inspect(event: bytes, stream: UpstreamStream, include_usage: bool) -> bool:
         if not isinstance(payload, dict):
             stream.error = "malformed_stream"
             return False
-        if "error" in payload:  # the upstream's own words (tracebacks, echoed keys): never relayed
+        if payload.get("error") is not None:  # the upstream's own words (tracebacks, echoed keys): never relayed
             stream.error = "upstream_error"
             return False
         try:

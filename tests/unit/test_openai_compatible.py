@@ -40,6 +40,12 @@ async def test_an_upstreams_error_chunk_is_never_relayed() -> None:
     assert events == [CHUNK] and stream.error == "upstream_error" and not stream.done
 
 
+async def test_a_chunk_with_a_null_error_field_is_an_ordinary_chunk() -> None:
+    chunk = data({"id": "c1", "choices": [{"index": 0, "delta": {"content": "hi"}}], "error": None})
+    events, stream = await relayed(chunk, b"data: [DONE]\n\n")
+    assert events[0] == chunk and stream.error is None and stream.done
+
+
 @pytest.mark.parametrize(
     "broken",
     [
