@@ -279,8 +279,9 @@ class Dispatcher:
                     # The provider's message is redacted of keys; the client sees only its kind.
                     log.warning("deployment %s failed (attempt %d): %s", step.deployment.name, retry + 1, exc)
                     if isinstance(exc, UpstreamHTTPError) and exc.status in _REQUEST_FAULT:
+                        said = f": {exc.said}" if exc.said else ""
                         err = InvalidRequestError(
-                            f"the upstream model rejected the request ({exc.status}): {exc.upstream_message}",
+                            f"the upstream model rejected the request ({exc.status}){said}",
                             code="upstream_rejected_request",
                         )
                         raise DispatchFailed(err, attempted) from exc

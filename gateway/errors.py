@@ -168,10 +168,12 @@ class UpstreamTimeoutError(UpstreamError):
 
 
 class UpstreamHTTPError(UpstreamError):
-    def __init__(self, status: int, detail: str, retry_after: float | None = None) -> None:
+    def __init__(self, status: int, detail: str, retry_after: float | None = None, said: str | None = None) -> None:
         super().__init__(f"upstream answered {status}: {detail}", message=f"the upstream answered {status}")
         self.status = status
-        self.upstream_message = detail  # redacted by the provider; relayed only for a 4xx
+        # What a client may read of a 4xx: the message of the upstream's JSON error object, redacted
+        # by the provider; None for a text or HTML body (a proxy's page, a traceback).
+        self.said = said
         self.retry_after = retry_after
         self.kind = f"http_{status}"
         # 408/409/429 and 5xx are worth another try; other 4xx will fail the same way again.

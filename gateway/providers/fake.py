@@ -16,11 +16,11 @@ import orjson
 
 from gateway.chat_request import CHAT_FIELDS
 from gateway.embeddings_request import EMBEDDING_FIELDS
-from gateway.errors import UpstreamConnectError, UpstreamHTTPError
+from gateway.errors import UpstreamConnectError
 from gateway.policy.models import Deployment
 from gateway.providers.base import Completion, Provider, UpstreamStream
 from gateway.providers.fake_upstream import create_fake_app
-from gateway.providers.openai_compatible import answer_of, error_message, parse_retry_after, sse_events
+from gateway.providers.openai_compatible import answer_of, http_error, sse_events
 
 __all__ = ["FakeProvider"]
 
@@ -97,8 +97,7 @@ class FakeProvider(Provider):
         if start["status"] >= 400:
             content = b"".join([c async for c in reads])
             given = {k.decode().lower(): v.decode() for k, v in start.get("headers", [])}
-            message = error_message(start["status"], None, content, api_key)
-            raise UpstreamHTTPError(start["status"], message, parse_retry_after(given.get("retry-after")))
+            raise http_error(start["status"], None, content, api_key, given.get("retry-after"))
         return reads, app
 
 

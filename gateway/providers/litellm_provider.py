@@ -28,7 +28,7 @@ from gateway.errors import (
 )
 from gateway.policy.models import Deployment
 from gateway.providers.base import Completion, Provider, UpstreamStream
-from gateway.providers.openai_compatible import parse_retry_after
+from gateway.providers.openai_compatible import error_field, first_line, parse_retry_after
 from gateway.quality.schemas import over_budget
 from gateway.redact import redact
 from gateway.settings import offline_environment
@@ -175,7 +175,7 @@ class LitellmProvider(Provider):
         if isinstance(status, int):
             response = getattr(exc, "response", None)
             headers = getattr(response, "headers", None) or {}
-            return UpstreamHTTPError(status, text, parse_retry_after(headers.get("retry-after")))
+            return UpstreamHTTPError(status, text, parse_retry_after(headers.get("retry-after")), _said(exc, api_key))
         return UpstreamProtocolError(f"{type(exc).__name__}: {text}")
 
     def _kwargs(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> dict[str, Any]:
@@ -256,6 +256,15 @@ class LitellmProvider(Provider):
             raise self._map_error(exc, api_key) from exc
         stream.done = True
         yield b"data: [DONE]\n\n"
+
+
+def _said(exc: Exception, api_key: str | None) -> str | None:
+    """The provider's JSON error message inside a litellm error, if there is one: litellm words
+    it as "AnthropicException - {the provider's body}"; nothing else of it is for a client."""
+    message = str(getattr(exc, "message", ""))
+    start = message.find("{")
+    said = error_field(message[start:]) if start >= 0 else None
+    return first_line(said, api_key) if said else None
 
 
 def _check_schemas(body: dict[str, Any]) -> None:

@@ -24,7 +24,15 @@ from gateway.providers.base import Completion, Provider, UpstreamStream
 from gateway.redact import redact
 from gateway.usage import Usage, prompt_tokens_bound, usage_of
 
-__all__ = ["OpenAICompatibleProvider", "answer_of", "error_message", "parse_retry_after", "sse_events"]
+__all__ = [
+    "OpenAICompatibleProvider",
+    "answer_of",
+    "error_field",
+    "first_line",
+    "http_error",
+    "parse_retry_after",
+    "sse_events",
+]
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -36,22 +44,34 @@ def parse_retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: rare from LLM APIs; fall back to our own backoff
 
 
-def error_message(status: int, reason: str | None, content: bytes, api_key: str | None) -> str:
-    """The upstream's own error message, first line only, short and without secrets: some
-    upstreams echo the request's headers (our provider key) or a traceback into error bodies."""
-    text = ""
+def http_error(
+    status: int, reason: str | None, content: bytes, api_key: str | None, retry_after: str | None
+) -> UpstreamHTTPError:
+    """An upstream's error answer. The log gets its first line; a client may read only the message
+    of a JSON error object (an API's words for its clients), never a text or HTML body (a proxy's
+    page, a traceback). Both redacted: some upstreams echo our provider key into error bodies."""
+    said = error_field(content)
+    text = (said or content[:4096].decode(errors="replace") or reason or str(status)).strip()
+    return UpstreamHTTPError(
+        status, first_line(text, api_key), parse_retry_after(retry_after), first_line(said, api_key) if said else None
+    )
+
+
+def error_field(content: bytes | str) -> str | None:
+    """``error.message`` (or a string ``error``) of a JSON error body, as OpenAI and Anthropic send it."""
     try:
         payload = orjson.loads(content)
-        err = payload.get("error") if isinstance(payload, dict) else None
-        if isinstance(err, dict) and err.get("message"):
-            text = str(err["message"])
-        elif isinstance(err, str):
-            text = err
     except orjson.JSONDecodeError:
-        pass
-    text = (text or content[:4096].decode(errors="replace") or reason or str(status)).strip()
+        return None
+    err = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(err, dict) and err.get("message"):
+        return str(err["message"])
+    return err if isinstance(err, str) and err else None
+
+
+def first_line(text: str, api_key: str | None) -> str:
     # Redacted whole, then cut: a key that straddled the cut would lose its tail to it, not its head.
-    return redact(text.splitlines()[0] if text else "", [api_key])[:200]
+    return redact(text.strip().splitlines()[0] if text.strip() else "", [api_key])[:200]
 
 
 @functools.lru_cache(maxsize=64)
@@ -114,11 +134,7 @@ class OpenAICompatibleProvider(Provider):
                 content = b""
             finally:
                 response.release()
-            raise UpstreamHTTPError(
-                response.status,
-                error_message(response.status, response.reason, content, api_key),
-                parse_retry_after(response.headers.get("retry-after")),
-            )
+            raise http_error(response.status, response.reason, content, api_key, response.headers.get("retry-after"))
         return response
 
     async def complete(self, deployment: Deployment, api_key: str | None, body: dict[str, Any]) -> Completion:

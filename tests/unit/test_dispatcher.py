@@ -74,7 +74,8 @@ async def test_retry_after_is_honoured_up_to_the_limit(loaded: LoadedPolicy) -> 
 
 @pytest.mark.parametrize("status", [400, 404, 413, 422])
 async def test_request_faults_end_the_dispatch_without_cooldown(loaded: LoadedPolicy, status: int) -> None:
-    d, _clock, provider = make({"mid-a": [UpstreamHTTPError(status, "max_tokens is too large")]})
+    said = "max_tokens is too large"
+    d, _clock, provider = make({"mid-a": [UpstreamHTTPError(status, said, said=said)]})
     with pytest.raises(DispatchFailed) as info:
         await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
     err = info.value.error
@@ -82,6 +83,13 @@ async def test_request_faults_end_the_dispatch_without_cooldown(loaded: LoadedPo
     assert "max_tokens is too large" in err.message and err.code == "upstream_rejected_request"
     assert len(provider.calls) == 1  # no retry, no other deployment, no other tier
     assert d.cooldowns() == {}
+
+
+async def test_a_rejection_without_a_json_error_message_relays_nothing_of_the_body(loaded: LoadedPolicy) -> None:
+    d, _clock, _ = make({"mid-a": [UpstreamHTTPError(400, "<html>nginx at 10.1.2.3</html>")]})
+    with pytest.raises(DispatchFailed) as info:
+        await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
+    assert info.value.error.message == "the upstream model rejected the request (400)"
 
 
 async def test_an_unsendable_request_is_the_clients_400_in_our_words_only(loaded: LoadedPolicy) -> None:

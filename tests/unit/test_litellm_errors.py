@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.errors import UnsendableRequest, UpstreamProtocolError
+from gateway.errors import UnsendableRequest, UpstreamHTTPError, UpstreamProtocolError
 from gateway.policy.models import Deployment
 from gateway.providers.litellm_provider import LitellmProvider
 
@@ -44,6 +44,25 @@ def test_litellms_reason_goes_to_the_log_not_to_the_client(provider: LitellmProv
     quoted = ValueError("Unable to get json response - Original Response: Traceback ... 10.1.2.3")
     mapped = provider._map_error(_connection_error(provider, quoted), None)
     assert "10.1.2.3" in str(mapped) and "10.1.2.3" not in mapped.to_envelope()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ('{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: too large"}}', "too large"),
+        ("<html>502 Bad Gateway nginx at 10.1.2.3</html>", None),
+    ],
+    ids=["json", "html"],
+)
+def test_a_rejection_relays_only_the_providers_json_error_message(
+    provider: LitellmProvider, body: str, said: str | None
+) -> None:
+    lt = provider._litellm
+    exc = lt.BadRequestError(message=f"AnthropicException - {body}", model="m", llm_provider="anthropic")
+    mapped = provider._map_error(exc, None)
+    assert isinstance(mapped, UpstreamHTTPError) and mapped.status == 400
+    assert mapped.said is None if said is None else said in (mapped.said or "")
+    assert "10.1.2.3" not in (mapped.said or "")
 
 
 def test_the_start_up_self_check_translates_an_agents_turn_for_each_deployment(

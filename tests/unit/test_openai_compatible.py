@@ -11,7 +11,7 @@ import pytest
 
 from gateway.errors import UpstreamProtocolError
 from gateway.providers.base import UpstreamStream
-from gateway.providers.openai_compatible import answer_of, error_message, sse_events
+from gateway.providers.openai_compatible import answer_of, http_error, sse_events
 from gateway.translate.responses import ResponseEvents
 
 SECRET = "sk-SECRET123"
@@ -73,8 +73,24 @@ async def test_the_end_the_gateway_adds_is_one_event_a_yield_and_a_responses_cli
 
 def test_an_error_bodys_key_is_redacted_before_it_is_cut() -> None:
     body = b"x" * 192 + b" " + SECRET.encode() + b" tail"  # the key straddles the 200th character
-    shown = error_message(400, "Bad Request", body, SECRET)
-    assert len(shown) <= 200 and "sk-SECR" not in shown
+    logged = http_error(400, "Bad Request", body, SECRET, None).detail
+    assert "sk-SECR" not in logged
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (orjson.dumps({"error": {"message": f"max_tokens is too large ({SECRET})"}}), "max_tokens is too large"),
+        (orjson.dumps({"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}}), "bad"),
+        (b"<html><body>502 nginx at 10.1.2.3</body></html>", None),
+        (b"Traceback (most recent call last):\n  File /srv/app.py", None),
+    ],
+    ids=["openai-json", "anthropic-json", "html", "traceback"],
+)
+def test_a_client_may_read_only_the_message_of_a_json_error(body: bytes, said: str | None) -> None:
+    err = http_error(400, "Bad Request", body, SECRET, "3")
+    assert err.retry_after == 3 and (err.said is None if said is None else said in (err.said or ""))
+    assert SECRET not in (err.said or "") and SECRET not in err.detail
 
 
 @pytest.mark.parametrize(
