@@ -170,3 +170,17 @@ def test_a_body_that_is_not_json_gets_anthropics_envelope(gw: Gateway) -> None:
     r = httpx.post(gw.v1 + "/messages", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     assert r.json()["type"] == "error" and "not valid JSON" in r.json()["error"]["message"]
+
+
+def test_every_error_under_messages_is_in_anthropics_envelope(gw: Gateway) -> None:
+    """Errors raised before the endpoint (a browser's Origin, an unknown path, a wrong method)
+    come from the same renderer as the endpoint's own."""
+    for r, status in (
+        (httpx.get(gw.v1 + "/messages"), 405),
+        (httpx.post(gw.v1 + "/messages/count_tokens", json={}), 404),
+        (httpx.post(gw.v1 + "/messages", json={}, headers={"origin": "https://evil.example"}), 403),
+    ):
+        assert r.status_code == status and r.json()["type"] == "error", r.text
+        assert set(r.json()["error"]) == {"type", "message"}
+    openai_shaped = httpx.post(gw.v1 + "/chat/completions", json={}, headers={"origin": "https://evil.example"})
+    assert openai_shaped.status_code == 403 and set(openai_shaped.json()["error"]) == {"message", "type", "param", "code"}

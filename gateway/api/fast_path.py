@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.api import chat, embeddings, messages, openai_responses
@@ -42,7 +42,7 @@ class Gateway(FastAPI):
                 scope["headers"], state.settings.allowed_origins, not state.guard.store.last_any_keys()
             )
             if refusal is not None:
-                await JSONResponse(refusal.to_envelope(), status_code=refusal.status_code)(scope, receive, send)
+                await (await gateway_error(Request(scope), refusal))(scope, receive, send)
                 return
         handler = DIRECT.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
         if handler is None:
