@@ -171,6 +171,8 @@ class LitellmProvider(Provider):
             # litellm also raises this for a request it cannot translate, before sending anything:
             # only a transport failure underneath makes it the deployment's fault.
             return UpstreamConnectError(text) if _transport_failure(exc) else UnsendableRequest(text)
+        if _cause(exc, _UNREACHABLE) is not None:  # litellm words a refused connection as its 500
+            return UpstreamConnectError(text)
         status = getattr(exc, "status_code", None)
         if isinstance(status, int):
             response = getattr(exc, "response", None)
@@ -293,6 +295,9 @@ def _failed_tools(body: dict[str, Any]) -> frozenset[str]:
     return frozenset(
         str(m.get("tool_call_id")) for m in body["messages"] if m.get("role") == "tool" and m.get("is_error") is True
     )
+
+
+_UNREACHABLE = (httpx.ConnectError, aiohttp.ClientConnectorError)
 
 
 def _transport_failure(exc: BaseException) -> bool:

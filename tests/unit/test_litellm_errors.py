@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
-from gateway.errors import UnsendableRequest, UpstreamHTTPError, UpstreamProtocolError
+from gateway.errors import UnsendableRequest, UpstreamConnectError, UpstreamHTTPError, UpstreamProtocolError
 from gateway.policy.models import Deployment
 from gateway.providers.litellm_provider import LitellmProvider
 
@@ -44,6 +45,16 @@ def test_litellms_reason_goes_to_the_log_not_to_the_client(provider: LitellmProv
     quoted = ValueError("Unable to get json response - Original Response: Traceback ... 10.1.2.3")
     mapped = provider._map_error(_connection_error(provider, quoted), None)
     assert "10.1.2.3" in str(mapped) and "10.1.2.3" not in mapped.to_envelope()["error"]["message"]
+
+
+def test_a_refused_connection_is_the_deployments_fault_whatever_status_litellm_gives_it(
+    provider: LitellmProvider,
+) -> None:
+    """litellm raises InternalServerError (500) for an Anthropic server that refuses the connection."""
+    exc = provider._litellm.InternalServerError(message="Cannot connect", model="m", llm_provider="anthropic")
+    exc.__cause__ = httpx.ConnectError("All connection attempts failed")  # as litellm chains it
+    mapped = provider._map_error(exc, None)
+    assert isinstance(mapped, UpstreamConnectError) and mapped.message == "the upstream could not be reached"
 
 
 @pytest.mark.parametrize(
