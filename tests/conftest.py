@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -132,10 +133,40 @@ def start_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
         server.stop()
 
 
+@pytest.fixture
+def in_process_gateway(tmp_path: Path) -> Iterator[Callable[[str], TestClient]]:
+    """The gateway's app in this process: no port, no server thread. Starlette's TestClient runs
+    its lifespan and speaks ASGI to it, as a loopback client (open mode serves only those), and is
+    an ``httpx.Client``: the openai and anthropic SDKs take it as their ``http_client``."""
+    clients: list[TestClient] = []
+
+    def start(policy_yaml: str) -> TestClient:
+        policy_path = tmp_path / "policy.yaml"
+        policy_path.write_text(textwrap.dedent(policy_yaml))
+        cfg = Settings(
+            policy_path=policy_path,
+            database_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+            spool_dir=tmp_path / "spool",
+            load_router=False,
+            ledger_flush_interval_s=0.05,
+        )
+        client = TestClient(create_app(cfg), base_url="http://127.0.0.1", client=("127.0.0.1", 50000))
+        clients.append(client.__enter__())
+        return client
+
+    yield start
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
 def three_tier_policy(
-    fake_url: str, local: str = "echo", mid: str = "echo", frontier: str = "echo", extra: str = ""
+    fake_url: str | None, local: str = "echo", mid: str = "echo", frontier: str = "echo", extra: str = ""
 ) -> str:
-    """A policy whose tiers are served by the fake upstream over real HTTP."""
+    """A policy whose tiers are served by the fake upstream over real HTTP at ``fake_url``, or
+    (None) by the in-process fake provider with the same behaviours."""
+    if fake_url is None:
+        policy = three_tier_policy("", local, mid, frontier, extra)
+        return policy.replace("model: openai/", "model: fake/").replace(' api_base: "/v1",', "")
     return f"""
     version: 1
     tiers:

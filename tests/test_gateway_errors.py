@@ -1,12 +1,17 @@
-"""Bad input gets OpenAI's error envelope with the right status and names the field."""
+"""Bad input gets OpenAI's error envelope with the right status and names the field. In process
+(the app through Starlette's TestClient, the fake provider for tiers): what is checked here is
+the gateway's own answer, not a socket's; the provider's headers are checked over real HTTP."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import httpx
 import openai
 import pytest
+from starlette.testclient import TestClient
 
-from tests.conftest import GatewayFactory, fake_stats, three_tier_policy
+from tests.conftest import REPO, GatewayFactory, fake_stats, three_tier_policy
 
 
 def assert_envelope(
@@ -24,13 +29,16 @@ def assert_envelope(
 
 
 @pytest.fixture
-def gw_url(start_gateway: GatewayFactory, fake_upstream: str) -> str:
-    return start_gateway(three_tier_policy(fake_upstream, extra="limits: {max_body_bytes: 20000}")).v1
+def gw(in_process_gateway: Callable[[str], TestClient]) -> TestClient:
+    return in_process_gateway(three_tier_policy(None, extra="limits: {max_body_bytes: 20000}"))
 
 
-def test_truncated_json(gw_url: str) -> None:
-    r = httpx.post(
-        gw_url + "/chat/completions",
+CHAT = "/v1/chat/completions"
+
+
+def test_truncated_json(gw: TestClient) -> None:
+    r = gw.post(
+        CHAT,
         content=b'{"model": "auto", "messages": [',
         headers={"content-type": "application/json"},
     )
@@ -40,23 +48,21 @@ def test_truncated_json(gw_url: str) -> None:
 JSON = {"content-type": "application/json"}
 
 
-def test_not_an_object_and_empty(gw_url: str) -> None:
-    assert_envelope(httpx.post(gw_url + "/chat/completions", content=b"[1,2]", headers=JSON), 400)
-    assert_envelope(httpx.post(gw_url + "/chat/completions", content=b"", headers=JSON), 400)
+def test_not_an_object_and_empty(gw: TestClient) -> None:
+    assert_envelope(gw.post(CHAT, content=b"[1,2]", headers=JSON), 400)
+    assert_envelope(gw.post(CHAT, content=b"", headers=JSON), 400)
 
 
 @pytest.mark.parametrize(
     "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
 )
-def test_a_body_that_does_not_say_json_is_not_parsed(gw_url: str, content_type: str | None) -> None:
+def test_a_body_that_does_not_say_json_is_not_parsed(gw: TestClient, content_type: str | None) -> None:
     """Browsers send these cross-origin without a preflight: the gateway must not act on them."""
     body = b'{"model": "cheap", "messages": [{"role": "user", "content": "x"}]}'
     headers = {"content-type": content_type} if content_type else {}
-    r = httpx.post(gw_url + "/chat/completions", content=body, headers=headers)
+    r = gw.post(CHAT, content=body, headers=headers)
     assert_envelope(r, 415, code="unsupported_media_type")
-    ok = httpx.post(
-        gw_url + "/chat/completions", content=body, headers={"content-type": "application/json; charset=utf-8"}
-    )
+    ok = gw.post(CHAT, content=body, headers={"content-type": "application/json; charset=utf-8"})
     assert ok.status_code == 200
 
 
@@ -72,18 +78,18 @@ def test_a_body_that_does_not_say_json_is_not_parsed(gw_url: str, content_type: 
         ({"model": 42, "messages": [{"role": "user", "content": "x"}]}, "model"),
     ],
 )
-def test_wrong_fields_name_the_field(gw_url: str, body: dict[str, object], param: str) -> None:
-    err = assert_envelope(httpx.post(gw_url + "/chat/completions", json=body), 400, param=param)
+def test_wrong_fields_name_the_field(gw: TestClient, body: dict[str, object], param: str) -> None:
+    err = assert_envelope(gw.post(CHAT, json=body), 400, param=param)
     assert err["type"] == "invalid_request_error"
 
 
-def test_huge_body_is_413(gw_url: str) -> None:
+def test_huge_body_is_413(gw: TestClient) -> None:
     body = {"model": "auto", "messages": [{"role": "user", "content": "x" * 50_000}]}
-    assert_envelope(httpx.post(gw_url + "/chat/completions", json=body), 413, code="request_too_large")
+    assert_envelope(gw.post(CHAT, json=body), 413, code="request_too_large")
 
 
-def test_unknown_model_is_404_with_the_sdk(gw_url: str) -> None:
-    c = openai.OpenAI(base_url=gw_url, api_key="sk-local", max_retries=0)
+def test_unknown_model_is_404_with_the_sdk(gw: TestClient) -> None:
+    c = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="sk-local", max_retries=0, http_client=gw)
     with pytest.raises(openai.NotFoundError) as info:
         c.chat.completions.create(model="gpt-17", messages=[{"role": "user", "content": "x"}])
     assert info.value.code == "model_not_found"
@@ -96,9 +102,9 @@ def test_unknown_model_is_404_with_the_sdk(gw_url: str) -> None:
 
 
 @pytest.mark.parametrize("key", ["api_base", "base_url", "api_key", "extra_headers"])
-def test_request_cannot_set_upstream_or_credentials(gw_url: str, key: str) -> None:
+def test_request_cannot_set_upstream_or_credentials(gw: TestClient, key: str) -> None:
     body = {"model": "cheap", "messages": [{"role": "user", "content": "x"}], key: "http://evil.example"}
-    assert_envelope(httpx.post(gw_url + "/chat/completions", json=body), 400, code="unsupported_parameter", param=key)
+    assert_envelope(gw.post(CHAT, json=body), 400, code="unsupported_parameter", param=key)
 
 
 def test_client_headers_never_reach_the_provider(
@@ -121,23 +127,22 @@ def test_client_headers_never_reach_the_provider(
     assert "x-forwarded-host" not in seen and "openai-organization" not in seen
 
 
-def test_unknown_path_and_method(gw_url: str) -> None:
-    base = gw_url.removesuffix("/v1")
-    assert_envelope(httpx.get(base + "/v1/nothing-here"), 404)
-    assert_envelope(httpx.get(gw_url + "/chat/completions"), 405)
+def test_unknown_path_and_method(gw: TestClient) -> None:
+    assert_envelope(gw.get("/v1/nothing-here"), 404)
+    assert_envelope(gw.get(CHAT), 405)
 
 
-def test_models_and_health(start_gateway: GatewayFactory) -> None:
-    gw = start_gateway((__import__("pathlib").Path(__file__).parents[1] / "policies" / "fake.yaml").read_text())
-    models = httpx.get(gw.v1 + "/models").json()["data"]
+def test_models_and_health(in_process_gateway: Callable[[str], TestClient]) -> None:
+    gw = in_process_gateway((REPO / "policies" / "fake.yaml").read_text())
+    models = gw.get("/v1/models").json()["data"]
     ids = {m["id"]: m for m in models}
     assert {"auto", "cheap", "best", "tier/local", "tier/mid", "tier/frontier", "fake-mid"} <= set(ids)
     # fake answers are labelled as such
     assert ids["fake-mid"]["owned_by"] == "tierwise-fake" and ids["fake-mid"]["tierwise"]["fake"] is True
-    assert httpx.get(gw.url + "/healthz").json() == {"status": "ok"}
-    ready = httpx.get(gw.url + "/readyz").json()
+    assert gw.get("/healthz").json() == {"status": "ok"}
+    ready = gw.get("/readyz").json()
     assert ready["ready"] is True and ready["tiers"] == {"local": True, "mid": True, "frontier": True}
-    out = openai.OpenAI(base_url=gw.v1, api_key="x").chat.completions.create(
+    out = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="x", http_client=gw).chat.completions.create(
         model="best", messages=[{"role": "user", "content": "are you real?"}]
     )
     assert (out.choices[0].message.content or "").startswith("[fake echo]")
