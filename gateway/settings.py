@@ -34,7 +34,7 @@ def offline_environment() -> None:
 class LocalModelSettings(BaseSettings):
     """The bundled local model server (llama.cpp); ``TIERWISE_LOCAL_*``."""
 
-    model_config = SettingsConfigDict(env_prefix="TIERWISE_LOCAL_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="TIERWISE_LOCAL_", extra="forbid", frozen=True)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8081, ge=1, le=65535)
@@ -47,7 +47,7 @@ class LocalModelSettings(BaseSettings):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIERWISE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="TIERWISE_", extra="forbid", frozen=True)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from gateway.settings import LocalModelSettings
 from tests.conftest import REPO, GatewayFactory, free_port
 
 
@@ -88,7 +89,8 @@ def test_local_server_that_answers_late_stays_in_use_until_it_keeps_timing_out(
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
         gw = start_gateway(
-            _policy(fake_upstream, f"http://127.0.0.1:{silent.getsockname()[1]}/v1"), local_probe_interval_s=0.1
+            _policy(fake_upstream, f"http://127.0.0.1:{silent.getsockname()[1]}/v1"),
+            local=LocalModelSettings(probe_interval_s=0.1),
         )
         assert httpx.get(gw.url + "/readyz").json()["tiers"]["local"] is True  # one slow probe is not "down"
         deadline = time.monotonic() + 20
