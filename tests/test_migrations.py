@@ -54,25 +54,36 @@ def test_processes_starting_together_migrate_one_at_a_time(tmp_path: Path) -> No
     """``serve --workers N`` on a fresh SQLite file: every worker migrates, none trips on another."""
     import subprocess
     import sys
-    import time
 
     from tests.conftest import REPO
 
-    # Each process imports first, then all start migrating at the same instant.
+    # Each process imports first and says so; once all have, they start migrating together.
     code = (
-        "import sys, time; from gateway.ledger import create_schema, make_engine; engine = make_engine(sys.argv[1]); "
-        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); create_schema(engine)"
+        "import sys; from gateway.ledger import create_schema, make_engine; engine = make_engine(sys.argv[1]); "
+        "print('ready', flush=True); sys.stdin.readline(); create_schema(engine)"
     )
     for attempt in range(3):
         url = f"sqlite:///{tmp_path / f'race{attempt}.db'}"
-        start = str(time.time() + 6)
         procs = [
-            subprocess.Popen([sys.executable, "-c", code, url, start], cwd=REPO, stderr=subprocess.PIPE)
+            subprocess.Popen(
+                [sys.executable, "-c", code, url],
+                cwd=REPO,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for _ in range(4)
         ]
         for p in procs:
+            assert p.stdout is not None and p.stdout.readline() == "ready\n", p.communicate(timeout=60)[1][-1000:]
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in procs:
             _, err = p.communicate(timeout=120)
-            assert p.returncode == 0, err.decode()[-1000:]
+            assert p.returncode == 0, err[-1000:]
 
 
 def test_uncached_cost_is_filled_where_it_is_known(tmp_path: Path) -> None:
