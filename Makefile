@@ -46,9 +46,12 @@ serve-fake: setup
 serve-quality: setup
 	$(VENV)/bin/tierwise serve --policy policies/quality-demo.yaml; $(STOPPED_OK)
 
-# Command 2: set up and run the whole test suite (lint and types first: they are fast).
+# Command 2: set up and run the whole test suite (lint and types first: they are fast). Two
+# processes, a test file to each at a time (its module's servers stay with it); then, alone, the
+# few tests that assert a sub-second wall-clock bound, which a neighbour's load would make flaky.
 test: setup lint typecheck
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n 2 --dist loadfile -m "not timing"
+	$(PY) -m pytest -q -ra -m timing
 
 lint: setup
 	$(VENV)/bin/ruff check gateway router dashboard tests bench scripts

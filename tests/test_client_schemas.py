@@ -83,6 +83,7 @@ def _bomb_requests(model: str, bomb: dict[str, Any] | None = None) -> list[tuple
     ]
 
 
+@pytest.mark.timing
 def test_a_schema_bomb_is_served_priced_and_stalls_nothing(keyed: ServeProcess) -> None:
     """A 1.8 KB schema whose $refs double the work per level froze the loop and grew the gateway
     to 19.6 GB: its check is skipped with the reason, while /healthz answers and memory stays put."""
@@ -123,6 +124,7 @@ def _in_flight(
     return answers[0]
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("kind", ["enum", "errors"])
 def test_schemas_whose_single_steps_are_costly_stall_nothing(keyed: ServeProcess, kind: str) -> None:
     """Found by attacking the step budget: one enum step compares with every entry and writes them

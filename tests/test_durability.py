@@ -153,6 +153,7 @@ def test_a_database_that_stops_answering_stalls_nothing(
         gw.stop()
 
 
+@pytest.mark.timing
 def test_a_blackholed_key_store_costs_a_keyed_request_almost_nothing_and_turns_readiness_off(
     tmp_path: Path, fake_upstream: str, stalling_pg: tuple[str, TcpProxy]
 ) -> None:
