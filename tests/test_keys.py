@@ -297,9 +297,10 @@ def test_database_outage_loses_no_ledger_rows(tmp_path: Path, own_upstream: str,
             r = chat(url + "/v1", "none")
             assert r.status_code == 200  # serving goes on while the ledger database is away
             during.append(r.headers["x-tierwise-request-id"])
-        time.sleep(1.0)
-        ready = httpx.get(url + "/readyz").json()
-        assert any("ledger database unavailable" in d for d in ready["degraded"]), ready
+        deadline = time.monotonic() + 10  # the writer's next flush finds the database gone
+        while not any("ledger database unavailable" in d for d in httpx.get(url + "/readyz").json()["degraded"]):
+            assert time.monotonic() < deadline, "readiness never said the ledger database is away"
+            time.sleep(0.1)
         proxy.restore()
         ids += during
         deadline = time.monotonic() + 20

@@ -192,11 +192,12 @@ def test_invalid_reload_keeps_old_policy_valid_reload_applies(
     assert httpx.post(gw.v1 + "/chat/completions", json=body).status_code == 200
 
     gw.policy_path.write_text("tiers: [ {name: broken\n")  # invalid YAML
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10  # the next poll reads the file and rejects it
+    while not any("last policy reload was rejected" in d for d in httpx.get(gw.url + "/readyz").json()["degraded"]):
+        assert time.monotonic() < deadline, "the invalid policy was never read"
+        time.sleep(0.05)
     r = httpx.post(gw.v1 + "/chat/completions", json=body)
     assert r.status_code == 200 and r.headers["x-tierwise-tier"] == "local"
-    ready = httpx.get(gw.url + "/readyz").json()
-    assert any("last policy reload was rejected" in d for d in ready["degraded"])
 
     new = three_tier_policy(fake_upstream).replace("{name: cheap, tier: local}", "{name: cheap, tier: frontier}")
     gw.policy_path.write_text(textwrap.dedent(new))
