@@ -148,11 +148,15 @@ def keyed(tmp_path_factory: pytest.TempPathFactory, fake_upstream: str) -> Itera
               api_key_env: TIERWISE_TEST_PROVIDER_KEY, max_retries: 0, price: {{input_per_1m: 1, output_per_1m: 1}}}}"""
         for name, model in extra_tiers.items()
     )
-    refused = """
+    refused = f"""
       - name: t-refused
         deployments:
-          - {name: refused, model: openai/echo, api_base: "http://127.0.0.1:9/v1", max_retries: 0,
-             price: {input_per_1m: 1, output_per_1m: 1}}"""
+          - {{name: refused, model: openai/echo, api_base: "http://127.0.0.1:9/v1", max_retries: 0,
+             price: {{input_per_1m: 1, output_per_1m: 1}}}}
+      - name: t-cut-claude
+        deployments:
+          - {{name: cut-claude, model: anthropic/truncated-stream, api_base: "{fake_upstream}",
+             api_key_env: TIERWISE_TEST_PROVIDER_KEY, max_retries: 0, price: {{input_per_1m: 1, output_per_1m: 1}}}}"""
     policy = policy.replace("    routes:", tiers.removeprefix("\n") + refused + "\n    routes:", 1)
     env = {"TIERWISE_TEST_PROVIDER_KEY": PROVIDER_KEY, "TIERWISE_MASTER_KEY": MASTER}
     server = ServeProcess(tmp, policy, env)

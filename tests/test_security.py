@@ -198,16 +198,18 @@ def test_deep_nesting_is_a_400_and_strands_nothing(keyed: ServeProcess) -> None:
     assert post_chat(keyed, key, chat_body("echo-mid", max_tokens=10)).status_code == 200  # the budget is all there
 
 
-def test_a_stream_that_stops_early_ends_with_an_error_and_a_502_row(keyed: ServeProcess) -> None:
+@pytest.mark.parametrize("deployment", ["cut", "cut-claude"])  # cut-claude: through litellm, which says "stop"
+def test_a_stream_that_stops_early_ends_with_an_error_and_a_502_row(keyed: ServeProcess, deployment: str) -> None:
     with httpx.stream(
         "POST",
         keyed.v1 + "/chat/completions",
-        json=chat_body("cut", stream=True),
+        json=chat_body(deployment, stream=True),
         headers={"authorization": f"Bearer {new_key(keyed)}"},
     ) as r:
         text = r.read().decode()
         rid = r.headers["x-tierwise-request-id"]
     assert r.status_code == 200 and "upstream_truncated" in text and "[DONE]" not in text
+    assert '"finish_reason":"stop"' not in text.replace(" ", "")  # a cut answer is never passed off as whole
     row = wait_rows(keyed, rid)[0]
     assert (row["status_code"], row["error_type"]) == (502, "upstream_truncated")
 

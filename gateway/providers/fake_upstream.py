@@ -41,8 +41,9 @@ the fake calls the first (or the one ``tool_choice`` names), and once the last m
 tool's result it answers "[fake tool result] <result>".
 ``POST /v1/embeddings`` returns deterministic unit vectors (seeded by a hash of model and text;
 ``dimensions`` and ``encoding_format: base64`` honoured; model ``error-500`` fails).
-``POST /v1/messages`` answers the same way in Anthropic's Messages format, so deployments
-served through litellm (``anthropic/...`` with this server as ``api_base``) can be tested.
+``POST /v1/messages`` answers as ``echo`` does in Anthropic's Messages format, so deployments
+served through litellm (``anthropic/...`` with this server as ``api_base``) can be tested;
+``truncated-stream`` there stops after the text, with no stop reason and no ``message_stop``.
 ``GET /stats`` returns how many completions each model served, the last request seen and
 every request's method, path, headers and body.
 """
@@ -402,6 +403,8 @@ def create_fake_app() -> Starlette:
             for j, word in enumerate(text.split(" ")):
                 piece = word if j == 0 else " " + word
                 yield event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
+            if model == "truncated-stream":  # the connection ends here: no stop reason, no message_stop
+                return
             yield event("content_block_stop", {"index": 0})
             yield event("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": usage})
             yield event("message_stop", {})

@@ -247,6 +247,8 @@ class LitellmProvider(Provider):
         try:
             async for chunk in chunks:
                 payload = chunk.model_dump(exclude_none=True)
+                if _invented_finish(chunks, payload):
+                    return  # not done: the relay ends the stream with upstream_truncated, no [DONE]
                 stream.observe(payload)
                 usage = payload.get("usage")
                 if usage and not payload.get("choices") and not include_usage:
@@ -258,6 +260,17 @@ class LitellmProvider(Provider):
             raise self._map_error(exc, api_key) from exc
         stream.done = True
         yield b"data: [DONE]\n\n"
+
+
+def _invented_finish(chunks: Any, payload: dict[str, Any]) -> bool:
+    """Whether this chunk's finish reason is litellm's own: a stream whose upstream ended without
+    one (a connection cut mid-answer) gets "stop" from litellm's stream wrapper when it runs out
+    (``CustomStreamWrapper.finish_reason_handler``), which would pass a truncated answer off as
+    whole. An upstream's own finish reason is recorded on the wrapper before it is sent on."""
+    if not any(isinstance(c, dict) and c.get("finish_reason") for c in payload.get("choices") or []):
+        return False
+    said = getattr(chunks, "received_finish_reason", None) or getattr(chunks, "intermittent_finish_reason", None)
+    return said is None
 
 
 def _said(exc: Exception, api_key: str | None) -> str | None:
