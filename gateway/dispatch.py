@@ -5,7 +5,7 @@ are retried; when a deployment gives up, the next step is tried, and moving to a
 written down in ``fallbacks`` (headers and ledger say so).
 
 Failures are classified by what caused them. The upstream saying the *request* is wrong (400,
-404, 413, 422) ends the dispatch with a 400 to the client: another deployment would say the same,
+413, 422) ends the dispatch with a 400 to the client: another deployment would say the same,
 and the deployment did nothing wrong. Everything else might be either, so a deployment is cooled
 down only when it fails several different requests in a row (a circuit breaker) — or at once when
 it refuses connections or our credentials — never because one odd request fails everywhere.
@@ -42,8 +42,11 @@ __all__ = ["Attempted", "DispatchFailed", "Dispatcher", "Plan", "PlanStep"]
 log = logging.getLogger("tierwise.dispatch")
 T = TypeVar("T")
 
-# The upstream says the request itself is wrong: no retry, no fallback, no cooldown.
-_REQUEST_FAULT = {400, 404, 413, 422}
+# The upstream says the request itself is wrong: no retry, no fallback, no cooldown. Not 404: a
+# model API answers it for a model or path it does not have (a retired model, a wrong api_base),
+# the policy's doing, never the client's (who names a route, not the upstream's model): the next
+# deployment serves, and the circuit breaker's probe, which gets the same 404, cools this one.
+_REQUEST_FAULT = {400, 413, 422}
 # The upstream refuses the gateway (bad key, no access): the deployment is unusable now.
 _CREDENTIAL_FAULT = {401, 403}
 

@@ -72,7 +72,7 @@ async def test_retry_after_is_honoured_up_to_the_limit(loaded: LoadedPolicy) -> 
     assert [name for name, _ in provider.calls] == ["mid-a", "mid-b"]
 
 
-@pytest.mark.parametrize("status", [400, 404, 413, 422])
+@pytest.mark.parametrize("status", [400, 413, 422])
 async def test_request_faults_end_the_dispatch_without_cooldown(loaded: LoadedPolicy, status: int) -> None:
     said = "max_tokens is too large"
     d, _clock, provider = make({"mid-a": [UpstreamHTTPError(status, said, said=said)]})
@@ -115,6 +115,20 @@ async def test_a_deployment_cools_down_only_after_failing_several_requests(loade
     assert attempted.fallbacks == ["mid-a: cooling down"] and attempted.attempts == 1
     clock.advance(31)
     assert not d.cooling_down(mid_a)
+
+
+async def test_a_model_the_upstream_does_not_have_is_the_deployments_fault(loaded: LoadedPolicy) -> None:
+    """A 404 (a retired model, a wrong api_base) is not the client's 400: the next deployment
+    serves, and once the probe confirms it, the deployment cools down."""
+    gone = UpstreamHTTPError(404, "The model `gpt-4-0314` does not exist", said="The model does not exist")
+    d, _clock, provider = make({"mid-a": [gone], "mid-b": [completion("served")]})
+    mid_a = loaded.policy.tier("mid").deployments[0]
+    done, attempted = await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)
+    assert b"served" in done.body and attempted.fallbacks == ["mid-a: http_404"]
+    await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)  # failures_before_cooldown: 2
+    await d.probes_done()
+    assert d.cooling_down(mid_a)
+    assert [name for name, _ in provider.calls] == ["mid-a", "mid-b", "mid-a", "mid-b", "mid-a"]  # the last: the probe
 
 
 async def test_a_deployment_that_answers_the_probe_stays_in_service(loaded: LoadedPolicy) -> None:
