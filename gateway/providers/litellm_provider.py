@@ -238,16 +238,18 @@ class LitellmProvider(Provider):
         finally:
             _FAILED_TOOLS.reset(marked)
         stream = UpstreamStream(events=_nothing())
-        stream.events = self._events(chunks, stream, include_usage, api_key)
+        # One choice, from a provider whose every finish reason litellm records (see _invented_finish)
+        judged = getattr(chunks, "custom_llm_provider", None) in _FINISH_RECORDED and body.get("n") in (None, 1)
+        stream.events = self._events(chunks, stream, include_usage, api_key, judged)
         return stream
 
     async def _events(
-        self, chunks: Any, stream: UpstreamStream, include_usage: bool, api_key: str | None
+        self, chunks: Any, stream: UpstreamStream, include_usage: bool, api_key: str | None, judged: bool
     ) -> AsyncIterator[bytes]:
         try:
             async for chunk in chunks:
                 payload = chunk.model_dump(exclude_none=True)
-                if _invented_finish(chunks, payload):
+                if judged and _invented_finish(chunks, payload):
                     return  # not done: the relay ends the stream with upstream_truncated, no [DONE]
                 stream.observe(payload)
                 usage = payload.get("usage")
@@ -262,11 +264,18 @@ class LitellmProvider(Provider):
         yield b"data: [DONE]\n\n"
 
 
+# Providers whose chunks take litellm's generic path, which records an upstream's finish reason
+# on the stream wrapper before sending it on. Not Gemini/Vertex (litellm stamps "stop" on every
+# chunk there and forgets it again after a usage chunk) nor Bedrock's invoke route (Titan and
+# Llama's stop reasons are never read): there a whole stream would look cut, a cut one whole.
+_FINISH_RECORDED = frozenset({"anthropic", "openai", "azure"})
+
+
 def _invented_finish(chunks: Any, payload: dict[str, Any]) -> bool:
     """Whether this chunk's finish reason is litellm's own: a stream whose upstream ended without
     one (a connection cut mid-answer) gets "stop" from litellm's stream wrapper when it runs out
     (``CustomStreamWrapper.finish_reason_handler``), which would pass a truncated answer off as
-    whole. An upstream's own finish reason is recorded on the wrapper before it is sent on."""
+    whole."""
     if not any(isinstance(c, dict) and c.get("finish_reason") for c in payload.get("choices") or []):
         return False
     said = getattr(chunks, "received_finish_reason", None) or getattr(chunks, "intermittent_finish_reason", None)
