@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -154,6 +155,7 @@ class Dispatcher:
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._health: dict[str, _Health] = {}
+        self._in_flight: Counter[str] = Counter()  # requests each deployment is answering now
         self._probes: set[asyncio.Task[None]] = set()
         self._on_probe = on_probe  # ledgers the probe calls (they are paid)
 
@@ -168,8 +170,11 @@ class Dispatcher:
         health = self._health.get(deployment.name)
         return health is not None and health.cool_until > self._clock.monotonic()
 
-    def served_within(self, name: str, seconds: float) -> bool:
-        """Whether the deployment answered a request in the last ``seconds`` (it is alive)."""
+    def busy(self, name: str, seconds: float) -> bool:
+        """Whether the deployment is answering a request now or answered one in the last
+        ``seconds`` (it is alive, and may be too busy to answer a health check)."""
+        if self._in_flight[name]:
+            return True
         health = self._health.get(name)
         return health is not None and health.last_ok is not None and self._clock.monotonic() - health.last_ok < seconds
 
@@ -274,7 +279,11 @@ class Dispatcher:
             for retry in range(step.deployment.max_retries + 1):
                 attempted.attempts += 1
                 try:
-                    result = await (_traced(call, step, embeddings) if tracing.enabled() else call(step))
+                    self._in_flight[step.deployment.name] += 1
+                    try:
+                        result = await (_traced(call, step, embeddings) if tracing.enabled() else call(step))
+                    finally:
+                        self._in_flight[step.deployment.name] -= 1
                 except UpstreamError as exc:
                     last = exc
                     attempted.error_type = exc.kind

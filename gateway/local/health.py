@@ -43,7 +43,7 @@ async def probe_once(policy: PolicyStore, state: Availability, client: httpx.Asy
             state.probe_timeouts.pop(dep.name, None)
         except httpx.TimeoutException:
             state.probe_timeouts[dep.name] = misses = state.probe_timeouts.get(dep.name, 0) + 1
-            busy = state.dispatcher.served_within(dep.name, BUSY_WINDOW_S)
+            busy = state.dispatcher.busy(dep.name, BUSY_WINDOW_S)
             # not evidence either way until it repeats: keep the current state
             up = dep.name not in state.down and (busy or misses < TIMEOUTS_BEFORE_DOWN)
         except httpx.HTTPError:

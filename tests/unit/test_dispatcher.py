@@ -182,7 +182,7 @@ async def test_a_success_resets_the_count(loaded: LoadedPolicy) -> None:
     mid_a = loaded.policy.tier("mid").deployments[0]
     await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)  # mid-a fails twice (one request)
     await d.complete(d.plan(loaded, "mid"), BODY, loaded.policy.dispatch)  # mid-a answers
-    assert not d.cooling_down(mid_a) and d.served_within("mid-a", 1)
+    assert not d.cooling_down(mid_a) and d.busy("mid-a", 1)
 
 
 @pytest.mark.parametrize("error", [UpstreamConnectError("refused"), UpstreamHTTPError(401, "bad key")])
