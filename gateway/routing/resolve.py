@@ -294,7 +294,9 @@ class Resolver:
                 res.notes.append(f"tier {res.tier} unavailable -> {names[j]}")
                 res.tier = names[j]
                 return res
-        raise ServiceUnavailableError("no tier has an available deployment", code="no_available_tier")
+        raise ServiceUnavailableError(
+            "no tier has an available deployment (GET /readyz says why)", code="no_available_tier"
+        )
 
 
 def price_scale(
