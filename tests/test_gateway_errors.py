@@ -130,6 +130,12 @@ def test_client_headers_never_reach_the_provider(
 def test_unknown_path_and_method(gw: TestClient) -> None:
     assert_envelope(gw.get("/v1/nothing-here"), 404)
     assert_envelope(gw.get(CHAT), 405)
+    # an OpenAI client whose base URL lacks /v1 is told so
+    body = {"model": "cheap", "messages": [{"role": "user", "content": "hi"}]}
+    r = gw.post("/chat/completions", json=body)
+    assert_envelope(r, 404)
+    assert "the API is under /v1" in r.json()["error"]["message"]
+    assert "under /v1" not in gw.get("/nothing-here").json()["error"]["message"]
 
 
 def test_models_and_health(in_process_gateway: Callable[[str], TestClient]) -> None:

@@ -60,8 +60,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return error_response(
-            request.url.path, exc.status_code, str(exc.detail), "invalid_request_error", None, code, exc.headers
-        )
+        path, message = request.url.path, str(exc.detail)
+        if exc.status_code == 404 and ("/v1" + path) in _paths(request.app):
+            # the commonest setup mistake: an OpenAI client's base URL without /v1
+            message = f"no {path} here: the API is under /v1 (a client's base URL ends in /v1)"
+        return error_response(path, exc.status_code, message, "invalid_request_error", None, code, exc.headers)
 
     app.add_exception_handler(Exception, unexpected)
+
+
+def _paths(app: FastAPI) -> set[str]:
+    return {path for route in app.routes if isinstance(path := getattr(route, "path", None), str)}
