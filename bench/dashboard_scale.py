@@ -11,6 +11,7 @@ some refused or failed, a few sessions, 3% failing an answer check, 4% escalated
 of them sampled for quality (a shadow answer, two judge calls and a judgement each). Rows go in by bulk insert, then ``tierwise ledger rebuild-rollups``'s recount.
 
     python bench/dashboard_scale.py [--rows 1000000] [--database-url URL] [--before REV]
+    python bench/dashboard_scale.py --writer-only [--writer-database-url postgresql+psycopg://...]
 
 SQLite by default (a file under bench/out/); ``--database-url`` for PostgreSQL. Prints seconds
 per page for the last 24 h, 7 days and all time, median of 3, per revision.
@@ -36,9 +37,10 @@ from typing import Any
 from unittest import mock
 
 from measure import HERE, PY, REPO, log
-from sqlalchemy import insert
+from sqlalchemy import create_engine, insert, text
 
 from gateway.ledger import LedgerWriter, create_schema, make_engine, rollups
+from gateway.ledger.db import normalise_url
 from gateway.ledger.models import LedgerEntry, LedgerRow
 from gateway.ledger.rollups import rebuild
 from gateway.quality.models import Feedback, Judgement
@@ -206,9 +208,10 @@ def generate(url: str, n: int) -> None:
     engine.dispose()
 
 
-def writer_rows_per_s(n: int, tmp: Path, batch: int) -> dict[str, float]:
-    """The ledger writer's insert rate (SQLite, ``batch`` rows a transaction), with its rollups
-    and without, interleaved run by run (median of 3)."""
+def writer_rows_per_s(n: int, tmp: Path, batch: int, server: str | None = None) -> dict[str, float]:
+    """The ledger writer's insert rate (``batch`` rows a transaction), with its rollups and
+    without, interleaved run by run (median of 3): on SQLite files, or with ``server`` (a
+    PostgreSQL URL) on a database of its own there, made afresh for each run."""
     # As a live writer sees them: in time order, ~12,000 an hour (10M rows in 30 days).
     start = datetime.now(UTC) - timedelta(hours=4)
     mine = (r for t, r in client_rows(n, seed=2) if t == "requests")
@@ -217,7 +220,8 @@ def writer_rows_per_s(n: int, tmp: Path, batch: int) -> dict[str, float]:
     rates: dict[str, list[float]] = {name: [] for name in variants}
     for i in range(3):
         for k, (name, add) in enumerate(variants.items()):
-            engine = make_engine(f"sqlite:///{tmp / f'w{batch}-{k}-{i}.db'}")
+            url = _fresh_database(server) if server else f"sqlite:///{tmp / f'w{batch}-{k}-{i}.db'}"
+            engine = make_engine(url)
             create_schema(engine)
             writer = LedgerWriter(engine, tmp / f"spool{batch}-{k}-{i}", batch_size=batch)
             with mock.patch.object(rollups, "add", add):
@@ -229,6 +233,16 @@ def writer_rows_per_s(n: int, tmp: Path, batch: int) -> dict[str, float]:
     for name, rate in out.items():
         log(f"writer, {name}, batches of {batch}: {rate:,.0f} rows/s")
     return out
+
+
+def _fresh_database(server: str, name: str = "tierwise_bench_writer") -> str:
+    """An empty database ``name`` on the PostgreSQL server of ``server`` (dropped first if there)."""
+    admin = create_engine(normalise_url(server), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return server.rsplit("/", 1)[0] + "/" + name
 
 
 def page_seconds(url: str, checkout: Path, page: str = PAGE) -> dict[str, float]:
@@ -251,8 +265,21 @@ def main() -> int:
     ap.add_argument("--before", default="63e2008", help="a revision whose dashboard reads raw rows ('' to skip)")
     ap.add_argument("--reuse", action="store_true", help="keep the database of an earlier run")
     ap.add_argument("--writer-rows", type=int, default=50_000, help="rows the writer's rate is measured on")
+    ap.add_argument(
+        "--writer-database-url",
+        help="measure the writer on this PostgreSQL server (a database of its own, made and dropped) instead of SQLite",
+    )
+    ap.add_argument("--writer-only", action="store_true", help="only the writer's rate: no ledger, no pages")
     args = ap.parse_args()
     OUT.mkdir(exist_ok=True)
+    if args.writer_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            batches = (500, Settings().ledger_batch_size, 10_000)
+            _print_writer(
+                {b: writer_rows_per_s(args.writer_rows, Path(tmp), b, args.writer_database_url) for b in batches},
+                args.writer_database_url,
+            )
+        return 0
     url = args.database_url or f"sqlite:///{OUT / f'ledger-{args.rows}.db'}"
     if not args.reuse:
         if url.startswith("sqlite:///"):
@@ -260,7 +287,8 @@ def main() -> int:
         log(f"writing {args.rows:,} client requests to {url}")
         generate(url, args.rows)
     with tempfile.TemporaryDirectory() as tmp:
-        writer = {b: writer_rows_per_s(args.writer_rows, Path(tmp), b) for b in (500, Settings().ledger_batch_size)}
+        batches = (500, Settings().ledger_batch_size)
+        writer = {b: writer_rows_per_s(args.writer_rows, Path(tmp), b, args.writer_database_url) for b in batches}
         results = {"rollups (this checkout)": page_seconds(url, REPO)}
         if args.before:
             before = Path(tmp) / "before"
@@ -275,13 +303,17 @@ def main() -> int:
     print(f"{'':>28} {'24 h':>8} {'7 days':>8} {'all time':>9}")
     for name, r in results.items():
         print(f"{name:>28} {r['24 h']:8.2f} {r['7 days']:8.2f} {r['all time']:9.2f}")
-    print("\nledger writer (SQLite, median of 3), rows/s:")
+    _print_writer(writer, args.writer_database_url)
+    return 0
+
+
+def _print_writer(writer: dict[int, dict[str, float]], server: str | None) -> None:
+    print(f"\nledger writer ({'PostgreSQL' if server else 'SQLite'}, median of 3), rows/s:")
     for batch, rates in writer.items():
         ratio = rates["rows + rollups"] / rates["rows only"]
         print(
             f"  batches of {batch:>5}: {rates['rows only']:,.0f} without rollups, {rates['rows + rollups']:,.0f} with ({ratio:.2f}x)"
         )
-    return 0
 
 
 if __name__ == "__main__":
