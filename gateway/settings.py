@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # Rows a ledger transaction takes when the writer falls behind (a quiet gateway's batches are
     # what arrived in the flush interval): bigger ones fold to fewer rollup groups a row.
     ledger_batch_size: int = Field(default=2_000, ge=1)
+    # The writer stages each batch's rollup sums with its rows and adds them to the rollups (what
+    # the dashboard's figures read) this often: its charts lag the rows by up to this.
+    ledger_merge_interval_s: float = Field(default=5.0, ge=0)
     # Raw ledger rows older than this many days are deleted (hourly); the hourly rollups the
     # dashboard's figures read stay. Unset: every row is kept.
     ledger_retention_days: float | None = Field(default=None, gt=0)

@@ -88,6 +88,7 @@ async def build_state(
         batch_size=settings.ledger_batch_size,
         interval_s=settings.ledger_flush_interval_s,
         retention_days=settings.ledger_retention_days,
+        merge_interval_s=settings.ledger_merge_interval_s,
     )
     # Probes of failing deployments, like shadow and judge calls, are the gateway's own: the
     # ledger has them, the metrics count clients' requests.

@@ -183,4 +183,9 @@ def test_every_error_under_messages_is_in_anthropics_envelope(gw: Gateway) -> No
         assert r.status_code == status and r.json()["type"] == "error", r.text
         assert set(r.json()["error"]) == {"type", "message"}
     openai_shaped = httpx.post(gw.v1 + "/chat/completions", json={}, headers={"origin": "https://evil.example"})
-    assert openai_shaped.status_code == 403 and set(openai_shaped.json()["error"]) == {"message", "type", "param", "code"}
+    assert openai_shaped.status_code == 403 and set(openai_shaped.json()["error"]) == {
+        "message",
+        "type",
+        "param",
+        "code",
+    }

@@ -8,17 +8,18 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select, text
 
 from dashboard import queries
 from gateway.ledger import LedgerWriter, create_schema, make_engine
 from gateway.ledger.models import LedgerEntry, LedgerRow
-from gateway.ledger.rollups import BOUNDS_MS, BUCKETS, DAYS, HOURS, days_mark, rebuild
+from gateway.ledger.rollups import BOUNDS_MS, BUCKETS, DAYS, HOURS, days_mark, merge, rebuild
 from gateway.ledger.signal_rollups import (
     CHECKS,
     FEEDBACK,
@@ -80,7 +81,9 @@ def _rows(n: int, seed: int) -> list[LedgerRow]:
     return out
 
 
-_STEPS = '[{"tier": "local", "reasons": ["invalid_json", "empty"]}, {"tier": "mid"}, {"tier": "frontier", "reasons": []}]'
+_STEPS = (
+    '[{"tier": "local", "reasons": ["invalid_json", "empty"]}, {"tier": "mid"}, {"tier": "frontier", "reasons": []}]'
+)
 
 
 def _table(engine, table=HOURS) -> dict[tuple, dict]:  # type: ignore[no-untyped-def, type-arg]
@@ -136,6 +139,69 @@ def _same(a: dict, b: dict) -> None:  # type: ignore[type-arg]
                 assert value.replace(tzinfo=None) == expected.replace(tzinfo=None), group
             else:
                 assert value == pytest.approx(expected, rel=1e-12, abs=1e-12), (group, name)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+async def test_sums_staged_by_a_writer_that_died_are_merged_once_by_another(tmp_path: Path, ledger_url: str) -> None:
+    engine = make_engine(ledger_url)
+    create_schema(engine)
+    rows = _rows(600, seed=13)
+    dying = LedgerWriter(engine, tmp_path / "a", batch_size=100, merge_interval_s=3600)
+    for row in rows[:200]:
+        dying.record(row)
+    await dying.flush()  # the first flush merges what it wrote
+    for row in rows[200:450]:
+        dying.record(row)
+    await dying.flush()  # staged with the rows, not merged yet: the process dies here (kill -9)
+    assert _requests(engine) == 200  # the rollups lag the rows by the merge interval
+    with engine.begin() as conn:  # an operator's recount meanwhile: the staged sums are in it once
+        rebuild(conn)
+    assert _requests(engine) == 450
+    for row in rows[450:]:
+        dying.record(row)
+    await dying.flush()
+    sibling = LedgerWriter(engine, tmp_path / "b")  # another replica, or the next start
+    await sibling.close()
+    merged = _table(engine)
+    assert _requests(engine) == len(rows)
+    with engine.begin() as conn:
+        rebuild(conn)
+    _same(merged, _table(engine))
+    assert merged.keys() == _table(engine).keys()
+
+
+def _requests(engine) -> int:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.coalesce(func.sum(HOURS.c.requests), 0))).scalar_one())
+
+
+def test_replicas_merging_at_once_add_each_batch_once(tmp_path: Path, pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    create_schema(engine)
+    rows = _rows(400, seed=17)
+    LedgerWriter(engine, tmp_path / "spool", batch_size=100)._insert(
+        [{n: getattr(r, n) for n in LedgerRow.__slots__} for r in rows]
+    )
+    first = engine.connect()
+    first.begin()
+    assert len(merge(first)) == 4  # taken, not committed: the batches stay locked
+    second: list[int] = []
+    racing = threading.Thread(target=lambda: second.append(_merge_in(engine)))
+    racing.start()
+    with engine.connect() as watch:  # until the second replica's merge waits on the first's locks
+        waiting = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = :db")
+        while not watch.execute(waiting, {"db": engine.url.database}).scalar_one():
+            watch.rollback()
+    first.commit()
+    first.close()
+    racing.join(timeout=30)
+    assert second == [0]  # the batches the first took are gone, not added twice
+    assert _requests(engine) == len(rows)
+
+
+def _merge_in(engine) -> int:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        return len(merge(conn))
 
 
 async def test_the_rebuild_command_repairs_the_rollups(tmp_path: Path) -> None:

@@ -3,14 +3,19 @@
 One row per hour and (purpose, route, tier, upstream model, key, status, error) — what the
 dashboard groups and filters by, and no more: every dimension multiplies the rows — request
 count, token kinds, cost, the frontier counterfactual, what caching saved, fallbacks, and
-histograms of latency and time to first token. The writer adds each batch of ledger rows to
-them in the same transaction as the rows (so a batch the database refuses, or a replayed row
-already written, counts in neither), and :func:`rebuild` recounts them from the rows.
+histograms of latency and time to first token.
+
+The writer stages each batch's sums (folded in Python, signals too) in ``rollup_pending``, in
+the transaction that writes its rows, and every few seconds :func:`merge` adds the staged
+batches to the rollups at once: a group recurs batch after batch, and the upserts were most of
+what the rollups cost the writer. So a batch the database refuses, or a replayed row already
+written, counts in neither, and the rollups lag the rows by the merge interval. :func:`rebuild`
+recounts them from the rows.
 
 Days: whole UTC days before a mark (``rollup_marks.days``) are added up once more into
 ``request_days``, so a month reads ~30 rows per group rather than ~720. :func:`close_days`
 moves the mark (the writer calls it every ten minutes); a late row for a day already closed (a journal
-replayed after an outage) is added to its day by the writer too, in the same transaction.
+replayed after an outage) is added to its day by the merge too, in the same transaction.
 
 Dimensions are never NULL ('' stands for none): a unique key over nullable columns would let
 two "none" rows of one group exist side by side, in SQLite and PostgreSQL alike.
@@ -21,32 +26,31 @@ from __future__ import annotations
 import bisect
 import functools
 import operator
-from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
     Float,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     UniqueConstraint,
     and_,
-    case,
     func,
     select,
     text,
 )
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 
-from gateway.ledger import signal_rollups
+from gateway.ledger import signal_rollups, upsert
 from gateway.ledger.models import LedgerEntry
-from gateway.ledger.upsert import add_sqlite
 
 __all__ = [
     "BOUNDS_MS",
@@ -58,12 +62,15 @@ __all__ = [
     "MARKS",
     "MEASURES",
     "NULLABLE",
-    "add",
+    "PENDING",
+    "Staged",
     "close_days",
     "days_mark",
     "fold",
     "histogram_columns",
+    "merge",
     "rebuild",
+    "stage",
 ]
 
 # Bucket bounds in seconds (a value v counts in the first bucket with v <= bound; the last bucket
@@ -123,6 +130,14 @@ DAYS = _table("request_days", "day")
 MARKS = Table(
     "rollup_marks", _METADATA, Column("name", String(32), primary_key=True), Column("value", BigInteger, nullable=False)
 )
+# A batch's rollup sums (folded hours and signals, JSON), written with its rows; see merge.
+PENDING = Table(
+    "rollup_pending",
+    _METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("sums", LargeBinary, nullable=False),
+)
+_STAGE = PENDING.insert().returning(PENDING.c.id)
 _DAY = 86400
 
 
@@ -135,51 +150,66 @@ BOUNDS_MS = {metric: [round(b * 1000, 6) for b in bounds] for metric, (_, bounds
 _COLUMNS_OF = {metric: histogram_columns(metric) for metric in HISTOGRAMS}
 
 
-_GROUP = operator.itemgetter(*DIMENSIONS[1:])
-_COUNTED = operator.itemgetter(*_SUMMED, "cost_usd", "frontier_cost_usd")
+# A row's group (DIMENSIONS but the hour), then what fold reads of it, in one call.
+_READ = operator.itemgetter(
+    *DIMENSIONS[1:], "created_at", *_SUMMED, "cost_usd", "frontier_cost_usd", "uncached_cost_usd", "fallbacks",
+    "latency_ms", "ttft_ms",
+)  # fmt: skip
 _LATENCY, _TTFT = BOUNDS_MS["latency_ms"], BOUNDS_MS["ttft_ms"]
 _AT = {name: i for i, name in enumerate((*DIMENSIONS, *MEASURES, "last_seen"))}  # a group's columns
 _LATENCY_AT, _TTFT_AT = _AT[_COLUMNS_OF["latency_ms"][0]], _AT[_COLUMNS_OF["ttft_ms"][0]]
 _SAVED_AT, _FALLBACKS_AT, _LAST_SEEN = _AT["caching_saved_usd"], _AT["fallbacks"], _AT["last_seen"]
 _FIRST = len(DIMENSIONS)
 assert _AT["requests"] == _FIRST == 8 and _AT["frontier_cost_usd"] == 15  # fold's positions
+_HOUR = timedelta(hours=1)
 
 
 def fold(rows: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
     """Ledger rows (as the writer inserts them) added up by hour and group: one list per group,
-    its columns in the order of DIMENSIONS, MEASURES, then last_seen. Positional, and read with
-    itemgetter: it runs on the writer thread for every row, beside the insert itself."""
+    its columns in the order of DIMENSIONS, MEASURES, then last_seen. Positional, one itemgetter
+    call a row and the hour's bounds kept while rows stay in it: it runs on the writer thread for
+    every row, beside the insert itself."""
+    by_hour: dict[int, dict[tuple[Any, ...], list[Any]]] = {}
     groups: dict[tuple[Any, ...], list[Any]] = {}
+    start = end = datetime.max.replace(tzinfo=UTC)
+    hour = 0
     bucket = bisect.bisect_left
-    width = _LAST_SEEN + 1
+    zeros = [0] * (_LAST_SEEN - _FIRST)
     for row in rows:
-        at = row["created_at"]
+        read = _READ(row)
+        key = read[:7]
+        at, prompt, completion, cached, written, reasoning, cost, frontier, uncached, fallbacks, latency, ttft = read[
+            7:
+        ]
         if at.tzinfo is not UTC:
             at = _utc(at)
-        key = (int(at.timestamp()) // 3600 * 3600, *_GROUP(row))
+        if not start <= at < end:
+            hour = int(at.timestamp()) // 3600 * 3600
+            start = datetime.fromtimestamp(hour, UTC)
+            end = start + _HOUR
+            groups = by_hour.setdefault(hour, {})
         g = groups.get(key)
         if g is None:
-            g = groups[key] = [*key, *[0] * (width - _FIRST - 1), at]
+            g = groups[key] = [hour, *key, *zeros, at]
         elif at > g[_LAST_SEEN]:
             g[_LAST_SEEN] = at
-        prompt, completion, read, write, reasoning, cost, frontier = _COUNTED(row)
-        g[8] += 1  # requests, then the columns _COUNTED reads, in order
+        g[8] += 1  # requests, then the token kinds, cost and frontier cost, in MEASURES' order
         g[9] += prompt
         g[10] += completion
-        g[11] += read
-        g[12] += write
+        g[11] += cached
+        g[12] += written
         g[13] += reasoning
         g[14] += cost
         g[15] += frontier
-        if (uncached := row["uncached_cost_usd"]) is not None:
+        if uncached is not None:
             g[_SAVED_AT] += uncached - cost
-        if row["fallbacks"] is not None:
+        if fallbacks is not None:
             g[_FALLBACKS_AT] += 1
-        if (latency := row["latency_ms"]) is not None:
+        if latency is not None:
             g[_LATENCY_AT + bucket(_LATENCY, latency)] += 1
-        if (ttft := row["ttft_ms"]) is not None:
+        if ttft is not None:
             g[_TTFT_AT + bucket(_TTFT, ttft)] += 1
-    return _merged(_none_as_empty(groups.values()))
+    return _merged(_none_as_empty(g for groups in by_hour.values() for g in groups.values()))
 
 
 def _none_as_empty(groups: Iterable[list[Any]]) -> Iterator[list[Any]]:
@@ -199,8 +229,7 @@ def _merged(groups: Iterable[list[Any]]) -> list[list[Any]]:
         if (into := out.get(key)) is None:
             out[key] = g
             continue
-        for i in range(_FIRST, _LAST_SEEN):
-            into[i] += g[i]
+        into[_FIRST:_LAST_SEEN] = map(operator.add, into[_FIRST:_LAST_SEEN], g[_FIRST:_LAST_SEEN])
         into[_LAST_SEEN] = max(into[_LAST_SEEN], g[_LAST_SEEN])
     return list(out.values())
 
@@ -208,18 +237,68 @@ def _merged(groups: Iterable[list[Any]]) -> list[list[Any]]:
 _NULLABLE_AT = tuple(_AT[d] for d in NULLABLE)
 
 
-def add(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
-    """Add ``rows`` to the rollups, in ``conn``'s transaction (the one writing the rows, which
-    holds SQLite's write lock by now, so the days mark cannot move under it)."""
-    rows = list(rows)
-    folded = fold(rows)
-    if not folded:
-        return
-    _upsert(conn, HOURS, folded)
-    signal_rollups.add(conn, rows)
+Staged = dict[str, Any]  # a batch's sums: "hours" (fold's groups), "signals" (table -> [(group, measures)])
+
+
+def stage(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> tuple[int, Staged] | None:
+    """Write what ``rows`` add to the rollups (hours and signals, folded) into ``rollup_pending``,
+    in ``conn``'s transaction (the one writing the rows), for :func:`merge` to add later; its id
+    and the sums, which the writer may keep to spare the merge reading them back."""
+    hours = fold(rows)
+    if not hours:
+        return None
+    sums = {"hours": hours, "signals": {k: list(v.items()) for k, v in signal_rollups.sums(conn, rows).items()}}
+    return conn.execute(_STAGE, {"sums": orjson.dumps(sums)}).scalar_one(), sums
+
+
+def merge(conn: Connection, most: int = 1_000, known: Mapping[int, Staged] | None = None) -> list[int]:
+    """Add the ``most`` oldest staged batches to the rollups in one go (their groups added up
+    first: a group recurs batch after batch), in ``conn``'s transaction; the ids merged. The sums
+    of a batch in ``known`` (as :func:`stage` returned them) are taken from there, not read back.
+
+    A batch is added by whoever deletes it, so exactly once, however many replicas merge at once
+    and wherever one crashed: the delete and the addition commit together."""
+    taken = select(PENDING.c.id).order_by(PENDING.c.id).limit(most).scalar_subquery()
+    found = conn.execute(PENDING.delete().where(PENDING.c.id.in_(taken)).returning(PENDING.c.id, PENDING.c.sums))
+    known = known or {}
+    hours: list[list[Any]] = []
+    signals: dict[str, dict[tuple[Any, ...], list[Any]]] = {}
+    ids = []
+    for at, blob in found:
+        ids.append(at)
+        sums = known.get(at) or _read(blob)
+        hours += sums["hours"]
+        for name, groups in sums["signals"].items():
+            into = signals.setdefault(name, {})
+            for group, measures in groups:
+                was = into.get(group)
+                into[group] = measures if was is None else [a + b for a, b in zip(was, measures, strict=True)]
+    if hours:
+        _apply(conn, _merged(list(g) for g in hours), signals)  # copies: ``known`` stays as it was
+    return ids
+
+
+def _read(blob: bytes) -> Staged:
+    sums: Staged = orjson.loads(blob)
+    for g in sums["hours"]:
+        g[_LAST_SEEN] = datetime.fromisoformat(g[_LAST_SEEN])
+    sums["signals"] = {name: [(tuple(k), m) for k, m in groups] for name, groups in sums["signals"].items()}
+    return sums
+
+
+def _apply(
+    conn: Connection, hours: list[list[Any]], signals: Mapping[str, Mapping[tuple[Any, ...], list[Any]]]
+) -> None:
+    # Groups in key order: replicas merging at once lock the groups they share in one order.
+    hours.sort(key=_KEY)
+    _upsert(conn, HOURS, hours)
+    signal_rollups.apply(conn, signals)
     mark = days_mark(conn, hold=True)
-    if late := [g for g in folded if g[0] < mark]:
-        _upsert(conn, DAYS, _by_day(late))
+    if late := [g for g in hours if g[0] < mark]:
+        _upsert(conn, DAYS, sorted(_by_day(late), key=_KEY))
+
+
+_KEY = operator.itemgetter(*range(_FIRST))
 
 
 def _by_day(hours: Iterable[list[Any]]) -> list[list[Any]]:
@@ -277,24 +356,18 @@ def _set_mark(conn: Connection, value: int) -> None:
 def _upsert(conn: Connection, table: Table, folded: list[list[Any]]) -> None:
     """Add groups (as fold makes them) to the hourly or daily rollups."""
     period = "hour" if table is HOURS else "day"
-    if conn.dialect.name != "sqlite":
-        names = (period, *DIMENSIONS[1:], *MEASURES, "last_seen")
-        conn.execute(_pg_upsert(table, period), [dict(zip(names, g, strict=True)) for g in folded])
-        return
-    stored = table.c.last_seen.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-    found = [(*g[:_LAST_SEEN], stored(g[_LAST_SEEN]) if stored else g[_LAST_SEEN]) for g in folded]
-    add_sqlite(
-        conn, table.name, (period, *DIMENSIONS[1:], *MEASURES, "last_seen"), (period, *DIMENSIONS[1:]), MEASURES, found
-    )
+    if conn.dialect.name == "sqlite":  # the driver takes strings for times: SQLAlchemy's, as its columns store
+        stored = _stored_time(conn.dialect)
+        folded = [[*g[:_LAST_SEEN], stored(g[_LAST_SEEN])] for g in folded]
+    names = (period, *DIMENSIONS[1:], *MEASURES, "last_seen")
+    upsert.add(conn, table, names, names[:_FIRST], MEASURES, folded)
 
 
 @functools.cache
-def _pg_upsert(table: Table, period: str) -> Any:
-    insert = postgresql.insert(table)
-    update: dict[str, Any] = {m: table.c[m] + insert.excluded[m] for m in MEASURES}
-    later = insert.excluded.last_seen > table.c.last_seen
-    update["last_seen"] = case((later, insert.excluded.last_seen), else_=table.c.last_seen)
-    return insert.on_conflict_do_update(index_elements=[period, *DIMENSIONS[1:]], set_=update)
+def _stored_time(dialect: Dialect) -> Callable[[Any], Any]:
+    processor = HOURS.c.last_seen.type.dialect_impl(dialect).bind_processor(dialect)
+    assert processor is not None
+    return processor
 
 
 def _bucket_sql(metric: str) -> list[str]:
@@ -320,6 +393,10 @@ def rebuild(conn: Connection, now: datetime | None = None) -> int:
         hour = "(CAST(strftime('%s', created_at) AS INTEGER) / 3600 * 3600)"
     if conn.dialect.name == "postgresql":  # minutes on a big ledger, not a request's seconds
         conn.execute(text("SET LOCAL statement_timeout = 0"))
+        # Writers wait until the recount commits: a batch committed before it is in the recount
+        # (its staged sums deleted below), one after it stages its sums for a later merge.
+        conn.execute(text(f"LOCK TABLE {PENDING.name} IN EXCLUSIVE MODE"))
+    conn.execute(PENDING.delete())
     oldest = conn.execute(select(func.min(_ROWS.c.created_at))).scalar()
     oldest_row = _utc(oldest).timestamp() // 3600 * 3600 if oldest is not None else None
     oldest_rollup = conn.execute(select(func.min(HOURS.c.hour))).scalar()

@@ -3,8 +3,8 @@ the gateway's own quality calls and its judged samples, by the request they meas
 
 Few rows carry them, so their groups are few: (hour, route, tier) and the signal, with no key
 (a key's view reads the rows, through the partial indexes of the rows that carry a signal). The
-ledger writer adds each batch's signals in the batch's transaction, as it does the request
-rollups, and the quality sampler each judgement in the judgement's (:func:`add_judgement`);
+ledger writer stages each batch's signals (:func:`sums`) with its request rollups, merged later
+(see ``rollups.merge``), and the quality sampler adds each judgement in the judgement's (:func:`add_judgement`);
 :func:`recount` counts them again from the rows. :func:`check_counts` and
 :func:`step_counts` are the one reading of the rows' JSON, for the writer and for the
 dashboard's reads of rows alike.
@@ -15,17 +15,16 @@ from __future__ import annotations
 import functools
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
 from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, UniqueConstraint, func, select, text
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
+from gateway.ledger import upsert
 from gateway.ledger.models import LedgerEntry
-from gateway.ledger.upsert import add_sqlite
 from gateway.quality.models import Feedback, Judgement
 
 __all__ = [
@@ -37,9 +36,9 @@ __all__ = [
     "STEPS",
     "UNKNOWN",
     "UNSPECIFIED",
-    "add",
     "add_feedback",
     "add_judgement",
+    "apply",
     "check_counts",
     "columns",
     "feedback_sums",
@@ -48,6 +47,7 @@ __all__ = [
     "recount_feedback",
     "recount_judgements",
     "step_counts",
+    "sums",
 ]
 
 _METADATA = MetaData()
@@ -156,7 +156,7 @@ def step_counts(rows: Iterable[Mapping[str, Any]]) -> Counter[tuple[int, str, st
 
 
 def _quality_sums(
-    rows: list[Mapping[str, Any]], parents: Mapping[str, Mapping[str, Any]]
+    rows: Sequence[Mapping[str, Any]], parents: Mapping[str, Mapping[str, Any]]
 ) -> dict[tuple[int, str, str, str], list[Any]]:
     out: dict[tuple[int, str, str, str], list[Any]] = {}
     for r in rows:
@@ -228,17 +228,31 @@ def add_judgement(conn: Connection, judgement: Mapping[str, Any]) -> None:
     _add(conn, JUDGED, judgement_sums([judgement]))
 
 
-def add(conn: Connection, rows: list[Mapping[str, Any]]) -> None:
-    """Add the signals of ``rows`` (a batch the writer is inserting) in ``conn``'s transaction."""
-    _add(conn, CHECKS, {k: [n] for k, n in check_counts(r for r in rows if r["checks"]).items()})
-    _add(conn, STEPS, {k: [n] for k, n in step_counts(r for r in rows if r["steps"]).items()})
+def sums(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[tuple[Any, ...], list[Any]]]:
+    """The signals of ``rows`` (a batch the writer is inserting), by table name: what
+    :func:`apply` adds (a parent the batch lacks is read in ``conn``'s transaction)."""
+    out: dict[str, dict[tuple[Any, ...], list[Any]]] = {
+        CHECKS.name: {k: [n] for k, n in check_counts(r for r in rows if r["checks"]).items()},
+        STEPS.name: {k: [n] for k, n in step_counts(r for r in rows if r["steps"]).items()},
+    }
     own = [r for r in rows if r["parent_request_id"] is not None and r["purpose"] != "client"]
     if own:
         parents: dict[str, Mapping[str, Any]] = {r["request_id"]: r for r in rows if r["purpose"] == "client"}
         if missing := {r["parent_request_id"] for r in own} - parents.keys():
             q = select(_ROWS.c.request_id, _ROWS.c.created_at, _ROWS.c.route, _ROWS.c.tier)
             parents |= {r.request_id: r._mapping for r in conn.execute(q.where(_ROWS.c.request_id.in_(missing)))}
-        _add(conn, QUALITY, _quality_sums(own, parents))
+        out[QUALITY.name] = _quality_sums(own, parents)
+    return {str(name): found for name, found in out.items() if found}  # str: a table's name is a subclass
+
+
+def apply(conn: Connection, found: Mapping[str, Mapping[tuple[Any, ...], list[Any]]]) -> None:
+    """Add :func:`sums`' counts (of one batch or many, added up) to their tables, groups in key
+    order (replicas adding to the same groups lock them in one order: no deadlock)."""
+    for name, table_sums in found.items():
+        _add(conn, _BY_NAME[name], dict(sorted(table_sums.items())))
+
+
+_BY_NAME = {t.name: t for t in (CHECKS, STEPS, QUALITY)}
 
 
 @functools.cache
@@ -253,24 +267,9 @@ def _unique(table: Table) -> UniqueConstraint:
 
 
 def _add(conn: Connection, table: Table, sums: Mapping[tuple[Any, ...], list[Any]]) -> None:
-    if not sums:
-        return
-    dims, measures = columns(table)
-    if conn.dialect.name == "sqlite":
-        add_sqlite(conn, table.name, (*dims, *measures), dims, measures, [(*k, *m) for k, m in sums.items()])
-        return
-    values = [dict(zip(dims, key, strict=True)) | dict(zip(measures, m, strict=True)) for key, m in sums.items()]
-    conn.execute(_pg_upsert(table), values)
-
-
-@functools.cache
-def _pg_upsert(table: Table) -> Any:
-    """INSERT ... ON CONFLICT adding the measures: built once per table (the writer's hot path)."""
-    dims, measures = columns(table)
-    insert = postgresql.insert(table)
-    return insert.on_conflict_do_update(
-        index_elements=dims, set_={m: table.c[m] + insert.excluded[m] for m in measures}
-    )
+    if sums:
+        dims, measures = columns(table)
+        upsert.add(conn, table, (*dims, *measures), dims, measures, [(*k, *m) for k, m in sums.items()])
 
 
 def recount(conn: Connection, keep_before: int | None) -> None:

@@ -52,6 +52,7 @@ class LedgerWriter:
         retry_interval_s: float = 2.0,
         max_queued: int = 10_000,
         retention_days: float | None = None,
+        merge_interval_s: float = 5.0,
     ) -> None:
         self.engine = engine
         self.journal = Journal(spool_dir)
@@ -75,6 +76,9 @@ class LedgerWriter:
         self.retention_days = retention_days  # raw rows older than this are deleted, hourly
         self._last_prune = float("-inf")
         self._last_days = float("-inf")
+        self.merge_interval_s = merge_interval_s  # staged rollup sums are merged this often
+        self._last_merge = float("-inf")
+        self._staged: dict[int, rollups.Staged] = {}  # this writer's batches not merged yet, by id
 
     def record(self, row: LedgerRow) -> None:
         self.journal.append(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
@@ -133,12 +137,32 @@ class LedgerWriter:
         if now - self._last_sync > self.sync_interval_s:
             self._last_sync = now
             await loop.run_in_executor(self._thread, self.journal.sync)
+        if now - self._last_merge >= self.merge_interval_s and not self.degraded:
+            self._last_merge = now
+            await self.merge()
         if now - self._last_days > 600 and not self.degraded:
             self._last_days = now
             await self.close_days(datetime.now(UTC))
         if self.retention_days is not None and now - self._last_prune > 3600 and not self.degraded:
             self._last_prune = now
             await self.prune(datetime.now(UTC))
+
+    async def merge(self) -> None:
+        """Add the batches staged since the last merge (by any replica) to the rollups."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._merge)
+        except SQLAlchemyError as exc:
+            log.error("ledger could not merge the staged rollups (%s); tried again later", type(exc).__name__)
+
+    def _merge(self) -> None:
+        while True:
+            with self.engine.begin() as conn:
+                merged = rollups.merge(conn, _MERGED_AT_ONCE, self._staged)
+            if len(merged) < _MERGED_AT_ONCE:  # all there was: ours too, if another replica took them
+                self._staged.clear()
+                return
+            for at in [at for at in self._staged if at <= max(merged)]:
+                del self._staged[at]
 
     async def close_days(self, now: datetime) -> None:
         """Add up the days that ended into the daily rollups (a read of the mark, most times)."""
@@ -174,6 +198,8 @@ class LedgerWriter:
                 pass
         await self.flush()
         await asyncio.get_running_loop().run_in_executor(self._thread, self._replay)
+        if not self.degraded:
+            await self.merge()
         self.journal.sync()
         self.journal.close()
         self._thread.shutdown(wait=True)
@@ -191,14 +217,24 @@ class LedgerWriter:
             chunk = rows[i : i + self.batch_size]
             try:
                 with self.engine.begin() as conn:
-                    _write(conn, chunk)
+                    staged = _write(conn, chunk)
             except IntegrityError:  # a replayed row already written: skip only that one
                 for row in chunk:
                     try:
                         with self.engine.begin() as conn:
-                            _write(conn, [row])
+                            self._keep(_write(conn, [row]))
                     except IntegrityError:
                         log.info("ledger row %s was already written; skipped", row.get("request_id"))
+            else:
+                self._keep(staged)
+
+    def _keep(self, staged: tuple[int, rollups.Staged] | None) -> None:
+        """Keep a committed batch's rollup sums for the merge (a bounded number: the merge reads
+        the rest back)."""
+        if staged is not None:
+            self._staged[staged[0]] = staged[1]
+            if len(self._staged) > _MERGED_AT_ONCE:
+                del self._staged[next(iter(self._staged))]
 
     def _commit(self, segment: Path, rows: list[LedgerRow]) -> None:
         try:
@@ -256,10 +292,13 @@ class LedgerWriter:
         self.spooled += rows
 
 
-def _write(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` and add them to the hourly rollups, in one transaction."""
+def _write(conn: Connection, rows: list[dict[str, Any]]) -> tuple[int, rollups.Staged] | None:
+    """Insert ``rows`` and stage their rollup sums, in one transaction."""
     _insert_rows(conn, rows)
-    rollups.add(conn, rows)
+    return rollups.stage(conn, rows)
+
+
+_MERGED_AT_ONCE = 1_000  # staged batches a merge's transaction takes (a backlog merges in several)
 
 
 def _insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:

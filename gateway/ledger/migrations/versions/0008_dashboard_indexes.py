@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from gateway.ledger.rollups import rebuild
+from gateway.ledger.rollups import PENDING, rebuild
 from gateway.ledger.signal_rollups import CHECKS, FEEDBACK, JUDGED, QUALITY, STEPS
 
 revision = "0008"
@@ -38,6 +38,7 @@ def upgrade() -> None:
         op.create_index("ix_feedback_created_at", "feedback", ["created_at"])
     for table in (CHECKS, STEPS, QUALITY, JUDGED, FEEDBACK):
         table.create(bind, checkfirst=True)
+    PENDING.create(bind, checkfirst=True)  # 0009's table: today's rebuild clears it
     rebuild(bind)
 
 
