@@ -208,9 +208,12 @@ def generate(url: str, n: int) -> None:
     engine.dispose()
 
 
-def writer_rows_per_s(n: int, tmp: Path, batch: int, server: str | None = None, rounds: int = 3) -> dict[str, float]:
-    """The ledger writer's insert rate (``batch`` rows a transaction), with its rollups and
-    without, interleaved run by run (median of ``rounds``): on SQLite files, or with ``server`` (a
+def writer_rows_per_s(
+    n: int, tmp: Path, batch: int, server: str | None = None, rounds: int = 3
+) -> dict[str, tuple[float, float]]:
+    """The ledger writer's insert rate (``batch`` rows a transaction) and this process's CPU time
+    a row (the writer's, SQLite's included, a PostgreSQL server's not), with its rollups and
+    without, interleaved run by run (medians of ``rounds``): on SQLite files, or with ``server`` (a
     PostgreSQL URL) on a database of its own there, made afresh for each run.
 
     With rollups, each batch stages its sums and the staged batches are merged into the rollups
@@ -234,6 +237,7 @@ def writer_rows_per_s(n: int, tmp: Path, batch: int, server: str | None = None, 
         "merged each batch": (rollups.stage, rollups.merge, True),
     }
     rates: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     for i in range(rounds):
         for k, (name, (stage, merge, each)) in enumerate(variants.items()):
             url = _fresh_database(server) if server else f"sqlite:///{tmp / f'w{batch}-{k}-{i}.db'}"
@@ -241,19 +245,20 @@ def writer_rows_per_s(n: int, tmp: Path, batch: int, server: str | None = None, 
             create_schema(engine)
             writer = LedgerWriter(engine, tmp / f"spool{batch}-{k}-{i}", batch_size=batch)
             with mock.patch.object(rollups, "stage", stage), mock.patch.object(rollups, "merge", merge):
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 for part in (rows[j : j + batch] for j in range(0, len(rows), batch)) if each else [rows]:
                     writer._insert(part)
                     writer._merge()
                 rates[name].append(len(rows) / (time.perf_counter() - started))
+                cpu[name].append((time.process_time() - cpu_started) / len(rows) * 1e6)
             if stage is rollups.stage:
-                with engine.begin() as conn:  # what was merged is what a recount finds
+                with engine.begin() as conn:  # every row is in the rollups, once
                     merged = conn.execute(select(func.sum(rollups.HOURS.c.requests))).scalar()
                     assert merged == len(rows), (merged, len(rows))
             engine.dispose()
-    out = {name: statistics.median(r) for name, r in rates.items()}
-    for name, rate in out.items():
-        log(f"writer, {name}, batches of {batch}: {rate:,.0f} rows/s")
+    out = {name: (statistics.median(rates[name]), statistics.median(cpu[name])) for name in variants}
+    for name, (rate, us) in out.items():
+        log(f"writer, {name}, batches of {batch}: {rate:,.0f} rows/s, {us:.1f} µs of CPU a row")
     return out
 
 
@@ -336,15 +341,18 @@ def main() -> int:
     return 0
 
 
-def _print_writer(writer: dict[int, dict[str, float]], server: str | None) -> None:
-    print(f"\nledger writer ({'PostgreSQL' if server else 'SQLite'}, median of the rounds), rows/s:")
-    for batch, rates in writer.items():
-        base = rates["rows only"]
-        print(
-            f"  batches of {batch:>5}: {base:,.0f} without rollups, {rates['rows + rollups']:,.0f} with "
-            f"({rates['rows + rollups'] / base:.2f}x), {rates['merged each batch']:,.0f} merging after "
-            f"every batch ({rates['merged each batch'] / base:.2f}x)"
-        )
+def _print_writer(writer: dict[int, dict[str, tuple[float, float]]], server: str | None) -> None:
+    print(
+        f"\nledger writer ({'PostgreSQL' if server else 'SQLite'}, medians of the rounds), rows/s and µs of CPU a row:"
+    )
+    for batch, found in writer.items():
+        (base, base_cpu), line = found["rows only"], [f"  batches of {batch:>5}:"]
+        for name, (rate, us) in found.items():
+            line.append(
+                f"{name} {rate:,.0f}/s {us:.1f} µs"
+                + ("" if name == "rows only" else f" ({rate / base:.2f}x, {base_cpu / us:.2f}x)")
+            )
+        print(" | ".join(line))
 
 
 if __name__ == "__main__":
