@@ -19,7 +19,7 @@ from sqlalchemy import func, insert, select, text
 from dashboard import queries
 from gateway.ledger import LedgerWriter, create_schema, make_engine
 from gateway.ledger.models import LedgerEntry, LedgerRow
-from gateway.ledger.rollups import BOUNDS_MS, BUCKETS, DAYS, HOURS, days_mark, merge, rebuild
+from gateway.ledger.rollups import BOUNDS_MS, BUCKETS, DAYS, HOURS, days_mark, merge, rebuild, stage
 from gateway.ledger.signal_rollups import (
     CHECKS,
     FEEDBACK,
@@ -164,6 +164,34 @@ async def test_sums_staged_by_a_writer_that_died_are_merged_once_by_another(tmp_
     await sibling.close()
     merged = _table(engine)
     assert _requests(engine) == len(rows)
+    with engine.begin() as conn:
+        rebuild(conn)
+    _same(merged, _table(engine))
+    assert merged.keys() == _table(engine).keys()
+
+
+def test_a_merge_rolled_back_leaves_the_sums_it_was_given_as_they_were(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'l.db'}")
+    create_schema(engine)
+    rows = [{n: getattr(r, n) for n in LedgerRow.__slots__} for r in _rows(300, seed=19)]
+    at = datetime(2026, 12, 1, 10, 5, tzinfo=UTC)
+    for i, row in enumerate(rows):  # one group in every batch: merging them adds into one list
+        row |= {"created_at": at + timedelta(seconds=i), "purpose": "client", "status_code": 200, "error_type": None}
+        row |= {"route": "auto", "tier": "mid", "upstream_model": "m", "api_key_id": "k", "parent_request_id": None}
+    known = {}
+    with engine.begin() as conn:  # rows as the writer writes them, each batch's sums staged beside them
+        for part in (rows[:100], rows[100:200], rows[200:]):
+            conn.execute(insert(LedgerEntry.__table__), part)  # type: ignore[attr-defined]
+            staged = stage(conn, part)
+            assert staged is not None
+            known[staged[0]] = staged[1]
+    with engine.connect() as conn:  # a merge whose transaction fails after adding them up
+        conn.begin()
+        assert len(merge(conn, known=known)) == 3
+        conn.rollback()
+    with engine.begin() as conn:
+        assert len(merge(conn, known=known)) == 3
+    merged = _table(engine)
     with engine.begin() as conn:
         rebuild(conn)
     _same(merged, _table(engine))

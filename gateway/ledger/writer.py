@@ -3,9 +3,10 @@
 ``record(row)`` appends the row to the journal (a ``write()``, before the response is sent) and
 queues it. A background task moves the queue into the database in batches, on one writer thread
 (one connection, rows in order), each batch with its rollup sums staged beside it; every few
-seconds the staged sums are merged into the rollups (see ``rollups.merge``). When the database falls behind (a saturated process leaves its
-writer thread little time), the queue stops at ``max_queued`` rows and the segment that
-overflowed is written from its journal file instead, so memory stays bounded whatever the load.
+seconds the staged sums are merged into the rollups (see ``rollups.merge``). When the database
+falls behind (a saturated process leaves its writer thread little time), the queue stops at
+``max_queued`` rows and the segment that overflowed is written from its journal file instead, so
+memory stays bounded whatever the load.
 A batch the database refuses stays in its journal segment and is replayed, oldest first, once
 the database answers again; so are the segments a crashed process left behind. ``close()``
 writes everything before the process exits.
