@@ -4,8 +4,8 @@ the gateway's own quality calls and its judged samples, by the request they meas
 Few rows carry them, so their groups are few: (hour, route, tier) and the signal, with no key
 (a key's view reads the rows, through the partial indexes of the rows that carry a signal). The
 ledger writer stages each batch's signals (:func:`sums`) with its request rollups, merged later
-(see ``rollups.merge``), and the quality sampler adds each judgement in the judgement's (:func:`add_judgement`);
-:func:`recount` counts them again from the rows. :func:`check_counts` and
+(see ``rollups.merge``), and the quality sampler adds each judgement in the judgement's
+transaction (:func:`add_judgement`); :func:`recount` counts them again from the rows. :func:`check_counts` and
 :func:`step_counts` are the one reading of the rows' JSON, for the writer and for the
 dashboard's reads of rows alike.
 """

@@ -163,7 +163,8 @@ class LedgerWriter:
             if len(merged) < _MERGED_AT_ONCE:  # all there was: ours too, if another replica took them
                 self._staged.clear()
                 return
-            for at in [at for at in self._staged if at <= max(merged)]:
+            last = max(merged)
+            for at in [at for at in self._staged if at <= last]:
                 del self._staged[at]
 
     async def close_days(self, now: datetime) -> None:
