@@ -150,10 +150,10 @@ BOUNDS_MS = {metric: [round(b * 1000, 6) for b in bounds] for metric, (_, bounds
 _COLUMNS_OF = {metric: histogram_columns(metric) for metric in HISTOGRAMS}
 
 
-# A row's group (DIMENSIONS but the hour), then what fold reads of it, in one call.
+# A row's group (DIMENSIONS but the hour), what fold adds up of it and its quality signals, in one call.
 _READ = operator.itemgetter(
     *DIMENSIONS[1:], "created_at", *_SUMMED, "cost_usd", "frontier_cost_usd", "uncached_cost_usd", "fallbacks",
-    "latency_ms", "ttft_ms",
+    "latency_ms", "ttft_ms", "checks", "steps", "parent_request_id",
 )  # fmt: skip
 _LATENCY, _TTFT = BOUNDS_MS["latency_ms"], BOUNDS_MS["ttft_ms"]
 _AT = {name: i for i, name in enumerate((*DIMENSIONS, *MEASURES, "last_seen"))}  # a group's columns
@@ -164,23 +164,28 @@ assert _AT["requests"] == _FIRST == 8 and _AT["frontier_cost_usd"] == 15  # fold
 _HOUR = timedelta(hours=1)
 
 
-def fold(rows: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
+def fold(rows: Iterable[Mapping[str, Any]]) -> tuple[list[list[Any]], list[Mapping[str, Any]]]:
     """Ledger rows (as the writer inserts them) added up by hour and group: one list per group,
-    its columns in the order of DIMENSIONS, MEASURES, then last_seen. Positional, one itemgetter
-    call a row and the hour's bounds kept while rows stay in it: it runs on the writer thread for
-    every row, beside the insert itself."""
+    its columns in the order of DIMENSIONS, MEASURES, then last_seen; and the rows that carry a
+    quality signal (checks, steps or a parent request: see ``signal_rollups.sums``). Positional,
+    one itemgetter call a row and the hour's bounds kept while rows stay in it: it runs on the
+    writer thread for every row, beside the insert itself."""
     by_hour: dict[int, dict[tuple[Any, ...], list[Any]]] = {}
     groups: dict[tuple[Any, ...], list[Any]] = {}
+    signalled = []
     start = end = datetime.max.replace(tzinfo=UTC)
     hour = 0
     bucket = bisect.bisect_left
     zeros = [0] * (_LAST_SEEN - _FIRST)
     for row in rows:
-        read = _READ(row)
-        key = read[:7]
-        at, prompt, completion, cached, written, reasoning, cost, frontier, uncached, fallbacks, latency, ttft = read[
-            7:
-        ]
+        (
+            purpose, route, tier, model, key_id, status, error,
+            at, prompt, completion, cached, written, reasoning, cost, frontier, uncached, fallbacks, latency, ttft,
+            checks, steps, parent,
+        ) = _READ(row)  # fmt: skip
+        key = (purpose, route, tier, model, key_id, status, error)
+        if checks or steps or parent is not None:
+            signalled.append(row)
         if at.tzinfo is not UTC:
             at = _utc(at)
         if not start <= at < end:
@@ -209,7 +214,7 @@ def fold(rows: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
             g[_LATENCY_AT + bucket(_LATENCY, latency)] += 1
         if ttft is not None:
             g[_TTFT_AT + bucket(_TTFT, ttft)] += 1
-    return _merged(_none_as_empty(g for groups in by_hour.values() for g in groups.values()))
+    return _merged(_none_as_empty(g for groups in by_hour.values() for g in groups.values())), signalled
 
 
 def _none_as_empty(groups: Iterable[list[Any]]) -> Iterator[list[Any]]:
@@ -244,10 +249,11 @@ def stage(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> tuple[int, Sta
     """Write what ``rows`` add to the rollups (hours and signals, folded) into ``rollup_pending``,
     in ``conn``'s transaction (the one writing the rows), for :func:`merge` to add later; its id
     and the sums, which the writer may keep to spare the merge reading them back."""
-    hours = fold(rows)
+    hours, signalled = fold(rows)
     if not hours:
         return None
-    sums = {"hours": hours, "signals": {k: list(v.items()) for k, v in signal_rollups.sums(conn, rows).items()}}
+    signals = signal_rollups.sums(conn, rows, signalled)
+    sums = {"hours": hours, "signals": {k: list(v.items()) for k, v in signals.items()}}
     return conn.execute(_STAGE, {"sums": orjson.dumps(sums)}).scalar_one(), sums
 
 

@@ -228,17 +228,24 @@ def add_judgement(conn: Connection, judgement: Mapping[str, Any]) -> None:
     _add(conn, JUDGED, judgement_sums([judgement]))
 
 
-def sums(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[tuple[Any, ...], list[Any]]]:
+def sums(
+    conn: Connection, rows: Sequence[Mapping[str, Any]], signalled: Sequence[Mapping[str, Any]]
+) -> dict[str, dict[tuple[Any, ...], list[Any]]]:
     """The signals of ``rows`` (a batch the writer is inserting), by table name: what
-    :func:`apply` adds (a parent the batch lacks is read in ``conn``'s transaction)."""
+    :func:`apply` adds. ``signalled``: those of the rows with checks, steps or a parent request
+    (``rollups.fold`` finds them in its pass; few rows carry any). A parent the batch lacks is
+    read in ``conn``'s transaction."""
     out: dict[str, dict[tuple[Any, ...], list[Any]]] = {
-        CHECKS.name: {k: [n] for k, n in check_counts(r for r in rows if r["checks"]).items()},
-        STEPS.name: {k: [n] for k, n in step_counts(r for r in rows if r["steps"]).items()},
+        CHECKS.name: {k: [n] for k, n in check_counts(r for r in signalled if r["checks"]).items()},
+        STEPS.name: {k: [n] for k, n in step_counts(r for r in signalled if r["steps"]).items()},
     }
-    own = [r for r in rows if r["parent_request_id"] is not None and r["purpose"] != "client"]
+    own = [r for r in signalled if r["parent_request_id"] is not None and r["purpose"] != "client"]
     if own:
-        parents: dict[str, Mapping[str, Any]] = {r["request_id"]: r for r in rows if r["purpose"] == "client"}
-        if missing := {r["parent_request_id"] for r in own} - parents.keys():
+        wanted = {r["parent_request_id"] for r in own}
+        parents: dict[str, Mapping[str, Any]] = {
+            r["request_id"]: r for r in rows if r["request_id"] in wanted and r["purpose"] == "client"
+        }
+        if missing := wanted - parents.keys():
             q = select(_ROWS.c.request_id, _ROWS.c.created_at, _ROWS.c.route, _ROWS.c.tier)
             parents |= {r.request_id: r._mapping for r in conn.execute(q.where(_ROWS.c.request_id.in_(missing)))}
         out[QUALITY.name] = _quality_sums(own, parents)
