@@ -160,6 +160,7 @@ _AT = {name: i for i, name in enumerate((*DIMENSIONS, *MEASURES, "last_seen"))} 
 _LATENCY_AT, _TTFT_AT = _AT[_COLUMNS_OF["latency_ms"][0]], _AT[_COLUMNS_OF["ttft_ms"][0]]
 _SAVED_AT, _FALLBACKS_AT, _LAST_SEEN = _AT["caching_saved_usd"], _AT["fallbacks"], _AT["last_seen"]
 _FIRST = len(DIMENSIONS)
+_KEY = operator.itemgetter(*range(_FIRST))  # a group's dimensions
 assert _AT["requests"] == _FIRST == 8 and _AT["frontier_cost_usd"] == 15  # fold's positions
 _HOUR = timedelta(hours=1)
 
@@ -226,13 +227,14 @@ def _none_as_empty(groups: Iterable[list[Any]]) -> Iterator[list[Any]]:
         yield g
 
 
-def _merged(groups: Iterable[list[Any]]) -> list[list[Any]]:
-    """Groups of the same dimensions added into one."""
+def _merged(groups: Iterable[list[Any]], copy: bool = False) -> list[list[Any]]:
+    """Groups of the same dimensions added into one (``copy``: into copies, the groups given
+    left as they were)."""
     out: dict[tuple[Any, ...], list[Any]] = {}
     for g in groups:
-        key = tuple(g[:_FIRST])
+        key = _KEY(g)
         if (into := out.get(key)) is None:
-            out[key] = g
+            out[key] = g[:] if copy else g
             continue
         into[_FIRST:_LAST_SEEN] = map(operator.add, into[_FIRST:_LAST_SEEN], g[_FIRST:_LAST_SEEN])
         into[_LAST_SEEN] = max(into[_LAST_SEEN], g[_LAST_SEEN])
@@ -280,7 +282,7 @@ def merge(conn: Connection, most: int = 1_000, known: Mapping[int, Staged] | Non
                 was = into.get(group)
                 into[group] = measures if was is None else [a + b for a, b in zip(was, measures, strict=True)]
     if hours:
-        _apply(conn, _merged(list(g) for g in hours), signals)  # copies: ``known`` stays as it was
+        _apply(conn, _merged(hours, copy=True), signals)  # ``known`` stays as it was
     return ids
 
 
@@ -302,9 +304,6 @@ def _apply(
     mark = days_mark(conn, hold=True)
     if late := [g for g in hours if g[0] < mark]:
         _upsert(conn, DAYS, sorted(_by_day(late), key=_KEY))
-
-
-_KEY = operator.itemgetter(*range(_FIRST))
 
 
 def _by_day(hours: Iterable[list[Any]]) -> list[list[Any]]:

@@ -9,6 +9,7 @@ array parameters in Python (unnest of typed arrays: ~3x jsonb's time)."""
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +33,7 @@ def add(
         conn.exec_driver_sql(_json_sql(conn.dialect, *shape), (orjson.dumps(rows).decode(),))
         return
     width = len(columns)
-    flat = [v for row in rows for v in row]
+    flat = list(itertools.chain.from_iterable(rows))
     done, most = 0, 1 << ((_PARAMETERS // width).bit_length() - 1)
     while done < len(rows):
         run = 1 << (min(len(rows) - done, most).bit_length() - 1)  # powers of two: few statements to cache
