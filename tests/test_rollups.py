@@ -48,8 +48,8 @@ def _rows(n: int, seed: int) -> list[LedgerRow]:
                 request_id=f"r-{seed}-{i}-{uuid.uuid4().hex[:8]}",
                 requested_model="auto",
                 created_at=start + timedelta(minutes=rng.randrange(0, 5 * 60)),  # across 6 hours and a day
-                api_key_id=rng.choice([None, "key_a", "key_b"]),
-                route=rng.choice([None, "auto", "cheap"]),
+                api_key_id=rng.choice([None, "", "key_a", "key_b"]),  # NULL and '': one group
+                route=rng.choice([None, "", "auto", "cheap"]),
                 tier=rng.choice([None, "local", "mid", "frontier"]),
                 deployment=rng.choice([None, "mid-a", "frontier-a"]),
                 upstream_model=rng.choice([None, "gpt-4o-mini", "claude-haiku-4-5"]),

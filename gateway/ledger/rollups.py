@@ -166,11 +166,12 @@ _HOUR = timedelta(hours=1)
 
 
 def fold(rows: Iterable[Mapping[str, Any]]) -> tuple[list[list[Any]], list[Mapping[str, Any]]]:
-    """Ledger rows (as the writer inserts them) added up by hour and group: one list per group,
-    its columns in the order of DIMENSIONS, MEASURES, then last_seen; and the rows that carry a
-    quality signal (checks, steps or a parent request: see ``signal_rollups.sums``). Positional,
-    one itemgetter call a row and the hour's bounds kept while rows stay in it: it runs on the
-    writer thread for every row, beside the insert itself."""
+    """Ledger rows (as the writer inserts them) added up by hour and group: a list per group,
+    its columns in the order of DIMENSIONS, MEASURES, then last_seen (rows that differ only in
+    NULL or '' for a dimension come as two lists: the merge adds groups up by key); and the
+    rows that carry a quality signal (checks, steps or a parent request: see
+    ``signal_rollups.sums``). Positional, one itemgetter call a row and the hour's bounds kept
+    while rows stay in it: it runs on the writer thread for every row, beside the insert itself."""
     by_hour: dict[int, dict[tuple[Any, ...], list[Any]]] = {}
     groups: dict[tuple[Any, ...], list[Any]] = {}
     signalled = []
@@ -215,7 +216,7 @@ def fold(rows: Iterable[Mapping[str, Any]]) -> tuple[list[list[Any]], list[Mappi
             g[_LATENCY_AT + bucket(_LATENCY, latency)] += 1
         if ttft is not None:
             g[_TTFT_AT + bucket(_TTFT, ttft)] += 1
-    return _merged(_none_as_empty(g for groups in by_hour.values() for g in groups.values())), signalled
+    return list(_none_as_empty(g for groups in by_hour.values() for g in groups.values())), signalled
 
 
 def _none_as_empty(groups: Iterable[list[Any]]) -> Iterator[list[Any]]:
