@@ -325,9 +325,12 @@ def _writer_child(variant: str, batch: int, n: int, url: str, spool: Path) -> No
     engine = make_engine(url)
     create_schema(engine)
     writer = LedgerWriter(engine, spool, batch_size=batch)
-    # Warmed up first on rows of a week before (statements compiled and cached, lazy imports done)
+    # Warmed up first on the same rows a week before, as a writer that has run a while is: lazy
+    # imports done, and its statements (one for each run of rows or groups a statement carries)
+    # compiled by SQLite and cached by the driver; the first use of a long multi-row statement
+    # costs more than a merge's execution of it.
     week = timedelta(days=7)
-    warm = [{**r, "request_id": f"{r['request_id']}-w", "created_at": r["created_at"] - week} for r in rows[:batch]]
+    warm = [{**r, "request_id": f"{r['request_id']}-w", "created_at": r["created_at"] - week} for r in rows]
     _write(writer, warm, variant)
     print("ready", flush=True)
     sys.stdin.readline()
