@@ -79,6 +79,7 @@ $(PORTKEY): bench/portkey/package-lock.json
 # local-model figures.
 bench: setup $(PORTKEY)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind)  # ab.py and dashboard_scale.py count instructions
 	test -x bench/.venv-litellm/bin/litellm || ($(PYTHON) -m venv bench/.venv-litellm && bench/.venv-litellm/bin/pip install 'litellm[proxy]==1.106.2')
 	$(PY) bench/run.py
 	$(PY) bench/router_latency.py
